@@ -57,6 +57,7 @@ func newApp() *cli.App {
 		},
 		Commands: []*cli.Command{
 			versionCommand(),
+			benchCommand(),
 		},
 		// Errors are printed once by main, not also by the cli package.
 		ExitErrHandler: func(*cli.Context, error) {},

@@ -1,0 +1,46 @@
+# loraft — every target that needs the machine set up depends on `setup`,
+# which is idempotent and takes a second or two once done.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+GO ?= go
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+# MinIO for tests and the demo: path of the cached server binary (deploy/minio.sh).
+MINIO = $$(deploy/minio.sh)
+
+.PHONY: all setup build test demo proto lint bench clean
+
+all: build
+
+## setup: install/adapt libtorch + gotch, build lib/libtch.so and the MinIO binary
+setup:
+	@deploy/setup.sh
+
+## build: bin/loraft (finds lib/libtch.so through its rpath $$ORIGIN/../lib)
+build: setup
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/loraft ./cmd/loraft
+
+## test: the whole suite, with the race detector, against a real MinIO
+test: setup
+	LORAFT_MINIO=$(MINIO) $(GO) test -race -count=1 -timeout 30m ./...
+
+## demo: the most complete end-to-end path the project has so far
+demo: build
+	bin/loraft version
+
+## proto: regenerate the committed gRPC/protobuf code
+proto:
+	deploy/protoc.sh
+
+## lint: gofmt and go vet
+lint: setup
+	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "not gofmt-ed:"; echo "$$bad"; exit 1; fi
+	$(GO) vet ./...
+
+## bench: benchmarks; results as JSON under bench/results/
+bench: build
+	@mkdir -p bench/results
+	bin/loraft bench libtorch --out bench/results/libtorch.json
+
+clean:
+	rm -rf bin
