@@ -43,14 +43,12 @@ func buildBMPClass() *[0x10000]uint8 {
 	forEach16(unicode.Z, func(r rune) { c[r] |= classSpace })
 	forEach16(unicode.P, func(r rune) { c[r] |= classPunct })
 	forEach16(unicode.Mn, func(r rune) { c[r] |= classMn })
-	for r := 0x3400; r <= 0x4DBF; r++ {
-		c[r] |= classCJK
-	}
-	for r := 0x4E00; r <= 0x9FFF; r++ {
-		c[r] |= classCJK
-	}
-	for r := 0xF900; r <= 0xFAFF; r++ {
-		c[r] |= classCJK
+	for _, rg := range [][2]int{{0x3400, 0x4DBF}, {0x4E00, 0x9FFF}, {0xF900, 0xFAFF}} {
+		for r := rg[0]; r <= rg[1]; r++ {
+			if c[r]&classDrop == 0 { // unassigned ones (U+FA6E) are dropped first
+				c[r] |= classCJK
+			}
+		}
 	}
 	for _, r := range "\t\n\r" {
 		c[r] = classSpace

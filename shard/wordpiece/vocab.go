@@ -54,6 +54,10 @@ type Tokenizer struct {
 	pad, unk, cls, sep int32
 	mask               int32 // -1 when [MASK] is not in the vocabulary
 
+	// punctID[c] is the id of ASCII punctuation c as a token of its own
+	// (its vocabulary entry, else [UNK]).
+	punctID [128]int32
+
 	// Longest vocabulary entry in bytes, for the first piece of a word and
 	// for "##" pieces (without the "##"); no candidate can be longer.
 	maxHead, maxCont int
@@ -138,6 +142,12 @@ func New(r io.Reader, name string) (*Tokenizer, error) {
 	}
 	if id, ok := t.vocab[MaskToken]; ok {
 		t.mask = id
+	}
+	for c := range t.punctID {
+		t.punctID[c] = t.unk
+		if id, ok := t.vocab[string(rune(c))]; ok && isASCIIPunct(rune(c)) {
+			t.punctID[c] = id
+		}
 	}
 	return t, nil
 }

@@ -1,0 +1,257 @@
+package shard
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
+)
+
+// Encoder turns a statement into BERT input ids ([CLS] … [SEP]) of at most
+// maxLen tokens; fullLen is the length before truncation. wordpiece.Tokenizer
+// implements it.
+type Encoder interface {
+	Encode(text string, maxLen int) (ids []int32, fullLen int)
+	VocabSHA256() string
+}
+
+// DefaultMaxLen is the default maximum sequence length in tokens.
+const DefaultMaxLen = 128
+
+// Tokens are the token ids of every row of a dataset, in row order.
+type Tokens struct {
+	// Key identifies (dataset, reader policy, vocab, max length); it names the cache file.
+	Key    string
+	MaxLen int
+	// IDs[i] are row i's ids, [CLS] … [SEP], at most MaxLen long.
+	IDs [][]int32
+	// FullLen[i] is row i's length before truncation.
+	FullLen []int32
+}
+
+// Truncated counts rows longer than MaxLen.
+func (t *Tokens) Truncated() int {
+	n := 0
+	for _, l := range t.FullLen {
+		if int(l) > t.MaxLen {
+			n++
+		}
+	}
+	return n
+}
+
+// tokensVersion changes whenever the cache format or the tokenizer's output
+// could change; old cache files then stop matching.
+const tokensVersion = "loraft-tokens-v1"
+
+// TokensKey names the tokens of ds under enc and maxLen.
+func TokensKey(ds *Dataset, enc Encoder, maxLen int) string {
+	sum := sha256.Sum256(fmt.Appendf(nil, "%s|%s|%d|%s|%d", tokensVersion, ds.SHA256, ds.Report.Kept, enc.VocabSHA256(), maxLen))
+	return hex.EncodeToString(sum[:12])
+}
+
+// Tokenize encodes every row of ds on all CPUs. progress, when not nil, is
+// called from one goroutine at a time with the rows done so far.
+func Tokenize(ctx context.Context, ds *Dataset, enc Encoder, maxLen int, progress func(done, total int)) (*Tokens, error) {
+	if maxLen < 2 {
+		return nil, fmt.Errorf("tokenize %s: max length %d leaves no room for [CLS] and [SEP]", ds.Name, maxLen)
+	}
+	n := len(ds.Rows)
+	t := &Tokens{Key: TokensKey(ds, enc, maxLen), MaxLen: maxLen, IDs: make([][]int32, n), FullLen: make([]int32, n)}
+	var next, done atomic.Int64
+	var mu sync.Mutex // serialises progress calls
+	var wg sync.WaitGroup
+	const chunk = 64
+	for range runtime.GOMAXPROCS(0) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				lo := int(next.Add(chunk)) - chunk
+				if lo >= n {
+					return
+				}
+				hi := min(lo+chunk, n)
+				for i := lo; i < hi; i++ {
+					ids, full := enc.Encode(ds.Rows[i].Statement, maxLen)
+					t.IDs[i], t.FullLen[i] = ids, int32(full)
+				}
+				d := done.Add(int64(hi - lo))
+				if progress != nil {
+					mu.Lock()
+					progress(int(d), n)
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("tokenize %s: %w", ds.Name, err)
+	}
+	return t, nil
+}
+
+// ErrCorruptCache reports a token cache file that fails its checksum or layout.
+var ErrCorruptCache = errors.New("corrupt token cache")
+
+// LoadOrTokenize returns the tokens of ds from cacheDir when a valid cache
+// file exists, and otherwise tokenizes and writes one (atomically: a crash
+// never leaves a half-written file under the final name). A corrupt cache
+// file is reported in the log and rebuilt. cached says whether the cache was
+// used. An empty cacheDir disables the cache.
+func LoadOrTokenize(ctx context.Context, cacheDir string, ds *Dataset, enc Encoder, maxLen int, progress func(done, total int)) (t *Tokens, cached bool, err error) {
+	if cacheDir == "" {
+		t, err = Tokenize(ctx, ds, enc, maxLen, progress)
+		return t, false, err
+	}
+	key := TokensKey(ds, enc, maxLen)
+	path := filepath.Join(cacheDir, key+".tokens")
+	t, err = readTokens(path, key, maxLen, len(ds.Rows))
+	switch {
+	case err == nil:
+		return t, true, nil
+	case errors.Is(err, fs.ErrNotExist):
+	default:
+		slog.Warn("token cache unusable; tokenizing again", "file", path, "err", err)
+	}
+	t, err = Tokenize(ctx, ds, enc, maxLen, progress)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := writeTokens(path, t); err != nil {
+		// The tokens are good; a cache that cannot be written only costs time later.
+		slog.Warn("token cache not written", "file", path, "err", err)
+	}
+	return t, false, nil
+}
+
+var tokensMagic = []byte("LRFTTOK1")
+
+// Cache file: magic, then uint32 LE max length and row count, then per row
+// uint32 full length, uint32 n, n × uint32 ids; then the sha256 of all that.
+func writeTokens(path string, t *Tokens) error {
+	var buf bytes.Buffer
+	buf.Write(tokensMagic)
+	le := binary.LittleEndian
+	buf.Write(le.AppendUint32(nil, uint32(t.MaxLen)))
+	buf.Write(le.AppendUint32(nil, uint32(len(t.IDs))))
+	var b []byte
+	for i, ids := range t.IDs {
+		b = le.AppendUint32(b[:0], uint32(t.FullLen[i]))
+		b = le.AppendUint32(b, uint32(len(ids)))
+		for _, id := range ids {
+			b = le.AppendUint32(b, uint32(id))
+		}
+		buf.Write(b)
+	}
+	sum := sha256.Sum256(buf.Bytes())
+	buf.Write(sum[:])
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tokens-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // after a successful rename this finds nothing
+	if _, err := tmp.Write(buf.Bytes()); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+func readTokens(path, key string, maxLen, rows int) (*Tokens, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	corrupt := func(what string) error { return fmt.Errorf("%s: %w: %s", path, ErrCorruptCache, what) }
+	if len(data) < len(tokensMagic)+8+sha256.Size || !bytes.Equal(data[:len(tokensMagic)], tokensMagic) {
+		return nil, corrupt("bad header")
+	}
+	body, sum := data[:len(data)-sha256.Size], data[len(data)-sha256.Size:]
+	if got := sha256.Sum256(body); !bytes.Equal(got[:], sum) {
+		return nil, corrupt("checksum mismatch")
+	}
+	le := binary.LittleEndian
+	p := body[len(tokensMagic):]
+	if int(le.Uint32(p)) != maxLen || int(le.Uint32(p[4:])) != rows {
+		return nil, corrupt("max length or row count differs from its name")
+	}
+	p = p[8:]
+	t := &Tokens{Key: key, MaxLen: maxLen, IDs: make([][]int32, rows), FullLen: make([]int32, rows)}
+	for i := range rows {
+		if len(p) < 8 {
+			return nil, corrupt("truncated")
+		}
+		t.FullLen[i] = int32(le.Uint32(p))
+		n := int(le.Uint32(p[4:]))
+		p = p[8:]
+		if n > maxLen || len(p) < 4*n {
+			return nil, corrupt("row longer than max length")
+		}
+		ids := make([]int32, n)
+		for j := range ids {
+			ids[j] = int32(le.Uint32(p[4*j:]))
+		}
+		t.IDs[i] = ids
+		p = p[4*n:]
+	}
+	if len(p) != 0 {
+		return nil, corrupt("trailing bytes")
+	}
+	return t, nil
+}
+
+// Batch is a padded model input: Size rows of Len tokens, row-major.
+type Batch struct {
+	// Rows are the dataset row indices in batch order.
+	Rows []int
+	Size int
+	Len  int
+	// IDs are token ids, 0 ([PAD]) past each row's end; Mask is 1 on real tokens.
+	IDs, Mask []int64
+	// Labels are the rows' class indices.
+	Labels []int64
+}
+
+// Batch pads rows to the longest row among them. padID is the tokenizer's [PAD] id.
+func (t *Tokens) Batch(ds *Dataset, rows []int, padID int32) Batch {
+	L := 0
+	for _, r := range rows {
+		L = max(L, len(t.IDs[r]))
+	}
+	b := Batch{Rows: rows, Size: len(rows), Len: L,
+		IDs: make([]int64, len(rows)*L), Mask: make([]int64, len(rows)*L), Labels: make([]int64, len(rows))}
+	for i, r := range rows {
+		row := b.IDs[i*L : (i+1)*L]
+		for j := range row {
+			row[j] = int64(padID)
+		}
+		for j, id := range t.IDs[r] {
+			row[j] = int64(id)
+			b.Mask[i*L+j] = 1
+		}
+		b.Labels[i] = int64(ds.Rows[r].Label)
+	}
+	return b
+}
