@@ -57,6 +57,7 @@ func newApp() *cli.App {
 		},
 		Commands: []*cli.Command{
 			versionCommand(),
+			dataCommand(),
 			benchCommand(),
 		},
 		// Errors are printed once by main, not also by the cli package.
