@@ -8,7 +8,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # MinIO for tests and the demo: path of the cached server binary (deploy/minio.sh).
 MINIO = $$(deploy/minio.sh)
 
-.PHONY: all setup build test demo proto lint bench clean
+.PHONY: all setup build test demo proto lint bench bench-libtorch bench-shard clean
 
 all: build
 
@@ -27,6 +27,7 @@ test: setup
 ## demo: the most complete end-to-end path the project has so far
 demo: build
 	bin/loraft version
+	bin/loraft data inspect --data experiments/data/demo.csv
 
 ## proto: regenerate the committed gRPC/protobuf code
 proto:
@@ -37,10 +38,17 @@ lint: setup
 	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "not gofmt-ed:"; echo "$$bad"; exit 1; fi
 	$(GO) vet ./...
 
-## bench: benchmarks; results as JSON under bench/results/
-bench: build
-	@mkdir -p bench/results
+## bench: every benchmark; results as JSON under bench/results/
+bench: bench-libtorch bench-shard
+
+bench-libtorch: build
 	bin/loraft bench libtorch --out bench/results/libtorch.json
+
+# Reads ../shared/data (development and CI machines); pass DATA=... elsewhere.
+DATA ?= ../shared/data/combined-val.csv
+bench-shard: build
+	@test -f "$(DATA)" || { echo "bench-shard: $(DATA) not found; run with DATA=path/to/Combined Data.csv"; exit 1; }
+	bin/loraft bench shard --data "$(DATA)" --out bench/results/shard.json
 
 clean:
 	rm -rf bin

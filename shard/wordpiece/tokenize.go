@@ -64,6 +64,7 @@ type state struct {
 	nfd   []byte // the word in NFD
 	piece []byte // the current punctuation-free piece of the word
 	key   []byte // "##" + a continuation candidate
+	iter  norm.Iter
 }
 
 var statePool = sync.Pool{New: func() any { return &state{key: []byte("##")} }}
@@ -218,8 +219,14 @@ func (t *Tokenizer) word(s *state, w []byte, ascii bool) {
 		t.wordpiece(s, w)
 		return
 	}
-	s.nfd = norm.NFD.Append(s.nfd[:0], w...)
-	nfd := s.nfd
+	// norm.Iter, kept in the pooled state, holds its reorder buffer inline;
+	// norm.NFD.Append would allocate one per word.
+	nfd := s.nfd[:0]
+	s.iter.Init(norm.NFD, w)
+	for !s.iter.Done() {
+		nfd = append(nfd, s.iter.Next()...)
+	}
+	s.nfd = nfd
 	piece := s.piece[:0]
 	for i := 0; i < len(nfd); {
 		var cl uint8

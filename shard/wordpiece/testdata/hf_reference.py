@@ -13,8 +13,9 @@ doc.go; its output depends on the Unicode version of the Python running it
 (3.11: Unicode 14.0.0).
 
 Usage: hf_reference.py VOCAB < texts.json > golden.json
-texts.json is a JSON list of strings; the output is a JSON list of
-{"text": ..., "ids": [...]}, ids with [CLS] and [SEP], no truncation.
+texts.json is a JSON list of strings, or of {"text": ...} objects (so
+golden.json itself can be fed back in to regenerate it); the output is a JSON
+list of {"text": ..., "ids": [...]}, ids with [CLS] and [SEP], no truncation.
 """
 import json
 import re
@@ -160,6 +161,8 @@ def main():
     unk = vocab["[UNK]"]
     res = []
     for t in texts:
+        if isinstance(t, dict):
+            t = t["text"]
         ids = [vocab["[CLS]"]] + [vocab.get(x, unk) for x in tokenize(vocab, t)] + [vocab["[SEP]"]]
         res.append({"text": t, "ids": ids})
     sys.stdout.write("[\n" + ",\n".join(json.dumps(r, ensure_ascii=True) for r in res) + "\n]\n")
