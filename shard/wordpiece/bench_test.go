@@ -9,44 +9,38 @@ import (
 	"unicode/utf8"
 )
 
-// benchTexts returns the statements of ../shared/data/combined-val.csv and
-// the real vocabulary when both are present, else synthetic text and the
-// fixture vocabulary.
+// benchTexts returns bert-base-uncased's tokenizer and the statements of
+// ../shared/data/combined-val.csv when it is present, else synthetic text.
 func benchTexts(b *testing.B) (*Tokenizer, []string, string) {
 	b.Helper()
-	data := filepath.Join("..", "..", "..", "shared", "data")
-	vocab, val := filepath.Join(data, "bert-base-uncased-vocab.txt"), filepath.Join(data, "combined-val.csv")
-	if fileExists(vocab) && fileExists(val) {
-		tok, err := Load(vocab)
-		if err != nil {
-			b.Fatal(err)
-		}
-		f, err := os.Open(val)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer f.Close()
-		r := csv.NewReader(f)
-		r.FieldsPerRecord = -1
-		rows, err := r.ReadAll()
-		if err != nil {
-			b.Fatal(err)
-		}
-		var texts []string
-		for _, row := range rows[1:] {
-			texts = append(texts, row[1])
-		}
-		return tok, texts, "combined-val"
+	tok := realVocab(b)
+	val := filepath.Join("..", "..", "..", "shared", "data", "combined-val.csv")
+	if !fileExists(val) {
+		line := "I can't stop worrying about everything!! Café naïve résumé — “hello” world, unaffable the 中国. "
+		return tok, []string{strings.Repeat(line, 4), line, strings.Repeat(line, 20)}, "synthetic"
 	}
-	tok := fixture(b)
-	line := "I can't stop worrying about everything!! Café naïve résumé — “hello” world, unaffable the 中国. "
-	return tok, []string{strings.Repeat(line, 4), line, strings.Repeat(line, 20)}, "synthetic"
+	f, err := os.Open(val)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	r := csv.NewReader(f)
+	r.FieldsPerRecord = -1
+	rows, err := r.ReadAll()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var texts []string
+	for _, row := range rows[1:] {
+		texts = append(texts, row[1])
+	}
+	return tok, texts, "combined-val.csv"
 }
 
 // BenchmarkEncode encodes one text per iteration, cycling through the data,
-// and reports characters (code points) and tokens per second. "data" is
-// combined-val.csv under the real vocabulary (or synthetic text under the
-// fixture one); "nonascii" is accented, CJK and punctuation-heavy text, the
+// and reports characters (code points) and tokens per second, all under
+// bert-base-uncased. "data" is combined-val.csv's statements (synthetic text
+// when absent); "nonascii" is accented, CJK and punctuation-heavy text, the
 // slow path.
 func BenchmarkEncode(b *testing.B) {
 	tok, texts, src := benchTexts(b)

@@ -8,30 +8,61 @@ import (
 	"testing"
 )
 
-// realVocab loads bert-base-uncased's vocab.txt from ../shared/data (beside
+const bertSHA256 = "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"
+
+// sharedVocabPath is bert-base-uncased's vocab.txt in ../shared/data (beside
 // the repository, present on development and CI machines, never in a user's
-// clone). When it is absent the test says so and stops: the fixture tests
-// cover every behaviour without it.
+// clone).
+var sharedVocabPath = filepath.Join("..", "..", "..", "shared", "data", "bert-base-uncased-vocab.txt")
+
+// realVocab returns bert-base-uncased's tokenizer: from ../shared/data when
+// the file is there, else from the copy embedded in the package (the same
+// bytes; TestEmbeddedVocab checks the hash).
 func realVocab(t testing.TB) *Tokenizer {
 	t.Helper()
-	p := filepath.Join("..", "..", "..", "shared", "data", "bert-base-uncased-vocab.txt")
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("real vocabulary %s is absent (it lives in ../shared/data beside the repository on development and CI machines); the fixture tests cover the tokenizer without it", p)
+	var tok *Tokenizer
+	var err error
+	if fileExists(sharedVocabPath) {
+		tok, err = Load(sharedVocabPath)
+	} else {
+		t.Logf("real vocabulary %s is absent; using the embedded copy", sharedVocabPath)
+		tok, err = BertBaseUncased()
 	}
-	tok, err := Load(p)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if got := tok.VocabSHA256(); got != bertSHA256 {
+		t.Fatalf("%s: VocabSHA256 = %s, want %s (the data README's)", tok.Name(), got, bertSHA256)
+	}
 	return tok
+}
+
+// TestEmbeddedVocab checks the embedded vocabulary against the data README's
+// hash and, when present, against ../shared/data's file.
+func TestEmbeddedVocab(t *testing.T) {
+	emb, err := BertBaseUncased()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if emb.VocabSHA256() != bertSHA256 || emb.VocabSize() != 30522 {
+		t.Fatalf("embedded vocabulary: sha256 %s, %d tokens; want %s, 30522", emb.VocabSHA256(), emb.VocabSize(), bertSHA256)
+	}
+	if !fileExists(sharedVocabPath) {
+		t.Skipf("real vocabulary %s is absent (it lives in ../shared/data beside the repository on development and CI machines); the embedded copy's hash was checked", sharedVocabPath)
+	}
+	shared, err := Load(sharedVocabPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if shared.VocabSHA256() != emb.VocabSHA256() {
+		t.Errorf("shared %s and embedded vocabularies differ", sharedVocabPath)
+	}
 }
 
 // TestRealVocab checks ids worked out by hand from bert-base-uncased's
 // vocab.txt (id = line number - 1, found with grep -nx).
 func TestRealVocab(t *testing.T) {
 	tok := realVocab(t)
-	if got, want := tok.VocabSHA256(), "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"; got != want {
-		t.Fatalf("VocabSHA256 = %s, want %s (the data README's)", got, want)
-	}
 	if tok.VocabSize() != 30522 || tok.PadID() != 0 || tok.UNKID() != 100 || tok.CLSID() != 101 || tok.SEPID() != 102 {
 		t.Fatalf("size %d, specials %d %d %d %d; want 30522, 0 100 101 102", tok.VocabSize(), tok.PadID(), tok.UNKID(), tok.CLSID(), tok.SEPID())
 	}

@@ -76,8 +76,8 @@ func getState() *state {
 }
 
 func putState(s *state) {
-	const keepBytes = 1 << 16 // don't let one huge text pin memory in the pool
-	if cap(s.ids) > keepBytes || cap(s.word) > keepBytes || cap(s.nfd) > keepBytes || cap(s.piece) > keepBytes {
+	const keep = 1 << 16 // don't let one huge text pin memory in the pool
+	if cap(s.ids) > keep || cap(s.word) > keep || cap(s.nfd) > keep || cap(s.piece) > keep {
 		return
 	}
 	statePool.Put(s)

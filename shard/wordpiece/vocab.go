@@ -32,10 +32,15 @@ var (
 // a literal "[MASK]" in the text still stays one token, with the [UNK] id, as
 // in HF.
 const (
-	PadToken  = "[PAD]"
-	UNKToken  = "[UNK]"
-	CLSToken  = "[CLS]"
-	SEPToken  = "[SEP]"
+	// PadToken pads a batch; required in the vocabulary.
+	PadToken = "[PAD]"
+	// UNKToken stands for a word WordPiece cannot piece together; required.
+	UNKToken = "[UNK]"
+	// CLSToken starts every encoded sequence; required.
+	CLSToken = "[CLS]"
+	// SEPToken ends every encoded sequence; required.
+	SEPToken = "[SEP]"
+	// MaskToken is the masked-language-model token; optional.
 	MaskToken = "[MASK]"
 )
 

@@ -97,3 +97,8 @@ func loadedShim() string {
 	}
 	return ""
 }
+
+// ManualSeed seeds libtorch's generators. Dropout draws from them, so the
+// trainer seeds them from (run seed, step) at every step: the random state is
+// then a function of the step, and a resumed run draws what it would have.
+func ManualSeed(seed int64) { lib.AtManualSeed(seed) }
