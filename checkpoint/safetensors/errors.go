@@ -20,8 +20,9 @@ var (
 	// not support.
 	ErrDType = errors.New("unsupported dtype")
 	// ErrShape reports a shape that disagrees with the byte length of the
-	// data (in a file's data_offsets or a Writer's input), or a negative or
-	// overflowing dimension.
+	// data (in a file's data_offsets or a Writer's input), a shape whose
+	// byte length overflows, or a negative dimension given to a Writer (in a
+	// file, a negative dimension is an ErrHeader).
 	ErrShape = errors.New("shape mismatch")
 	// ErrDuplicate reports a tensor name added to a Writer twice, or a key
 	// that appears twice in a file's header.

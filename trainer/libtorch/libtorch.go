@@ -102,3 +102,13 @@ func loadedShim() string {
 // trainer seeds them from (run seed, step) at every step: the random state is
 // then a function of the step, and a resumed run draws what it would have.
 func ManualSeed(seed int64) { lib.AtManualSeed(seed) }
+
+// NoGrad turns autograd off on the calling OS thread and returns a function
+// that restores the previous mode. Grad mode is per thread: the caller must
+// be locked to its thread (runtime.LockOSThread) until it calls restore.
+// Use it instead of gotch's ts.NoGrad (which re-enables rather than restores)
+// and ts.GradSetEnabled (whose returned previous state is unreliable).
+func NoGrad() (restore func()) {
+	prev := lib.LoraftGradSetEnabled(false)
+	return func() { lib.LoraftGradSetEnabled(prev) }
+}

@@ -44,7 +44,7 @@ func (r Report) Table() string {
 	fmt.Fprintf(tw, "mean confidence\t%.4f\n", r.MeanConfidence)
 	fmt.Fprintf(tw, "temperature\t%.4f\n", r.Temperature)
 	tw.Flush()
-	return sb.String()
+	return trimLines(sb.String())
 }
 
 // ConfusionTable returns the confusion matrix as aligned plain text: one row
@@ -74,7 +74,7 @@ func (r Report) ConfusionTable() string {
 	for _, l := range r.legend(headers) {
 		sb.WriteString(l + "\n")
 	}
-	return sb.String()
+	return trimLines(sb.String())
 }
 
 // MarkdownTable returns the report as Markdown for a model card: a summary
@@ -209,6 +209,16 @@ func abbreviate(name string, maxLen int) string {
 		}
 	}
 	return string([]rune(name)[:maxLen-1]) + "."
+}
+
+// trimLines removes trailing spaces, which tabwriter leaves on a line of
+// empty cells.
+func trimLines(s string) string {
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		lines[i] = strings.TrimRight(l, " ")
+	}
+	return strings.Join(lines, "\n")
 }
 
 // mdEscape escapes the characters that would break a Markdown table cell.
