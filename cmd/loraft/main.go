@@ -58,6 +58,9 @@ func newApp() *cli.App {
 		Commands: []*cli.Command{
 			versionCommand(),
 			dataCommand(),
+			trainCommand(),
+			evalCommand(),
+			predictCommand(),
 			benchCommand(),
 		},
 		// Errors are printed once by main, not also by the cli package.

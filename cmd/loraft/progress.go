@@ -70,6 +70,26 @@ func (p *progress) set(n int) {
 	fmt.Fprintf(p.w, "%s: %d/%d %s (%.0f %s/s, ETA %s)\n", p.what, n, p.total, p.unit, rate, p.unit, eta)
 }
 
+// describe changes the bar's label (plain lines show it too).
+func (p *progress) describe(what string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.what = what
+	if p.bar != nil {
+		p.bar.Describe(what)
+	}
+}
+
+// note prints a line above the bar (or among the plain lines).
+func (p *progress) note(line string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.bar != nil {
+		_ = p.bar.Clear()
+	}
+	fmt.Fprintln(p.w, line)
+}
+
 // finish ends the bar and prints the total time.
 func (p *progress) finish() {
 	p.mu.Lock()

@@ -18,3 +18,6 @@ var bertBaseUncasedVocab []byte
 func BertBaseUncased() (*Tokenizer, error) {
 	return New(bytes.NewReader(bertBaseUncasedVocab), "bert-base-uncased vocab.txt (embedded)")
 }
+
+// BertBaseUncasedVocab returns a copy of the embedded vocab.txt bytes.
+func BertBaseUncasedVocab() []byte { return bytes.Clone(bertBaseUncasedVocab) }

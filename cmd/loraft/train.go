@@ -1,0 +1,368 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/loraft/loraft/shard"
+	"github.com/loraft/loraft/shard/wordpiece"
+	"github.com/loraft/loraft/trainer"
+	"github.com/loraft/loraft/trainer/libtorch"
+	"github.com/loraft/loraft/trainer/lora"
+	"github.com/loraft/loraft/trainer/metrics"
+	"github.com/loraft/loraft/trainer/model"
+	"github.com/urfave/cli/v2"
+)
+
+func trainFlags() []cli.Flag {
+	d, l := trainer.DefaultHyper(), lora.DefaultConfig()
+	return []cli.Flag{
+		&cli.PathFlag{Name: "weights", Usage: "HF model.safetensors of the base (bert-base-uncased layout); nothing is downloaded"},
+		&cli.StringFlag{Name: "config", Usage: "tiny, base or a config.json (default: base with --weights, tiny without)"},
+		&cli.Uint64Flag{Name: "init-seed", Value: 0, Usage: "seed of a random-init base (without --weights)"},
+		&cli.IntFlag{Name: "rank", Value: l.Rank, Usage: "LoRA rank r"},
+		&cli.Float64Flag{Name: "alpha", Value: 16, Usage: "LoRA alpha (scaling alpha/r)"},
+		&cli.Float64Flag{Name: "lora-dropout", Value: 0.05, Usage: "dropout on the LoRA input"},
+		&cli.StringFlag{Name: "targets", Value: strings.Join(l.Targets, ","), Usage: "comma-separated target modules, or all-linear"},
+		&cli.BoolFlag{Name: "rslora", Usage: "scale by alpha/√r (rsLoRA)"},
+		&cli.IntFlag{Name: "epochs", Value: d.Epochs},
+		&cli.IntFlag{Name: "batch-size", Value: d.BatchSize},
+		&cli.IntFlag{Name: "grad-accum", Value: d.GradAccum, Usage: "micro-batches per optimizer step"},
+		&cli.Float64Flag{Name: "lr", Value: d.LR, Usage: "peak learning rate (linear warmup, linear decay)"},
+		&cli.Float64Flag{Name: "warmup-ratio", Value: d.WarmupRatio},
+		&cli.Float64Flag{Name: "weight-decay", Value: d.WeightDecay},
+		&cli.Float64Flag{Name: "max-grad-norm", Value: d.MaxGradNorm, Usage: "clip the global gradient norm (0: off)"},
+		&cli.BoolFlag{Name: "class-weights", Usage: "weight the loss by inverse class frequency"},
+		&cli.IntFlag{Name: "eval-every", Usage: "evaluate on the validation split every N steps (0: at the end)"},
+		&cli.BoolFlag{Name: "no-calibrate", Usage: "skip temperature scaling on the validation split"},
+		&cli.StringFlag{Name: "quant", Value: string(model.NF4), Usage: "frozen base storage: nf4 or fp32"},
+		&cli.StringFlag{Name: "compute-dtype", Value: "fp32", Usage: "fp32 or bf16"},
+		&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu, cuda or cuda:N"},
+		&cli.PathFlag{Name: "out", Required: true, Usage: "adapter directory to write"},
+	}
+}
+
+func trainCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "train",
+		Usage: "fine-tune a LoRA adapter on one node (QLoRA: NF4 frozen base)",
+		Description: "Trains LoRA adapters and the classifier head of a frozen BERT on the train split, evaluates\n" +
+			"on validation and test, calibrates confidence by temperature scaling, and writes a PEFT-compatible\n" +
+			"adapter directory.\n\n" + disclaimer,
+		Flags: append(datasetFlags(), trainFlags()...),
+		Action: func(c *cli.Context) error {
+			if _, err := libtorch.SetThreads(); err != nil {
+				return err
+			}
+			h := trainer.DefaultHyper()
+			h.Epochs, h.BatchSize, h.GradAccum = c.Int("epochs"), c.Int("batch-size"), c.Int("grad-accum")
+			h.LR, h.WarmupRatio, h.WeightDecay, h.MaxGradNorm = c.Float64("lr"), c.Float64("warmup-ratio"), c.Float64("weight-decay"), c.Float64("max-grad-norm")
+			h.ClassWeights, h.Seed, h.EvalEvery, h.Calibrate = c.Bool("class-weights"), c.Uint64("seed"), c.Int("eval-every"), !c.Bool("no-calibrate")
+			if err := h.Validate(); err != nil {
+				return fmt.Errorf("flags: %w", err)
+			}
+			lc := lora.Config{Rank: c.Int("rank"), Alpha: c.Float64("alpha"), Dropout: c.Float64("lora-dropout"),
+				Targets: splitList(c.String("targets")), RSLoRA: c.Bool("rslora")}
+			if err := lc.Validate(); err != nil {
+				return fmt.Errorf("flags --rank/--alpha/--lora-dropout/--targets: %w", err)
+			}
+			base, err := baseFromFlags(c)
+			if err != nil {
+				return err
+			}
+			device, err := trainer.ParseDevice(c.String("device"))
+			if err != nil {
+				return fmt.Errorf("flag --device: %w", err)
+			}
+			compute, err := trainer.ParseCompute(c.String("compute-dtype"))
+			if err != nil {
+				return fmt.Errorf("flag --compute-dtype: %w", err)
+			}
+			d, err := loadData(c)
+			if err != nil {
+				return err
+			}
+			w, clsW, clsB, err := trainer.BaseWeights(base, "")
+			if err != nil {
+				return err
+			}
+			m, err := model.New(base.Config, w, clsW, clsB, model.Options{Quant: base.Quant, Compute: compute,
+				Device: device, LoRA: lc, Labels: shard.NumLabels, Seed: h.Seed})
+			if err != nil {
+				return err
+			}
+			defer m.Drop()
+			fmt.Fprintf(c.App.ErrWriter, "model: %d layers × %d, base %s %.1f MB (%.2f bits/param), %d trainable parameters, %s on %s\n",
+				base.Config.NumLayers, base.Config.HiddenSize, base.Quant, float64(m.BaseBytes())/1e6,
+				8*float64(m.BaseBytes())/float64(m.BaseParams()), trainableCount(m), c.String("compute-dtype"), c.String("device"))
+
+			data := &trainer.Data{DS: d.ds, Split: d.split, Tokens: d.tokens, PadID: d.tok.PadID()}
+			steps := shard.StepsPerEpoch(len(d.split.Train), h.BatchSize*h.GradAccum) * h.Epochs
+			bar := newProgress("train", "steps", steps)
+			res, err := trainer.Train(c.Context, m, data, h, func(p trainer.Progress) {
+				if p.Loss != 0 {
+					bar.describe(fmt.Sprintf("train loss %.4f", p.Loss))
+				}
+				bar.set(p.Step)
+				if p.Eval != nil && p.Step < p.Steps {
+					bar.note(fmt.Sprintf("step %d: val macro-F1 %.4f, accuracy %.4f", p.Step, p.Eval.MacroF1, p.Eval.Accuracy))
+				}
+			})
+			if err != nil {
+				return err
+			}
+			bar.finish()
+			base.Compute = c.String("compute-dtype")
+			man := trainer.Manifest{Base: base, LoRA: lc, Hyper: h, Temperature: res.Temperature,
+				Tokenizer: trainer.Tokenizer{VocabSHA256: d.tok.VocabSHA256(), MaxLen: c.Int("max-len"), LowerCase: true},
+				Split:     d.split.Spec, SplitID: d.split.Spec.ID(), Steps: res.Steps}
+			vocab, err := vocabBytes(c)
+			if err != nil {
+				return err
+			}
+			if err := trainer.SaveAdapter(c.Path("out"), m, man, res, vocab); err != nil {
+				return err
+			}
+			printReports(c.App.Writer, res.Val, res.Test)
+			fmt.Fprintf(c.App.Writer, "\nadapter written to %s (temperature %.3f)\n%s\n", c.Path("out"), res.Temperature, disclaimer)
+			return nil
+		},
+	}
+}
+
+func baseFromFlags(c *cli.Context) (trainer.Base, error) {
+	cfgName := c.String("config")
+	if cfgName == "" {
+		cfgName = "tiny"
+		if c.Path("weights") != "" {
+			cfgName = "base"
+		}
+	}
+	cfg, err := model.LoadConfig(cfgName)
+	if err != nil {
+		return trainer.Base{}, fmt.Errorf("flag --config: %w", err)
+	}
+	q := model.Quant(c.String("quant"))
+	if q != model.NF4 && q != model.Dense {
+		return trainer.Base{}, fmt.Errorf("flag --quant: %q, want nf4 or fp32", q)
+	}
+	b := trainer.Base{ConfigName: cfgName, Config: cfg, InitSeed: c.Uint64("init-seed"), Quant: q, Compute: c.String("compute-dtype")}
+	if p := c.Path("weights"); p != "" {
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return b, fmt.Errorf("flag --weights: %w", err)
+		}
+		if b.WeightsSHA256, err = trainer.FileSHA256(abs); err != nil {
+			return b, fmt.Errorf("flag --weights: %w", err)
+		}
+		b.Weights = abs
+	}
+	return b, nil
+}
+
+func vocabBytes(c *cli.Context) ([]byte, error) {
+	if p := c.Path("vocab"); p != "" {
+		return os.ReadFile(p)
+	}
+	return wordpiece.BertBaseUncasedVocab(), nil
+}
+
+func trainableCount(m *model.Model) int64 {
+	var n int64
+	for _, p := range m.Params() {
+		n += int64(p.T.Numel())
+	}
+	return n
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func printReports(w io.Writer, val, test metrics.Report) {
+	for _, r := range []struct {
+		name string
+		rep  metrics.Report
+	}{{"validation", val}, {"test", test}} {
+		if r.rep.N == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "\n%s (%d rows, temperature %.3f)\n%s\n%s", r.name, r.rep.N, r.rep.Temperature, r.rep.Table(), r.rep.ConfusionTable())
+	}
+}
+
+func evalCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "eval",
+		Usage: "evaluate an adapter on a dataset (its test split when it is the training file, else every row)",
+		Flags: []cli.Flag{
+			&cli.PathFlag{Name: "adapter", Required: true},
+			&cli.PathFlag{Name: "data", Required: true},
+			&cli.PathFlag{Name: "weights", Usage: "base model.safetensors (default: the path the adapter recorded)"},
+			&cli.StringFlag{Name: "device", Value: "cpu"},
+			&cli.BoolFlag{Name: "drop-bad", Usage: "drop rows with an unknown label or malformed CSV"},
+			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
+		},
+		Action: func(c *cli.Context) error {
+			if _, err := libtorch.SetThreads(); err != nil {
+				return err
+			}
+			device, err := trainer.ParseDevice(c.String("device"))
+			if err != nil {
+				return fmt.Errorf("flag --device: %w", err)
+			}
+			m, man, err := trainer.OpenAdapter(c.Path("adapter"), c.Path("weights"), device)
+			if err != nil {
+				return err
+			}
+			defer m.Drop()
+			ds, err := shard.ReadFile(c.Path("data"), shard.Options{DropBad: c.Bool("drop-bad")})
+			if err != nil {
+				return err
+			}
+			tok, err := wordpiece.Load(filepath.Join(c.Path("adapter"), trainer.VocabFile))
+			if err != nil {
+				return err
+			}
+			tokens, err := shard.Tokenize(c.Context, ds, tok, man.Tokenizer.MaxLen, nil)
+			if err != nil {
+				return err
+			}
+			rows, part := make([]int, len(ds.Rows)), "all rows"
+			for i := range rows {
+				rows[i] = i
+			}
+			if ds.SHA256 == man.Split.DatasetSHA256 {
+				sp, err := shard.NewSplit(ds, man.Split.Seed, man.Split.Ratios)
+				if err != nil {
+					return err
+				}
+				rows, part = sp.Test, "the test split it was trained with"
+			}
+			data := &trainer.Data{DS: ds, Tokens: tokens, PadID: tok.PadID()}
+			rep, _, err := trainer.Evaluate(c.Context, m, data, rows, 64, man.Temperature)
+			if err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				enc := json.NewEncoder(c.App.Writer)
+				enc.SetIndent("", "  ")
+				return enc.Encode(rep)
+			}
+			fmt.Fprintf(c.App.Writer, "%s: %s (%d rows), temperature %.3f\n%s\n%s\n%s\n", ds.Name, part, rep.N, rep.Temperature, rep.Table(), rep.ConfusionTable(), disclaimer)
+			return nil
+		},
+	}
+}
+
+func predictCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "predict",
+		Usage:     "classify statements with an adapter: label and calibrated confidence",
+		ArgsUsage: "[-]  (read statements from stdin, one per line)",
+		Flags: []cli.Flag{
+			&cli.PathFlag{Name: "adapter", Required: true},
+			&cli.StringSliceFlag{Name: "text", Usage: "a statement to classify (repeatable)"},
+			&cli.PathFlag{Name: "input", Usage: "file with one statement per line"},
+			&cli.PathFlag{Name: "weights", Usage: "base model.safetensors (default: the path the adapter recorded)"},
+			&cli.StringFlag{Name: "device", Value: "cpu"},
+			&cli.BoolFlag{Name: "json", Usage: "print JSON lines with every class probability"},
+		},
+		Action: func(c *cli.Context) error {
+			texts, err := predictInputs(c)
+			if err != nil {
+				return err
+			}
+			if _, err := libtorch.SetThreads(); err != nil {
+				return err
+			}
+			device, err := trainer.ParseDevice(c.String("device"))
+			if err != nil {
+				return fmt.Errorf("flag --device: %w", err)
+			}
+			m, man, err := trainer.OpenAdapter(c.Path("adapter"), c.Path("weights"), device)
+			if err != nil {
+				return err
+			}
+			defer m.Drop()
+			tok, err := wordpiece.Load(filepath.Join(c.Path("adapter"), trainer.VocabFile))
+			if err != nil {
+				return err
+			}
+			preds, err := trainer.Predict(c.Context, m, tok, man, texts)
+			if err != nil {
+				return err
+			}
+			enc := json.NewEncoder(c.App.Writer)
+			for i, p := range preds {
+				if c.Bool("json") {
+					if err := enc.Encode(p); err != nil {
+						return err
+					}
+					continue
+				}
+				fmt.Fprintf(c.App.Writer, "%-20s %.3f  %s\n", p.Label, p.Confidence, oneLine(texts[i], 60))
+			}
+			if !c.Bool("json") {
+				fmt.Fprintf(c.App.ErrWriter, "%s\n", disclaimer)
+			}
+			return nil
+		},
+	}
+}
+
+func predictInputs(c *cli.Context) ([]string, error) {
+	texts := c.StringSlice("text")
+	readLines := func(r io.Reader, name string) error {
+		sc := bufio.NewScanner(r)
+		sc.Buffer(make([]byte, 1<<20), 1<<24)
+		for sc.Scan() {
+			if s := strings.TrimSpace(sc.Text()); s != "" {
+				texts = append(texts, s)
+			}
+		}
+		if err := sc.Err(); err != nil {
+			return fmt.Errorf("reading %s: %w", name, err)
+		}
+		return nil
+	}
+	if p := c.Path("input"); p != "" {
+		f, err := os.Open(p)
+		if err != nil {
+			return nil, fmt.Errorf("flag --input: %w", err)
+		}
+		defer f.Close()
+		if err := readLines(f, p); err != nil {
+			return nil, err
+		}
+	}
+	if c.Args().First() == "-" {
+		if err := readLines(os.Stdin, "standard input"); err != nil {
+			return nil, err
+		}
+	}
+	if len(texts) == 0 {
+		return nil, errors.New("nothing to classify: give --text, --input FILE or - for standard input")
+	}
+	return texts, nil
+}
+
+func oneLine(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if r := []rune(s); len(r) > n {
+		return string(r[:n-1]) + "…"
+	}
+	return s
+}

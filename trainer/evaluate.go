@@ -1,0 +1,126 @@
+package trainer
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+
+	"github.com/loraft/loraft/shard"
+	"github.com/loraft/loraft/trainer/graph"
+	"github.com/loraft/loraft/trainer/libtorch"
+	"github.com/loraft/loraft/trainer/metrics"
+	"github.com/loraft/loraft/trainer/model"
+)
+
+// Logits runs the model without dropout or gradients over rows of d, batch
+// rows at a time, and returns each row's class logits.
+func Logits(ctx context.Context, m *model.Model, d *Data, rows []int, batch int) ([][]float64, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	defer libtorch.NoGrad()()
+
+	out := make([][]float64, 0, len(rows))
+	for lo := 0; lo < len(rows); lo += batch {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("evaluate: %w", err)
+		}
+		chunk := rows[lo:min(lo+batch, len(rows))]
+		l, err := batchLogits(m, d.Tokens.Batch(d.DS, chunk, d.PadID))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, l...)
+	}
+	return out, nil
+}
+
+func batchLogits(m *model.Model, b shard.Batch) ([][]float64, error) {
+	g := graph.New()
+	defer g.Drop()
+	ids, mask, _, err := batchTensors(g, b, m.Opts.Device)
+	if err != nil {
+		return nil, err
+	}
+	logits := m.Forward(g, ids, mask, false)
+	if err := g.Err(); err != nil {
+		return nil, err
+	}
+	flat := logits.Float64Values()
+	k := len(flat) / b.Size
+	out := make([][]float64, b.Size)
+	for i := range out {
+		out[i] = flat[i*k : (i+1)*k]
+	}
+	return out, nil
+}
+
+// Evaluate computes metrics for rows of d with confidence scores calibrated
+// by temperature (1: none). It also returns the raw logits.
+func Evaluate(ctx context.Context, m *model.Model, d *Data, rows []int, batch int, temperature float64) (metrics.Report, [][]float64, error) {
+	logits, err := Logits(ctx, m, d, rows, batch)
+	if err != nil {
+		return metrics.Report{}, nil, err
+	}
+	rep, err := evaluateLogits(logits, labelsOf(d, rows), temperature)
+	return rep, logits, err
+}
+
+func evaluateLogits(logits [][]float64, labels []int, temperature float64) (metrics.Report, error) {
+	rep, err := metrics.Evaluate(labels, metrics.Calibrate(logits, temperature), shard.LabelNames(), metrics.DefaultECEBins)
+	if err != nil {
+		return rep, err
+	}
+	rep.Temperature = temperature
+	return rep, nil
+}
+
+// Prediction is one statement's class and calibrated probabilities.
+type Prediction struct {
+	Label         string             `json:"label"`
+	Confidence    float64            `json:"confidence"`
+	Probabilities map[string]float64 `json:"probabilities"`
+}
+
+// Encoder tokenizes statements for Predict (wordpiece.Tokenizer).
+type Encoder interface {
+	Encode(text string, maxLen int) ([]int32, int)
+	PadID() int32
+}
+
+// Predict classifies texts with the manifest's max length and temperature.
+func Predict(ctx context.Context, m *model.Model, tok Encoder, man Manifest, texts []string) ([]Prediction, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	defer libtorch.NoGrad()()
+	var out []Prediction
+	const batch = 32
+	for lo := 0; lo < len(texts); lo += batch {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		chunk := texts[lo:min(lo+batch, len(texts))]
+		t := &shard.Tokens{MaxLen: man.Tokenizer.MaxLen}
+		rows := make([]int, len(chunk))
+		ds := &shard.Dataset{Rows: make([]shard.Row, len(chunk))}
+		for i, s := range chunk {
+			ids, full := tok.Encode(s, man.Tokenizer.MaxLen)
+			t.IDs, t.FullLen = append(t.IDs, ids), append(t.FullLen, int32(full))
+			rows[i] = i
+		}
+		logits, err := batchLogits(m, t.Batch(ds, rows, tok.PadID()))
+		if err != nil {
+			return nil, err
+		}
+		for _, probs := range metrics.Calibrate(logits, man.Temperature) {
+			p := Prediction{Probabilities: map[string]float64{}}
+			for k, v := range probs {
+				p.Probabilities[man.Labels[k]] = v
+				if v > p.Confidence {
+					p.Label, p.Confidence = man.Labels[k], v
+				}
+			}
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,104 @@
+// Package model is BERT for sequence classification in gotch, with HF's
+// parameter names: embeddings, N encoder layers whose Linear weights are
+// frozen (NF4 or dense) and optionally carry LoRA adapters, a tanh pooler, and
+// a trainable classifier head. It loads HF model.safetensors files or builds
+// a seeded random-init model from a config. It knows nothing of gRPC or raft.
+package model
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+)
+
+// Config holds the fields of HF's BERT config.json that shape the model.
+type Config struct {
+	VocabSize             int     `json:"vocab_size"`
+	HiddenSize            int     `json:"hidden_size"`
+	NumLayers             int     `json:"num_hidden_layers"`
+	NumHeads              int     `json:"num_attention_heads"`
+	IntermediateSize      int     `json:"intermediate_size"`
+	MaxPositions          int     `json:"max_position_embeddings"`
+	TypeVocabSize         int     `json:"type_vocab_size"`
+	LayerNormEps          float64 `json:"layer_norm_eps"`
+	HiddenDropout         float64 `json:"hidden_dropout_prob"`
+	AttentionDropout      float64 `json:"attention_probs_dropout_prob"`
+	HiddenAct             string  `json:"hidden_act"`
+	InitializerRange      float64 `json:"initializer_range"`
+	PadTokenID            int     `json:"pad_token_id"`
+	NumLabels             int     `json:"num_labels,omitempty"`
+	ClassifierDropout     float64 `json:"classifier_dropout,omitempty"`
+	ClassifierDropoutNull bool    `json:"-"`
+}
+
+// Base is bert-base-uncased's configuration.
+func Base() Config {
+	return Config{VocabSize: 30522, HiddenSize: 768, NumLayers: 12, NumHeads: 12, IntermediateSize: 3072,
+		MaxPositions: 512, TypeVocabSize: 2, LayerNormEps: 1e-12, HiddenDropout: 0.1, AttentionDropout: 0.1,
+		HiddenAct: "gelu", InitializerRange: 0.02, ClassifierDropoutNull: true}
+}
+
+// Tiny is google/bert_uncased_L-2_H-128_A-2 (bert-tiny): same vocabulary,
+// 2 layers of width 128. Tests and demos train it from random init.
+func Tiny() Config {
+	c := Base()
+	c.HiddenSize, c.NumLayers, c.NumHeads, c.IntermediateSize = 128, 2, 2, 512
+	return c
+}
+
+// ErrConfig reports an unusable model configuration.
+var ErrConfig = errors.New("invalid model config")
+
+// LoadConfig resolves "tiny", "base" or the path of an HF config.json.
+func LoadConfig(spec string) (Config, error) {
+	switch spec {
+	case "tiny":
+		return Tiny(), nil
+	case "base", "bert-base-uncased":
+		return Base(), nil
+	}
+	data, err := os.ReadFile(spec)
+	if err != nil {
+		return Config{}, fmt.Errorf("model config %q (want tiny, base or a config.json): %w", spec, err)
+	}
+	c := Base() // fields a config.json leaves out keep BERT's defaults
+	raw := map[string]any{}
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return Config{}, fmt.Errorf("model config %s: %w", spec, err)
+	}
+	if err := json.Unmarshal(data, &c); err != nil {
+		return Config{}, fmt.Errorf("model config %s: %w", spec, err)
+	}
+	if v, ok := raw["classifier_dropout"]; ok {
+		c.ClassifierDropoutNull = v == nil
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, fmt.Errorf("model config %s: %w", spec, err)
+	}
+	return c, nil
+}
+
+// Validate checks the fields against each other.
+func (c Config) Validate() error {
+	switch {
+	case c.VocabSize < 1 || c.HiddenSize < 1 || c.NumLayers < 1 || c.NumHeads < 1 || c.IntermediateSize < 1 || c.MaxPositions < 1 || c.TypeVocabSize < 1:
+		return fmt.Errorf("%w: sizes must be positive: %+v", ErrConfig, c)
+	case c.HiddenSize%c.NumHeads != 0:
+		return fmt.Errorf("%w: hidden_size %d is not a multiple of num_attention_heads %d", ErrConfig, c.HiddenSize, c.NumHeads)
+	case c.HiddenAct != "gelu":
+		return fmt.Errorf("%w: hidden_act %q, only gelu is implemented", ErrConfig, c.HiddenAct)
+	case c.HiddenDropout < 0 || c.HiddenDropout >= 1 || c.AttentionDropout < 0 || c.AttentionDropout >= 1:
+		return fmt.Errorf("%w: dropout probabilities must be in [0, 1)", ErrConfig)
+	}
+	return nil
+}
+
+// classifierDropout is the dropout before the head (HF: classifier_dropout,
+// or hidden_dropout_prob when it is null).
+func (c Config) classifierDropout() float64 {
+	if c.ClassifierDropoutNull {
+		return c.HiddenDropout
+	}
+	return c.ClassifierDropout
+}

@@ -1,0 +1,390 @@
+// Package trainer trains a model: the single-node (and, later, data-parallel)
+// training step, evaluation, and the trainer agent loop. It knows nothing of
+// raft.
+package trainer
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"math"
+	"runtime"
+
+	"github.com/loraft/loraft/shard"
+	"github.com/loraft/loraft/trainer/graph"
+	"github.com/loraft/loraft/trainer/libtorch"
+	"github.com/loraft/loraft/trainer/metrics"
+	"github.com/loraft/loraft/trainer/model"
+	"github.com/sugarme/gotch"
+	"github.com/sugarme/gotch/ts"
+)
+
+// Hyper are the training hyperparameters.
+type Hyper struct {
+	Epochs      int     `json:"epochs"`
+	BatchSize   int     `json:"batch_size"`
+	GradAccum   int     `json:"grad_accum"`
+	LR          float64 `json:"learning_rate"`
+	WarmupRatio float64 `json:"warmup_ratio"`
+	WeightDecay float64 `json:"weight_decay"`
+	MaxGradNorm float64 `json:"max_grad_norm"`
+	// ClassWeights weights the loss by inverse class frequency in the train split.
+	ClassWeights bool   `json:"class_weights"`
+	Seed         uint64 `json:"seed"`
+	// EvalEvery evaluates on the validation split every N steps (0: at the end only).
+	EvalEvery int `json:"eval_every"`
+	EvalBatch int `json:"eval_batch"`
+	// Calibrate fits temperature scaling on the validation split at the end.
+	Calibrate bool `json:"calibrate"`
+}
+
+// DefaultHyper are loraft's defaults for LoRA fine-tuning of BERT.
+func DefaultHyper() Hyper {
+	return Hyper{Epochs: 3, BatchSize: 16, GradAccum: 1, LR: 2e-4, WarmupRatio: 0.06, WeightDecay: 0,
+		MaxGradNorm: 1.0, Seed: 42, EvalBatch: 64, Calibrate: true}
+}
+
+// ErrHyper reports invalid hyperparameters.
+var ErrHyper = errors.New("invalid hyperparameters")
+
+// Validate checks the hyperparameters.
+func (h Hyper) Validate() error {
+	switch {
+	case h.Epochs < 1:
+		return fmt.Errorf("%w: epochs %d, want ≥ 1", ErrHyper, h.Epochs)
+	case h.BatchSize < 1 || h.GradAccum < 1 || h.EvalBatch < 1:
+		return fmt.Errorf("%w: batch sizes and grad accumulation must be ≥ 1", ErrHyper)
+	case !(h.LR > 0) || math.IsInf(h.LR, 0):
+		return fmt.Errorf("%w: learning rate %v, want > 0", ErrHyper, h.LR)
+	case h.WarmupRatio < 0 || h.WarmupRatio >= 1:
+		return fmt.Errorf("%w: warmup ratio %v, want in [0, 1)", ErrHyper, h.WarmupRatio)
+	case h.WeightDecay < 0 || h.MaxGradNorm < 0:
+		return fmt.Errorf("%w: weight decay and max grad norm must be ≥ 0", ErrHyper)
+	}
+	return nil
+}
+
+// Data is a read, split and tokenized dataset.
+type Data struct {
+	DS     *shard.Dataset
+	Split  *shard.Split
+	Tokens *shard.Tokens
+	PadID  int32
+}
+
+// Progress is reported after every optimizer step and every evaluation.
+type Progress struct {
+	Step, Steps int
+	Epoch       int
+	Loss        float64 // mean training loss of this step
+	LR          float64
+	Eval        *metrics.Report // set after an evaluation
+}
+
+// Result is what a training run produced.
+type Result struct {
+	Steps int
+	// Losses is the training loss of every step.
+	Losses []float64
+	// History holds the validation evaluations in order (step, report).
+	History []EvalPoint
+	// Val and Test are the final reports (calibrated when Temperature ≠ 1).
+	Val, Test   metrics.Report
+	Temperature float64
+}
+
+// EvalPoint is one validation evaluation during training.
+type EvalPoint struct {
+	Step   int            `json:"step"`
+	Report metrics.Report `json:"report"`
+}
+
+// stepSeed derives libtorch's seed for one step from the run seed.
+func stepSeed(seed uint64, step int) int64 {
+	h := fnv.New64a()
+	var b [16]byte
+	binary.LittleEndian.PutUint64(b[:8], seed)
+	binary.LittleEndian.PutUint64(b[8:], uint64(step))
+	h.Write(b[:])
+	return int64(h.Sum64() >> 1)
+}
+
+// Train fine-tunes m on d's train split. It must run on a goroutine locked to
+// its OS thread (gotch's error and grad state are per thread); Train locks it.
+func Train(ctx context.Context, m *model.Model, d *Data, h Hyper, progress func(Progress)) (*Result, error) {
+	if err := h.Validate(); err != nil {
+		return nil, err
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+
+	train := d.Split.Train
+	if len(train) == 0 {
+		return nil, fmt.Errorf("train: the train split of %s is empty", d.DS.Name)
+	}
+	global := h.BatchSize * h.GradAccum
+	stepsPerEpoch := shard.StepsPerEpoch(len(train), global)
+	total := stepsPerEpoch * h.Epochs
+	warmup := int(math.Ceil(h.WarmupRatio * float64(total)))
+
+	weights, err := classWeights(d, h.ClassWeights, m.Opts.Device)
+	if err != nil {
+		return nil, err
+	}
+	if weights != nil {
+		defer weights.MustDrop()
+	}
+	opt, err := NewAdamW(m.Params(), h.WeightDecay)
+	if err != nil {
+		return nil, err
+	}
+	defer opt.Drop()
+
+	res := &Result{Steps: total, Temperature: 1}
+	step := 0
+	for epoch := 0; epoch < h.Epochs; epoch++ {
+		order := shard.EpochOrder(len(train), h.Seed, epoch)
+		batches, err := shard.RankBatches(order, global, 0, 1)
+		if err != nil {
+			return nil, err
+		}
+		for _, b := range batches {
+			if err := ctx.Err(); err != nil {
+				return nil, fmt.Errorf("train: %w", err)
+			}
+			rows := make([]int, len(b))
+			for i, p := range b {
+				rows[i] = train[p]
+			}
+			lr := LinearSchedule(h.LR, step, warmup, total)
+			loss, err := trainStep(m, d, rows, h, weights, opt, lr, stepSeed(h.Seed, step))
+			if err != nil {
+				return nil, fmt.Errorf("train step %d: %w", step, err)
+			}
+			step++
+			res.Losses = append(res.Losses, loss)
+			p := Progress{Step: step, Steps: total, Epoch: epoch, Loss: loss, LR: lr}
+			if h.EvalEvery > 0 && step%h.EvalEvery == 0 && step < total && len(d.Split.Val) > 0 {
+				rep, _, err := Evaluate(ctx, m, d, d.Split.Val, h.EvalBatch, 1)
+				if err != nil {
+					return nil, err
+				}
+				res.History = append(res.History, EvalPoint{step, rep})
+				p.Eval = &rep
+			}
+			if progress != nil {
+				progress(p)
+			}
+		}
+	}
+	// Final evaluation; temperature fitted on validation, applied to both.
+	if len(d.Split.Val) > 0 {
+		rep, logits, err := Evaluate(ctx, m, d, d.Split.Val, h.EvalBatch, 1)
+		if err != nil {
+			return nil, err
+		}
+		res.History = append(res.History, EvalPoint{step, rep})
+		if h.Calibrate {
+			labels := labelsOf(d, d.Split.Val)
+			t, err := metrics.FitTemperature(logits, labels)
+			if err != nil {
+				return nil, fmt.Errorf("temperature scaling: %w", err)
+			}
+			res.Temperature = t
+			if rep, err = evaluateLogits(logits, labels, t); err != nil {
+				return nil, err
+			}
+		}
+		res.Val = rep
+		if progress != nil {
+			progress(Progress{Step: step, Steps: total, Epoch: h.Epochs - 1, Eval: &rep})
+		}
+	}
+	if len(d.Split.Test) > 0 {
+		if res.Test, _, err = Evaluate(ctx, m, d, d.Split.Test, h.EvalBatch, res.Temperature); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+// trainStep runs forward/backward over rows in micro-batches, clips, and
+// applies one AdamW update. It returns the step's mean loss.
+func trainStep(m *model.Model, d *Data, rows []int, h Hyper, weights *ts.Tensor, opt *AdamW, lr float64, seed int64) (float64, error) {
+	libtorch.ManualSeed(seed)
+	if err := zeroGrads(m.Params()); err != nil {
+		return 0, err
+	}
+	// The loss is Σ w_y·ℓ / Σ w_y over the whole step (all micro-batches, all
+	// ranks), so accumulation and data parallelism give the same gradient.
+	denom := 0.0
+	for _, r := range rows {
+		denom += classWeight(weights, d, r)
+	}
+	total := 0.0
+	for lo := 0; lo < len(rows); lo += h.BatchSize {
+		micro := rows[lo:min(lo+h.BatchSize, len(rows))]
+		l, err := microStep(m, d, micro, weights, denom)
+		if err != nil {
+			return 0, err
+		}
+		total += l
+	}
+	defer libtorch.NoGrad()()
+	if h.MaxGradNorm > 0 {
+		if err := clipGrads(m.Params(), h.MaxGradNorm); err != nil {
+			return 0, err
+		}
+	}
+	if err := opt.Update(lr); err != nil {
+		return 0, err
+	}
+	return total, nil
+}
+
+func microStep(m *model.Model, d *Data, rows []int, weights *ts.Tensor, denom float64) (float64, error) {
+	g := graph.New()
+	defer g.Drop()
+	b := d.Tokens.Batch(d.DS, rows, d.PadID)
+	ids, mask, labels, err := batchTensors(g, b, m.Opts.Device)
+	if err != nil {
+		return 0, err
+	}
+	logits := m.Forward(g, ids, mask, true)
+	loss := g.Scale(g.NLLSum(g.LogSoftmax(logits, -1), labels, weights), 1/denom)
+	if err := g.Err(); err != nil {
+		return 0, err
+	}
+	if err := loss.Backward(); err != nil {
+		return 0, fmt.Errorf("backward: %w", err)
+	}
+	return loss.Float64Values()[0], nil
+}
+
+// batchTensors uploads a batch's ids, mask and labels (int64) to device; g owns them.
+func batchTensors(g *graph.Graph, b shard.Batch, device gotch.Device) (ids, mask, labels *ts.Tensor, err error) {
+	mk := func(data []int64, shape ...int64) *ts.Tensor {
+		t, err := ts.NewTensorFromData(data, shape)
+		if err != nil {
+			g.Fail("batch upload", err)
+			return nil
+		}
+		g.Own(t)
+		if device == gotch.CPU {
+			return t
+		}
+		moved, err := t.To(device, false)
+		if err != nil {
+			g.Fail("batch upload", err)
+			return nil
+		}
+		return g.Own(moved)
+	}
+	ids = mk(b.IDs, int64(b.Size), int64(b.Len))
+	mask = mk(b.Mask, int64(b.Size), int64(b.Len))
+	labels = mk(b.Labels, int64(b.Size))
+	return ids, mask, labels, g.Err()
+}
+
+func zeroGrads(params []model.Param) error {
+	for _, p := range params {
+		g, err := p.T.Grad(false)
+		if err != nil {
+			return err
+		}
+		if ok, _ := g.Defined(); ok {
+			err = g.Zero_()
+		}
+		g.MustDrop()
+		if err != nil {
+			return fmt.Errorf("zeroing grad of %s: %w", p.Name, err)
+		}
+	}
+	return nil
+}
+
+// clipGrads scales all gradients so their global L2 norm is at most maxNorm
+// (torch.nn.utils.clip_grad_norm_).
+func clipGrads(params []model.Param, maxNorm float64) error {
+	var grads []*ts.Tensor
+	defer func() {
+		for _, g := range grads {
+			g.MustDrop()
+		}
+	}()
+	sq := 0.0
+	for _, p := range params {
+		g, err := p.T.Grad(false)
+		if err != nil {
+			return err
+		}
+		grads = append(grads, g)
+		if ok, _ := g.Defined(); !ok {
+			continue
+		}
+		n, err := g.Norm(false)
+		if err != nil {
+			return err
+		}
+		v := n.Float64Values()[0]
+		n.MustDrop()
+		sq += v * v
+	}
+	norm := math.Sqrt(sq)
+	if coef := maxNorm / (norm + 1e-6); coef < 1 {
+		s := ts.FloatScalar(coef)
+		defer s.MustDrop()
+		for _, g := range grads {
+			if ok, _ := g.Defined(); ok {
+				if err := g.MulScalar_(s); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// classWeights returns inverse-frequency weights n/(K·n_c) over the train
+// split as a [K] tensor, or nil when disabled.
+func classWeights(d *Data, enabled bool, device gotch.Device) (*ts.Tensor, error) {
+	if !enabled {
+		return nil, nil
+	}
+	var counts [shard.NumLabels]int
+	for _, r := range d.Split.Train {
+		counts[d.DS.Rows[r].Label]++
+	}
+	w := make([]float32, shard.NumLabels)
+	for c, n := range counts {
+		if n > 0 {
+			w[c] = float32(float64(len(d.Split.Train)) / float64(shard.NumLabels*n))
+		}
+	}
+	t, err := ts.NewTensorFromData(w, []int64{shard.NumLabels})
+	if err != nil {
+		return nil, err
+	}
+	if device != gotch.CPU {
+		return t.To(device, true)
+	}
+	return t, nil
+}
+
+func classWeight(weights *ts.Tensor, d *Data, row int) float64 {
+	if weights == nil {
+		return 1
+	}
+	v, _ := weights.Float64Value([]int64{int64(d.DS.Rows[row].Label)})
+	return v
+}
+
+func labelsOf(d *Data, rows []int) []int {
+	out := make([]int, len(rows))
+	for i, r := range rows {
+		out[i] = int(d.DS.Rows[r].Label)
+	}
+	return out
+}
