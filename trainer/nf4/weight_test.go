@@ -1,0 +1,357 @@
+package nf4
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/sugarme/gotch"
+	lib "github.com/sugarme/gotch/libtch"
+	"github.com/sugarme/gotch/ts"
+)
+
+func mustUpload(t testing.TB, q *Quantized) *Weight {
+	t.Helper()
+	w, err := q.Upload(gotch.CPU)
+	if err != nil {
+		t.Fatalf("upload: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := w.Drop(); err != nil {
+			t.Errorf("drop: %v", err)
+		}
+	})
+	return w
+}
+
+// dequantizeValues runs Weight.Dequantize and returns the result's shape,
+// dtype, requires-grad flag and values, read as float32 (gotch cannot copy
+// bf16 out; bf16 to float32 is exact).
+func dequantizeValues(t *testing.T, w *Weight, dtype gotch.DType) ([]int64, gotch.DType, bool, []float32) {
+	t.Helper()
+	out, err := w.Dequantize(dtype)
+	if err != nil {
+		t.Fatalf("Dequantize(%v): %v", dtype, err)
+	}
+	defer out.MustDrop()
+	rg, err := out.RequiresGrad()
+	if err != nil {
+		t.Fatalf("requires grad: %v", err)
+	}
+	f := out.MustTotype(gotch.Float, false)
+	defer f.MustDrop()
+	return out.MustSize(), out.DType(), rg, f.Vals().([]float32)
+}
+
+var weightShapes = []struct {
+	shape []int64
+	dq    bool
+}{
+	{[]int64{768, 768}, false},
+	{[]int64{768, 768}, true},
+	{[]int64{3072, 40}, true}, // 1920 blocks: a short 256-block of absmax codes
+	{[]int64{1000}, false},    // short last block
+	{[]int64{1000}, true},
+	{[]int64{7, 9}, true}, // odd count
+	{[]int64{2, 3, 5}, false},
+	{[]int64{1}, true},
+}
+
+func shapeLen(shape []int64) int {
+	n := 1
+	for _, d := range shape {
+		n *= int(d)
+	}
+	return n
+}
+
+// TestWeightDequantizeFloat: the tensor ops give the Go reference bit for
+// bit, in the weight's shape.
+func TestWeightDequantizeFloat(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	for i, c := range weightShapes {
+		name := fmt.Sprintf("%v/dq=%v", c.shape, c.dq)
+		x := randomWeights(shapeLen(c.shape), 0.05, uint64(200+i))
+		q := mustQuantize(t, x, c.shape, c.dq)
+		want := mustDequantize(t, q)
+		w := mustUpload(t, q)
+		shape, dtype, rg, vals := dequantizeValues(t, w, gotch.Float)
+		if fmt.Sprint(shape) != fmt.Sprint(c.shape) || dtype != gotch.Float || rg {
+			t.Errorf("%s: result shape %v dtype %v requires grad %v; want %v Float false", name, shape, dtype, rg, c.shape)
+		}
+		got := vals
+		if len(got) != len(want) {
+			t.Fatalf("%s: %d values, want %d", name, len(got), len(want))
+		}
+		bad := 0
+		for j := range want {
+			if math.Float32bits(got[j]) != math.Float32bits(want[j]) {
+				if bad++; bad <= 5 {
+					t.Errorf("%s: element %d = %v, reference %v", name, j, got[j], want[j])
+				}
+			}
+		}
+		if bad > 0 {
+			t.Errorf("%s: %d of %d elements differ", name, bad, len(want))
+		}
+	}
+}
+
+// TestWeightCodebook decodes every byte value on the device (absmax 1): byte
+// b must give Codebook[b>>4], Codebook[b&15].
+func TestWeightCodebook(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	q := &Quantized{Shape: []int64{8, 64}, N: 512, Absmax: make([]float32, 8)}
+	for b := 0; b < 256; b++ {
+		q.Packed = append(q.Packed, byte(b))
+	}
+	for i := range q.Absmax {
+		q.Absmax[i] = 1
+	}
+	w := mustUpload(t, q)
+	_, _, _, got := dequantizeValues(t, w, gotch.Float)
+	for b := 0; b < 256; b++ {
+		if got[2*b] != wantCodebook[b>>4] || got[2*b+1] != wantCodebook[b&15] {
+			t.Errorf("byte %#02x decodes to %v, %v; want %v, %v", b, got[2*b], got[2*b+1], wantCodebook[b>>4], wantCodebook[b&15])
+		}
+	}
+}
+
+// bf16 rounds f to bfloat16 (round to nearest even), as libtorch converts.
+func bf16(f float32) uint16 {
+	b := math.Float32bits(f)
+	return uint16((b + 0x7FFF + (b>>16)&1) >> 16)
+}
+
+// TestWeightDequantizeBFloat16: the bf16 result is the fp32 reference rounded
+// to nearest even, so within bf16's rounding (half an ulp, at most 2^-8
+// relative) of it.
+func TestWeightDequantizeBFloat16(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	for i, c := range weightShapes {
+		name := fmt.Sprintf("%v/dq=%v", c.shape, c.dq)
+		x := randomWeights(shapeLen(c.shape), 0.05, uint64(300+i))
+		q := mustQuantize(t, x, c.shape, c.dq)
+		want := mustDequantize(t, q)
+		w := mustUpload(t, q)
+		shape, dtype, rg, vals := dequantizeValues(t, w, gotch.BFloat16)
+		if fmt.Sprint(shape) != fmt.Sprint(c.shape) || dtype != gotch.BFloat16 || rg {
+			t.Errorf("%s: result shape %v dtype %v requires grad %v; want %v BFloat16 false", name, shape, dtype, rg, c.shape)
+		}
+		bad := 0
+		for j, g := range vals {
+			bits := math.Float32bits(g)
+			if math.Abs(float64(g)-float64(want[j])) > math.Abs(float64(want[j]))/256 || bits&0xFFFF != 0 || uint16(bits>>16) != bf16(want[j]) {
+				if bad++; bad <= 5 {
+					t.Errorf("%s: element %d = %v (%#08x), reference %v rounds to %#04x", name, j, g, bits, want[j], bf16(want[j]))
+				}
+			}
+		}
+		if bad > 0 {
+			t.Errorf("%s: %d of %d elements differ", name, bad, len(want))
+		}
+	}
+}
+
+// TestWeightDequantizeNoGrad: Dequantize turns gradient tracking off while it
+// runs (a result built from a weight tensor that requires grad does not) and
+// restores the caller's mode either way.
+func TestWeightDequantizeNoGrad(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	for _, dq := range []bool{false, true} {
+		q := mustQuantize(t, randomWeights(640, 0.05, 5), []int64{10, 64}, dq)
+		w := mustUpload(t, q)
+		// A float tensor of the weight that the result depends on.
+		leaf := &w.absmax
+		if dq {
+			leaf = &w.scales
+		}
+		rg, err := (*leaf).SetRequiresGrad(true, false)
+		if err != nil {
+			t.Fatalf("set requires grad: %v", err)
+		}
+		(*leaf).MustDrop()
+		*leaf = rg
+		for _, mode := range []bool{true, false} {
+			prev := lib.LoraftGradSetEnabled(mode)
+			out, err := w.Dequantize(gotch.Float)
+			after := lib.LoraftGradSetEnabled(prev)
+			if err != nil {
+				t.Fatalf("dequantize: %v", err)
+			}
+			if out.MustRequiresGrad() {
+				t.Errorf("dq %v, grad mode %v: result requires grad", dq, mode)
+			}
+			out.MustDrop()
+			if after != mode {
+				t.Errorf("dq %v: grad mode %v before Dequantize, %v after", dq, mode, after)
+			}
+		}
+	}
+}
+
+func TestWeightErrors(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	q := mustQuantize(t, randomWeights(128, 0.05, 6), []int64{2, 64}, true)
+	w, err := q.Upload(gotch.CPU)
+	if err != nil {
+		t.Fatalf("upload: %v", err)
+	}
+	for _, dtype := range []gotch.DType{gotch.Int64, gotch.Double, gotch.Uint8} {
+		if out, err := w.Dequantize(dtype); !errors.Is(err, ErrDType) || out != nil {
+			t.Errorf("Dequantize(%v) = %v, %v; want ErrDType", dtype, out, err)
+		}
+	}
+	if err := w.Drop(); err != nil {
+		t.Fatalf("drop: %v", err)
+	}
+	if err := w.Drop(); err != nil {
+		t.Errorf("second drop: %v", err)
+	}
+	if out, err := w.Dequantize(gotch.Float); !errors.Is(err, ErrDropped) || out != nil {
+		t.Errorf("Dequantize after Drop = %v, %v; want ErrDropped", out, err)
+	}
+	bad := *q
+	bad.AbsmaxScales = nil
+	if w, err := bad.Upload(gotch.CPU); !errors.Is(err, ErrCorrupt) || w != nil {
+		t.Errorf("Upload of an inconsistent tensor = %v, %v; want ErrCorrupt", w, err)
+	}
+}
+
+func TestWeightStoredBytes(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	x := randomWeights(768*768, 0.02, 8)
+	for _, dq := range []bool{false, true} {
+		q := mustQuantize(t, x, []int64{768, 768}, dq)
+		w := mustUpload(t, q)
+		if w.StoredBytes() != q.StoredBytes() {
+			t.Errorf("dq %v: Weight.StoredBytes = %d, Quantized.StoredBytes = %d", dq, w.StoredBytes(), q.StoredBytes())
+		}
+		if w.DoubleQuant() != dq || fmt.Sprint(w.Shape()) != "[768 768]" || w.Device() != gotch.CPU {
+			t.Errorf("dq %v: accessors report dq %v, shape %v, device %v", dq, w.DoubleQuant(), w.Shape(), w.Device())
+		}
+	}
+	// A short block is padded on the device: 1000 elements are 16 blocks.
+	q := mustQuantize(t, x[:1000], []int64{1000}, false)
+	w := mustUpload(t, q)
+	if got, want := w.StoredBytes(), 16*32+16*4; got != want {
+		t.Errorf("1000 elements: Weight.StoredBytes = %d, want %d", got, want)
+	}
+}
+
+// liveTensors counts the tensors gotch has created and not yet freed.
+func liveTensors(t *testing.T) int {
+	t.Helper()
+	for _, line := range strings.Split(ts.CheckCMemLeak(), "\n") {
+		if rest, ok := strings.CutPrefix(line, "Tensors not been released: "); ok {
+			return strings.Count(rest, `"`) / 2
+		}
+	}
+	t.Fatal("gotch's leak report has no tensor list")
+	return 0
+}
+
+// rssBytes reads this process's resident set size after returning freed Go
+// memory to the OS (Tensor wrappers are 100 KB each on the Go heap).
+func rssBytes() int64 {
+	debug.FreeOSMemory()
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0
+	}
+	pages, _ := strconv.ParseInt(f[1], 10, 64)
+	return pages * int64(os.Getpagesize())
+}
+
+// TestWeightDequantizeDropsIntermediates runs 200 dequantizations of a
+// 256x256 weight and checks after each that the only tensor it left alive is
+// its result. Automatic GC is off during the loop, so an intermediate tensor
+// that Dequantize forgot to drop cannot be freed by a finalizer before it is
+// counted; the loop collects by hand after each check to bound Go memory.
+func TestWeightDequantizeDropsIntermediates(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	for _, c := range []struct {
+		dq    bool
+		dtype gotch.DType
+		n     int
+	}{{true, gotch.Float, 65536}, {false, gotch.BFloat16, 65536}, {true, gotch.Float, 1000}} {
+		q := mustQuantize(t, randomWeights(c.n, 0.05, 10), []int64{int64(c.n)}, c.dq)
+		w := mustUpload(t, q)
+		base := liveTensors(t)
+		rss0 := rssBytes()
+		for i := 0; i < 200; i++ {
+			out, err := w.Dequantize(c.dtype)
+			if err != nil {
+				t.Fatalf("call %d: %v", i, err)
+			}
+			if live := liveTensors(t); live != base+1 {
+				t.Fatalf("dq %v %v: call %d left %d tensors alive, want 1 (the result)", c.dq, c.dtype, i, live-base)
+			}
+			if err := out.Drop(); err != nil {
+				t.Fatalf("drop result: %v", err)
+			}
+			if i%20 == 19 {
+				runtime.GC()
+			}
+		}
+		if live := liveTensors(t); live != base {
+			t.Errorf("dq %v %v: %d tensors alive after the loop, %d before", c.dq, c.dtype, live, base)
+		}
+		t.Logf("dq %v %v n=%d: RSS %+d KiB over 200 calls (not asserted: gotch's ops leak a malloc(0) each)",
+			c.dq, c.dtype, c.n, (rssBytes()-rss0)/1024)
+	}
+}
+
+// BenchmarkWeightDequantize768 times Weight.Dequantize of a 768x768 weight.
+func BenchmarkWeightDequantize768(b *testing.B) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	x := randomWeights(768*768, 0.02, 1)
+	for _, c := range []struct {
+		name  string
+		dq    bool
+		dtype gotch.DType
+	}{{"float/dq", true, gotch.Float}, {"float/plain", false, gotch.Float}, {"bf16/dq", true, gotch.BFloat16}} {
+		b.Run(c.name, func(b *testing.B) {
+			q := mustQuantize(b, x, []int64{768, 768}, c.dq)
+			w := mustUpload(b, q)
+			for b.Loop() {
+				out, err := w.Dequantize(c.dtype)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := out.Drop(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkQuantizedDequantize768 times the pure-Go reference for comparison.
+func BenchmarkQuantizedDequantize768(b *testing.B) {
+	q := mustQuantize(b, randomWeights(768*768, 0.02, 1), []int64{768, 768}, true)
+	for b.Loop() {
+		if _, err := q.Dequantize(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
