@@ -23,7 +23,8 @@ import (
 var ErrBadThreads = errors.New("OMP_NUM_THREADS must be a positive integer")
 
 // SetThreads sizes libtorch's intra-op thread pool: OMP_NUM_THREADS when the
-// environment sets it, otherwise every CPU. libtorch 1.13 on some VMs starts
+// environment sets it, otherwise every CPU; and keeps OpenBLAS's own pool on
+// one thread unless OPENBLAS_NUM_THREADS is set (see limitBLASThreads). libtorch 1.13 on some VMs starts
 // with one thread unless told otherwise, so loraft always sets it explicitly.
 // It returns the thread count libtorch reports afterwards.
 func SetThreads() (int, error) {
@@ -36,6 +37,7 @@ func SetThreads() (int, error) {
 		n = k
 	}
 	lib.AtSetNumThreads(n)
+	limitBLASThreads()
 	return lib.AtGetNumThreads(), nil
 }
 
