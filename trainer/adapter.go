@@ -56,17 +56,17 @@ type Tokenizer struct {
 
 // Manifest is loraft.json.
 type Manifest struct {
-	Format      int            `json:"format"`
-	Base        Base           `json:"base"`
-	LoRA        lora.Config    `json:"lora"`
-	Labels      []string       `json:"labels"`
-	Tokenizer   Tokenizer      `json:"tokenizer"`
-	Hyper       Hyper          `json:"hyperparameters"`
-	Temperature float64        `json:"temperature"`
+	Format      int             `json:"format"`
+	Base        Base            `json:"base"`
+	LoRA        lora.Config     `json:"lora"`
+	Labels      []string        `json:"labels"`
+	Tokenizer   Tokenizer       `json:"tokenizer"`
+	Hyper       Hyper           `json:"hyperparameters"`
+	Temperature float64         `json:"temperature"`
 	Split       shard.SplitSpec `json:"split"`
-	SplitID     string         `json:"split_id"`
-	Steps       int            `json:"steps"`
-	Disclaimer  string         `json:"disclaimer"`
+	SplitID     string          `json:"split_id"`
+	Steps       int             `json:"steps"`
+	Disclaimer  string          `json:"disclaimer"`
 }
 
 // Disclaimer travels with every adapter.
