@@ -28,6 +28,13 @@ test: setup
 demo: build
 	bin/loraft version
 	bin/loraft data inspect --data experiments/data/demo.csv
+	bin/loraft train --data experiments/data/demo.csv --config tiny --targets all-linear --rank 16 --alpha 32 \
+		--epochs 15 --batch-size 32 --lr 2e-3 --max-len 64 --out out/demo-adapter
+	bin/loraft predict --adapter out/demo-adapter \
+		--text "i have not slept in three days and my thoughts are racing, i just bought a car on impulse" \
+		--text "exams next week and my boss wants the report by friday, i am so overwhelmed" \
+		--text "my chest gets tight and i cant stop worrying something bad will happen" \
+		--text "made pancakes this morning and went for a walk in the park"
 
 ## proto: regenerate the committed gRPC/protobuf code
 proto:

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -95,7 +96,7 @@ func dataCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "data",
 		Usage: "inspect datasets",
-		Subcommands: []*cli.Command{{
+		Subcommands: []*cli.Command{splitCommand(), {
 			Name:  "inspect",
 			Usage: "read, split and tokenize a dataset and report what was kept, dropped and truncated",
 			Flags: append(datasetFlags(),
@@ -190,4 +191,51 @@ func printSummary(c *cli.Context, s shard.Summary, events []shard.Event, allEven
 		}
 	}
 	return nil
+}
+
+func splitCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "split",
+		Usage: "write the train/val/test split of a dataset as three CSVs in the Kaggle layout (for baselines and other tools)",
+		Flags: []cli.Flag{
+			&cli.PathFlag{Name: "data", Required: true, Usage: "dataset CSV"},
+			&cli.Uint64Flag{Name: "seed", Value: 42, Usage: "split seed"},
+			&cli.StringFlag{Name: "split", Value: "80/10/10", Usage: "train/val/test shares"},
+			&cli.BoolFlag{Name: "drop-bad", Usage: "drop rows with an unknown label or malformed CSV"},
+			&cli.PathFlag{Name: "out", Required: true, Usage: "directory for train.csv, val.csv and test.csv"},
+		},
+		Action: func(c *cli.Context) error {
+			ratios, err := shard.ParseRatios(c.String("split"))
+			if err != nil {
+				return fmt.Errorf("flag --split: %w", err)
+			}
+			ds, err := shard.ReadFile(c.Path("data"), shard.Options{DropBad: c.Bool("drop-bad")})
+			if err != nil {
+				return err
+			}
+			sp, err := shard.NewSplit(ds, c.Uint64("seed"), ratios)
+			if err != nil {
+				return err
+			}
+			if err := os.MkdirAll(c.Path("out"), 0o755); err != nil {
+				return fmt.Errorf("flag --out: %w", err)
+			}
+			for _, p := range sp.Parts() {
+				var buf bytes.Buffer
+				if err := shard.WriteCSV(&buf, ds, p.Rows); err != nil {
+					return err
+				}
+				path := filepath.Join(c.Path("out"), p.Name+".csv")
+				if err := os.WriteFile(path+".tmp", buf.Bytes(), 0o644); err != nil {
+					return err
+				}
+				if err := os.Rename(path+".tmp", path); err != nil {
+					return err
+				}
+				fmt.Fprintf(c.App.Writer, "%s: %d rows\n", path, len(p.Rows))
+			}
+			fmt.Fprintf(c.App.Writer, "split %s of %s, seed %d (id %s)\n", ratios, ds.SHA256[:12], c.Uint64("seed"), sp.Spec.ID())
+			return nil
+		},
+	}
 }

@@ -63,6 +63,8 @@ func newApp() *cli.App {
 			predictCommand(),
 			benchCommand(),
 		},
+		// Statements contain commas: --text "a, b" is one statement.
+		DisableSliceFlagSeparator: true,
 		// Errors are printed once by main, not also by the cli package.
 		ExitErrHandler: func(*cli.Context, error) {},
 	}
