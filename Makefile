@@ -8,7 +8,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # MinIO for tests and the demo: path of the cached server binary (deploy/minio.sh).
 MINIO = $$(deploy/minio.sh)
 
-.PHONY: all setup build test demo proto lint bench bench-libtorch bench-shard clean
+.PHONY: all setup build test demo proto lint bench bench-libtorch bench-shard bench-trainer clean
 
 all: build
 
@@ -46,7 +46,7 @@ lint: setup
 	$(GO) vet ./...
 
 ## bench: every benchmark; results as JSON under bench/results/
-bench: bench-libtorch bench-shard
+bench: bench-libtorch bench-shard bench-trainer
 
 bench-libtorch: build
 	bin/loraft bench libtorch --out bench/results/libtorch.json
@@ -59,3 +59,12 @@ bench-shard: build
 
 clean:
 	rm -rf bin
+
+# QLoRA step speed/memory vs PyTorch eager (Debian python3-torch, the same
+# libtorch) doing the identical step, and an RSS soak of 2,200 tiny steps.
+bench-trainer: build
+	@dpkg-query -W -f='$${Status}' python3-torch 2>/dev/null | grep -q 'install ok installed' || { \
+		echo "bench-trainer: installing python3-torch (apt) for the reference"; \
+		sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+		$$sudo apt-get install -y -qq --no-install-recommends python3-torch >/dev/null; }
+	bin/loraft bench trainer --out bench/results/trainer.json

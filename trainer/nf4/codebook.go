@@ -86,11 +86,13 @@ const dynamicZeroCode = 127
 // The construction is reproduced in float32 as PyTorch evaluates it: for
 // i = 0..6, torch.linspace(0.1, 1, 2^i+1) (start + step*k below the halfway
 // point, end - step*(steps-1-k) above it), the means of adjacent points, times
-// float32(10^(i-6)), with both signs; then 0 and 1.0; sorted. PyTorch builds
-// differ in the last bit of linspace (vectorised in 1.13, fused multiply-adds
-// under AVX2), so up to about 40 of the 256 entries of a given installation's
-// map can differ from this one by one ulp; bitsandbytes stores the map it
-// used next to the codes, which is what a loader of its checkpoints must use.
+// float32(10^(i-6)), with both signs; then 0 and 1.0; sorted; each operation
+// rounded to float32 on its own. PyTorch builds differ in the last bit of
+// linspace (vectorised in 1.13, fused multiply-adds under AVX2), so a given
+// installation's map can differ from this one in a few ulps of some entries
+// (libtorch 1.13 on AVX2: 44 entries, at most 2 ulps). bitsandbytes stores
+// the map it used next to the codes; a loader of its checkpoints must use
+// that one.
 func DynamicMap() [256]float32 { return dynamicMap }
 
 func buildDynamicMap() [256]float32 {

@@ -45,9 +45,12 @@ type Quantized struct {
 // values that all equal the mean gets the map index of 0.0; bitsandbytes
 // produces code 0 in both cases (NaN through its comparisons). The values
 // dequantize the same, except that a zero block under DQ, whose absmax is
-// only reconstructed approximately, stays exactly zero here. The offset is
-// the mean computed in float64 and rounded to float32; torch's float32
-// reduction may differ in the last bit.
+// only reconstructed approximately, stays exactly zero here. A block whose
+// absmax is so small (subnormal) that its fp32 reciprocal overflows is
+// divided by the absmax instead of multiplied by the reciprocal, where
+// bitsandbytes would produce infinities. The offset is the mean computed in
+// float64 and rounded to float32; torch's float32 reduction may differ in the
+// last bit.
 func Quantize(x []float32, shape []int64, doubleQuant bool) (*Quantized, error) {
 	n, err := numel(shape)
 	if err != nil {

@@ -386,3 +386,17 @@ func BenchmarkQuantize768(b *testing.B) {
 		})
 	}
 }
+
+// TestSubnormalBlock: when 1/absmax overflows float32 the block is divided by
+// its absmax, so codes stay meaningful (multiplying by +Inf would give codes
+// 0 and 15 only).
+func TestSubnormalBlock(t *testing.T) {
+	x := []float32{1e-39, -5e-40, 2.5e-40, 0}
+	if r := 1 / x[0]; !math.IsInf(float64(r), 1) {
+		t.Fatalf("1/%v = %v in float32, test premise wrong", x[0], r)
+	}
+	q := mustQuantize(t, x, []int64{4}, false)
+	if got := codes(q); !slices.Equal(got, []uint8{15, 2, 10, 7}) {
+		t.Errorf("codes %v, want [15 2 10 7]", got)
+	}
+}
