@@ -8,7 +8,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # MinIO for tests and the demo: path of the cached server binary (deploy/minio.sh).
 MINIO = $$(deploy/minio.sh)
 
-.PHONY: all setup build test demo proto lint bench bench-libtorch bench-shard bench-trainer clean
+.PHONY: all setup build test demo proto lint bench bench-libtorch bench-shard bench-trainer gpu-check clean
 
 all: build
 
@@ -68,3 +68,7 @@ bench-trainer: build
 		sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 		$$sudo apt-get install -y -qq --no-install-recommends python3-torch >/dev/null; }
 	bin/loraft bench trainer --out bench/results/trainer.json
+
+## gpu-check: on a CUDA machine without Go (see deploy/gpu-check.sh); not part of `make test`
+gpu-check:
+	deploy/gpu-check.sh
