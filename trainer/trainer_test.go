@@ -208,3 +208,41 @@ func TestTrainRealSample(t *testing.T) {
 		t.Fatalf("loss did not fall on combined-sample.csv: %.4f → %.4f", first, last)
 	}
 }
+
+// TestGradAccumulationEquivalence: 2 micro-batches of 16 per step give the
+// same adapter as one batch of 32 (dropout off, so only float summation
+// order differs).
+func TestGradAccumulationEquivalence(t *testing.T) {
+	d := demoData(t, "../experiments/data/demo.csv", 24)
+	c := model.Tiny()
+	c.HiddenDropout, c.AttentionDropout = 0, 0
+	train := func(batch, accum int) map[string]*model.Tensor {
+		m, err := model.New(c, model.RandomWeights(c, 0), nil, nil, model.Options{Quant: model.NF4, Compute: gotch.Float,
+			Device: gotch.CPU, LoRA: lora.Config{Rank: 4, Alpha: 8, Targets: []string{"query", "value"}}, Labels: shard.NumLabels, Seed: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Drop()
+		h := DefaultHyper()
+		h.Epochs, h.BatchSize, h.GradAccum, h.LR, h.Calibrate = 2, batch, accum, 1e-3, false
+		if _, err := Train(context.Background(), m, d, h, nil); err != nil {
+			t.Fatal(err)
+		}
+		v, err := m.ParamValues()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	a, b := train(32, 1), train(16, 2)
+	worst := 0.0
+	for n, ta := range a {
+		for i := range ta.Data {
+			worst = math.Max(worst, math.Abs(float64(ta.Data[i]-b[n].Data[i])))
+		}
+	}
+	t.Logf("max |Δ| between batch 32 and 2×16: %.3g", worst)
+	if worst > 1e-4 {
+		t.Fatalf("gradient accumulation changed the adapter by up to %v", worst)
+	}
+}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/loraft/loraft/checkpoint/safetensors"
 	"github.com/loraft/loraft/trainer/graph"
+	"github.com/loraft/loraft/trainer/libtorch"
 	"github.com/loraft/loraft/trainer/lora"
 	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
@@ -229,12 +230,37 @@ func TestLoadConfig(t *testing.T) {
 	}
 }
 
-// TestOnlyAdaptersTrain runs backward and checks which tensors got gradients:
-// the LoRA matrices and the classifier, and no frozen tensor.
+// TestOnlyAdaptersTrain runs backward and an update, and checks that only the
+// LoRA matrices and the classifier require grad and change: every frozen
+// tensor (dense and NF4) keeps its bytes.
 func TestOnlyAdaptersTrain(t *testing.T) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	m := newModel(t, micro(), RandomWeights(micro(), 3), Dense)
+	for _, q := range []Quant{Dense, NF4} {
+		t.Run(string(q), func(t *testing.T) { checkOnlyAdaptersTrain(t, q) })
+	}
+}
+
+func snapshotFrozen(t *testing.T, m *Model) [][]float64 {
+	var out [][]float64
+	for _, f := range m.frozen {
+		out = append(out, f.Float64Values())
+	}
+	for _, w := range m.nf4s {
+		d, err := w.Dequantize(gotch.Float)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, d.Float64Values())
+		d.MustDrop()
+	}
+	return out
+}
+
+func checkOnlyAdaptersTrain(t *testing.T, q Quant) {
+	m := newModel(t, micro(), RandomWeights(micro(), 3), q)
+	before := snapshotFrozen(t, m)
+	paramsBefore, _ := m.ParamValues()
 	g := graph.New()
 	defer g.Drop()
 	ids := g.Own(ts.MustOfSlice([]int64{101, 7, 8, 102}).MustView([]int64{1, 4}, true))
@@ -258,5 +284,39 @@ func TestOnlyAdaptersTrain(t *testing.T) {
 	}
 	if len(names) != 2*2*2+2 || !names["bert.encoder.layer.1.attention.self.value.lora_B.weight"] || !names["classifier.bias"] {
 		t.Fatalf("trainable parameters %v, want LoRA A/B on query and value of 2 layers plus the classifier", names)
+	}
+	// A plain SGD step on every trainable tensor.
+	func() {
+		defer libtorch.NoGrad()()
+		for _, p := range m.Params() {
+			gr := p.T.MustGrad(false)
+			step := gr.MustMulScalar(ts.FloatScalar(0.5), true)
+			if err := p.T.Sub_(step); err != nil {
+				t.Fatal(err)
+			}
+			step.MustDrop()
+		}
+	}()
+	after := snapshotFrozen(t, m)
+	for i := range before {
+		for j := range before[i] {
+			if before[i][j] != after[i][j] {
+				t.Fatalf("frozen tensor %d changed at %d: %v → %v", i, j, before[i][j], after[i][j])
+			}
+		}
+	}
+	paramsAfter, _ := m.ParamValues()
+	moved := 0
+	for n, b := range paramsBefore {
+		for j := range b.Data {
+			if b.Data[j] != paramsAfter[n].Data[j] {
+				moved++
+				break
+			}
+		}
+	}
+	// lora_A of each adapted layer gets no gradient while B = 0; B and the classifier move.
+	if moved < 2*2+2 {
+		t.Fatalf("only %d trainable tensors changed after the update", moved)
 	}
 }
