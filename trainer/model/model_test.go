@@ -320,3 +320,27 @@ func checkOnlyAdaptersTrain(t *testing.T, q Quant) {
 		t.Fatalf("only %d trainable tensors changed after the update", moved)
 	}
 }
+
+// TestBF16Compute runs the matrix products in bfloat16 (8 mantissa bits):
+// logits stay within 0.05 of float32 compute for the same NF4 model.
+func TestBF16Compute(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	c := micro()
+	w := RandomWeights(c, 3)
+	f32 := logits(t, newModel(t, c, w, NF4))
+	m, err := New(c, w, nil, nil, Options{Quant: NF4, Compute: gotch.BFloat16, Device: gotch.CPU, LoRA: lora.DefaultConfig(), Labels: 7, Seed: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Drop()
+	bf := logits(t, m)
+	worst := 0.0
+	for i := range f32 {
+		worst = math.Max(worst, math.Abs(f32[i]-bf[i]))
+	}
+	t.Logf("max |logit(bf16) − logit(fp32)| = %.5f", worst)
+	if worst > 0.05 || worst == 0 {
+		t.Fatalf("bf16 compute moved logits by %v, want (0, 0.05]", worst)
+	}
+}
