@@ -165,3 +165,36 @@ func LinearSchedule(peak float64, step, warmup, total int) float64 {
 	}
 	return peak * max(0, float64(total-step)/float64(total-warmup))
 }
+
+// Moments copies the first and second moments to the host, by parameter name.
+func (o *AdamW) Moments() (m, v map[string]*model.Tensor, err error) {
+	m, v = map[string]*model.Tensor{}, map[string]*model.Tensor{}
+	for i, p := range o.params {
+		if m[p.Name], err = model.HostCopy(o.M[i]); err != nil {
+			return nil, nil, fmt.Errorf("adamw moments of %s: %w", p.Name, err)
+		}
+		if v[p.Name], err = model.HostCopy(o.V[i]); err != nil {
+			return nil, nil, fmt.Errorf("adamw moments of %s: %w", p.Name, err)
+		}
+	}
+	return m, v, nil
+}
+
+// Restore sets the moments and the update count from a checkpoint.
+func (o *AdamW) Restore(m, v map[string]*model.Tensor, step int64) error {
+	for i, p := range o.params {
+		mi, ok1 := m[p.Name]
+		vi, ok2 := v[p.Name]
+		if !ok1 || !ok2 {
+			return fmt.Errorf("adamw restore: checkpoint has no moments for %s", p.Name)
+		}
+		if err := model.Assign(o.M[i], mi); err != nil {
+			return fmt.Errorf("adamw restore %s: %w", p.Name, err)
+		}
+		if err := model.Assign(o.V[i], vi); err != nil {
+			return fmt.Errorf("adamw restore %s: %w", p.Name, err)
+		}
+	}
+	o.Step = step
+	return nil
+}

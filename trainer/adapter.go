@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/loraft/loraft/checkpoint"
 	"github.com/loraft/loraft/checkpoint/safetensors"
 	"github.com/loraft/loraft/shard"
 	"github.com/loraft/loraft/trainer/lora"
@@ -91,34 +92,55 @@ type peftConfig struct {
 	LayersToTransform *int     `json:"layers_to_transform"`
 }
 
-// SaveAdapter writes the adapter directory dir: every file is written to a
-// temporary name and renamed, so an interrupted save never leaves a
-// half-written file under a final name. vocab is the tokenizer's vocab.txt.
+// SaveAdapter writes the adapter directory dir for a trained model; see WriteAdapter.
 func SaveAdapter(dir string, m *model.Model, man Manifest, res *Result, vocab []byte) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("adapter directory: %w", err)
-	}
 	vals, err := m.ParamValues()
 	if err != nil {
 		return err
 	}
+	r := Reports{}
+	if res != nil {
+		r = Reports{Val: res.Val, Test: res.Test, History: res.History, Losses: res.Losses}
+	}
+	return WriteAdapter(dir, vals, man, r, vocab, "", man.Steps)
+}
+
+// Reports are the evaluation results an adapter directory records.
+type Reports struct {
+	Val, Test metrics.Report
+	History   []EvalPoint
+	Losses    []float64
+}
+
+// WriteAdapter writes an adapter directory that HF PEFT loads on the base
+// model and loraft predict/eval use: adapter_config.json,
+// adapter_model.safetensors (PEFT key names), loraft.json, metrics.json,
+// vocab.txt and a README.md model card. Every file is written to a temporary
+// name and renamed, so an interrupted write never leaves a half-written file
+// under a final name.
+func WriteAdapter(dir string, params map[string]*model.Tensor, man Manifest, r Reports, vocab []byte, run string, step int) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("adapter directory: %w", err)
+	}
 	w := &safetensors.Writer{}
 	w.SetMetadata("format", "pt")
-	for name, t := range vals {
+	var adapted []string
+	for _, name := range sortedNames(params) {
+		t := params[name]
 		if err := w.AddFloat32(peftPrefix+name, t.Shape, t.Data); err != nil {
 			return fmt.Errorf("adapter tensor %s: %w", name, err)
+		}
+		if mod, ok := strings.CutSuffix(name, ".lora_A.weight"); ok {
+			adapted = append(adapted, mod)
 		}
 	}
 	if err := w.WriteFile(filepath.Join(dir, AdapterWeightsFile)); err != nil {
 		return err
 	}
-	base := "bert-base-uncased"
-	if man.Base.ConfigName != "base" && man.Base.ConfigName != "bert-base-uncased" {
-		base = man.Base.ConfigName
-	}
+	base := baseModelName(man.Base)
 	targets := man.LoRA.Targets
 	if len(targets) == 1 && targets[0] == lora.AllLinear {
-		targets = m.AdaptedModules()
+		targets = adapted
 	}
 	pc := peftConfig{PeftType: "LORA", TaskType: "SEQ_CLS", BaseModel: base, R: man.LoRA.Rank,
 		LoraAlpha: man.LoRA.Alpha, LoraDropout: man.LoRA.Dropout, TargetModules: targets,
@@ -128,13 +150,8 @@ func SaveAdapter(dir string, m *model.Model, man Manifest, res *Result, vocab []
 	files := []struct {
 		name string
 		v    any
-	}{{AdapterConfigFile, pc}, {ManifestFile, man}}
-	if res != nil {
-		files = append(files, struct {
-			name string
-			v    any
-		}{MetricsFile, metricsFile{Val: res.Val, Test: res.Test, History: res.History, Losses: res.Losses, Temperature: res.Temperature}})
-	}
+	}{{AdapterConfigFile, pc}, {ManifestFile, man},
+		{MetricsFile, metricsFile{Val: r.Val, Test: r.Test, History: r.History, Losses: r.Losses, Temperature: man.Temperature}}}
 	for _, f := range files {
 		buf, err := json.MarshalIndent(f.v, "", "  ")
 		if err != nil {
@@ -144,7 +161,48 @@ func SaveAdapter(dir string, m *model.Model, man Manifest, res *Result, vocab []
 			return err
 		}
 	}
+	if run == "" {
+		run = filepath.Base(dir)
+	}
+	card := checkpoint.ModelCard(cardFor(man, r, run, step))
+	if err := writeAtomic(filepath.Join(dir, "README.md"), []byte(card)); err != nil {
+		return err
+	}
 	return writeAtomic(filepath.Join(dir, VocabFile), vocab)
+}
+
+func baseModelName(b Base) string {
+	if b.ConfigName == "base" || b.ConfigName == "bert-base-uncased" || b.Weights != "" {
+		return "bert-base-uncased"
+	}
+	if b.ConfigName == "tiny" {
+		return "google/bert_uncased_L-2_H-128_A-2"
+	}
+	return b.ConfigName
+}
+
+// cardFor fills a model card from an adapter's manifest and reports.
+func cardFor(man Manifest, r Reports, run string, step int) checkpoint.Card {
+	rep := r.Test
+	if rep.N == 0 {
+		rep = r.Val
+	}
+	h := man.Hyper
+	return checkpoint.Card{
+		BaseModel: baseModelName(man.Base), Labels: shard.LabelNames(), Run: run, Step: step,
+		Dataset:     fmt.Sprintf("dataset sha256 %.16s…", man.Split.DatasetSHA256),
+		SplitDesc:   fmt.Sprintf("stratified split %s with seed %d (id %s); test rows %d", man.Split.Ratios, man.Split.Seed, man.SplitID, r.Test.N),
+		RandomBase:  man.Base.Weights == "",
+		Temperature: man.Temperature,
+		LoRA: map[string]string{"r": fmt.Sprint(man.LoRA.Rank), "alpha": fmt.Sprint(man.LoRA.Alpha), "dropout": fmt.Sprint(man.LoRA.Dropout),
+			"targets": strings.Join(man.LoRA.Targets, "+"), "rslora": fmt.Sprint(man.LoRA.RSLoRA), "base storage": string(man.Base.Quant), "compute": man.Base.Compute},
+		Hyper: map[string]string{"epochs": fmt.Sprint(h.Epochs), "batch": fmt.Sprint(h.BatchSize), "grad_accum": fmt.Sprint(h.GradAccum),
+			"lr": fmt.Sprint(h.LR), "warmup_ratio": fmt.Sprint(h.WarmupRatio), "weight_decay": fmt.Sprint(h.WeightDecay),
+			"max_grad_norm": fmt.Sprint(h.MaxGradNorm), "class_weights": fmt.Sprint(h.ClassWeights), "seed": fmt.Sprint(h.Seed),
+			"max_len": fmt.Sprint(man.Tokenizer.MaxLen)},
+		Metrics:    map[string]float64{"accuracy": rep.Accuracy, "macro_f1": rep.MacroF1, "weighted_f1": rep.WeightedF1, "ece": rep.ECE, "nll": rep.NLL},
+		EvalTables: rep.MarkdownTable(),
+	}
 }
 
 type metricsFile struct {

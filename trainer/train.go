@@ -11,6 +11,7 @@ import (
 	"hash/fnv"
 	"math"
 	"runtime"
+	"slices"
 
 	"github.com/loraft/loraft/shard"
 	"github.com/loraft/loraft/trainer/graph"
@@ -111,9 +112,26 @@ func stepSeed(seed uint64, step int) int64 {
 	return int64(h.Sum64() >> 1)
 }
 
+// Options are the optional parts of a training run.
+type Options struct {
+	// Progress is called after every step and evaluation.
+	Progress func(Progress)
+	// Resume continues from a checkpointed state instead of step 0.
+	Resume *State
+	// CheckpointEvery saves a checkpoint every N steps and at the end (0: only at the end, when Save is set).
+	CheckpointEvery int
+	// Save persists a state. A failed save is reported to SaveFailed and
+	// training goes on: the next save tries again.
+	Save       func(ctx context.Context, st *State) error
+	SaveFailed func(step int, err error)
+	// Manifest is stored in every checkpoint so a resumed run rebuilds the same model.
+	Manifest Manifest
+}
+
 // Train fine-tunes m on d's train split. It must run on a goroutine locked to
 // its OS thread (gotch's error and grad state are per thread); Train locks it.
-func Train(ctx context.Context, m *model.Model, d *Data, h Hyper, progress func(Progress)) (*Result, error) {
+func Train(ctx context.Context, m *model.Model, d *Data, h Hyper, o Options) (*Result, error) {
+	progress := o.Progress
 	if err := h.Validate(); err != nil {
 		return nil, err
 	}
@@ -144,13 +162,55 @@ func Train(ctx context.Context, m *model.Model, d *Data, h Hyper, progress func(
 
 	res := &Result{Steps: total, Temperature: 1}
 	step := 0
-	for epoch := 0; epoch < h.Epochs; epoch++ {
+	if st := o.Resume; st != nil {
+		if st.DatasetSHA256 != d.DS.SHA256 {
+			return nil, fmt.Errorf("resume: the checkpoint was trained on dataset %.12s, this is %.12s", st.DatasetSHA256, d.DS.SHA256)
+		}
+		if st.Step > total {
+			return nil, fmt.Errorf("resume: the checkpoint is at step %d, beyond this run's %d steps", st.Step, total)
+		}
+		if err := m.SetParams(st.Params); err != nil {
+			return nil, fmt.Errorf("resume: %w", err)
+		}
+		if err := opt.Restore(st.M, st.V, st.OptStep); err != nil {
+			return nil, fmt.Errorf("resume: %w", err)
+		}
+		step = st.Step
+		res.Losses, res.History = slices.Clone(st.Losses), slices.Clone(st.History)
+	}
+	save := func(lr float64) {
+		if o.Save == nil {
+			return
+		}
+		// Every checkpoint carries a validation score so the best one can be picked.
+		if len(d.Split.Val) > 0 && (len(res.History) == 0 || res.History[len(res.History)-1].Step != step) {
+			rep, _, err := Evaluate(ctx, m, d, d.Split.Val, h.EvalBatch, 1)
+			if err != nil {
+				if o.SaveFailed != nil {
+					o.SaveFailed(step, err)
+				}
+				return
+			}
+			res.History = append(res.History, EvalPoint{step, rep})
+		}
+		st, err := snapshot(m, opt, d, step, stepsPerEpoch, lr, res, o.Manifest)
+		if err == nil {
+			err = o.Save(ctx, st)
+		}
+		if err != nil && o.SaveFailed != nil {
+			o.SaveFailed(step, err)
+		}
+	}
+	for epoch := step / stepsPerEpoch; epoch < h.Epochs; epoch++ {
 		order := shard.EpochOrder(len(train), h.Seed, epoch)
 		batches, err := shard.RankBatches(order, global, 0, 1)
 		if err != nil {
 			return nil, err
 		}
-		for _, b := range batches {
+		for bi, b := range batches {
+			if epoch*stepsPerEpoch+bi < step {
+				continue // done before the checkpoint this run resumed from
+			}
 			if err := ctx.Err(); err != nil {
 				return nil, fmt.Errorf("train: %w", err)
 			}
@@ -177,8 +237,12 @@ func Train(ctx context.Context, m *model.Model, d *Data, h Hyper, progress func(
 			if progress != nil {
 				progress(p)
 			}
+			if o.CheckpointEvery > 0 && step%o.CheckpointEvery == 0 && step < total {
+				save(lr)
+			}
 		}
 	}
+	lastLR := LinearSchedule(h.LR, max(0, step-1), warmup, total)
 	// Final evaluation; temperature fitted on validation, applied to both.
 	if len(d.Split.Val) > 0 {
 		rep, logits, err := Evaluate(ctx, m, d, d.Split.Val, h.EvalBatch, 1)
@@ -207,6 +271,7 @@ func Train(ctx context.Context, m *model.Model, d *Data, h Hyper, progress func(
 			return nil, err
 		}
 	}
+	save(lastLR) // the final checkpoint carries the calibrated reports
 	return res, nil
 }
 
@@ -387,4 +452,20 @@ func labelsOf(d *Data, rows []int) []int {
 		out[i] = int(d.DS.Rows[r].Label)
 	}
 	return out
+}
+
+// snapshot copies the run's state to the host for a checkpoint.
+func snapshot(m *model.Model, opt *AdamW, d *Data, step, stepsPerEpoch int, lr float64, res *Result, man Manifest) (*State, error) {
+	params, err := m.ParamValues()
+	if err != nil {
+		return nil, err
+	}
+	mm, vv, err := opt.Moments()
+	if err != nil {
+		return nil, err
+	}
+	man.Temperature = res.Temperature
+	return &State{Step: step, Epoch: step / stepsPerEpoch, Batch: step % stepsPerEpoch, OptStep: opt.Step, LR: lr,
+		WorldSize: 1, DatasetSHA256: d.DS.SHA256, Losses: slices.Clone(res.Losses), History: slices.Clone(res.History),
+		Val: res.Val, Test: res.Test, Manifest: man, Params: params, M: mm, V: vv}, nil
 }

@@ -122,7 +122,7 @@ func trainTiny(t *testing.T, d *Data, epochs int) (*model.Model, *Result) {
 	t.Cleanup(m.Drop)
 	h := DefaultHyper()
 	h.Epochs, h.BatchSize, h.LR, h.Seed = epochs, 32, 2e-3, 7
-	res, err := Train(context.Background(), m, d, h, nil)
+	res, err := Train(context.Background(), m, d, h, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,7 +225,7 @@ func TestGradAccumulationEquivalence(t *testing.T) {
 		defer m.Drop()
 		h := DefaultHyper()
 		h.Epochs, h.BatchSize, h.GradAccum, h.LR, h.Calibrate = 2, batch, accum, 1e-3, false
-		if _, err := Train(context.Background(), m, d, h, nil); err != nil {
+		if _, err := Train(context.Background(), m, d, h, Options{}); err != nil {
 			t.Fatal(err)
 		}
 		v, err := m.ParamValues()

@@ -61,6 +61,7 @@ func newApp() *cli.App {
 			trainCommand(),
 			evalCommand(),
 			predictCommand(),
+			adapterCommand(),
 			benchCommand(),
 		},
 		// Statements contain commas: --text "a, b" is one statement.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,7 +10,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
+	"github.com/loraft/loraft/checkpoint"
 	"github.com/loraft/loraft/shard"
 	"github.com/loraft/loraft/shard/wordpiece"
 	"github.com/loraft/loraft/trainer"
@@ -45,6 +48,11 @@ func trainFlags() []cli.Flag {
 		&cli.StringFlag{Name: "compute-dtype", Value: "fp32", Usage: "fp32 or bf16"},
 		&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu, cuda or cuda:N"},
 		&cli.PathFlag{Name: "out", Required: true, Usage: "adapter directory to write"},
+		&cli.StringFlag{Name: "run", Usage: "run name in the store (default: the --out directory's name)"},
+		&cli.IntFlag{Name: "checkpoint-every", Value: 50, Usage: "checkpoint to --store every N steps (and at the end)"},
+		&cli.BoolFlag{Name: "resume", Usage: "continue the run from its latest valid checkpoint in --store, with the settings it recorded"},
+		&cli.IntFlag{Name: "keep-latest", Value: 3, Usage: "checkpoints kept by recency"},
+		&cli.IntFlag{Name: "keep-best", Value: 1, Usage: "checkpoints kept by validation macro-F1"},
 	}
 }
 
@@ -55,7 +63,7 @@ func trainCommand() *cli.Command {
 		Description: "Trains LoRA adapters and the classifier head of a frozen BERT on the train split, evaluates\n" +
 			"on validation and test, calibrates confidence by temperature scaling, and writes a PEFT-compatible\n" +
 			"adapter directory.\n\n" + disclaimer,
-		Flags: append(datasetFlags(), trainFlags()...),
+		Flags: append(append(datasetFlags(), trainFlags()...), storeFlags()...),
 		Action: func(c *cli.Context) error {
 			if _, err := libtorch.SetThreads(); err != nil {
 				return err
@@ -84,9 +92,52 @@ func trainCommand() *cli.Command {
 			if err != nil {
 				return fmt.Errorf("flag --compute-dtype: %w", err)
 			}
+			store, err := openStore(c, c.Bool("resume"))
+			if err != nil {
+				return err
+			}
+			run := c.String("run")
+			if run == "" {
+				run = filepath.Base(filepath.Clean(c.Path("out")))
+			}
+			if store != nil {
+				if err := checkpoint.ValidateRun(run); err != nil {
+					return fmt.Errorf("flag --run: %w", err)
+				}
+			}
 			d, err := loadData(c)
 			if err != nil {
 				return err
+			}
+			base.Compute = c.String("compute-dtype")
+			man := trainer.Manifest{Base: base, LoRA: lc, Hyper: h,
+				Tokenizer: trainer.Tokenizer{VocabSHA256: d.tok.VocabSHA256(), MaxLen: c.Int("max-len"), LowerCase: true},
+				Split:     d.split.Spec, SplitID: d.split.Spec.ID()}
+			var resume *trainer.State
+			if c.Bool("resume") {
+				ck, files, err := checkpoint.LoadLatest(c.Context, store, run, func(err error) {
+					fmt.Fprintf(c.App.ErrWriter, "warning: skipping checkpoint: %v\n", err)
+				})
+				switch {
+				case errors.Is(err, checkpoint.ErrNoCheckpoint):
+					fmt.Fprintf(c.App.ErrWriter, "resume: run %s has no checkpoint in %s yet; starting at step 0\n", run, store)
+				case err != nil:
+					return err
+				default:
+					if resume, _, err = trainer.StateFromFiles(files); err != nil {
+						return fmt.Errorf("checkpoint %s step %d: %w", run, ck.Step, err)
+					}
+					// The run continues with the settings it started with.
+					man, h, lc, base = resume.Manifest, resume.Manifest.Hyper, resume.Manifest.LoRA, resume.Manifest.Base
+					if man.Tokenizer.VocabSHA256 != d.tok.VocabSHA256() || man.Tokenizer.MaxLen != c.Int("max-len") || man.SplitID != d.split.Spec.ID() {
+						return fmt.Errorf("resume: run %s was trained with vocab %.12s, max length %d and split %s; these flags give %.12s, %d and %s",
+							run, man.Tokenizer.VocabSHA256, man.Tokenizer.MaxLen, man.SplitID, d.tok.VocabSHA256(), c.Int("max-len"), d.split.Spec.ID())
+					}
+					if compute, err = trainer.ParseCompute(base.Compute); err != nil {
+						return err
+					}
+					fmt.Fprintf(c.App.ErrWriter, "resume: run %s from step %d (checkpoint %s)\n", run, ck.Step, checkpoint.Prefix(run, ck.Step))
+				}
 			}
 			w, clsW, clsB, err := trainer.BaseWeights(base, "")
 			if err != nil {
@@ -100,32 +151,50 @@ func trainCommand() *cli.Command {
 			defer m.Drop()
 			fmt.Fprintf(c.App.ErrWriter, "model: %d layers × %d, base %s %.1f MB (%.2f bits/param), %d trainable parameters, %s on %s\n",
 				base.Config.NumLayers, base.Config.HiddenSize, base.Quant, float64(m.BaseBytes())/1e6,
-				8*float64(m.BaseBytes())/float64(m.BaseParams()), trainableCount(m), c.String("compute-dtype"), c.String("device"))
+				8*float64(m.BaseBytes())/float64(m.BaseParams()), trainableCount(m), base.Compute, c.String("device"))
 
-			data := &trainer.Data{DS: d.ds, Split: d.split, Tokens: d.tokens, PadID: d.tok.PadID()}
-			steps := shard.StepsPerEpoch(len(d.split.Train), h.BatchSize*h.GradAccum) * h.Epochs
-			bar := newProgress("train", "steps", steps)
-			res, err := trainer.Train(c.Context, m, data, h, func(p trainer.Progress) {
-				if p.Loss != 0 {
-					bar.describe(fmt.Sprintf("train loss %.4f", p.Loss))
-				}
-				bar.set(p.Step)
-				if p.Eval != nil && p.Step < p.Steps {
-					bar.note(fmt.Sprintf("step %d: val macro-F1 %.4f, accuracy %.4f", p.Step, p.Eval.MacroF1, p.Eval.Accuracy))
-				}
-			})
-			if err != nil {
-				return err
-			}
-			bar.finish()
-			base.Compute = c.String("compute-dtype")
-			man := trainer.Manifest{Base: base, LoRA: lc, Hyper: h, Temperature: res.Temperature,
-				Tokenizer: trainer.Tokenizer{VocabSHA256: d.tok.VocabSHA256(), MaxLen: c.Int("max-len"), LowerCase: true},
-				Split:     d.split.Spec, SplitID: d.split.Spec.ID(), Steps: res.Steps}
 			vocab, err := vocabBytes(c)
 			if err != nil {
 				return err
 			}
+			data := &trainer.Data{DS: d.ds, Split: d.split, Tokens: d.tokens, PadID: d.tok.PadID()}
+			steps := shard.StepsPerEpoch(len(d.split.Train), h.BatchSize*h.GradAccum) * h.Epochs
+			bar := newProgress("train", "steps", steps)
+			opts := trainer.Options{Manifest: man, Resume: resume, CheckpointEvery: c.Int("checkpoint-every"),
+				Progress: func(p trainer.Progress) {
+					if p.Loss != 0 {
+						bar.describe(fmt.Sprintf("train loss %.4f", p.Loss))
+					}
+					bar.set(p.Step)
+					if p.Eval != nil && p.Step < p.Steps {
+						bar.note(fmt.Sprintf("step %d: val macro-F1 %.4f, accuracy %.4f", p.Step, p.Eval.MacroF1, p.Eval.Accuracy))
+					}
+				}}
+			if store != nil {
+				retention := checkpoint.Retention{KeepLatest: c.Int("keep-latest"), KeepBest: c.Int("keep-best"), Metric: "macro_f1", Grace: time.Hour}
+				opts.Save = func(ctx context.Context, st *trainer.State) error {
+					files, err := st.Files(vocab)
+					if err != nil {
+						return err
+					}
+					if _, err := checkpoint.Save(ctx, store, run, st.Step, files, checkpointMetrics(st), time.Now()); err != nil {
+						return err
+					}
+					if _, err := checkpoint.Retain(ctx, store, run, retention, time.Now()); err != nil {
+						bar.note(fmt.Sprintf("warning: checkpoint retention: %v", err))
+					}
+					return nil
+				}
+				opts.SaveFailed = func(step int, err error) {
+					bar.note(fmt.Sprintf("warning: checkpoint at step %d not saved (training goes on): %v", step, err))
+				}
+			}
+			res, err := trainer.Train(c.Context, m, data, h, opts)
+			if err != nil {
+				return err
+			}
+			bar.finish()
+			man.Temperature, man.Steps = res.Temperature, res.Steps
 			if err := trainer.SaveAdapter(c.Path("out"), m, man, res, vocab); err != nil {
 				return err
 			}
@@ -134,6 +203,19 @@ func trainCommand() *cli.Command {
 			return nil
 		},
 	}
+}
+
+// checkpointMetrics are the validation scores recorded in a checkpoint's
+// manifest for best-checkpoint selection.
+func checkpointMetrics(st *trainer.State) map[string]float64 {
+	rep := st.Val
+	if rep.N == 0 && len(st.History) > 0 && st.History[len(st.History)-1].Step == st.Step {
+		rep = st.History[len(st.History)-1].Report
+	}
+	if rep.N == 0 {
+		return nil
+	}
+	return map[string]float64{"macro_f1": rep.MacroF1, "accuracy": rep.Accuracy, "ece": rep.ECE, "nll": rep.NLL}
 }
 
 func baseFromFlags(c *cli.Context) (trainer.Base, error) {

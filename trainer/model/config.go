@@ -28,15 +28,15 @@ type Config struct {
 	InitializerRange      float64 `json:"initializer_range"`
 	PadTokenID            int     `json:"pad_token_id"`
 	NumLabels             int     `json:"num_labels,omitempty"`
-	ClassifierDropout     float64 `json:"classifier_dropout,omitempty"`
-	ClassifierDropoutNull bool    `json:"-"`
+	// ClassifierDropout is the dropout before the head; nil (JSON null) means hidden_dropout_prob.
+	ClassifierDropout *float64 `json:"classifier_dropout"`
 }
 
 // Base is bert-base-uncased's configuration.
 func Base() Config {
 	return Config{VocabSize: 30522, HiddenSize: 768, NumLayers: 12, NumHeads: 12, IntermediateSize: 3072,
 		MaxPositions: 512, TypeVocabSize: 2, LayerNormEps: 1e-12, HiddenDropout: 0.1, AttentionDropout: 0.1,
-		HiddenAct: "gelu", InitializerRange: 0.02, ClassifierDropoutNull: true}
+		HiddenAct: "gelu", InitializerRange: 0.02}
 }
 
 // Tiny is google/bert_uncased_L-2_H-128_A-2 (bert-tiny): same vocabulary,
@@ -63,15 +63,8 @@ func LoadConfig(spec string) (Config, error) {
 		return Config{}, fmt.Errorf("model config %q (want tiny, base or a config.json): %w", spec, err)
 	}
 	c := Base() // fields a config.json leaves out keep BERT's defaults
-	raw := map[string]any{}
-	if err := json.Unmarshal(data, &raw); err != nil {
-		return Config{}, fmt.Errorf("model config %s: %w", spec, err)
-	}
 	if err := json.Unmarshal(data, &c); err != nil {
 		return Config{}, fmt.Errorf("model config %s: %w", spec, err)
-	}
-	if v, ok := raw["classifier_dropout"]; ok {
-		c.ClassifierDropoutNull = v == nil
 	}
 	if err := c.Validate(); err != nil {
 		return Config{}, fmt.Errorf("model config %s: %w", spec, err)
@@ -97,8 +90,8 @@ func (c Config) Validate() error {
 // classifierDropout is the dropout before the head (HF: classifier_dropout,
 // or hidden_dropout_prob when it is null).
 func (c Config) classifierDropout() float64 {
-	if c.ClassifierDropoutNull {
+	if c.ClassifierDropout == nil {
 		return c.HiddenDropout
 	}
-	return c.ClassifierDropout
+	return *c.ClassifierDropout
 }

@@ -1,7 +1,9 @@
 package model
 
 import (
+	"encoding/json"
 	"errors"
+	"reflect"
 	"math"
 	"os"
 	"path/filepath"
@@ -217,7 +219,7 @@ func TestLoadConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	c, err := LoadConfig(p)
-	if err != nil || c.HiddenSize != 64 || c.NumLayers != 3 || c.VocabSize != 30522 || !c.ClassifierDropoutNull {
+	if err != nil || c.HiddenSize != 64 || c.NumLayers != 3 || c.VocabSize != 30522 || c.ClassifierDropout != nil || c.classifierDropout() != 0.1 {
 		t.Fatalf("LoadConfig = %+v, %v", c, err)
 	}
 	bad := filepath.Join(t.TempDir(), "bad.json")
@@ -342,5 +344,24 @@ func TestBF16Compute(t *testing.T) {
 	t.Logf("max |logit(bf16) − logit(fp32)| = %.5f", worst)
 	if worst > 0.05 || worst == 0 {
 		t.Fatalf("bf16 compute moved logits by %v, want (0, 0.05]", worst)
+	}
+}
+
+// TestConfigJSONRoundTrip: a config written into a manifest and read back is
+// the same model (a lost field would silently change training on resume).
+func TestConfigJSONRoundTrip(t *testing.T) {
+	half := 0.25
+	for _, c := range []Config{Tiny(), Base(), func() Config { c := Tiny(); c.ClassifierDropout = &half; return c }()} {
+		b, err := json.Marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back Config
+		if err := json.Unmarshal(b, &back); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(back, c) || back.classifierDropout() != c.classifierDropout() {
+			t.Fatalf("config %+v came back as %+v", c, back)
+		}
 	}
 }

@@ -96,3 +96,27 @@ func copyNoGrad(dst, src *ts.Tensor) error {
 	lib.AtCopy_(lib.Ctensor(dst.Ctensor()), lib.Ctensor(src.Ctensor()))
 	return ts.TorchErr()
 }
+
+// HostCopy copies a device tensor to a host float32 Tensor.
+func HostCopy(t *ts.Tensor) (*Tensor, error) { return hostCopy(t) }
+
+// Assign overwrites dst in place (grad mode off) with host values of the same shape.
+func Assign(dst *ts.Tensor, v *Tensor) error {
+	shape, err := dst.Size()
+	if err != nil {
+		return err
+	}
+	if !slices.Equal(shape, v.Shape) {
+		return fmt.Errorf("%w: shape %v, want %v", ErrWeights, v.Shape, shape)
+	}
+	dev, err := dst.Device()
+	if err != nil {
+		return err
+	}
+	src, err := upload(v, dev)
+	if err != nil {
+		return err
+	}
+	defer src.MustDrop()
+	return copyNoGrad(dst, src)
+}

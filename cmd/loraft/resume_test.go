@@ -1,0 +1,81 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestResumeAfterSIGKILL kills a real `loraft train` process with SIGKILL
+// after a randomly chosen checkpoint, resumes it with --resume, and checks
+// that the final adapter is byte-identical to an uninterrupted run's.
+func TestResumeAfterSIGKILL(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	common := []string{"train", "--data", "../../experiments/data/demo.csv", "--no-cache", "--config", "tiny",
+		"--epochs", "3", "--batch-size", "32", "--max-len", "32", "--lr", "2e-3", "--checkpoint-every", "3",
+		"--keep-latest", "2", "--run", "r"}
+	// 224 training rows / 32 = 7 steps per epoch, 21 steps, checkpoints at 3, 6, …, 18 and 21.
+	want := filepath.Join(tmp, "uninterrupted")
+	if out, err := run(t, append(common, "--store", filepath.Join(tmp, "storeA"), "--out", want)...); err != nil {
+		t.Fatalf("uninterrupted run: %v\n%s", err, out)
+	}
+
+	killAfter := 3 * (1 + rand.IntN(5)) // a checkpoint step in 3..15
+	store := filepath.Join(tmp, "storeB")
+	got := filepath.Join(tmp, "resumed")
+	cmd := exec.Command(self, append(common, "--store", store, "--out", got)...)
+	cmd.Env = append(os.Environ(), "LORAFT_TEST_MAIN=1")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	manifest := filepath.Join(store, "runs", "r", "ckpt", fmt.Sprintf("%012d", killAfter), "MANIFEST.json")
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		if _, err := os.Stat(manifest); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			t.Fatalf("no checkpoint at step %d after 3 minutes; stderr:\n%s", killAfter, stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	err = cmd.Wait()
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("train was not killed by SIGKILL (it may have finished first): %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(got, "adapter_model.safetensors")); err == nil {
+		t.Fatal("the killed run wrote its final adapter")
+	}
+
+	out, err := run(t, append(common, "--store", store, "--out", got, "--resume")...)
+	if err != nil {
+		t.Fatalf("resumed run: %v\n%s", err, out)
+	}
+	a, _ := os.ReadFile(filepath.Join(want, "adapter_model.safetensors"))
+	b, _ := os.ReadFile(filepath.Join(got, "adapter_model.safetensors"))
+	if len(a) == 0 || !bytes.Equal(a, b) {
+		t.Fatalf("killed after step %d and resumed: adapter differs from the uninterrupted run (%d vs %d bytes)", killAfter, len(b), len(a))
+	}
+	t.Logf("killed after the step-%d checkpoint; resumed adapter is byte-identical", killAfter)
+	if ls, err := run(t, "adapter", "ls", "--store", store); err != nil || !strings.Contains(ls, "r ") {
+		t.Fatalf("adapter ls: %v\n%s", err, ls)
+	}
+}
+
