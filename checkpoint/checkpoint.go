@@ -246,4 +246,3 @@ func Best(ctx context.Context, s Store, runs []string, metric string, warn func(
 	}
 	return best, nil
 }
-

@@ -78,4 +78,3 @@ func TestResumeAfterSIGKILL(t *testing.T) {
 		t.Fatalf("adapter ls: %v\n%s", err, ls)
 	}
 }
-

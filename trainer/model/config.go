@@ -14,20 +14,20 @@ import (
 
 // Config holds the fields of HF's BERT config.json that shape the model.
 type Config struct {
-	VocabSize             int     `json:"vocab_size"`
-	HiddenSize            int     `json:"hidden_size"`
-	NumLayers             int     `json:"num_hidden_layers"`
-	NumHeads              int     `json:"num_attention_heads"`
-	IntermediateSize      int     `json:"intermediate_size"`
-	MaxPositions          int     `json:"max_position_embeddings"`
-	TypeVocabSize         int     `json:"type_vocab_size"`
-	LayerNormEps          float64 `json:"layer_norm_eps"`
-	HiddenDropout         float64 `json:"hidden_dropout_prob"`
-	AttentionDropout      float64 `json:"attention_probs_dropout_prob"`
-	HiddenAct             string  `json:"hidden_act"`
-	InitializerRange      float64 `json:"initializer_range"`
-	PadTokenID            int     `json:"pad_token_id"`
-	NumLabels             int     `json:"num_labels,omitempty"`
+	VocabSize        int     `json:"vocab_size"`
+	HiddenSize       int     `json:"hidden_size"`
+	NumLayers        int     `json:"num_hidden_layers"`
+	NumHeads         int     `json:"num_attention_heads"`
+	IntermediateSize int     `json:"intermediate_size"`
+	MaxPositions     int     `json:"max_position_embeddings"`
+	TypeVocabSize    int     `json:"type_vocab_size"`
+	LayerNormEps     float64 `json:"layer_norm_eps"`
+	HiddenDropout    float64 `json:"hidden_dropout_prob"`
+	AttentionDropout float64 `json:"attention_probs_dropout_prob"`
+	HiddenAct        string  `json:"hidden_act"`
+	InitializerRange float64 `json:"initializer_range"`
+	PadTokenID       int     `json:"pad_token_id"`
+	NumLabels        int     `json:"num_labels,omitempty"`
 	// ClassifierDropout is the dropout before the head; nil (JSON null) means hidden_dropout_prob.
 	ClassifierDropout *float64 `json:"classifier_dropout"`
 }

@@ -3,10 +3,10 @@ package model
 import (
 	"encoding/json"
 	"errors"
-	"reflect"
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"strings"
 	"testing"
