@@ -137,28 +137,29 @@ func (s *DirStore) put(ctx context.Context, key string, r io.Reader, size int64)
 // and its parents under the root as needed. It also returns the highest
 // directory it created, or "" when none.
 func (s *DirStore) createTemp(dir string) (f *os.File, top string, err error) {
-	for attempt := 0; ; attempt++ {
-		created, err := s.mkdirs(dir)
-		if err != nil {
-			return nil, "", err
-		}
+	for attempt := 1; ; attempt++ {
+		var created string
+		created, err = s.mkdirs(dir)
 		// Every attempt creates ancestors of dir: the shortest is highest.
 		if created != "" && (top == "" || len(created) < len(top)) {
 			top = created
 		}
-		f, err := os.CreateTemp(dir, storeTmpPrefix+"*")
 		if err == nil {
-			return f, top, nil
+			f, err = os.CreateTemp(dir, storeTmpPrefix+"*")
+			if err == nil {
+				return f, top, nil
+			}
 		}
-		// A concurrent Delete removed dir after emptying it: again.
-		if !errors.Is(err, fs.ErrNotExist) || attempt == dirPutAttempts-1 {
+		// A concurrent Delete removed a directory on the way after
+		// emptying it: again.
+		if !errors.Is(err, fs.ErrNotExist) || attempt == dirPutAttempts {
 			return nil, "", err
 		}
 	}
 }
 
 // mkdirs creates dir and its missing parents below the root, returning the
-// highest directory it created, or "".
+// highest directory it created, or "", also when it fails part way.
 func (s *DirStore) mkdirs(dir string) (string, error) {
 	rel, err := filepath.Rel(s.root, dir)
 	if err != nil || rel == "." {
@@ -177,10 +178,10 @@ func (s *DirStore) mkdirs(dir string) (string, error) {
 		case errors.Is(err, fs.ErrExist):
 			if fi, serr := os.Stat(d); serr == nil && !fi.IsDir() {
 				key := filepath.ToSlash(strings.TrimPrefix(d, s.root+string(filepath.Separator)))
-				return "", fmt.Errorf("parent %q is an object", key)
+				return top, fmt.Errorf("parent %q is an object", key)
 			}
 		default:
-			return "", err
+			return top, err
 		}
 	}
 	return top, nil

@@ -155,7 +155,7 @@ func s3Credentials(file string) (access, secret string, err error) {
 			return "", "", fmt.Errorf("s3 credentials: %s is set but %s is not", pair[1], pair[0])
 		}
 	}
-	return "", "", fmt.Errorf("no s3 credentials: set %s and %s (or %s and %s), or give a credentials file with --s3-credentials-file",
+	return "", "", fmt.Errorf("no S3 credentials: set %s and %s (or %s and %s), or give a credentials file with --s3-credentials-file",
 		EnvS3AccessKey, EnvS3SecretKey, EnvAWSAccessKey, EnvAWSSecretKey)
 }
 

@@ -21,9 +21,16 @@ import (
 const DefaultS3Timeout = 10 * time.Second
 
 // s3MaxRetries is how many times the client tries a request whose body can
-// be replayed (minio-go's default is 10, which makes a dead server take
-// long to report).
-const s3MaxRetries = 3
+// be replayed, backing off up to a second between tries (minio-go's default
+// is 10, which makes a dead or hung server take long to report).
+const s3MaxRetries = 5
+
+// s3NotInitialized is MinIO's error code while it starts up, and
+// s3StartupWait how long NewS3Store waits for it to finish.
+const (
+	s3NotInitialized = "XMinioServerNotInitialized"
+	s3StartupWait    = 30 * time.Second
+)
 
 // S3Config says where an S3Store keeps its objects and how it connects. It
 // holds the secret key: fmt's verbs (%v, %+v, %#v, %s) all print String's
@@ -165,16 +172,31 @@ func parseS3Endpoint(endpoint string, secure bool) (string, bool, error) {
 	return u.Host, u.Scheme == "https", nil
 }
 
-// ensureBucket creates the bucket when it does not exist.
+// ensureBucket creates the bucket when it does not exist. A server that
+// answers that it is still starting (MinIO right after launch) is asked
+// again until it is up, for at most s3StartupWait or until ctx ends.
 func (s *S3Store) ensureBucket(ctx context.Context, region string) error {
-	ok, err := s.client.BucketExists(ctx, s.bucket)
-	if err != nil {
-		return fmt.Errorf("s3 bucket check for %s: %w", s, err)
+	deadline := time.Now().Add(s3StartupWait)
+	var ok bool
+	for {
+		var err error
+		ok, err = s.client.BucketExists(ctx, s.bucket)
+		if err == nil {
+			break
+		}
+		if minio.ToErrorResponse(err).Code != s3NotInitialized || time.Now().After(deadline) {
+			return fmt.Errorf("s3 bucket check for %s: %w", s, err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("s3 bucket check for %s: %w (%w)", s, ctx.Err(), err)
+		case <-time.After(250 * time.Millisecond):
+		}
 	}
 	if ok {
 		return nil
 	}
-	err = s.client.MakeBucket(ctx, s.bucket, minio.MakeBucketOptions{Region: region})
+	err := s.client.MakeBucket(ctx, s.bucket, minio.MakeBucketOptions{Region: region})
 	if err != nil {
 		code := minio.ToErrorResponse(err).Code
 		if code == minio.BucketAlreadyOwnedByYou || code == minio.BucketAlreadyExists {
@@ -257,7 +279,15 @@ func s3Body(ctx context.Context, r io.Reader, size int64) (io.Reader, error) {
 		}
 		// Not seekable after all (a pipe as an *os.File): stream it.
 	}
-	return newExactReader(ctx, r, size), nil
+	er := newExactReader(ctx, r, size)
+	if size == 0 {
+		// minio-go sends an empty body without reading: check r now.
+		if err := er.checkEnd(); err != nil {
+			return nil, err
+		}
+		return strings.NewReader(""), nil
+	}
+	return er, nil
 }
 
 // Get implements Store. It makes the request before returning, so a

@@ -66,7 +66,7 @@ var (
 // Key limits shared by every Store, the tighter of S3's and a local
 // filesystem's.
 const (
-	maxKeyBytes     = 1024 // S3's limit, in bytes
+	maxKeyBytes        = 1024 // S3's limit, in bytes
 	maxKeySegmentBytes = 255  // NAME_MAX of common filesystems, in bytes
 )
 
@@ -197,7 +197,8 @@ func (e *exactReader) Read(p []byte) (int, error) {
 	case err == io.EOF && e.left > 0:
 		return n, fmt.Errorf("reader ended after %d of %d bytes: %w", e.size-e.left, e.size, io.ErrUnexpectedEOF)
 	case err != nil && err != io.EOF:
-		return n, err
+		// Withhold bytes read with an error: they may be the last ones.
+		return 0, err
 	case e.left == 0 && err == io.EOF:
 		e.done = true
 		return n, nil

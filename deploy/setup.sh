@@ -69,6 +69,22 @@ if [ "$(cat "$dest/.loraft-stamp" 2>/dev/null)" != "$stamp" ]; then
   sed -i 's/^thread_local char \*torch_last_err = nullptr;/extern thread_local char *torch_last_err;/' "$tmp/libtch/torch_api.h"
   grep -q '^extern thread_local char \*torch_last_err;' "$tmp/libtch/torch_api.h" || { echo "setup: torch_api.h no longer has the torch_last_err line to patch" >&2; exit 1; }
   cp "$tmp"/libtch/torch_api.h "$tmp"/libtch/torch_api_generated.h "$here/gotch/loraft_ext.cpp" "$tmp/csrc/"
+  # Two memory bugs in gotch's generated ops (upstream issue #132 and
+  # kin), fixed here because a training job runs for hours:
+  #  - every op passes C.malloc(0) as its output array and never frees it
+  #    (and ops with several outputs write past it): allocate room for 16
+  #    outputs and free it when the op returns;
+  #  - in-place ops replace the tensor's handle without freeing the old one,
+  #    which keeps the old handle's storage alive forever (a leak of a whole
+  #    tensor for every in-place op on a temporary): free the old handle.
+  gen="$tmp/ts/tensor-generated.go"
+  sed -i \
+    -e 's|^  ptr := (\*lib.Ctensor)(unsafe.Pointer(C.malloc(0)))$|  ptr := (*lib.Ctensor)(unsafe.Pointer(C.malloc(128)))\n  defer C.free(unsafe.Pointer(ptr))|' \
+    -e 's|^  ctensorPtr0 := (\*lib.Ctensor)(unsafe.Pointer(C.malloc(0)))$|  ctensorPtr0 := (*lib.Ctensor)(unsafe.Pointer(C.malloc(128)))\n  defer C.free(unsafe.Pointer(ctensorPtr0))|' \
+    -e 's|^  ts.ctensor = \*ptr$|  lib.AtFree(ts.ctensor)\n  ts.ctensor = *ptr|' "$gen"
+  if grep -q 'C.malloc(0)' "$gen" || ! grep -q 'lib.AtFree(ts.ctensor)' "$gen"; then
+    echo "setup: the leak patch no longer matches gotch's generated ops ($gen)" >&2; exit 1
+  fi
   cp "$here/gotch/lib.go.in" "$tmp/libtch/lib.go"
   sed "s/@GOTCH_VERSION@/$GOTCH_VERSION/" "$here/gotch/loraft.go.in" > "$tmp/libtch/loraft.go"
   cat > "$tmp/LORAFT.md" <<MD
@@ -78,7 +94,8 @@ Source: github.com/sugarme/gotch@$GOTCH_VERSION without example/ and gen/.
 Changes: libtch's C++ (torch_api.cpp, torch_api_generated.cpp.h, stb_*.h) moved to
 csrc/ and built into lib/libtch.so by deploy/build-shim.sh; libtch/lib.go links
 that library; libtch/loraft.go and csrc/loraft_ext.cpp add thread, version and
-stub queries; torch_last_err is declared extern in torch_api.h. Ops the
+stub queries; torch_last_err is declared extern in torch_api.h; ts/tensor-generated.go
+frees each op's output array and, for in-place ops, the replaced handle (memory leaks). Ops the
 installed libtorch lacks are listed in STUBBED_OPS.txt.
 MD
   echo "$stamp" > "$tmp/.loraft-stamp"

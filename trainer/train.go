@@ -325,7 +325,8 @@ func microStep(m *model.Model, d *Data, rows []int, weights *ts.Tensor, denom fl
 	if err := loss.Backward(); err != nil {
 		return 0, fmt.Errorf("backward: %w", err)
 	}
-	return loss.Float64Values()[0], nil
+	// Float64Value reads in place; gotch's Float64Values leaves a float64 copy for the GC.
+	return loss.Float64Value(nil)
 }
 
 // batchTensors uploads a batch's ids, mask and labels (int64) to device; g owns them.
@@ -393,8 +394,11 @@ func clipGrads(params []model.Param, maxNorm float64) error {
 		if err != nil {
 			return err
 		}
-		v := n.Float64Values()[0]
+		v, err := n.Float64Value(nil)
 		n.MustDrop()
+		if err != nil {
+			return err
+		}
 		sq += v * v
 	}
 	norm := math.Sqrt(sq)

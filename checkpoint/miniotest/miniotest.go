@@ -26,7 +26,7 @@ import (
 	"time"
 )
 
-// readyTimeout bounds the wait for /minio/health/ready; MinIO answers in
+// readyTimeout bounds the wait for /minio/health/cluster; MinIO answers in
 // about a second on an idle 2-core machine, much later on a loaded one.
 const readyTimeout = 60 * time.Second
 
@@ -140,13 +140,16 @@ func (s *Server) start() error {
 	return nil
 }
 
-// waitReady polls the readiness endpoint until it answers 200, the process
-// exits, or readyTimeout passes.
+// waitReady polls the cluster health endpoint until it answers 200, the
+// process exits, or readyTimeout passes. /minio/health/ready is not enough:
+// it answers 200 as soon as the HTTP server listens, while S3 requests still
+// fail with "Server not initialized yet" until the object layer is up;
+// /minio/health/cluster answers 200 only once it is and has write quorum.
 func waitReady(endpoint string, exited <-chan struct{}) error {
 	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
 	defer cancel()
 	client := &http.Client{Timeout: 2 * time.Second}
-	url := "http://" + endpoint + "/minio/health/ready"
+	url := "http://" + endpoint + "/minio/health/cluster"
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {

@@ -60,6 +60,7 @@ type stepResult struct {
 	Trainable     int64     `json:"trainable_params"`
 	RSSAtMB       []float64 `json:"rss_at_mb,omitempty"`
 	RSSAtStep     []int     `json:"rss_at_step,omitempty"`
+	GoHeapAtMB    []float64 `json:"go_heap_at_mb,omitempty"`
 	SetupSeconds  float64   `json:"setup_s"`
 	TorchVersion  string    `json:"torch_version"`
 	CUDAAvailable bool      `json:"cuda"`
@@ -129,6 +130,9 @@ func benchStepCommand() *cli.Command {
 				if slices.Contains(rssAt, i+1) {
 					res.RSSAtStep = append(res.RSSAtStep, i+1)
 					res.RSSAtMB = append(res.RSSAtMB, float64(procStatusKB("VmRSS"))/1024)
+					var ms runtime.MemStats
+					runtime.ReadMemStats(&ms)
+					res.GoHeapAtMB = append(res.GoHeapAtMB, float64(ms.HeapInuse)/(1<<20))
 				}
 			}
 			if len(res.StepSeconds) > 0 {

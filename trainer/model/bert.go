@@ -246,7 +246,9 @@ func (m *Model) Forward(g *graph.Graph, ids, mask *ts.Tensor, train bool) *ts.Te
 		g.Fail("model input", fmt.Errorf("sequence length %d exceeds max_position_embeddings %d", L, c.MaxPositions))
 		return nil
 	}
-	posIDs := g.Own(must(ts.Arange(ts.IntScalar(L), gotch.Int64, m.Opts.Device)))
+	end := ts.IntScalar(L)
+	posIDs := g.Own(must(ts.Arange(end, gotch.Int64, m.Opts.Device)))
+	end.MustDrop()
 	emb := g.Add(g.Add(g.Embedding(m.word, ids), g.Embedding(m.pos, posIDs)), m.typ0)
 	h := g.Dropout(g.LayerNorm(emb, m.embLNw, m.embLNb, c.LayerNormEps), c.HiddenDropout, train)
 	bias := g.AttentionMaskBias(mask, gotch.Float)
