@@ -290,9 +290,14 @@ func checkOnlyAdaptersTrain(t *testing.T, q Quant) {
 	// A plain SGD step on every trainable tensor.
 	func() {
 		defer libtorch.NoGrad()()
+		// Keep the scalar reachable until after the calls: gotch passes its C
+		// pointer without runtime.KeepAlive, so an unreachable Scalar's
+		// finalizer could free it mid-call.
+		half := ts.FloatScalar(0.5)
+		defer half.MustDrop()
 		for _, p := range m.Params() {
 			gr := p.T.MustGrad(false)
-			step := gr.MustMulScalar(ts.FloatScalar(0.5), true)
+			step := gr.MustMulScalar(half, true)
 			if err := p.T.Sub_(step); err != nil {
 				t.Fatal(err)
 			}
