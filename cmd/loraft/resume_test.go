@@ -77,4 +77,23 @@ func TestResumeAfterSIGKILL(t *testing.T) {
 	if ls, err := run(t, "adapter", "ls", "--store", store); err != nil || !strings.Contains(ls, "r ") {
 		t.Fatalf("adapter ls: %v\n%s", err, ls)
 	}
+
+	// Pull the best checkpoint as a PEFT directory with a model card, and use it.
+	pulled := filepath.Join(tmp, "best")
+	if out, err := run(t, "adapter", "pull", "--store", store, "--best", "--metric", "macro_f1", "--out", pulled); err != nil {
+		t.Fatalf("adapter pull: %v\n%s", err, out)
+	}
+	card, err := os.ReadFile(filepath.Join(pulled, "README.md"))
+	if err != nil || !strings.HasPrefix(string(card), "---\nbase_model: google/bert_uncased_L-2_H-128_A-2\nlibrary_name: peft\n") ||
+		!strings.Contains(string(card), "Not a diagnostic tool") || !strings.Contains(string(card), "Confusion matrix") {
+		t.Fatalf("model card:\n%s (%v)", card, err)
+	}
+	for _, f := range []string{"adapter_config.json", "adapter_model.safetensors", "metrics.json", "loraft.json"} {
+		if _, err := os.Stat(filepath.Join(pulled, f)); err != nil {
+			t.Fatalf("pulled directory lacks %s", f)
+		}
+	}
+	if out, err := run(t, "predict", "--adapter", pulled, "--text", "so anxious i cant breathe"); err != nil || out == "" {
+		t.Fatalf("predict on the pulled adapter: %v\n%s", err, out)
+	}
 }
