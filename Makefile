@@ -8,7 +8,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # MinIO for tests and the demo: path of the cached server binary (deploy/minio.sh).
 MINIO = $$(deploy/minio.sh)
 
-.PHONY: all setup build test demo proto lint bench bench-libtorch bench-shard bench-trainer gpu-check clean
+.PHONY: all setup build test demo proto lint bench bench-libtorch bench-shard bench-trainer bench-checkpoint gpu-check clean
 
 all: build
 
@@ -46,7 +46,7 @@ lint: setup
 	$(GO) vet ./...
 
 ## bench: every benchmark; results as JSON under bench/results/
-bench: bench-libtorch bench-shard bench-trainer
+bench: bench-libtorch bench-shard bench-trainer bench-checkpoint
 
 bench-libtorch: build
 	bin/loraft bench libtorch --out bench/results/libtorch.json
@@ -68,6 +68,10 @@ bench-trainer: build
 		sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 		$$sudo apt-get install -y -qq --no-install-recommends python3-torch >/dev/null; }
 	bin/loraft bench trainer --out bench/results/trainer.json
+
+# Checkpoint save/load of a bert-base r=8 adapter with AdamW state: local store and MinIO on loopback.
+bench-checkpoint: build
+	LORAFT_MINIO=$(MINIO) bin/loraft bench checkpoint --out bench/results/checkpoint.json
 
 ## gpu-check: on a CUDA machine without Go (see deploy/gpu-check.sh); not part of `make test`
 gpu-check:

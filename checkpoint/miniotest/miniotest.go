@@ -67,30 +67,7 @@ func Binary() (string, error) {
 // when the binary is missing or the server does not become ready.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	bin, err := Binary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &Server{
-		Dir:       filepath.Join(t.TempDir(), "data"),
-		AccessKey: "loraft-" + randomHex(t, 6),
-		SecretKey: randomHex(t, 20),
-		bin:       bin,
-	}
-	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	s.logPath = filepath.Join(filepath.Dir(s.Dir), "minio.log")
-	// A port another process takes between our probe and MinIO's bind makes
-	// the start fail; try a few fresh ports before giving up.
-	for attempt := 0; ; attempt++ {
-		s.Endpoint = freeAddr(t)
-		s.console = freeAddr(t)
-		err = s.start()
-		if err == nil || attempt == 2 {
-			break
-		}
-	}
+	s, err := Launch(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,6 +77,43 @@ func Start(t testing.TB) *Server {
 		}
 	})
 	return s
+}
+
+// Launch starts a MinIO server with its data under dir (benchmarks use it;
+// tests use Start). The caller stops it.
+func Launch(dir string) (*Server, error) {
+	bin, err := Binary()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		Dir:       filepath.Join(dir, "data"),
+		AccessKey: "loraft-" + randomHex(6),
+		SecretKey: randomHex(20),
+		bin:       bin,
+	}
+	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	s.logPath = filepath.Join(dir, "minio.log")
+	// A port another process takes between our probe and MinIO's bind makes
+	// the start fail; try a few fresh ports before giving up.
+	for attempt := 0; ; attempt++ {
+		if s.Endpoint, err = freeAddr(); err != nil {
+			return nil, err
+		}
+		if s.console, err = freeAddr(); err != nil {
+			return nil, err
+		}
+		err = s.start()
+		if err == nil || attempt == 2 {
+			break
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 func (s *Server) start() error {
@@ -223,20 +237,17 @@ func (s *Server) signal(sig syscall.Signal, grace time.Duration) error {
 	return nil
 }
 
-func freeAddr(t testing.TB) string {
-	t.Helper()
+func freeAddr() (string, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatalf("finding a free port: %v", err)
+		return "", fmt.Errorf("finding a free port: %w", err)
 	}
 	defer l.Close()
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(l.Addr().(*net.TCPAddr).Port)), nil
 }
 
-func randomHex(t testing.TB, n int) string {
+func randomHex(n int) string {
 	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
+	_, _ = rand.Read(b) // crypto/rand.Read never fails on Linux
 	return hex.EncodeToString(b)
 }

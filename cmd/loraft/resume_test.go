@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -64,9 +65,31 @@ func TestResumeAfterSIGKILL(t *testing.T) {
 		t.Fatal("the killed run wrote its final adapter")
 	}
 
+	// Flip a byte in a tensor object of the newest checkpoint: resume must
+	// report it by name and fall back to the one before.
+	steps, _ := filepath.Glob(filepath.Join(store, "runs", "r", "ckpt", "*", "MANIFEST.json"))
+	sort.Strings(steps)
+	if len(steps) < 2 {
+		t.Fatalf("want at least two checkpoints before the kill, have %v", steps)
+	}
+	newest := filepath.Join(filepath.Dir(steps[len(steps)-1]), "adapter.safetensors")
+	data, err := os.ReadFile(newest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)-3] ^= 0x40
+	if err := os.WriteFile(newest, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	previous := filepath.Base(filepath.Dir(steps[len(steps)-2]))
+
 	out, err := run(t, append(common, "--store", store, "--out", got, "--resume")...)
 	if err != nil {
 		t.Fatalf("resumed run: %v\n%s", err, out)
+	}
+	rel := strings.TrimPrefix(newest, store+string(filepath.Separator))
+	if !strings.Contains(out, "skipping checkpoint") || !strings.Contains(out, rel) || !strings.Contains(out, "runs/r/ckpt/"+previous+"/") {
+		t.Fatalf("resume output does not report the corrupt %s and the fallback to %s:\n%s", rel, previous, out)
 	}
 	a, _ := os.ReadFile(filepath.Join(want, "adapter_model.safetensors"))
 	b, _ := os.ReadFile(filepath.Join(got, "adapter_model.safetensors"))
@@ -76,6 +99,24 @@ func TestResumeAfterSIGKILL(t *testing.T) {
 	t.Logf("killed after the step-%d checkpoint; resumed adapter is byte-identical", killAfter)
 	if ls, err := run(t, "adapter", "ls", "--store", store); err != nil || !strings.Contains(ls, "r ") {
 		t.Fatalf("adapter ls: %v\n%s", err, ls)
+	}
+
+	// The run's final checkpoint, pulled, predicts exactly what the trainer's own output does.
+	latest := filepath.Join(tmp, "latest")
+	if out, err := run(t, "adapter", "pull", "--store", store, "--run", "r", "--out", latest); err != nil {
+		t.Fatalf("adapter pull --run: %v\n%s", err, out)
+	}
+	texts := []string{"--text", "i keep worrying about everything", "--text", "great day at the beach", "--text", "no reason to get up anymore"}
+	fromTrain, err := run(t, append([]string{"predict", "--json", "--adapter", got}, texts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromPull, err := run(t, append([]string{"predict", "--json", "--adapter", latest}, texts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fromTrain != fromPull || !strings.Contains(fromTrain, "probabilities") {
+		t.Fatalf("pulled adapter predicts differently:\n%s\nvs the trainer's\n%s", fromPull, fromTrain)
 	}
 
 	// Pull the best checkpoint as a PEFT directory with a model card, and use it.
