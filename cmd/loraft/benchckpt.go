@@ -118,8 +118,8 @@ func benchCheckpointCommand() *cli.Command {
 			}
 			return writeJSON(c, c.String("out"), map[string]any{
 				"date": time.Now().UTC().Format(time.RFC3339), "loraft": version,
-				"what":         "bert-base, LoRA r=8 on query/value + classifier, with AdamW moments, state.json and vocab.txt; load includes verifying every sha256 and decoding the state",
-				"bytes":        total, "tensor_bytes": tensors, "trainable_params": 300295,
+				"what":  "bert-base, LoRA r=8 on query/value + classifier, with AdamW moments, state.json and vocab.txt; load includes verifying every sha256 and decoding the state",
+				"bytes": total, "tensor_bytes": tensors, "trainable_params": 300295,
 				"local": localRes, "minio": s3Res,
 				"note": "median of --repeat; MinIO on loopback shares the 2 cores with the client",
 			})
