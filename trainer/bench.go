@@ -66,7 +66,7 @@ func (s *StepTimer) Step(ctx context.Context) (time.Duration, error) {
 		rows[i] = (s.step*s.batch + i) % n
 	}
 	start := time.Now()
-	if _, err := trainStep(s.m, s.d, rows, s.h, nil, s.opt, 2e-4, int64(s.step)); err != nil {
+	if _, err := trainStep(ctx, s.m, s.d, rows, rows, s.h, nil, s.opt, 2e-4, int64(s.step), nil, s.step); err != nil {
 		return 0, fmt.Errorf("benchmark step %d: %w", s.step, err)
 	}
 	s.step++

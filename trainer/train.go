@@ -126,12 +126,22 @@ type Options struct {
 	SaveFailed func(step int, err error)
 	// Manifest is stored in every checkpoint so a resumed run rebuilds the same model.
 	Manifest Manifest
+	// Rank and World place this trainer in a data-parallel run (World 0 or 1:
+	// alone). Every rank reads the whole dataset and takes its rows of each
+	// global batch; Reducer sums the gradients. Only rank 0 evaluates and saves.
+	Rank, World int
+	Reducer     Reducer
 }
 
 // Train fine-tunes m on d's train split. It must run on a goroutine locked to
 // its OS thread (gotch's error and grad state are per thread); Train locks it.
 func Train(ctx context.Context, m *model.Model, d *Data, h Hyper, o Options) (*Result, error) {
 	progress := o.Progress
+	world := max(o.World, 1)
+	if o.Rank < 0 || o.Rank >= world || (world > 1 && o.Reducer == nil) {
+		return nil, fmt.Errorf("train: rank %d of world %d needs a reducer for world > 1", o.Rank, world)
+	}
+	lead := o.Rank == 0 // evaluates, calibrates and saves
 	if err := h.Validate(); err != nil {
 		return nil, err
 	}
@@ -179,7 +189,7 @@ func Train(ctx context.Context, m *model.Model, d *Data, h Hyper, o Options) (*R
 		res.Losses, res.History = slices.Clone(st.Losses), slices.Clone(st.History)
 	}
 	save := func(lr float64) {
-		if o.Save == nil {
+		if o.Save == nil || !lead {
 			return
 		}
 		// Every checkpoint carries a validation score so the best one can be picked.
@@ -203,7 +213,11 @@ func Train(ctx context.Context, m *model.Model, d *Data, h Hyper, o Options) (*R
 	}
 	for epoch := step / stepsPerEpoch; epoch < h.Epochs; epoch++ {
 		order := shard.EpochOrder(len(train), h.Seed, epoch)
-		batches, err := shard.RankBatches(order, global, 0, 1)
+		all, err := shard.RankBatches(order, global, 0, 1)
+		if err != nil {
+			return nil, err
+		}
+		batches, err := shard.RankBatches(order, global, o.Rank, world)
 		if err != nil {
 			return nil, err
 		}
@@ -214,19 +228,16 @@ func Train(ctx context.Context, m *model.Model, d *Data, h Hyper, o Options) (*R
 			if err := ctx.Err(); err != nil {
 				return nil, fmt.Errorf("train: %w", err)
 			}
-			rows := make([]int, len(b))
-			for i, p := range b {
-				rows[i] = train[p]
-			}
 			lr := LinearSchedule(h.LR, step, warmup, total)
-			loss, err := trainStep(m, d, rows, h, weights, opt, lr, stepSeed(h.Seed, step))
+			loss, err := trainStep(ctx, m, d, rowsOf(train, b), rowsOf(train, all[bi]), h, weights, opt, lr,
+				stepSeed(h.Seed^uint64(o.Rank)*0x9E3779B97F4A7C15, step), o.Reducer, step)
 			if err != nil {
 				return nil, fmt.Errorf("train step %d: %w", step, err)
 			}
 			step++
 			res.Losses = append(res.Losses, loss)
 			p := Progress{Step: step, Steps: total, Epoch: epoch, Loss: loss, LR: lr}
-			if h.EvalEvery > 0 && step%h.EvalEvery == 0 && step < total && len(d.Split.Val) > 0 {
+			if lead && h.EvalEvery > 0 && step%h.EvalEvery == 0 && step < total && len(d.Split.Val) > 0 {
 				rep, _, err := Evaluate(ctx, m, d, d.Split.Val, h.EvalBatch, 1)
 				if err != nil {
 					return nil, err
@@ -243,6 +254,9 @@ func Train(ctx context.Context, m *model.Model, d *Data, h Hyper, o Options) (*R
 		}
 	}
 	lastLR := LinearSchedule(h.LR, max(0, step-1), warmup, total)
+	if !lead {
+		return res, nil
+	}
 	// Final evaluation; temperature fitted on validation, applied to both.
 	if len(d.Split.Val) > 0 {
 		rep, logits, err := Evaluate(ctx, m, d, d.Split.Val, h.EvalBatch, 1)
@@ -275,29 +289,44 @@ func Train(ctx context.Context, m *model.Model, d *Data, h Hyper, o Options) (*R
 	return res, nil
 }
 
-// trainStep runs forward/backward over rows in micro-batches, clips, and
-// applies one AdamW update. It returns the step's mean loss.
-func trainStep(m *model.Model, d *Data, rows []int, h Hyper, weights *ts.Tensor, opt *AdamW, lr float64, seed int64) (float64, error) {
+// trainStep runs forward/backward over this rank's rows of the step in
+// micro-batches, sums the gradients across ranks (red, when the run has more
+// than one), clips, and applies one AdamW update. denomRows are all rows of
+// the step on every rank: the loss is Σ w_y·ℓ / Σ w_y over all of them, so
+// accumulation and data parallelism give the same gradient as one big batch.
+// It returns the step's loss (summed over ranks).
+func trainStep(ctx context.Context, m *model.Model, d *Data, rows, denomRows []int, h Hyper, weights *ts.Tensor, opt *AdamW, lr float64, seed int64, red Reducer, step int) (float64, error) {
 	libtorch.ManualSeed(seed)
 	if err := zeroGrads(m.Params()); err != nil {
 		return 0, err
 	}
-	// The loss is Σ w_y·ℓ / Σ w_y over the whole step (all micro-batches, all
-	// ranks), so accumulation and data parallelism give the same gradient.
 	denom := 0.0
-	for _, r := range rows {
+	for _, r := range denomRows {
 		denom += classWeight(weights, d, r)
 	}
 	total := 0.0
 	for lo := 0; lo < len(rows); lo += h.BatchSize {
 		micro := rows[lo:min(lo+h.BatchSize, len(rows))]
-		l, err := microStep(m, d, micro, weights, denom)
+		l, err := microStep(m, d, micro, weights, 1/denom)
 		if err != nil {
 			return 0, err
 		}
 		total += l
 	}
+	if len(rows) == 0 {
+		// This rank has no rows in the step's short last batch: a zero-weighted
+		// pass still defines every gradient (as zeros) for the all-reduce.
+		if _, err := microStep(m, d, denomRows[:1], weights, 0); err != nil {
+			return 0, err
+		}
+	}
 	defer libtorch.NoGrad()()
+	if red != nil {
+		var err error
+		if total, err = reduceGrads(ctx, m.Params(), red, step, total); err != nil {
+			return 0, err
+		}
+	}
 	if h.MaxGradNorm > 0 {
 		if err := clipGrads(m.Params(), h.MaxGradNorm); err != nil {
 			return 0, err
@@ -309,7 +338,59 @@ func trainStep(m *model.Model, d *Data, rows []int, h Hyper, weights *ts.Tensor,
 	return total, nil
 }
 
-func microStep(m *model.Model, d *Data, rows []int, weights *ts.Tensor, denom float64) (float64, error) {
+// Reducer sums a flat float32 buffer across the ranks of a run, in place,
+// leaving byte-identical results on every rank (trainer/allreduce.Ring).
+type Reducer interface {
+	AllReduce(ctx context.Context, step uint64, buf []float32) error
+}
+
+// reduceGrads flattens every parameter's gradient (in Params order) and the
+// local loss into one buffer, all-reduces it, and writes the sums back.
+func reduceGrads(ctx context.Context, params []model.Param, red Reducer, step int, loss float64) (float64, error) {
+	var buf []float32
+	grads := make([]*ts.Tensor, len(params))
+	defer func() {
+		for _, g := range grads {
+			if g != nil {
+				g.MustDrop()
+			}
+		}
+	}()
+	for i, p := range params {
+		g, err := p.T.Grad(false)
+		if err != nil {
+			return 0, err
+		}
+		grads[i] = g
+		host, err := model.HostCopy(g)
+		if err != nil {
+			return 0, fmt.Errorf("gradient of %s: %w", p.Name, err)
+		}
+		buf = append(buf, host.Data...)
+	}
+	buf = append(buf, float32(loss))
+	if err := red.AllReduce(ctx, uint64(step), buf); err != nil {
+		return 0, fmt.Errorf("all-reduce of step %d: %w", step, err)
+	}
+	off := 0
+	for i, p := range params {
+		shape, err := grads[i].Size()
+		if err != nil {
+			return 0, err
+		}
+		n := 1
+		for _, d := range shape {
+			n *= int(d)
+		}
+		if err := model.Assign(grads[i], &model.Tensor{Shape: shape, Data: buf[off : off+n]}); err != nil {
+			return 0, fmt.Errorf("gradient of %s: %w", p.Name, err)
+		}
+		off += n
+	}
+	return float64(buf[off]), nil
+}
+
+func microStep(m *model.Model, d *Data, rows []int, weights *ts.Tensor, scale float64) (float64, error) {
 	g := graph.New()
 	defer g.Drop()
 	b := d.Tokens.Batch(d.DS, rows, d.PadID)
@@ -318,7 +399,7 @@ func microStep(m *model.Model, d *Data, rows []int, weights *ts.Tensor, denom fl
 		return 0, err
 	}
 	logits := m.Forward(g, ids, mask, true)
-	loss := g.Scale(g.NLLSum(g.LogSoftmax(logits, -1), labels, weights), 1/denom)
+	loss := g.Scale(g.NLLSum(g.LogSoftmax(logits, -1), labels, weights), scale)
 	if err := g.Err(); err != nil {
 		return 0, err
 	}
@@ -448,6 +529,15 @@ func classWeight(weights *ts.Tensor, d *Data, row int) float64 {
 	}
 	v, _ := weights.Float64Value([]int64{int64(d.DS.Rows[row].Label)})
 	return v
+}
+
+// rowsOf maps positions in the train split to dataset rows.
+func rowsOf(train, positions []int) []int {
+	out := make([]int, len(positions))
+	for i, p := range positions {
+		out[i] = train[p]
+	}
+	return out
 }
 
 func labelsOf(d *Data, rows []int) []int {

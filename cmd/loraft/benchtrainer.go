@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -107,6 +108,7 @@ func benchStepCommand() *cli.Command {
 				return err
 			}
 			defer m.Drop()
+			debug.FreeOSMemory() // the host copy of the random base is garbage now
 			batch := c.Int("batch")
 			st, err := trainer.NewStepTimer(m, trainer.SyntheticData(4*batch, c.Int("seq"), 1), batch)
 			if err != nil {

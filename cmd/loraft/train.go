@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -63,146 +64,162 @@ func trainCommand() *cli.Command {
 		Description: "Trains LoRA adapters and the classifier head of a frozen BERT on the train split, evaluates\n" +
 			"on validation and test, calibrates confidence by temperature scaling, and writes a PEFT-compatible\n" +
 			"adapter directory.\n\n" + disclaimer,
-		Flags: append(append(datasetFlags(), trainFlags()...), storeFlags()...),
-		Action: func(c *cli.Context) error {
-			if _, err := libtorch.SetThreads(); err != nil {
-				return err
-			}
-			h := trainer.DefaultHyper()
-			h.Epochs, h.BatchSize, h.GradAccum = c.Int("epochs"), c.Int("batch-size"), c.Int("grad-accum")
-			h.LR, h.WarmupRatio, h.WeightDecay, h.MaxGradNorm = c.Float64("lr"), c.Float64("warmup-ratio"), c.Float64("weight-decay"), c.Float64("max-grad-norm")
-			h.ClassWeights, h.Seed, h.EvalEvery, h.Calibrate = c.Bool("class-weights"), c.Uint64("seed"), c.Int("eval-every"), !c.Bool("no-calibrate")
-			if err := h.Validate(); err != nil {
-				return fmt.Errorf("flags: %w", err)
-			}
-			lc := lora.Config{Rank: c.Int("rank"), Alpha: c.Float64("alpha"), Dropout: c.Float64("lora-dropout"),
-				Targets: splitList(c.String("targets")), RSLoRA: c.Bool("rslora")}
-			if err := lc.Validate(); err != nil {
-				return fmt.Errorf("flags --rank/--alpha/--lora-dropout/--targets: %w", err)
-			}
-			base, err := baseFromFlags(c)
-			if err != nil {
-				return err
-			}
-			device, err := trainer.ParseDevice(c.String("device"))
-			if err != nil {
-				return fmt.Errorf("flag --device: %w", err)
-			}
-			compute, err := trainer.ParseCompute(c.String("compute-dtype"))
-			if err != nil {
-				return fmt.Errorf("flag --compute-dtype: %w", err)
-			}
-			store, err := openStore(c, c.Bool("resume"))
-			if err != nil {
-				return err
-			}
-			run := c.String("run")
-			if run == "" {
-				run = filepath.Base(filepath.Clean(c.Path("out")))
-			}
-			if store != nil {
-				if err := checkpoint.ValidateRun(run); err != nil {
-					return fmt.Errorf("flag --run: %w", err)
-				}
-			}
-			d, err := loadData(c)
-			if err != nil {
-				return err
-			}
-			base.Compute = c.String("compute-dtype")
-			man := trainer.Manifest{Base: base, LoRA: lc, Hyper: h,
-				Tokenizer: trainer.Tokenizer{VocabSHA256: d.tok.VocabSHA256(), MaxLen: c.Int("max-len"), LowerCase: true},
-				Split:     d.split.Spec, SplitID: d.split.Spec.ID()}
-			var resume *trainer.State
-			if c.Bool("resume") {
-				ck, files, err := checkpoint.LoadLatest(c.Context, store, run, func(err error) {
-					fmt.Fprintf(c.App.ErrWriter, "warning: skipping checkpoint: %v\n", err)
-				})
-				switch {
-				case errors.Is(err, checkpoint.ErrNoCheckpoint):
-					fmt.Fprintf(c.App.ErrWriter, "resume: run %s has no checkpoint in %s yet; starting at step 0\n", run, store)
-				case err != nil:
-					return err
-				default:
-					if resume, _, err = trainer.StateFromFiles(files); err != nil {
-						return fmt.Errorf("checkpoint %s step %d: %w", run, ck.Step, err)
-					}
-					// The run continues with the settings it started with.
-					man, h, lc, base = resume.Manifest, resume.Manifest.Hyper, resume.Manifest.LoRA, resume.Manifest.Base
-					if man.Tokenizer.VocabSHA256 != d.tok.VocabSHA256() || man.Tokenizer.MaxLen != c.Int("max-len") || man.SplitID != d.split.Spec.ID() {
-						return fmt.Errorf("resume: run %s was trained with vocab %.12s, max length %d and split %s; these flags give %.12s, %d and %s",
-							run, man.Tokenizer.VocabSHA256, man.Tokenizer.MaxLen, man.SplitID, d.tok.VocabSHA256(), c.Int("max-len"), d.split.Spec.ID())
-					}
-					if compute, err = trainer.ParseCompute(base.Compute); err != nil {
-						return err
-					}
-					fmt.Fprintf(c.App.ErrWriter, "resume: run %s from step %d (checkpoint %s)\n", run, ck.Step, checkpoint.Prefix(run, ck.Step))
-				}
-			}
-			w, clsW, clsB, err := trainer.BaseWeights(base, "")
-			if err != nil {
-				return err
-			}
-			m, err := model.New(base.Config, w, clsW, clsB, model.Options{Quant: base.Quant, Compute: compute,
-				Device: device, LoRA: lc, Labels: shard.NumLabels, Seed: h.Seed})
-			if err != nil {
-				return err
-			}
-			defer m.Drop()
-			fmt.Fprintf(c.App.ErrWriter, "model: %d layers × %d, base %s %.1f MB (%.2f bits/param), %d trainable parameters, %s on %s\n",
-				base.Config.NumLayers, base.Config.HiddenSize, base.Quant, float64(m.BaseBytes())/1e6,
-				8*float64(m.BaseBytes())/float64(m.BaseParams()), trainableCount(m), base.Compute, c.String("device"))
-
-			vocab, err := vocabBytes(c)
-			if err != nil {
-				return err
-			}
-			data := &trainer.Data{DS: d.ds, Split: d.split, Tokens: d.tokens, PadID: d.tok.PadID()}
-			steps := shard.StepsPerEpoch(len(d.split.Train), h.BatchSize*h.GradAccum) * h.Epochs
-			bar := newProgress("train", "steps", steps)
-			opts := trainer.Options{Manifest: man, Resume: resume, CheckpointEvery: c.Int("checkpoint-every"),
-				Progress: func(p trainer.Progress) {
-					if p.Loss != 0 {
-						bar.describe(fmt.Sprintf("train loss %.4f", p.Loss))
-					}
-					bar.set(p.Step)
-					if p.Eval != nil && p.Step < p.Steps {
-						bar.note(fmt.Sprintf("step %d: val macro-F1 %.4f, accuracy %.4f", p.Step, p.Eval.MacroF1, p.Eval.Accuracy))
-					}
-				}}
-			if store != nil {
-				retention := checkpoint.Retention{KeepLatest: c.Int("keep-latest"), KeepBest: c.Int("keep-best"), Metric: "macro_f1", Grace: time.Hour}
-				opts.Save = func(ctx context.Context, st *trainer.State) error {
-					files, err := st.Files(vocab)
-					if err != nil {
-						return err
-					}
-					if _, err := checkpoint.Save(ctx, store, run, st.Step, files, checkpointMetrics(st), time.Now()); err != nil {
-						return err
-					}
-					if _, err := checkpoint.Retain(ctx, store, run, retention, time.Now()); err != nil {
-						bar.note(fmt.Sprintf("warning: checkpoint retention: %v", err))
-					}
-					return nil
-				}
-				opts.SaveFailed = func(step int, err error) {
-					bar.note(fmt.Sprintf("warning: checkpoint at step %d not saved (training goes on): %v", step, err))
-				}
-			}
-			res, err := trainer.Train(c.Context, m, data, h, opts)
-			if err != nil {
-				return err
-			}
-			bar.finish()
-			man.Temperature, man.Steps = res.Temperature, res.Steps
-			if err := trainer.SaveAdapter(c.Path("out"), m, man, res, vocab); err != nil {
-				return err
-			}
-			printReports(c.App.Writer, res.Val, res.Test)
-			fmt.Fprintf(c.App.Writer, "\nadapter written to %s (temperature %.3f)\n%s\n", c.Path("out"), res.Temperature, disclaimer)
-			return nil
-		},
+		Flags:  append(append(datasetFlags(), trainFlags()...), storeFlags()...),
+		Action: func(c *cli.Context) error { return runTrain(c, nil) },
 	}
+}
+
+// dataParallel wires a trainer into a ring of ranks (nil: train alone).
+type dataParallel struct {
+	rank, world int
+	reducer     trainer.Reducer
+}
+
+// runTrain is `loraft train`, and each rank of `loraft trainer`.
+func runTrain(c *cli.Context, dp *dataParallel) error {
+	if _, err := libtorch.SetThreads(); err != nil {
+		return err
+	}
+	h := trainer.DefaultHyper()
+	h.Epochs, h.BatchSize, h.GradAccum = c.Int("epochs"), c.Int("batch-size"), c.Int("grad-accum")
+	h.LR, h.WarmupRatio, h.WeightDecay, h.MaxGradNorm = c.Float64("lr"), c.Float64("warmup-ratio"), c.Float64("weight-decay"), c.Float64("max-grad-norm")
+	h.ClassWeights, h.Seed, h.EvalEvery, h.Calibrate = c.Bool("class-weights"), c.Uint64("seed"), c.Int("eval-every"), !c.Bool("no-calibrate")
+	if err := h.Validate(); err != nil {
+		return fmt.Errorf("flags: %w", err)
+	}
+	lc := lora.Config{Rank: c.Int("rank"), Alpha: c.Float64("alpha"), Dropout: c.Float64("lora-dropout"),
+		Targets: splitList(c.String("targets")), RSLoRA: c.Bool("rslora")}
+	if err := lc.Validate(); err != nil {
+		return fmt.Errorf("flags --rank/--alpha/--lora-dropout/--targets: %w", err)
+	}
+	base, err := baseFromFlags(c)
+	if err != nil {
+		return err
+	}
+	device, err := trainer.ParseDevice(c.String("device"))
+	if err != nil {
+		return fmt.Errorf("flag --device: %w", err)
+	}
+	compute, err := trainer.ParseCompute(c.String("compute-dtype"))
+	if err != nil {
+		return fmt.Errorf("flag --compute-dtype: %w", err)
+	}
+	store, err := openStore(c, c.Bool("resume"))
+	if err != nil {
+		return err
+	}
+	run := c.String("run")
+	if run == "" {
+		run = filepath.Base(filepath.Clean(c.Path("out")))
+	}
+	if store != nil {
+		if err := checkpoint.ValidateRun(run); err != nil {
+			return fmt.Errorf("flag --run: %w", err)
+		}
+	}
+	d, err := loadData(c)
+	if err != nil {
+		return err
+	}
+	base.Compute = c.String("compute-dtype")
+	man := trainer.Manifest{Base: base, LoRA: lc, Hyper: h,
+		Tokenizer: trainer.Tokenizer{VocabSHA256: d.tok.VocabSHA256(), MaxLen: c.Int("max-len"), LowerCase: true},
+		Split:     d.split.Spec, SplitID: d.split.Spec.ID()}
+	var resume *trainer.State
+	if c.Bool("resume") {
+		ck, files, err := checkpoint.LoadLatest(c.Context, store, run, func(err error) {
+			fmt.Fprintf(c.App.ErrWriter, "warning: skipping checkpoint: %v\n", err)
+		})
+		switch {
+		case errors.Is(err, checkpoint.ErrNoCheckpoint):
+			fmt.Fprintf(c.App.ErrWriter, "resume: run %s has no checkpoint in %s yet; starting at step 0\n", run, store)
+		case err != nil:
+			return err
+		default:
+			if resume, _, err = trainer.StateFromFiles(files); err != nil {
+				return fmt.Errorf("checkpoint %s step %d: %w", run, ck.Step, err)
+			}
+			// The run continues with the settings it started with.
+			man, h, lc, base = resume.Manifest, resume.Manifest.Hyper, resume.Manifest.LoRA, resume.Manifest.Base
+			if man.Tokenizer.VocabSHA256 != d.tok.VocabSHA256() || man.Tokenizer.MaxLen != c.Int("max-len") || man.SplitID != d.split.Spec.ID() {
+				return fmt.Errorf("resume: run %s was trained with vocab %.12s, max length %d and split %s; these flags give %.12s, %d and %s",
+					run, man.Tokenizer.VocabSHA256, man.Tokenizer.MaxLen, man.SplitID, d.tok.VocabSHA256(), c.Int("max-len"), d.split.Spec.ID())
+			}
+			if compute, err = trainer.ParseCompute(base.Compute); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.App.ErrWriter, "resume: run %s from step %d (checkpoint %s)\n", run, ck.Step, checkpoint.Prefix(run, ck.Step))
+		}
+	}
+	w, clsW, clsB, err := trainer.BaseWeights(base, "")
+	if err != nil {
+		return err
+	}
+	m, err := model.New(base.Config, w, clsW, clsB, model.Options{Quant: base.Quant, Compute: compute,
+		Device: device, LoRA: lc, Labels: shard.NumLabels, Seed: h.Seed})
+	if err != nil {
+		return err
+	}
+	defer m.Drop()
+	// The host copy of the base weights is garbage now; return it to the OS
+	// before training's peak.
+	w, clsW, clsB = nil, nil, nil
+	debug.FreeOSMemory()
+	fmt.Fprintf(c.App.ErrWriter, "model: %d layers × %d, base %s %.1f MB (%.2f bits/param), %d trainable parameters, %s on %s\n",
+		base.Config.NumLayers, base.Config.HiddenSize, base.Quant, float64(m.BaseBytes())/1e6,
+		8*float64(m.BaseBytes())/float64(m.BaseParams()), trainableCount(m), base.Compute, c.String("device"))
+
+	vocab, err := vocabBytes(c)
+	if err != nil {
+		return err
+	}
+	data := &trainer.Data{DS: d.ds, Split: d.split, Tokens: d.tokens, PadID: d.tok.PadID()}
+	steps := shard.StepsPerEpoch(len(d.split.Train), h.BatchSize*h.GradAccum) * h.Epochs
+	bar := newProgress("train", "steps", steps)
+	opts := trainer.Options{Manifest: man, Resume: resume, CheckpointEvery: c.Int("checkpoint-every"),
+		Progress: func(p trainer.Progress) {
+			if p.Loss != 0 {
+				bar.describe(fmt.Sprintf("train loss %.4f", p.Loss))
+			}
+			bar.set(p.Step)
+			if p.Eval != nil && p.Step < p.Steps {
+				bar.note(fmt.Sprintf("step %d: val macro-F1 %.4f, accuracy %.4f", p.Step, p.Eval.MacroF1, p.Eval.Accuracy))
+			}
+		}}
+	if store != nil {
+		retention := checkpoint.Retention{KeepLatest: c.Int("keep-latest"), KeepBest: c.Int("keep-best"), Metric: "macro_f1", Grace: time.Hour}
+		opts.Save = func(ctx context.Context, st *trainer.State) error {
+			files, err := st.Files(vocab)
+			if err != nil {
+				return err
+			}
+			if _, err := checkpoint.Save(ctx, store, run, st.Step, files, checkpointMetrics(st), time.Now()); err != nil {
+				return err
+			}
+			if _, err := checkpoint.Retain(ctx, store, run, retention, time.Now()); err != nil {
+				bar.note(fmt.Sprintf("warning: checkpoint retention: %v", err))
+			}
+			return nil
+		}
+		opts.SaveFailed = func(step int, err error) {
+			bar.note(fmt.Sprintf("warning: checkpoint at step %d not saved (training goes on): %v", step, err))
+		}
+	}
+	if dp != nil {
+		opts.Rank, opts.World, opts.Reducer = dp.rank, dp.world, dp.reducer
+	}
+	res, err := trainer.Train(c.Context, m, data, h, opts)
+	if err != nil {
+		return err
+	}
+	bar.finish()
+	man.Temperature, man.Steps = res.Temperature, res.Steps
+	if err := trainer.SaveAdapter(c.Path("out"), m, man, res, vocab); err != nil {
+		return err
+	}
+	printReports(c.App.Writer, res.Val, res.Test)
+	fmt.Fprintf(c.App.Writer, "\nadapter written to %s (temperature %.3f)\n%s\n", c.Path("out"), res.Temperature, disclaimer)
+	return nil
 }
 
 // checkpointMetrics are the validation scores recorded in a checkpoint's
