@@ -163,7 +163,6 @@ func runTrain(c *cli.Context, dp *dataParallel) error {
 	defer m.Drop()
 	// The host copy of the base weights is garbage now; return it to the OS
 	// before training's peak.
-	w, clsW, clsB = nil, nil, nil
 	debug.FreeOSMemory()
 	fmt.Fprintf(c.App.ErrWriter, "model: %d layers × %d, base %s %.1f MB (%.2f bits/param), %d trainable parameters, %s on %s\n",
 		base.Config.NumLayers, base.Config.HiddenSize, base.Quant, float64(m.BaseBytes())/1e6,
