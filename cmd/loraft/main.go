@@ -62,6 +62,7 @@ func newApp() *cli.App {
 			evalCommand(),
 			predictCommand(),
 			adapterCommand(),
+			trainerCommand(),
 			benchCommand(),
 		},
 		// Statements contain commas: --text "a, b" is one statement.

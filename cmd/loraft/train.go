@@ -24,13 +24,15 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-func trainFlags() []cli.Flag {
+// trainFlags are the training flags; rankFlag names the LoRA rank flag
+// ("rank" for train; "lora-rank" for trainer, where --rank is the process rank).
+func trainFlags(rankFlag string) []cli.Flag {
 	d, l := trainer.DefaultHyper(), lora.DefaultConfig()
 	return []cli.Flag{
 		&cli.PathFlag{Name: "weights", Usage: "HF model.safetensors of the base (bert-base-uncased layout); nothing is downloaded"},
 		&cli.StringFlag{Name: "config", Usage: "tiny, base or a config.json (default: base with --weights, tiny without)"},
 		&cli.Uint64Flag{Name: "init-seed", Value: 0, Usage: "seed of a random-init base (without --weights)"},
-		&cli.IntFlag{Name: "rank", Value: l.Rank, Usage: "LoRA rank r"},
+		&cli.IntFlag{Name: rankFlag, Value: l.Rank, Usage: "LoRA rank r"},
 		&cli.Float64Flag{Name: "alpha", Value: 16, Usage: "LoRA alpha (scaling alpha/r)"},
 		&cli.Float64Flag{Name: "lora-dropout", Value: 0.05, Usage: "dropout on the LoRA input"},
 		&cli.StringFlag{Name: "targets", Value: strings.Join(l.Targets, ","), Usage: "comma-separated target modules, or all-linear"},
@@ -64,7 +66,7 @@ func trainCommand() *cli.Command {
 		Description: "Trains LoRA adapters and the classifier head of a frozen BERT on the train split, evaluates\n" +
 			"on validation and test, calibrates confidence by temperature scaling, and writes a PEFT-compatible\n" +
 			"adapter directory.\n\n" + disclaimer,
-		Flags:  append(append(datasetFlags(), trainFlags()...), storeFlags()...),
+		Flags:  append(append(datasetFlags(), trainFlags("rank")...), storeFlags()...),
 		Action: func(c *cli.Context) error { return runTrain(c, nil) },
 	}
 }
@@ -87,7 +89,11 @@ func runTrain(c *cli.Context, dp *dataParallel) error {
 	if err := h.Validate(); err != nil {
 		return fmt.Errorf("flags: %w", err)
 	}
-	lc := lora.Config{Rank: c.Int("rank"), Alpha: c.Float64("alpha"), Dropout: c.Float64("lora-dropout"),
+	rankFlag := "rank"
+	if dp != nil {
+		rankFlag = "lora-rank"
+	}
+	lc := lora.Config{Rank: c.Int(rankFlag), Alpha: c.Float64("alpha"), Dropout: c.Float64("lora-dropout"),
 		Targets: splitList(c.String("targets")), RSLoRA: c.Bool("rslora")}
 	if err := lc.Validate(); err != nil {
 		return fmt.Errorf("flags --rank/--alpha/--lora-dropout/--targets: %w", err)

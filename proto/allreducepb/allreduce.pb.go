@@ -24,13 +24,16 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// Phase of the ring algorithm a chunk belongs to.
+// Phase of the algorithm a chunk belongs to.
 type Phase int32
 
 const (
 	Phase_PHASE_UNSPECIFIED    Phase = 0
 	Phase_PHASE_REDUCE_SCATTER Phase = 1
 	Phase_PHASE_ALL_GATHER     Phase = 2
+	// The naive gather-to-rank-0-then-broadcast baseline (benchmarks only).
+	Phase_PHASE_GATHER    Phase = 3
+	Phase_PHASE_BROADCAST Phase = 4
 )
 
 // Enum value maps for Phase.
@@ -39,11 +42,15 @@ var (
 		0: "PHASE_UNSPECIFIED",
 		1: "PHASE_REDUCE_SCATTER",
 		2: "PHASE_ALL_GATHER",
+		3: "PHASE_GATHER",
+		4: "PHASE_BROADCAST",
 	}
 	Phase_value = map[string]int32{
 		"PHASE_UNSPECIFIED":    0,
 		"PHASE_REDUCE_SCATTER": 1,
 		"PHASE_ALL_GATHER":     2,
+		"PHASE_GATHER":         3,
+		"PHASE_BROADCAST":      4,
 	}
 )
 
@@ -74,6 +81,71 @@ func (Phase) EnumDescriptor() ([]byte, []int) {
 	return file_allreducepb_allreduce_proto_rawDescGZIP(), []int{0}
 }
 
+// Reason a step failed, as it crosses the wire.
+type AbortReason int32
+
+const (
+	AbortReason_ABORT_REASON_UNSPECIFIED AbortReason = 0
+	// A chunk carried another generation than the receiver's.
+	AbortReason_ABORT_REASON_STALE_GENERATION AbortReason = 1
+	// A chunk carried another run id than the receiver's.
+	AbortReason_ABORT_REASON_WRONG_RUN AbortReason = 2
+	// A rank or connection went away during the step.
+	AbortReason_ABORT_REASON_PEER_LOST AbortReason = 3
+	// A rank's step deadline passed.
+	AbortReason_ABORT_REASON_TIMEOUT AbortReason = 4
+	// A rank got a chunk that does not fit its step (buffer length, segment,
+	// offset or order).
+	AbortReason_ABORT_REASON_PROTOCOL AbortReason = 5
+)
+
+// Enum value maps for AbortReason.
+var (
+	AbortReason_name = map[int32]string{
+		0: "ABORT_REASON_UNSPECIFIED",
+		1: "ABORT_REASON_STALE_GENERATION",
+		2: "ABORT_REASON_WRONG_RUN",
+		3: "ABORT_REASON_PEER_LOST",
+		4: "ABORT_REASON_TIMEOUT",
+		5: "ABORT_REASON_PROTOCOL",
+	}
+	AbortReason_value = map[string]int32{
+		"ABORT_REASON_UNSPECIFIED":      0,
+		"ABORT_REASON_STALE_GENERATION": 1,
+		"ABORT_REASON_WRONG_RUN":        2,
+		"ABORT_REASON_PEER_LOST":        3,
+		"ABORT_REASON_TIMEOUT":          4,
+		"ABORT_REASON_PROTOCOL":         5,
+	}
+)
+
+func (x AbortReason) Enum() *AbortReason {
+	p := new(AbortReason)
+	*p = x
+	return p
+}
+
+func (x AbortReason) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AbortReason) Descriptor() protoreflect.EnumDescriptor {
+	return file_allreducepb_allreduce_proto_enumTypes[1].Descriptor()
+}
+
+func (AbortReason) Type() protoreflect.EnumType {
+	return &file_allreducepb_allreduce_proto_enumTypes[1]
+}
+
+func (x AbortReason) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AbortReason.Descriptor instead.
+func (AbortReason) EnumDescriptor() ([]byte, []int) {
+	return file_allreducepb_allreduce_proto_rawDescGZIP(), []int{1}
+}
+
 // Chunk is one piece of one segment of the flat gradient buffer.
 type Chunk struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -92,7 +164,14 @@ type Chunk struct {
 	// offset is the chunk's first element within the segment.
 	Offset uint64 `protobuf:"varint,8,opt,name=offset,proto3" json:"offset,omitempty"`
 	// data is little-endian IEEE-754 float32 values.
-	Data          []byte `protobuf:"bytes,9,opt,name=data,proto3" json:"data,omitempty"`
+	Data []byte `protobuf:"bytes,9,opt,name=data,proto3" json:"data,omitempty"`
+	// length is the number of elements in the whole buffer; every rank of a step
+	// must reduce the same length.
+	Length uint64 `protobuf:"varint,10,opt,name=length,proto3" json:"length,omitempty"`
+	// abort, when set, is the last message of the stream: the sender's step
+	// failed and data carries nothing. The receiver fails its step too, with the
+	// same reason, so the first failure travels around the ring.
+	Abort         *Abort `protobuf:"bytes,11,opt,name=abort,proto3" json:"abort,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -190,6 +269,84 @@ func (x *Chunk) GetData() []byte {
 	return nil
 }
 
+func (x *Chunk) GetLength() uint64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
+func (x *Chunk) GetAbort() *Abort {
+	if x != nil {
+		return x.Abort
+	}
+	return nil
+}
+
+// Abort says why a step failed and which rank saw the failure first. It travels
+// downstream as Chunk.abort and upstream in the details of an Exchange status.
+type Abort struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Reason AbortReason            `protobuf:"varint,1,opt,name=reason,proto3,enum=loraft.allreduce.v1.AbortReason" json:"reason,omitempty"`
+	// origin_rank is the rank that saw the failure first.
+	OriginRank uint32 `protobuf:"varint,2,opt,name=origin_rank,json=originRank,proto3" json:"origin_rank,omitempty"`
+	// message is that rank's description of the failure.
+	Message       string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Abort) Reset() {
+	*x = Abort{}
+	mi := &file_allreducepb_allreduce_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Abort) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Abort) ProtoMessage() {}
+
+func (x *Abort) ProtoReflect() protoreflect.Message {
+	mi := &file_allreducepb_allreduce_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Abort.ProtoReflect.Descriptor instead.
+func (*Abort) Descriptor() ([]byte, []int) {
+	return file_allreducepb_allreduce_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Abort) GetReason() AbortReason {
+	if x != nil {
+		return x.Reason
+	}
+	return AbortReason_ABORT_REASON_UNSPECIFIED
+}
+
+func (x *Abort) GetOriginRank() uint32 {
+	if x != nil {
+		return x.OriginRank
+	}
+	return 0
+}
+
+func (x *Abort) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 // ExchangeAck closes a stream once every chunk of the step was received.
 type ExchangeAck struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -200,7 +357,7 @@ type ExchangeAck struct {
 
 func (x *ExchangeAck) Reset() {
 	*x = ExchangeAck{}
-	mi := &file_allreducepb_allreduce_proto_msgTypes[1]
+	mi := &file_allreducepb_allreduce_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -212,7 +369,7 @@ func (x *ExchangeAck) String() string {
 func (*ExchangeAck) ProtoMessage() {}
 
 func (x *ExchangeAck) ProtoReflect() protoreflect.Message {
-	mi := &file_allreducepb_allreduce_proto_msgTypes[1]
+	mi := &file_allreducepb_allreduce_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -225,7 +382,7 @@ func (x *ExchangeAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExchangeAck.ProtoReflect.Descriptor instead.
 func (*ExchangeAck) Descriptor() ([]byte, []int) {
-	return file_allreducepb_allreduce_proto_rawDescGZIP(), []int{1}
+	return file_allreducepb_allreduce_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *ExchangeAck) GetChunks() uint64 {
@@ -239,7 +396,7 @@ var File_allreducepb_allreduce_proto protoreflect.FileDescriptor
 
 const file_allreducepb_allreduce_proto_rawDesc = "" +
 	"\n" +
-	"\x1ballreducepb/allreduce.proto\x12\x13loraft.allreduce.v1\"\xfd\x01\n" +
+	"\x1ballreducepb/allreduce.proto\x12\x13loraft.allreduce.v1\"\xc7\x02\n" +
 	"\x05Chunk\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x1e\n" +
 	"\n" +
@@ -251,13 +408,30 @@ const file_allreducepb_allreduce_proto_rawDesc = "" +
 	"\tfrom_rank\x18\x06 \x01(\rR\bfromRank\x12\x18\n" +
 	"\asegment\x18\a \x01(\rR\asegment\x12\x16\n" +
 	"\x06offset\x18\b \x01(\x04R\x06offset\x12\x12\n" +
-	"\x04data\x18\t \x01(\fR\x04data\"%\n" +
+	"\x04data\x18\t \x01(\fR\x04data\x12\x16\n" +
+	"\x06length\x18\n" +
+	" \x01(\x04R\x06length\x120\n" +
+	"\x05abort\x18\v \x01(\v2\x1a.loraft.allreduce.v1.AbortR\x05abort\"|\n" +
+	"\x05Abort\x128\n" +
+	"\x06reason\x18\x01 \x01(\x0e2 .loraft.allreduce.v1.AbortReasonR\x06reason\x12\x1f\n" +
+	"\vorigin_rank\x18\x02 \x01(\rR\n" +
+	"originRank\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"%\n" +
 	"\vExchangeAck\x12\x16\n" +
-	"\x06chunks\x18\x01 \x01(\x04R\x06chunks*N\n" +
+	"\x06chunks\x18\x01 \x01(\x04R\x06chunks*u\n" +
 	"\x05Phase\x12\x15\n" +
 	"\x11PHASE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14PHASE_REDUCE_SCATTER\x10\x01\x12\x14\n" +
-	"\x10PHASE_ALL_GATHER\x10\x022W\n" +
+	"\x10PHASE_ALL_GATHER\x10\x02\x12\x10\n" +
+	"\fPHASE_GATHER\x10\x03\x12\x13\n" +
+	"\x0fPHASE_BROADCAST\x10\x04*\xbb\x01\n" +
+	"\vAbortReason\x12\x1c\n" +
+	"\x18ABORT_REASON_UNSPECIFIED\x10\x00\x12!\n" +
+	"\x1dABORT_REASON_STALE_GENERATION\x10\x01\x12\x1a\n" +
+	"\x16ABORT_REASON_WRONG_RUN\x10\x02\x12\x1a\n" +
+	"\x16ABORT_REASON_PEER_LOST\x10\x03\x12\x18\n" +
+	"\x14ABORT_REASON_TIMEOUT\x10\x04\x12\x19\n" +
+	"\x15ABORT_REASON_PROTOCOL\x10\x052W\n" +
 	"\tAllReduce\x12J\n" +
 	"\bExchange\x12\x1a.loraft.allreduce.v1.Chunk\x1a .loraft.allreduce.v1.ExchangeAck(\x01B,Z*github.com/loraft/loraft/proto/allreducepbb\x06proto3"
 
@@ -273,22 +447,26 @@ func file_allreducepb_allreduce_proto_rawDescGZIP() []byte {
 	return file_allreducepb_allreduce_proto_rawDescData
 }
 
-var file_allreducepb_allreduce_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_allreducepb_allreduce_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_allreducepb_allreduce_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_allreducepb_allreduce_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_allreducepb_allreduce_proto_goTypes = []any{
 	(Phase)(0),          // 0: loraft.allreduce.v1.Phase
-	(*Chunk)(nil),       // 1: loraft.allreduce.v1.Chunk
-	(*ExchangeAck)(nil), // 2: loraft.allreduce.v1.ExchangeAck
+	(AbortReason)(0),    // 1: loraft.allreduce.v1.AbortReason
+	(*Chunk)(nil),       // 2: loraft.allreduce.v1.Chunk
+	(*Abort)(nil),       // 3: loraft.allreduce.v1.Abort
+	(*ExchangeAck)(nil), // 4: loraft.allreduce.v1.ExchangeAck
 }
 var file_allreducepb_allreduce_proto_depIdxs = []int32{
 	0, // 0: loraft.allreduce.v1.Chunk.phase:type_name -> loraft.allreduce.v1.Phase
-	1, // 1: loraft.allreduce.v1.AllReduce.Exchange:input_type -> loraft.allreduce.v1.Chunk
-	2, // 2: loraft.allreduce.v1.AllReduce.Exchange:output_type -> loraft.allreduce.v1.ExchangeAck
-	2, // [2:3] is the sub-list for method output_type
-	1, // [1:2] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	3, // 1: loraft.allreduce.v1.Chunk.abort:type_name -> loraft.allreduce.v1.Abort
+	1, // 2: loraft.allreduce.v1.Abort.reason:type_name -> loraft.allreduce.v1.AbortReason
+	2, // 3: loraft.allreduce.v1.AllReduce.Exchange:input_type -> loraft.allreduce.v1.Chunk
+	4, // 4: loraft.allreduce.v1.AllReduce.Exchange:output_type -> loraft.allreduce.v1.ExchangeAck
+	4, // [4:5] is the sub-list for method output_type
+	3, // [3:4] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_allreducepb_allreduce_proto_init() }
@@ -301,8 +479,8 @@ func file_allreducepb_allreduce_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_allreducepb_allreduce_proto_rawDesc), len(file_allreducepb_allreduce_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   2,
+			NumEnums:      2,
+			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -29,14 +29,16 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// AllReduce is served by every trainer rank. In each step a rank streams its
-// chunks to its right-hand neighbour: n-1 rounds of reduce-scatter, then n-1
-// rounds of all-gather.
+// AllReduce is served by every trainer rank. In each step a rank opens one
+// Exchange stream to its right-hand neighbour and streams its chunks on it:
+// n-1 rounds of reduce-scatter, then n-1 rounds of all-gather, each chunk
+// forwarded as soon as the chunk it depends on has arrived from the left.
 type AllReduceClient interface {
-	// Exchange carries one step's chunks from the left neighbour to this rank.
-	// The server rejects chunks whose run or generation is not its own with
-	// FAILED_PRECONDITION, so a rank from an older assignment cannot corrupt a
-	// newer ring.
+	// Exchange carries one step's chunks from one rank to another (in the ring,
+	// from the left neighbour to this rank). The server rejects chunks whose run
+	// or generation is not its own with FAILED_PRECONDITION, so a rank from an
+	// older assignment cannot corrupt a newer ring. A stream the server ends
+	// early carries an Abort in its status details saying why.
 	Exchange(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[Chunk, ExchangeAck], error)
 }
 
@@ -65,14 +67,16 @@ type AllReduce_ExchangeClient = grpc.ClientStreamingClient[Chunk, ExchangeAck]
 // All implementations must embed UnimplementedAllReduceServer
 // for forward compatibility.
 //
-// AllReduce is served by every trainer rank. In each step a rank streams its
-// chunks to its right-hand neighbour: n-1 rounds of reduce-scatter, then n-1
-// rounds of all-gather.
+// AllReduce is served by every trainer rank. In each step a rank opens one
+// Exchange stream to its right-hand neighbour and streams its chunks on it:
+// n-1 rounds of reduce-scatter, then n-1 rounds of all-gather, each chunk
+// forwarded as soon as the chunk it depends on has arrived from the left.
 type AllReduceServer interface {
-	// Exchange carries one step's chunks from the left neighbour to this rank.
-	// The server rejects chunks whose run or generation is not its own with
-	// FAILED_PRECONDITION, so a rank from an older assignment cannot corrupt a
-	// newer ring.
+	// Exchange carries one step's chunks from one rank to another (in the ring,
+	// from the left neighbour to this rank). The server rejects chunks whose run
+	// or generation is not its own with FAILED_PRECONDITION, so a rank from an
+	// older assignment cannot corrupt a newer ring. A stream the server ends
+	// early carries an Abort in its status details saying why.
 	Exchange(grpc.ClientStreamingServer[Chunk, ExchangeAck]) error
 	mustEmbedUnimplementedAllReduceServer()
 }

@@ -1,0 +1,197 @@
+package allreduce
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+
+	pb "github.com/loraft/loraft/proto/allreducepb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// Ring is one rank's end of a ring all-reduce: a gRPC server that receives
+// its neighbours' chunks and lazily dialled client connections to its peers.
+//
+// AllReduce calls on one Ring are serialised; SetGeneration, Addr and Close
+// may be called from any goroutine at any time.
+type Ring struct {
+	cfg  Config // immutable after Listen; the generation lives in gen
+	lis  net.Listener
+	srv  *grpc.Server
+	dial []grpc.DialOption
+
+	stepMu sync.Mutex // serialises AllReduce calls
+
+	mu       sync.Mutex          // protects the fields below
+	gen      uint64              // current generation
+	inboxes  map[inboxKey]*inbox // streams of the current generation, by (step, sender)
+	ran      bool                // a step ended in this generation
+	lastStep uint64              // the last step that ended in this generation
+	lastErr  error               // its outcome
+	conns    map[int]*grpc.ClientConn
+	closed   bool
+	closing  chan struct{} // closed by Close
+
+	wg        sync.WaitGroup // the Serve loop, Exchange handlers, AllReduce calls and senders
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Listen validates cfg, starts this rank's gRPC server on cfg.Peers[cfg.Rank]
+// and returns once it is listening. ctx bounds only the start-up; the Ring
+// runs until Close. Peers are dialled lazily, so ranks may start in any order.
+func Listen(ctx context.Context, cfg Config) (*Ring, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("allreduce: %w", err)
+	}
+	var lc net.ListenConfig
+	lis, err := lc.Listen(ctx, "tcp", cfg.Peers[cfg.Rank])
+	if err != nil {
+		return nil, fmt.Errorf("allreduce: rank %d: listen: %w", cfg.Rank, err)
+	}
+	return listen(cfg, lis)
+}
+
+// listen serves cfg's rank on lis, which the Ring owns from then on. Tests
+// call it with listeners opened on port 0.
+func listen(cfg Config, lis net.Listener) (*Ring, error) {
+	if err := cfg.Validate(); err != nil {
+		lis.Close()
+		return nil, fmt.Errorf("allreduce: %w", err)
+	}
+	cfg = cfg.withDefaults()
+	sopts := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(maxRecvMsgBytes),
+		grpc.WriteBufferSize(ioBufferBytes),
+		grpc.ReadBufferSize(ioBufferBytes),
+	}
+	dopts := []grpc.DialOption{
+		grpc.WithDisableRetry(), // a step is not replayable; no replay buffer either
+		grpc.WithWriteBufferSize(ioBufferBytes),
+		grpc.WithReadBufferSize(ioBufferBytes),
+	}
+	if cfg.ServerTLS != nil {
+		sopts = append(sopts, grpc.Creds(credentials.NewTLS(cfg.ServerTLS)))
+		dopts = append(dopts, grpc.WithTransportCredentials(credentials.NewTLS(cfg.ClientTLS)))
+	} else {
+		dopts = append(dopts, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	}
+	r := &Ring{
+		cfg:     cfg,
+		lis:     lis,
+		srv:     grpc.NewServer(sopts...),
+		dial:    dopts,
+		gen:     cfg.Generation,
+		inboxes: make(map[inboxKey]*inbox),
+		conns:   make(map[int]*grpc.ClientConn),
+		closing: make(chan struct{}),
+	}
+	pb.RegisterAllReduceServer(r.srv, &service{r: r})
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		_ = r.srv.Serve(lis) // returns when Close stops the server
+	}()
+	return r, nil
+}
+
+// ioBufferBytes is the size of gRPC's per-connection read and write buffers
+// (default 32 KiB): larger buffers mean fewer system calls per chunk. Flow
+// control windows stay gRPC's own, sized by its bandwidth-delay probing.
+const ioBufferBytes = 512 << 10
+
+// Addr returns the address the Ring's server listens on.
+func (r *Ring) Addr() string { return r.lis.Addr().String() }
+
+// Rank returns this rank's index in the ring.
+func (r *Ring) Rank() int { return r.cfg.Rank }
+
+// Generation returns the ring's current generation.
+func (r *Ring) Generation() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.gen
+}
+
+// SetGeneration moves the ring to generation gen, for a ring re-formed by a
+// new assignment with the same peers. From then on this rank stamps its
+// chunks with gen and refuses chunks of any other generation; a step in
+// flight fails with ErrStaleGeneration, and step numbers may start over.
+func (r *Ring) SetGeneration(gen uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if gen == r.gen {
+		return
+	}
+	old := r.gen
+	r.gen = gen
+	r.ran, r.lastStep, r.lastErr = false, 0, nil
+	for k, ib := range r.inboxes {
+		err := fmt.Errorf("%w: generation changed from %d to %d during step %d", ErrStaleGeneration, old, gen, k.step)
+		ib.fail(err)
+		ib.close(err)
+		delete(r.inboxes, k)
+	}
+}
+
+// Close stops the server, fails a step in flight with ErrClosed, closes the
+// connections and waits for every goroutine of the Ring, including an
+// AllReduce call in flight, to return. Further calls return nil.
+func (r *Ring) Close() error {
+	r.closeOnce.Do(func() {
+		r.mu.Lock()
+		r.closed = true
+		close(r.closing)
+		for k, ib := range r.inboxes {
+			ib.fail(fmt.Errorf("%w: rank %d", ErrClosed, r.cfg.Rank))
+			delete(r.inboxes, k)
+		}
+		r.mu.Unlock()
+
+		r.srv.Stop()
+		r.wg.Wait()
+
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for to, cc := range r.conns {
+			if err := cc.Close(); err != nil && r.closeErr == nil {
+				r.closeErr = fmt.Errorf("allreduce: rank %d: close connection to rank %d: %w", r.cfg.Rank, to, err)
+			}
+		}
+	})
+	return r.closeErr
+}
+
+// track registers an Exchange handler with r.wg; it reports false once the
+// Ring is closing.
+func (r *Ring) track() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return false
+	}
+	r.wg.Add(1)
+	return true
+}
+
+// client returns a client for rank to, dialling it on first use.
+func (r *Ring) client(to int) (pb.AllReduceClient, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil, ErrClosed
+	}
+	cc, ok := r.conns[to]
+	if !ok {
+		var err error
+		cc, err = grpc.NewClient(r.cfg.Peers[to], r.dial...)
+		if err != nil {
+			return nil, fmt.Errorf("%w: dial rank %d at %s: %w", ErrPeerLost, to, r.cfg.Peers[to], err)
+		}
+		r.conns[to] = cc
+	}
+	return pb.NewAllReduceClient(cc), nil
+}
