@@ -8,7 +8,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # MinIO for tests and the demo: path of the cached server binary (deploy/minio.sh).
 MINIO = $$(deploy/minio.sh)
 
-.PHONY: all setup build test demo proto lint bench bench-libtorch bench-shard bench-trainer bench-checkpoint gpu-check clean
+.PHONY: all setup build test demo proto lint bench bench-libtorch bench-shard bench-trainer bench-checkpoint bench-allreduce gpu-check clean
 
 all: build
 
@@ -46,7 +46,7 @@ lint: setup
 	$(GO) vet ./...
 
 ## bench: every benchmark; results as JSON under bench/results/
-bench: bench-libtorch bench-shard bench-trainer bench-checkpoint
+bench: bench-libtorch bench-shard bench-trainer bench-checkpoint bench-allreduce
 
 bench-libtorch: build
 	bin/loraft bench libtorch --out bench/results/libtorch.json
@@ -72,6 +72,10 @@ bench-trainer: build
 # Checkpoint save/load of a bert-base r=8 adapter with AdamW state: local store and MinIO on loopback.
 bench-checkpoint: build
 	LORAFT_MINIO=$(MINIO) bin/loraft bench checkpoint --out bench/results/checkpoint.json
+
+# Ring all-reduce (ranks as processes) vs naive gather/broadcast vs raw TCP, for 2 and 4 ranks.
+bench-allreduce: build
+	bin/loraft bench allreduce --out bench/results/allreduce.json
 
 ## gpu-check: on a CUDA machine without Go (see deploy/gpu-check.sh); not part of `make test`
 gpu-check:

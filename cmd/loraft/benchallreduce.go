@@ -1,0 +1,235 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/loraft/loraft/trainer/allreduce"
+	"github.com/urfave/cli/v2"
+)
+
+// allreduceSizes are the benchmarked buffer sizes in bytes: a bert-base r=8
+// adapter's gradients (300,295 fp32 values), 16 MB and 64 MB.
+var allreduceSizes = []int{300295 * 4, 16 << 20, 64 << 20}
+
+func itersFor(bytes int) int {
+	switch {
+	case bytes <= 2<<20:
+		return 60
+	case bytes <= 16<<20:
+		return 12
+	}
+	return 5
+}
+
+type rankTimes struct {
+	Algo  string    `json:"algo"`
+	Bytes int       `json:"bytes"`
+	MS    []float64 `json:"ms"`
+}
+
+// benchAllreduceRankCommand is one process of the all-reduce benchmark.
+func benchAllreduceRankCommand() *cli.Command {
+	return &cli.Command{
+		Name:   "allreduce-rank",
+		Hidden: true,
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "rank"}, &cli.IntFlag{Name: "world"}, &cli.StringFlag{Name: "peers"},
+		},
+		Action: func(c *cli.Context) error {
+			cfg := allreduce.Config{Rank: c.Int("rank"), World: c.Int("world"), Peers: splitList(c.String("peers")),
+				RunID: "bench", Generation: 1, StepTimeout: 2 * time.Minute}
+			ring, err := allreduce.Listen(c.Context, cfg)
+			if err != nil {
+				return err
+			}
+			defer ring.Close()
+			var out []rankTimes
+			step := uint64(0)
+			barrier := make([]float32, 1)
+			for _, size := range allreduceSizes {
+				buf := make([]float32, size/4)
+				for i := range buf {
+					buf[i] = float32(i%97) * 0.01
+				}
+				for _, algo := range []string{"ring", "naive"} {
+					fn := ring.AllReduce
+					if algo == "naive" {
+						fn = ring.NaiveAllReduce
+					}
+					rt := rankTimes{Algo: algo, Bytes: size}
+					for i := -2; i < itersFor(size); i++ { // two untimed warm-ups
+						step++
+						if err := ring.AllReduce(c.Context, step, barrier); err != nil {
+							return err
+						}
+						step++
+						start := time.Now()
+						if err := fn(c.Context, step, buf); err != nil {
+							return fmt.Errorf("%s all-reduce of %d bytes: %w", algo, size, err)
+						}
+						if i >= 0 {
+							rt.MS = append(rt.MS, float64(time.Since(start).Microseconds())/1000)
+						}
+					}
+					out = append(out, rt)
+				}
+			}
+			if cfg.Rank == 0 {
+				return json.NewEncoder(c.App.Writer).Encode(out)
+			}
+			return nil
+		},
+	}
+}
+
+// tcpLoopbackGBps measures a plain Go sender/receiver pair on loopback.
+func tcpLoopbackGBps(total int) (float64, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	done := make(chan error, 1)
+	go func() {
+		conn, err := l.Accept()
+		if err != nil {
+			done <- err
+			return
+		}
+		defer conn.Close()
+		_, err = io.Copy(io.Discard, conn)
+		done <- err
+	}()
+	conn, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		return 0, err
+	}
+	chunk := make([]byte, 1<<20)
+	start := time.Now()
+	for sent := 0; sent < total; sent += len(chunk) {
+		if _, err := conn.Write(chunk); err != nil {
+			return 0, err
+		}
+	}
+	conn.Close()
+	if err := <-done; err != nil {
+		return 0, err
+	}
+	return float64(total) / time.Since(start).Seconds() / 1e9, nil
+}
+
+func percentile(v []float64, p float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	i := int(p*float64(len(s))+0.999999) - 1
+	return s[max(0, min(i, len(s)-1))]
+}
+
+func benchAllreduceCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "allreduce",
+		Usage: "ring all-reduce vs naive gather/broadcast with ranks as separate processes on loopback, against raw TCP (JSON)",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "ranks", Value: "2,4"},
+			&cli.PathFlag{Name: "trainer-json", Value: "bench/results/trainer.json", Usage: "bert-base step time for the all-reduce share"},
+			&cli.StringFlag{Name: "out", Usage: "write the JSON here (default: stdout)"},
+		},
+		Action: func(c *cli.Context) error {
+			self, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			tcp, err := tcpLoopbackGBps(1 << 30)
+			if err != nil {
+				return fmt.Errorf("raw TCP baseline: %w", err)
+			}
+			fmt.Fprintf(os.Stderr, "bench allreduce: raw TCP loopback %.2f GB/s\n", tcp)
+			stepS := 0.0
+			if b, err := os.ReadFile(c.Path("trainer-json")); err == nil {
+				var tj map[string]any
+				if json.Unmarshal(b, &tj) == nil {
+					if v := num(tj["go_samples_per_s"]); v > 0 {
+						stepS = num(tj["batch"]) / v
+					}
+				}
+			}
+			var results []map[string]any
+			shares := map[string]float64{}
+			for _, ns := range splitList(c.String("ranks")) {
+				n, err := strconv.Atoi(ns)
+				if err != nil || n < 2 {
+					return fmt.Errorf("flag --ranks: %q", ns)
+				}
+				fmt.Fprintf(os.Stderr, "bench allreduce: %d ranks …\n", n)
+				var addrs []string
+				for range n {
+					l, err := net.Listen("tcp", "127.0.0.1:0")
+					if err != nil {
+						return err
+					}
+					addrs = append(addrs, l.Addr().String())
+					l.Close()
+				}
+				ctx, cancel := context.WithTimeout(c.Context, 15*time.Minute)
+				var cmds []*exec.Cmd
+				var rank0 bytes.Buffer
+				var errs []*bytes.Buffer
+				for r := range n {
+					cmd := exec.CommandContext(ctx, self, "bench", "allreduce-rank", "--rank", strconv.Itoa(r), "--world", ns, "--peers", strings.Join(addrs, ","))
+					eb := &bytes.Buffer{}
+					cmd.Stderr = eb
+					if r == 0 {
+						cmd.Stdout = &rank0
+					}
+					if err := cmd.Start(); err != nil {
+						cancel()
+						return err
+					}
+					cmds, errs = append(cmds, cmd), append(errs, eb)
+				}
+				for r, cmd := range cmds {
+					if err := cmd.Wait(); err != nil {
+						cancel()
+						return fmt.Errorf("rank %d of %d: %w\n%s", r, n, err, errs[r])
+					}
+				}
+				cancel()
+				var times []rankTimes
+				if err := json.Unmarshal(lastLine(rank0.Bytes()), &times); err != nil {
+					return fmt.Errorf("rank 0 printed no results: %w", err)
+				}
+				for _, rt := range times {
+					p50 := percentile(rt.MS, 0.5)
+					algbw := float64(rt.Bytes) / (p50 / 1000) / 1e9
+					busbw := algbw * 2 * float64(n-1) / float64(n)
+					res := map[string]any{"ranks": n, "algo": rt.Algo, "bytes": rt.Bytes, "iters": len(rt.MS),
+						"time_ms_p50": p50, "time_ms_p99": percentile(rt.MS, 0.99),
+						"algbw_gbps": algbw, "busbw_gbps": busbw, "ratio": busbw / tcp}
+					results = append(results, res)
+					if rt.Algo == "ring" && rt.Bytes == allreduceSizes[0] && stepS > 0 {
+						shares[ns] = p50 / 1000 / stepS
+					}
+				}
+			}
+			return writeJSON(c, c.String("out"), map[string]any{
+				"date": time.Now().UTC().Format(time.RFC3339), "loraft": version,
+				"units":    "GB/s (10^9 bytes per second); busbw = algbw × 2(n−1)/n; ratio = busbw / tcp_gbps",
+				"tcp_gbps": tcp, "results": results,
+				"bert_base_step_s":                  stepS,
+				"allreduce_share_of_bert_base_step": shares,
+				"note":                              "ranks are separate processes on one 2-core machine: the n ranks and their gRPC stacks share 2 cores",
+			})
+		},
+	}
+}
