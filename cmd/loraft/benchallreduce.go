@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -85,9 +86,14 @@ func benchAllreduceRankCommand() *cli.Command {
 					out = append(out, rt)
 				}
 			}
+			// Every rank stays up until the orchestrator has seen the others
+			// exit (it closes stdin): a peer's last stream must not lose its server.
 			if cfg.Rank == 0 {
-				return json.NewEncoder(c.App.Writer).Encode(out)
+				if err := json.NewEncoder(c.App.Writer).Encode(out); err != nil {
+					return err
+				}
 			}
+			_, _ = io.Copy(io.Discard, os.Stdin)
 			return nil
 		},
 	}
@@ -182,32 +188,10 @@ func benchAllreduceCommand() *cli.Command {
 					l.Close()
 				}
 				ctx, cancel := context.WithTimeout(c.Context, 15*time.Minute)
-				var cmds []*exec.Cmd
-				var rank0 bytes.Buffer
-				var errs []*bytes.Buffer
-				for r := range n {
-					cmd := exec.CommandContext(ctx, self, "bench", "allreduce-rank", "--rank", strconv.Itoa(r), "--world", ns, "--peers", strings.Join(addrs, ","))
-					eb := &bytes.Buffer{}
-					cmd.Stderr = eb
-					if r == 0 {
-						cmd.Stdout = &rank0
-					}
-					if err := cmd.Start(); err != nil {
-						cancel()
-						return err
-					}
-					cmds, errs = append(cmds, cmd), append(errs, eb)
-				}
-				for r, cmd := range cmds {
-					if err := cmd.Wait(); err != nil {
-						cancel()
-						return fmt.Errorf("rank %d of %d: %w\n%s", r, n, err, errs[r])
-					}
-				}
+				times, err := runAllreduceRanks(ctx, self, n, addrs)
 				cancel()
-				var times []rankTimes
-				if err := json.Unmarshal(lastLine(rank0.Bytes()), &times); err != nil {
-					return fmt.Errorf("rank 0 printed no results: %w", err)
+				if err != nil {
+					return err
 				}
 				for _, rt := range times {
 					p50 := percentile(rt.MS, 0.5)
@@ -232,4 +216,75 @@ func benchAllreduceCommand() *cli.Command {
 			})
 		},
 	}
+}
+
+// runAllreduceRanks runs the n rank processes and returns rank 0's timings.
+// Ranks wait on stdin after the last step so that none exits while a peer's
+// final stream still needs it; stdin is closed once rank 0 has reported or
+// any rank has failed.
+func runAllreduceRanks(ctx context.Context, self string, n int, addrs []string) ([]rankTimes, error) {
+	type exit struct {
+		rank int
+		err  error
+	}
+	exits := make(chan exit, n)
+	var stdins []io.WriteCloser
+	var errs []*bytes.Buffer
+	report := make(chan []byte, 1)
+	for r := range n {
+		cmd := exec.CommandContext(ctx, self, "bench", "allreduce-rank", "--rank", strconv.Itoa(r), "--world", strconv.Itoa(n), "--peers", strings.Join(addrs, ","))
+		eb := &bytes.Buffer{}
+		cmd.Stderr = eb
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			return nil, err
+		}
+		var out io.ReadCloser
+		if r == 0 {
+			if out, err = cmd.StdoutPipe(); err != nil {
+				return nil, err
+			}
+		}
+		if err := cmd.Start(); err != nil {
+			return nil, err
+		}
+		if out != nil {
+			go func() {
+				line, _ := bufio.NewReader(out).ReadBytes('\n')
+				report <- line
+				_, _ = io.Copy(io.Discard, out)
+			}()
+		}
+		stdins, errs = append(stdins, in), append(errs, eb)
+		go func(r int) { exits <- exit{r, cmd.Wait()} }(r)
+	}
+	release := func() {
+		for _, in := range stdins {
+			in.Close()
+		}
+	}
+	var line []byte
+	var failed error
+	select {
+	case line = <-report:
+	case e := <-exits:
+		if e.err != nil {
+			failed = fmt.Errorf("rank %d of %d: %w\n%s", e.rank, n, e.err, errs[e.rank])
+		}
+		n-- // already collected
+	}
+	release()
+	for range n {
+		if e := <-exits; e.err != nil && failed == nil {
+			failed = fmt.Errorf("rank %d: %w\n%s", e.rank, e.err, errs[e.rank])
+		}
+	}
+	if failed != nil {
+		return nil, failed
+	}
+	var times []rankTimes
+	if err := json.Unmarshal(bytes.TrimSpace(line), &times); err != nil {
+		return nil, fmt.Errorf("rank 0 printed no results: %w", err)
+	}
+	return times, nil
 }
