@@ -12,12 +12,13 @@ import (
 // rank holds byte-identical buffers: each segment is summed in one fixed
 // order on one rank and copied to the others.
 //
-// The call returns within Config.StepTimeout (or ctx's deadline, if earlier)
-// plus at most 100 ms for telling the right neighbour why. On error buf holds partial
-// sums and the error wraps one of ErrStaleGeneration, ErrWrongRun,
-// ErrPeerLost, ErrTimeout, ErrProtocol, ErrClosed or ErrStepOrder (or ctx's
-// error if ctx was cancelled); a RemoteError inside names the rank that
-// failed first. The Ring stays usable for later steps.
+// The call returns within Config.StepTimeout (or ctx's deadline, if
+// earlier), plus at most 100 ms to tell the right neighbour why it failed. On
+// error buf holds partial sums and the error wraps one of
+// ErrStaleGeneration, ErrWrongRun, ErrPeerLost, ErrTimeout, ErrProtocol,
+// ErrClosed or ErrStepOrder (or ctx's error if ctx was cancelled); a
+// RemoteError inside names the rank that failed first. The Ring stays usable
+// for later steps.
 //
 // With World == 1 AllReduce does nothing. Calls on one Ring are serialised.
 func (r *Ring) AllReduce(ctx context.Context, step uint64, buf []float32) error {

@@ -77,3 +77,42 @@ func TestListenAndClose(t *testing.T) {
 		t.Fatalf("second Close: %v", err)
 	}
 }
+
+// TestLateStart: a rank whose right neighbour is not listening yet waits for
+// it within the step deadline.
+func TestLateStart(t *testing.T) {
+	free := newCluster(t, 2, nil) // reserves two free addresses, then frees them
+	peers := []string{free.rings[0].Addr(), free.rings[1].Addr()}
+	free.close()
+
+	rings := make([]*Ring, 2)
+	cfg := func(rank int) Config {
+		return Config{Rank: rank, World: 2, Peers: peers, RunID: testRun, StepTimeout: 20 * time.Second}
+	}
+	var err error
+	if rings[0], err = Listen(context.Background(), cfg(0)); err != nil {
+		t.Fatal(err)
+	}
+	defer rings[0].Close()
+	bufs := [][]float32{{1, 2}, {10, 20}}
+	errc := make(chan error, 1)
+	go func() { errc <- rings[0].AllReduce(context.Background(), 1, bufs[0]) }()
+	waitFor(t, "rank 0 to dial rank 1", 5*time.Second, func() bool {
+		rings[0].mu.Lock()
+		defer rings[0].mu.Unlock()
+		return rings[0].conns[1] != nil
+	})
+	if rings[1], err = Listen(context.Background(), cfg(1)); err != nil {
+		t.Fatal(err)
+	}
+	defer rings[1].Close()
+	if err := rings[1].AllReduce(context.Background(), 1, bufs[1]); err != nil {
+		t.Fatalf("rank 1: %v", err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("rank 0: %v", err)
+	}
+	if bufs[0][1] != 22 || bufs[1][1] != 22 {
+		t.Fatalf("sums %v %v, want [11 22]", bufs[0], bufs[1])
+	}
+}

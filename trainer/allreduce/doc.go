@@ -40,12 +40,15 @@
 // A step ends with an error, never a hang, within Config.StepTimeout. The
 // first failure travels both ways around the ring: downstream as an Abort
 // message that ends the stream to the right, upstream as the status (with the
-// Abort in its details) the handler ends the left neighbour's stream with.
-// Every rank then returns the same sentinel (errors.Is) with a RemoteError
-// naming the rank that saw the failure first; a closed connection or a
-// refused chunk is noticed at once rather than at the deadline. After an
-// error the Ring can run later steps; after a re-assignment use SetGeneration,
-// or Close it and Listen again.
+// Abort in its details) the handler ends the left neighbour's stream with. So
+// a closed connection or a refused chunk is noticed by every rank at once
+// rather than at the deadline, and the ranks return the first failure's
+// sentinel (errors.Is) inside a RemoteError that names the rank that saw it.
+// A rank that is idle, or not reached yet in this generation (it may still be
+// starting up), is noticed at the deadline; one that was reached before and
+// now refuses connections, at once.
+// After an error the Ring can run later steps; after a re-assignment use
+// SetGeneration, or Close it and Listen again.
 //
 // NaiveAllReduce, a gather-to-rank-0-then-broadcast over the same transport,
 // is a benchmark baseline only.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -157,5 +158,43 @@ func TestCallerDeadline(t *testing.T) {
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("returned after %v", d)
+	}
+}
+
+// TestCloseLeavesNoGoroutines runs good and failed steps, closes every rank
+// and checks that the goroutine count returns to where it started.
+func TestCloseLeavesNoGoroutines(t *testing.T) {
+	before := runtime.NumGoroutine()
+	c := newCluster(t, 3, func(cfg *Config) { cfg.StepTimeout = 500 * time.Millisecond })
+	bufs := [][]float32{make([]float32, 5000), make([]float32, 5000), make([]float32, 5000)}
+	c.allReduce(t, 1, bufs)
+	c.reduce([]int{0, 1}, func(r *Ring) error { return r.AllReduce(context.Background(), 2, bufs[r.Rank()]) })
+	c.rings[1].SetGeneration(2)
+	c.reduce(nil, func(r *Ring) error { return r.AllReduce(context.Background(), 3, bufs[r.Rank()]) })
+	c.close()
+	waitFor(t, "goroutines to end", 5*time.Second, func() bool { return runtime.NumGoroutine() <= before })
+}
+
+// TestPeerGoneBetweenSteps closes a rank between steps: the next step fails
+// fast on the others, since a peer that was reached before and now refuses
+// connections is gone, not starting up.
+func TestPeerGoneBetweenSteps(t *testing.T) {
+	const w, n = 3, 1000
+	const stepTimeout = 10 * time.Second
+	c := newCluster(t, w, func(cfg *Config) { cfg.StepTimeout = stepTimeout })
+	bufs := [][]float32{make([]float32, n), make([]float32, n), make([]float32, n)}
+	c.allReduce(t, 1, bufs)
+	if err := c.rings[1].Close(); err != nil {
+		t.Fatal(err)
+	}
+	errs, took := c.reduce([]int{0, 2}, func(r *Ring) error { return r.AllReduce(context.Background(), 2, bufs[r.Rank()]) })
+	for _, i := range []int{0, 2} {
+		t.Logf("rank %d after %v: %v", i, took[i], errs[i])
+		if !errors.Is(errs[i], ErrPeerLost) {
+			t.Errorf("rank %d: %v, want ErrPeerLost", i, errs[i])
+		}
+		if took[i] > stepTimeout/2 {
+			t.Errorf("rank %d took %v to notice (StepTimeout %v)", i, took[i], stepTimeout)
+		}
 	}
 }

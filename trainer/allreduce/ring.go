@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"time"
 
 	pb "github.com/loraft/loraft/proto/allreducepb"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 )
@@ -32,6 +34,7 @@ type Ring struct {
 	lastStep uint64              // the last step that ended in this generation
 	lastErr  error               // its outcome
 	conns    map[int]*grpc.ClientConn
+	reached  map[int]bool // peers a stream reached in this generation
 	closed   bool
 	closing  chan struct{} // closed by Close
 
@@ -70,6 +73,12 @@ func listen(cfg Config, lis net.Listener) (*Ring, error) {
 	}
 	dopts := []grpc.DialOption{
 		grpc.WithDisableRetry(), // a step is not replayable; no replay buffer either
+		// Redial a peer that is (re)starting within a second, not gRPC's
+		// default of up to two minutes, so the first step after it comes
+		// back does not wait out a long back-off.
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{
+			BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second,
+		}}),
 		grpc.WithWriteBufferSize(ioBufferBytes),
 		grpc.WithReadBufferSize(ioBufferBytes),
 	}
@@ -87,6 +96,7 @@ func listen(cfg Config, lis net.Listener) (*Ring, error) {
 		gen:     cfg.Generation,
 		inboxes: make(map[inboxKey]*inbox),
 		conns:   make(map[int]*grpc.ClientConn),
+		reached: make(map[int]bool),
 		closing: make(chan struct{}),
 	}
 	pb.RegisterAllReduceServer(r.srv, &service{r: r})
@@ -129,6 +139,7 @@ func (r *Ring) SetGeneration(gen uint64) {
 	old := r.gen
 	r.gen = gen
 	r.ran, r.lastStep, r.lastErr = false, 0, nil
+	clear(r.reached) // the re-formed ring's peers may be starting up
 	for k, ib := range r.inboxes {
 		err := fmt.Errorf("%w: generation changed from %d to %d during step %d", ErrStaleGeneration, old, gen, k.step)
 		ib.fail(err)
@@ -175,6 +186,17 @@ func (r *Ring) track() bool {
 	}
 	r.wg.Add(1)
 	return true
+}
+
+// reach records that a stream reached rank to, or, with ok false, reports
+// whether one did in this generation.
+func (r *Ring) reach(to int, ok bool) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if ok {
+		r.reached[to] = true
+	}
+	return r.reached[to]
 }
 
 // client returns a client for rank to, dialling it on first use.

@@ -5,15 +5,10 @@ import (
 	"errors"
 	"io"
 	"sync"
-	"time"
 
 	pb "github.com/loraft/loraft/proto/allreducepb"
 	"google.golang.org/grpc"
 )
-
-// abortGrace is how long a failing step waits for its abort message to reach
-// a peer before it cancels the stream.
-const abortGrace = 100 * time.Millisecond
 
 // sender streams one step's chunks to one peer on one Exchange stream. The
 // AllReduce goroutine queues chunks without ever blocking, so it keeps
@@ -62,13 +57,15 @@ func (s *sender) run(r *Ring) {
 		s.fail(err)
 		return
 	}
-	// WaitForReady: a peer that is still starting up is waited for; the step
-	// deadline bounds the wait.
-	stream, err := client.Exchange(s.ctx, grpc.WaitForReady(true))
+	// Until a stream has reached the peer in this generation, it may still be
+	// starting up: wait for it, within the step deadline. After that a peer
+	// that cannot be reached is gone, and the step fails at once.
+	stream, err := client.Exchange(s.ctx, grpc.WaitForReady(!r.reach(s.to, false)))
 	if err != nil {
 		s.fail(sendError(s.to, err))
 		return
 	}
+	r.reach(s.to, true)
 	answered := make(chan struct{})
 	go func() { // the peer's answer: an ack after our end of stream, or why it stopped early
 		defer close(answered)
@@ -150,9 +147,9 @@ func (s *sender) fail(err error) {
 	})
 }
 
-// finish ends the stream after the queued chunks and waits, until ctx ends,
-// for the peer's ack. It returns the stream's error.
-func (s *sender) finish(ctx context.Context) error {
+// finish ends the stream after the queued chunks and waits, until ctx ends
+// or the Ring closes, for the peer's ack. It returns the stream's error.
+func (s *sender) finish(ctx context.Context, closing <-chan struct{}) error {
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()
@@ -161,9 +158,11 @@ func (s *sender) finish(ctx context.Context) error {
 	select {
 	case <-s.done:
 	case <-ctx.Done():
-		s.cancel()
-		<-s.done
+		s.stop()
 		return contextError(ctx)
+	case <-closing:
+		s.stop()
+		return ErrClosed
 	}
 	select {
 	case <-s.failed:
@@ -173,9 +172,8 @@ func (s *sender) finish(ctx context.Context) error {
 	}
 }
 
-// abort drops the chunks not yet sent, sends a as the stream's last message,
-// gives it abortGrace to get through, then cancels the stream and waits for
-// the goroutines.
+// abort drops the chunks not yet sent and queues a as the stream's last
+// message. The caller gives it time to get through, then calls stop.
 func (s *sender) abort(a *pb.Chunk) {
 	s.mu.Lock()
 	clear(s.queue)
@@ -183,12 +181,10 @@ func (s *sender) abort(a *pb.Chunk) {
 	s.closed = true
 	s.mu.Unlock()
 	s.signal()
-	t := time.NewTimer(abortGrace)
-	defer t.Stop()
-	select {
-	case <-s.done:
-	case <-t.C:
-	}
+}
+
+// stop cancels the stream and waits for the sender's goroutines.
+func (s *sender) stop() {
 	s.cancel()
 	<-s.done
 }

@@ -3,9 +3,14 @@ package allreduce
 import (
 	"context"
 	"fmt"
+	"time"
 
 	pb "github.com/loraft/loraft/proto/allreducepb"
 )
+
+// abortGrace is how long a failing step waits for its abort messages to
+// reach its peers before it cancels the streams.
+const abortGrace = 100 * time.Millisecond
 
 // stepRun is the state one AllReduce call shares between its algorithm and
 // its streams.
@@ -55,8 +60,8 @@ func (st *stepRun) chunk(phase pb.Phase, round, segment, offset int, data []byte
 	}
 }
 
-// sendSpan queues src, element offset base within segment, to s as chunks of
-// st.elems elements.
+// sendSpan queues src, the whole of segment in round round of phase, to s as
+// chunks of st.elems elements.
 func (st *stepRun) sendSpan(s *sender, phase pb.Phase, round, segment int, src []float32) {
 	for off := 0; off < len(src); off += st.elems {
 		end := min(off+st.elems, len(src))
@@ -125,7 +130,7 @@ func (st *stepRun) check(c *pb.Chunk, w want) (int, error) {
 func (st *stepRun) end(err error) error {
 	if err == nil {
 		for _, s := range st.senders {
-			if serr := s.finish(st.ctx); serr != nil && err == nil {
+			if serr := s.finish(st.ctx, st.r.closing); serr != nil && err == nil {
 				err = serr
 			}
 		}
@@ -139,6 +144,15 @@ func (st *stepRun) end(err error) error {
 	a.Abort = abortOf(st.r.cfg.Rank, err)
 	for _, s := range st.senders {
 		s.abort(a)
+	}
+	grace := time.NewTimer(abortGrace)
+	defer grace.Stop()
+	for _, s := range st.senders {
+		select {
+		case <-s.done:
+		case <-grace.C:
+		}
+		s.stop()
 	}
 	return err
 }
