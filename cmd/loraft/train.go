@@ -420,6 +420,9 @@ func predictCommand() *cli.Command {
 				fmt.Fprintf(c.App.Writer, "%-20s %.3f  %s\n", p.Label, p.Confidence, oneLine(texts[i], 60))
 			}
 			if !c.Bool("json") {
+				if man.Base.Weights == "" {
+					fmt.Fprintln(c.App.ErrWriter, "note: this adapter sits on a random-init base model (a demo): its predictions carry little meaning")
+				}
 				fmt.Fprintf(c.App.ErrWriter, "%s\n", disclaimer)
 			}
 			return nil
