@@ -13,6 +13,7 @@ import (
 
 	"github.com/loraft/loraft/checkpoint"
 	"github.com/loraft/loraft/checkpoint/safetensors"
+	"github.com/loraft/loraft/internal/atomicfile"
 	"github.com/loraft/loraft/shard"
 	"github.com/loraft/loraft/trainer/lora"
 	"github.com/loraft/loraft/trainer/metrics"
@@ -263,25 +264,4 @@ func FileSHA256(path string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-func writeAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	return nil
-}
+func writeAtomic(path string, data []byte) error { return atomicfile.WriteFile(path, data, 0o644) }

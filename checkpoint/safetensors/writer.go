@@ -10,11 +10,11 @@ import (
 	"io"
 	"maps"
 	"math"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/loraft/loraft/internal/atomicfile"
 )
 
 // Writer collects tensors and metadata and writes them as one safetensors
@@ -246,57 +246,20 @@ func (w *Writer) Bytes() ([]byte, error) {
 // in the same directory, fsyncs it, renames it over path and fsyncs the
 // directory, so a crash leaves either the old file or the complete new one
 // under path, never a partial one. The file gets mode 0644.
-func (w *Writer) WriteFile(path string) (err error) {
+func (w *Writer) WriteFile(path string) error {
 	order, header, err := w.layout(path)
 	if err != nil {
 		return err
 	}
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	tmp, err := os.CreateTemp(dir, "."+base+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("safetensors: write %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			_ = tmp.Close() // may already be closed; the error is moot
-			_ = os.Remove(tmp.Name())
-			err = fmt.Errorf("safetensors: write %s: %w", path, err)
+	err = atomicfile.Write(path, 0o644, func(f io.Writer) error {
+		bw := bufio.NewWriterSize(f, 1<<20)
+		if err := w.writeTo(bw, order, header); err != nil {
+			return err
 		}
-	}()
-	bw := bufio.NewWriterSize(tmp, 1<<20)
-	if err := w.writeTo(bw, order, header); err != nil {
-		return err
-	}
-	if err := bw.Flush(); err != nil {
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-// syncDir fsyncs a directory so that a rename in it is durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
+		return bw.Flush()
+	})
 	if err != nil {
-		return err
+		return fmt.Errorf("safetensors: %w", err)
 	}
-	if err := d.Sync(); err != nil {
-		_ = d.Close()
-		return err
-	}
-	return d.Close()
+	return nil
 }

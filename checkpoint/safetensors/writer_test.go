@@ -371,7 +371,7 @@ func TestWriteFileAtomic(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(target, "x"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.WriteFile(target); err == nil || !strings.Contains(err.Error(), "safetensors: write "+target) {
+	if err := w.WriteFile(target); err == nil || !strings.Contains(err.Error(), "safetensors: writing "+target) {
 		t.Errorf("WriteFile onto a directory: %v", err)
 	}
 	assertOnly(t, dir, "adapter_model.safetensors", "occupied")

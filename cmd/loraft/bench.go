@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/loraft/loraft/internal/atomicfile"
 	"github.com/loraft/loraft/shard"
 	"github.com/loraft/loraft/shard/wordpiece"
 	"github.com/loraft/loraft/trainer/libtorch"
@@ -79,11 +80,10 @@ func writeJSON(c *cli.Context, path string, v any) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("flag --out: %w", err)
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, buf, 0o644); err != nil {
+	if err := atomicfile.WriteFile(path, buf, 0o644); err != nil {
 		return fmt.Errorf("flag --out: %w", err)
 	}
-	return os.Rename(tmp, path)
+	return nil
 }
 
 func benchShardCommand() *cli.Command {

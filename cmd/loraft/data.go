@@ -10,6 +10,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/loraft/loraft/internal/atomicfile"
 	"github.com/loraft/loraft/shard"
 	"github.com/loraft/loraft/shard/wordpiece"
 	"github.com/urfave/cli/v2"
@@ -226,10 +227,7 @@ func splitCommand() *cli.Command {
 					return err
 				}
 				path := filepath.Join(c.Path("out"), p.Name+".csv")
-				if err := os.WriteFile(path+".tmp", buf.Bytes(), 0o644); err != nil {
-					return err
-				}
-				if err := os.Rename(path+".tmp", path); err != nil {
+				if err := atomicfile.WriteFile(path, buf.Bytes(), 0o644); err != nil {
 					return err
 				}
 				fmt.Fprintf(c.App.Writer, "%s: %d rows\n", path, len(p.Rows))
