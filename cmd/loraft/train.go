@@ -320,23 +320,12 @@ func evalCommand() *cli.Command {
 			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
 		},
 		Action: func(c *cli.Context) error {
-			if _, err := libtorch.SetThreads(); err != nil {
-				return err
-			}
-			device, err := trainer.ParseDevice(c.String("device"))
-			if err != nil {
-				return fmt.Errorf("flag --device: %w", err)
-			}
-			m, man, err := trainer.OpenAdapter(c.Path("adapter"), c.Path("weights"), device)
+			m, man, tok, err := openAdapter(c)
 			if err != nil {
 				return err
 			}
 			defer m.Drop()
 			ds, err := shard.ReadFile(c.Path("data"), shard.Options{DropBad: c.Bool("drop-bad")})
-			if err != nil {
-				return err
-			}
-			tok, err := wordpiece.Load(filepath.Join(c.Path("adapter"), trainer.VocabFile))
 			if err != nil {
 				return err
 			}
@@ -389,22 +378,11 @@ func predictCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			if _, err := libtorch.SetThreads(); err != nil {
-				return err
-			}
-			device, err := trainer.ParseDevice(c.String("device"))
-			if err != nil {
-				return fmt.Errorf("flag --device: %w", err)
-			}
-			m, man, err := trainer.OpenAdapter(c.Path("adapter"), c.Path("weights"), device)
+			m, man, tok, err := openAdapter(c)
 			if err != nil {
 				return err
 			}
 			defer m.Drop()
-			tok, err := wordpiece.Load(filepath.Join(c.Path("adapter"), trainer.VocabFile))
-			if err != nil {
-				return err
-			}
 			preds, err := trainer.Predict(c.Context, m, tok, man, texts)
 			if err != nil {
 				return err
@@ -472,4 +450,26 @@ func oneLine(s string, n int) string {
 		return string(r[:n-1]) + "…"
 	}
 	return s
+}
+
+// openAdapter rebuilds the model of --adapter (on --device, with --weights
+// when given) and its tokenizer, for eval and predict.
+func openAdapter(c *cli.Context) (*model.Model, trainer.Manifest, *wordpiece.Tokenizer, error) {
+	if _, err := libtorch.SetThreads(); err != nil {
+		return nil, trainer.Manifest{}, nil, err
+	}
+	device, err := trainer.ParseDevice(c.String("device"))
+	if err != nil {
+		return nil, trainer.Manifest{}, nil, fmt.Errorf("flag --device: %w", err)
+	}
+	m, man, err := trainer.OpenAdapter(c.Path("adapter"), c.Path("weights"), device)
+	if err != nil {
+		return nil, man, nil, err
+	}
+	tok, err := wordpiece.Load(filepath.Join(c.Path("adapter"), trainer.VocabFile))
+	if err != nil {
+		m.Drop()
+		return nil, man, nil, err
+	}
+	return m, man, tok, nil
 }
