@@ -85,6 +85,30 @@ if [ "$(cat "$dest/.loraft-stamp" 2>/dev/null)" != "$stamp" ]; then
   if grep -q 'C.malloc(0)' "$gen" || ! grep -q 'lib.AtFree(ts.ctensor)' "$gen"; then
     echo "setup: the leak patch no longer matches gotch's generated ops ($gen)" >&2; exit 1
   fi
+  #  - Scalar.Drop is a no-op (scalars wait for a finalizer): make it free the
+  #    C scalar once, and make the finalizer skip a dropped one.
+  sc="$tmp/ts/scalar.go"
+  sed -i \
+    -e '/^func (sc \*Scalar) Drop() (err error) {$/,/^}$/c\
+func (sc *Scalar) Drop() (err error) {\
+	if sc == nil || sc.cscalar == nil {\
+		return nil\
+	}\
+	runtime.SetFinalizer(sc, nil)\
+	err = freeCScalar(sc)\
+	sc.cscalar = nil\
+	return err\
+}' \
+    -e '/^func (sc \*Scalar) MustDrop() {$/,/^}$/c\
+func (sc *Scalar) MustDrop() {\
+	if err := sc.Drop(); err != nil {\
+		log.Fatal(err)\
+	}\
+}' \
+    -e 's|^func freeCScalar(x \*Scalar) error {$|func freeCScalar(x *Scalar) error {\n\tif x == nil \|\| x.cscalar == nil {\n\t\treturn nil\n\t}|' "$sc"
+  if ! grep -q 'sc.cscalar = nil' "$sc" || ! grep -q 'x.cscalar == nil' "$sc"; then
+    echo "setup: the scalar patch no longer matches gotch's ts/scalar.go" >&2; exit 1
+  fi
   cp "$here/gotch/lib.go.in" "$tmp/libtch/lib.go"
   sed "s/@GOTCH_VERSION@/$GOTCH_VERSION/" "$here/gotch/loraft.go.in" > "$tmp/libtch/loraft.go"
   cat > "$tmp/LORAFT.md" <<MD
@@ -95,7 +119,8 @@ Changes: libtch's C++ (torch_api.cpp, torch_api_generated.cpp.h, stb_*.h) moved 
 csrc/ and built into lib/libtch.so by deploy/build-shim.sh; libtch/lib.go links
 that library; libtch/loraft.go and csrc/loraft_ext.cpp add thread, version and
 stub queries; torch_last_err is declared extern in torch_api.h; ts/tensor-generated.go
-frees each op's output array and, for in-place ops, the replaced handle (memory leaks). Ops the
+frees each op's output array and, for in-place ops, the replaced handle, and ts/scalar.go's
+Scalar.Drop frees its C scalar (memory leaks). Ops the
 installed libtorch lacks are listed in STUBBED_OPS.txt.
 MD
   echo "$stamp" > "$tmp/.loraft-stamp"
