@@ -1,0 +1,245 @@
+package coordinator
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+
+	"github.com/hashicorp/raft"
+	pb "github.com/loraft/loraft/proto/coordinatorpb"
+	"google.golang.org/protobuf/proto"
+)
+
+// CommandVersion is the Command envelope schema this FSM applies; it
+// rejects any other version rather than guess at its meaning.
+const CommandVersion = 1
+
+// StateVersion is the snapshot schema this FSM writes and restores.
+const StateVersion = 1
+
+// Errors an applied command can return (as the raft.ApplyFuture's response).
+var (
+	ErrUnknownVersion  = errors.New("unknown command version")
+	ErrBadCommand      = errors.New("malformed command")
+	ErrStaleGeneration = errors.New("stale generation")
+	ErrNotFound        = errors.New("not found")
+	ErrExists          = errors.New("already exists")
+)
+
+// fsm is the coordinator's raft.FSM: sweeps, trials and trainers. Its
+// methods are unexported so the package's API is not raft's. mu guards the
+// tables; Apply is called by raft one entry at a time.
+type fsm struct {
+	mu       sync.RWMutex
+	sweeps   map[string]*pb.Sweep
+	trials   map[string]*pb.Trial // by trial name, pointing into sweeps
+	trainers map[string]*pb.TrainerRecord
+}
+
+var _ raft.FSM = (*fsm)(nil)
+
+func newFSM() *fsm {
+	return &fsm{sweeps: map[string]*pb.Sweep{}, trials: map[string]*pb.Trial{}, trainers: map[string]*pb.TrainerRecord{}}
+}
+
+// Apply decodes and applies one command. The result is nil or an error; a
+// rejected command leaves the state untouched.
+func (f *fsm) Apply(l *raft.Log) any {
+	var c pb.Command
+	if err := proto.Unmarshal(l.Data, &c); err != nil {
+		return fmt.Errorf("%w: log index %d: %v", ErrBadCommand, l.Index, err)
+	}
+	if c.GetVersion() != CommandVersion {
+		return fmt.Errorf("%w %d at log index %d (this coordinator applies version %d)", ErrUnknownVersion, c.GetVersion(), l.Index, CommandVersion)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.apply(&c)
+}
+
+func (f *fsm) apply(c *pb.Command) error {
+	switch cmd := c.Cmd.(type) {
+	case *pb.Command_CreateSweep:
+		s := cmd.CreateSweep.GetSweep()
+		if s.GetName() == "" {
+			return fmt.Errorf("%w: sweep without a name", ErrBadCommand)
+		}
+		if _, ok := f.sweeps[s.GetName()]; ok {
+			return fmt.Errorf("sweep %s: %w", s.GetName(), ErrExists)
+		}
+		for _, t := range s.GetTrials() {
+			if _, ok := f.trials[t.GetName()]; ok {
+				return fmt.Errorf("trial %s: %w", t.GetName(), ErrExists)
+			}
+		}
+		s = proto.Clone(s).(*pb.Sweep)
+		f.sweeps[s.GetName()] = s
+		for _, t := range s.Trials {
+			t.State = pb.TrialState_TRIAL_STATE_PENDING
+			f.trials[t.GetName()] = t
+		}
+		return nil
+	case *pb.Command_AssignTrial:
+		t, err := f.trial(cmd.AssignTrial.GetTrial())
+		if err != nil {
+			return err
+		}
+		if t.State != pb.TrialState_TRIAL_STATE_PENDING {
+			return fmt.Errorf("trial %s is %s, only a pending trial can be assigned", t.GetName(), t.State)
+		}
+		t.Generation++
+		t.Attempts++
+		t.Trainers = slices.Clone(cmd.AssignTrial.GetTrainers())
+		t.State = pb.TrialState_TRIAL_STATE_RUNNING
+		return nil
+	case *pb.Command_SetTrialState:
+		m := cmd.SetTrialState
+		t, err := f.trial(m.GetTrial())
+		if err != nil {
+			return err
+		}
+		if m.GetGeneration() != t.Generation {
+			return fmt.Errorf("trial %s: %w %d (current %d)", t.GetName(), ErrStaleGeneration, m.GetGeneration(), t.Generation)
+		}
+		if m.GetState() == pb.TrialState_TRIAL_STATE_UNSPECIFIED {
+			return fmt.Errorf("%w: trial %s: no state", ErrBadCommand, t.GetName())
+		}
+		t.State, t.Reason = m.GetState(), m.GetReason()
+		if t.State == pb.TrialState_TRIAL_STATE_PENDING {
+			t.Trainers = nil // back in the queue: the next assignment bumps the generation
+		}
+		return nil
+	case *pb.Command_RecordCheckpoint:
+		m := cmd.RecordCheckpoint
+		t, err := f.trial(m.GetTrial())
+		if err != nil {
+			return err
+		}
+		if m.GetGeneration() != t.Generation {
+			return fmt.Errorf("trial %s: %w %d (current %d)", t.GetName(), ErrStaleGeneration, m.GetGeneration(), t.Generation)
+		}
+		if m.GetStep() > t.CheckpointStep {
+			t.CheckpointStep = m.GetStep()
+		}
+		if m.GetHasMetric() && (!t.HasMetric || m.GetMetric() > t.BestMetric) {
+			t.HasMetric, t.BestMetric = true, m.GetMetric()
+		}
+		return nil
+	case *pb.Command_CancelSweep:
+		s, ok := f.sweeps[cmd.CancelSweep.GetName()]
+		if !ok {
+			return fmt.Errorf("sweep %s: %w", cmd.CancelSweep.GetName(), ErrNotFound)
+		}
+		s.Cancelled = true
+		for _, t := range s.Trials {
+			if t.State == pb.TrialState_TRIAL_STATE_PENDING || t.State == pb.TrialState_TRIAL_STATE_RUNNING {
+				t.State, t.Reason = pb.TrialState_TRIAL_STATE_CANCELLED, "sweep cancelled"
+				t.Generation++ // fence out the trainers still running it
+			}
+		}
+		return nil
+	case *pb.Command_RegisterTrainer:
+		tr := cmd.RegisterTrainer.GetTrainer()
+		if tr.GetId() == "" {
+			return fmt.Errorf("%w: trainer without an id", ErrBadCommand)
+		}
+		f.trainers[tr.GetId()] = proto.Clone(tr).(*pb.TrainerRecord)
+		return nil
+	default:
+		return fmt.Errorf("%w: no command in the envelope", ErrBadCommand)
+	}
+}
+
+func (f *fsm) trial(name string) (*pb.Trial, error) {
+	t, ok := f.trials[name]
+	if !ok {
+		return nil, fmt.Errorf("trial %s: %w", name, ErrNotFound)
+	}
+	return t, nil
+}
+
+// state copies the tables into a State message, sweeps and trainers sorted by name.
+func (f *fsm) state() *pb.State {
+	st := &pb.State{Version: StateVersion}
+	for _, s := range f.sweeps {
+		st.Sweeps = append(st.Sweeps, proto.Clone(s).(*pb.Sweep))
+	}
+	slices.SortFunc(st.Sweeps, func(a, b *pb.Sweep) int { return compareStrings(a.GetName(), b.GetName()) })
+	for _, t := range f.trainers {
+		st.Trainers = append(st.Trainers, proto.Clone(t).(*pb.TrainerRecord))
+	}
+	slices.SortFunc(st.Trainers, func(a, b *pb.TrainerRecord) int { return compareStrings(a.GetId(), b.GetId()) })
+	return st
+}
+
+func compareStrings(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// Snapshot copies the state under the lock; Persist writes it outside.
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	st := f.state()
+	f.mu.RUnlock()
+	return &fsmSnapshot{state: st}, nil
+}
+
+// Restore replaces the state with a snapshot's.
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	data, err := io.ReadAll(rc)
+	if err != nil {
+		return fmt.Errorf("reading fsm snapshot: %w", err)
+	}
+	var st pb.State
+	if err := proto.Unmarshal(data, &st); err != nil {
+		return fmt.Errorf("decoding fsm snapshot: %w", err)
+	}
+	if st.GetVersion() != StateVersion {
+		return fmt.Errorf("fsm snapshot: %w %d (this coordinator reads version %d)", ErrUnknownVersion, st.GetVersion(), StateVersion)
+	}
+	fresh := newFSM()
+	for _, s := range st.GetSweeps() {
+		fresh.sweeps[s.GetName()] = s
+		for _, t := range s.GetTrials() {
+			fresh.trials[t.GetName()] = t
+		}
+	}
+	for _, t := range st.GetTrainers() {
+		fresh.trainers[t.GetId()] = t
+	}
+	f.mu.Lock()
+	f.sweeps, f.trials, f.trainers = fresh.sweeps, fresh.trials, fresh.trainers
+	f.mu.Unlock()
+	return nil
+}
+
+type fsmSnapshot struct{ state *pb.State }
+
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(s.state)
+	if err == nil {
+		_, err = sink.Write(data)
+	}
+	if err != nil {
+		_ = sink.Cancel()
+		return fmt.Errorf("persisting fsm snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+func (s *fsmSnapshot) Release() {}
+
+// EncodeCommand wraps a command body in a versioned envelope for raft.Apply.
+func EncodeCommand(c *pb.Command) ([]byte, error) {
+	c.Version = CommandVersion
+	return proto.Marshal(c)
+}
