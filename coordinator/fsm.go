@@ -1,10 +1,12 @@
 package coordinator
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/hashicorp/raft"
@@ -26,6 +28,9 @@ var (
 	ErrStaleGeneration = errors.New("stale generation")
 	ErrNotFound        = errors.New("not found")
 	ErrExists          = errors.New("already exists")
+	ErrNotPending      = errors.New("only a pending trial can be assigned")
+	ErrNotRunning      = errors.New("the trial is not running")
+	ErrNothingToResume = errors.New("nothing to resume")
 )
 
 // fsm is the coordinator's raft.FSM: sweeps, trials and trainers. Its
@@ -36,12 +41,15 @@ type fsm struct {
 	sweeps   map[string]*pb.Sweep
 	trials   map[string]*pb.Trial // by trial name, pointing into sweeps
 	trainers map[string]*pb.TrainerRecord
+	datasets map[string]*pb.Dataset // by sha256
+	members  map[string]*pb.Member  // coordinators, by raft server ID
 }
 
 var _ raft.FSM = (*fsm)(nil)
 
 func newFSM() *fsm {
-	return &fsm{sweeps: map[string]*pb.Sweep{}, trials: map[string]*pb.Trial{}, trainers: map[string]*pb.TrainerRecord{}}
+	return &fsm{sweeps: map[string]*pb.Sweep{}, trials: map[string]*pb.Trial{}, trainers: map[string]*pb.TrainerRecord{},
+		datasets: map[string]*pb.Dataset{}, members: map[string]*pb.Member{}}
 }
 
 // Apply decodes and applies one command. The result is nil or an error; a
@@ -62,55 +70,26 @@ func (f *fsm) Apply(l *raft.Log) any {
 func (f *fsm) apply(c *pb.Command) error {
 	switch cmd := c.Cmd.(type) {
 	case *pb.Command_CreateSweep:
-		s := cmd.CreateSweep.GetSweep()
-		if s.GetName() == "" {
-			return fmt.Errorf("%w: sweep without a name", ErrBadCommand)
-		}
-		if _, ok := f.sweeps[s.GetName()]; ok {
-			return fmt.Errorf("sweep %s: %w", s.GetName(), ErrExists)
-		}
-		for _, t := range s.GetTrials() {
-			if _, ok := f.trials[t.GetName()]; ok {
-				return fmt.Errorf("trial %s: %w", t.GetName(), ErrExists)
-			}
-		}
-		s = proto.Clone(s).(*pb.Sweep)
-		f.sweeps[s.GetName()] = s
-		for _, t := range s.Trials {
-			t.State = pb.TrialState_TRIAL_STATE_PENDING
-			f.trials[t.GetName()] = t
-		}
-		return nil
+		return f.createSweep(cmd.CreateSweep)
 	case *pb.Command_AssignTrial:
 		t, err := f.trial(cmd.AssignTrial.GetTrial())
 		if err != nil {
 			return err
 		}
 		if t.State != pb.TrialState_TRIAL_STATE_PENDING {
-			return fmt.Errorf("trial %s is %s, only a pending trial can be assigned", t.GetName(), t.State)
+			return fmt.Errorf("trial %s is %s: %w", t.GetName(), stateName(t.State), ErrNotPending)
+		}
+		if len(cmd.AssignTrial.GetTrainers()) == 0 {
+			return fmt.Errorf("%w: trial %s assigned to no trainer", ErrBadCommand, t.GetName())
 		}
 		t.Generation++
 		t.Attempts++
 		t.Trainers = slices.Clone(cmd.AssignTrial.GetTrainers())
 		t.State = pb.TrialState_TRIAL_STATE_RUNNING
+		t.StartedUnixMs = cmd.AssignTrial.GetUnixMs()
 		return nil
 	case *pb.Command_SetTrialState:
-		m := cmd.SetTrialState
-		t, err := f.trial(m.GetTrial())
-		if err != nil {
-			return err
-		}
-		if m.GetGeneration() != t.Generation {
-			return fmt.Errorf("trial %s: %w %d (current %d)", t.GetName(), ErrStaleGeneration, m.GetGeneration(), t.Generation)
-		}
-		if m.GetState() == pb.TrialState_TRIAL_STATE_UNSPECIFIED {
-			return fmt.Errorf("%w: trial %s: no state", ErrBadCommand, t.GetName())
-		}
-		t.State, t.Reason = m.GetState(), m.GetReason()
-		if t.State == pb.TrialState_TRIAL_STATE_PENDING {
-			t.Trainers = nil // back in the queue: the next assignment bumps the generation
-		}
-		return nil
+		return f.setTrialState(cmd.SetTrialState)
 	case *pb.Command_RecordCheckpoint:
 		m := cmd.RecordCheckpoint
 		t, err := f.trial(m.GetTrial())
@@ -120,11 +99,18 @@ func (f *fsm) apply(c *pb.Command) error {
 		if m.GetGeneration() != t.Generation {
 			return fmt.Errorf("trial %s: %w %d (current %d)", t.GetName(), ErrStaleGeneration, m.GetGeneration(), t.Generation)
 		}
-		if m.GetStep() > t.CheckpointStep {
-			t.CheckpointStep = m.GetStep()
+		if m.GetStep() <= t.CheckpointStep && len(t.History) > 0 {
+			return nil // a retried report: already recorded
 		}
-		if m.GetHasMetric() && (!t.HasMetric || m.GetMetric() > t.BestMetric) {
-			t.HasMetric, t.BestMetric = true, m.GetMetric()
+		if t.State != pb.TrialState_TRIAL_STATE_RUNNING {
+			return fmt.Errorf("trial %s is %s: %w", t.GetName(), stateName(t.State), ErrNotRunning)
+		}
+		t.CheckpointStep = max(t.CheckpointStep, m.GetStep())
+		if m.GetHasMetric() {
+			t.History = append(t.History, &pb.MetricPoint{Step: m.GetStep(), Metric: m.GetMetric()})
+			if !t.HasMetric || m.GetMetric() > t.BestMetric {
+				t.HasMetric, t.BestMetric = true, m.GetMetric()
+			}
 		}
 		return nil
 	case *pb.Command_CancelSweep:
@@ -136,7 +122,26 @@ func (f *fsm) apply(c *pb.Command) error {
 		for _, t := range s.Trials {
 			if t.State == pb.TrialState_TRIAL_STATE_PENDING || t.State == pb.TrialState_TRIAL_STATE_RUNNING {
 				t.State, t.Reason = pb.TrialState_TRIAL_STATE_CANCELLED, "sweep cancelled"
+				t.Trainers = nil
 				t.Generation++ // fence out the trainers still running it
+			}
+		}
+		return nil
+	case *pb.Command_ResumeTrial:
+		t, err := f.trial(cmd.ResumeTrial.GetTrial())
+		if err != nil {
+			return err
+		}
+		switch t.State {
+		case pb.TrialState_TRIAL_STATE_PENDING, pb.TrialState_TRIAL_STATE_RUNNING:
+			return nil // already queued or running
+		case pb.TrialState_TRIAL_STATE_SUCCEEDED:
+			return fmt.Errorf("trial %s succeeded: %w", t.GetName(), ErrNothingToResume)
+		}
+		t.State, t.Reason, t.Trainers = pb.TrialState_TRIAL_STATE_PENDING, "resumed", nil
+		for _, s := range f.sweeps {
+			if slices.Contains(s.Trials, t) {
+				s.Cancelled = false
 			}
 		}
 		return nil
@@ -147,9 +152,105 @@ func (f *fsm) apply(c *pb.Command) error {
 		}
 		f.trainers[tr.GetId()] = proto.Clone(tr).(*pb.TrainerRecord)
 		return nil
+	case *pb.Command_SetMember:
+		m := cmd.SetMember.GetMember()
+		if m.GetId() == "" || m.GetRaftAddress() == "" {
+			return fmt.Errorf("%w: member without an id or raft address", ErrBadCommand)
+		}
+		f.members[m.GetId()] = proto.Clone(m).(*pb.Member)
+		return nil
+	case *pb.Command_RemoveMember:
+		delete(f.members, cmd.RemoveMember.GetId())
+		return nil
 	default:
 		return fmt.Errorf("%w: no command in the envelope", ErrBadCommand)
 	}
+}
+
+// createSweep records a sweep; an identical sweep (same spec, dataset and
+// trial names) is accepted again, so a client may retry a launch whose
+// answer it lost.
+func (f *fsm) createSweep(m *pb.CreateSweep) error {
+	s := m.GetSweep()
+	if s.GetName() == "" {
+		return fmt.Errorf("%w: sweep without a name", ErrBadCommand)
+	}
+	if old, ok := f.sweeps[s.GetName()]; ok {
+		if sameLaunch(old, s) {
+			return nil
+		}
+		return fmt.Errorf("sweep %s: %w with another spec", s.GetName(), ErrExists)
+	}
+	for _, t := range s.GetTrials() {
+		if t.GetName() == "" {
+			return fmt.Errorf("%w: sweep %s has a trial without a name", ErrBadCommand, s.GetName())
+		}
+		if _, ok := f.trials[t.GetName()]; ok {
+			return fmt.Errorf("trial %s: %w", t.GetName(), ErrExists)
+		}
+	}
+	s = proto.Clone(s).(*pb.Sweep)
+	f.sweeps[s.GetName()] = s
+	for _, t := range s.Trials {
+		t.State = pb.TrialState_TRIAL_STATE_PENDING
+		f.trials[t.GetName()] = t
+	}
+	if d := m.GetDataset(); d.GetSha256() != "" {
+		f.datasets[d.GetSha256()] = proto.Clone(d).(*pb.Dataset)
+	}
+	return nil
+}
+
+func sameLaunch(a, b *pb.Sweep) bool {
+	if !bytes.Equal(a.GetSpecYaml(), b.GetSpecYaml()) || a.GetDatasetSha256() != b.GetDatasetSha256() || len(a.GetTrials()) != len(b.GetTrials()) {
+		return false
+	}
+	for i, t := range a.GetTrials() {
+		if t.GetName() != b.GetTrials()[i].GetName() {
+			return false
+		}
+	}
+	return true
+}
+
+// setTrialState moves a trial out of RUNNING: back to PENDING (its trainer
+// was lost), or to an end state. Repeating the current state is a no-op so
+// reports can be retried.
+func (f *fsm) setTrialState(m *pb.SetTrialState) error {
+	t, err := f.trial(m.GetTrial())
+	if err != nil {
+		return err
+	}
+	if m.GetGeneration() != t.Generation {
+		return fmt.Errorf("trial %s: %w %d (current %d)", t.GetName(), ErrStaleGeneration, m.GetGeneration(), t.Generation)
+	}
+	switch m.GetState() {
+	case pb.TrialState_TRIAL_STATE_UNSPECIFIED, pb.TrialState_TRIAL_STATE_RUNNING, pb.TrialState_TRIAL_STATE_CANCELLED:
+		return fmt.Errorf("%w: trial %s: state %s cannot be set directly", ErrBadCommand, t.GetName(), stateName(m.GetState()))
+	}
+	if m.GetState() == t.State {
+		return nil
+	}
+	if t.State != pb.TrialState_TRIAL_STATE_RUNNING {
+		return fmt.Errorf("trial %s is %s: %w", t.GetName(), stateName(t.State), ErrNotRunning)
+	}
+	t.State, t.Reason, t.Trainers = m.GetState(), m.GetReason(), nil
+	switch t.State {
+	case pb.TrialState_TRIAL_STATE_PENDING:
+		// Back in the queue: the next assignment bumps the generation.
+	case pb.TrialState_TRIAL_STATE_SUCCEEDED:
+		t.Result = proto.Clone(m.GetResult()).(*pb.TrialResult)
+		t.FinishedUnixMs = m.GetUnixMs()
+	default: // failed or stopped early: fence out ranks still running it
+		t.FinishedUnixMs = m.GetUnixMs()
+		t.Generation++
+	}
+	return nil
+}
+
+// stateName is a trial state without its enum prefix: "RUNNING".
+func stateName(s pb.TrialState) string {
+	return strings.TrimPrefix(s.String(), "TRIAL_STATE_")
 }
 
 func (f *fsm) trial(name string) (*pb.Trial, error) {
@@ -171,6 +272,14 @@ func (f *fsm) state() *pb.State {
 		st.Trainers = append(st.Trainers, proto.Clone(t).(*pb.TrainerRecord))
 	}
 	slices.SortFunc(st.Trainers, func(a, b *pb.TrainerRecord) int { return compareStrings(a.GetId(), b.GetId()) })
+	for _, d := range f.datasets {
+		st.Datasets = append(st.Datasets, proto.Clone(d).(*pb.Dataset))
+	}
+	slices.SortFunc(st.Datasets, func(a, b *pb.Dataset) int { return compareStrings(a.GetSha256(), b.GetSha256()) })
+	for _, m := range f.members {
+		st.Members = append(st.Members, proto.Clone(m).(*pb.Member))
+	}
+	slices.SortFunc(st.Members, func(a, b *pb.Member) int { return compareStrings(a.GetId(), b.GetId()) })
 	return st
 }
 
@@ -216,8 +325,14 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	for _, t := range st.GetTrainers() {
 		fresh.trainers[t.GetId()] = t
 	}
+	for _, d := range st.GetDatasets() {
+		fresh.datasets[d.GetSha256()] = d
+	}
+	for _, m := range st.GetMembers() {
+		fresh.members[m.GetId()] = m
+	}
 	f.mu.Lock()
-	f.sweeps, f.trials, f.trainers = fresh.sweeps, fresh.trials, fresh.trainers
+	f.sweeps, f.trials, f.trainers, f.datasets, f.members = fresh.sweeps, fresh.trials, fresh.trainers, fresh.datasets, fresh.members
 	f.mu.Unlock()
 	return nil
 }

@@ -228,3 +228,52 @@ func (n *Node) Close() error {
 	}
 	return err
 }
+
+// ConsistentState returns the state after a raft barrier on the leader: every
+// write committed before the call is applied, and the barrier's commit proves
+// this node still leads, so the answer is linearizable. A follower returns a
+// *NotLeaderError.
+func (n *Node) ConsistentState(ctx context.Context) (*pb.State, error) {
+	if err := n.barrier(ctx); err != nil {
+		return nil, err
+	}
+	return n.State(), nil
+}
+
+func (n *Node) barrier(ctx context.Context) error {
+	if n.raft.State() != raft.Leader {
+		return n.notLeader()
+	}
+	timeout := n.cfg.ApplyTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(dl))
+	}
+	if err := n.raft.Barrier(timeout).Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			return n.notLeader()
+		}
+		return fmt.Errorf("raft barrier: %w", err)
+	}
+	return nil
+}
+
+// memberAPI returns the API address of the coordinator at raftAddr, as the
+// replicated member table records it.
+func (n *Node) memberAPI(raftAddr string) string {
+	n.fsm.mu.RLock()
+	defer n.fsm.mu.RUnlock()
+	for _, m := range n.fsm.members {
+		if m.GetRaftAddress() == raftAddr {
+			return m.GetApiAddress()
+		}
+	}
+	return ""
+}
+
+// view runs fn on the applied state under the read lock; fn must not keep
+// references past its return.
+func (n *Node) view(fn func(f *fsm)) {
+	n.fsm.mu.RLock()
+	defer n.fsm.mu.RUnlock()
+	fn(n.fsm)
+}

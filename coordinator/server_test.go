@@ -33,7 +33,7 @@ func TestClientFollowsLeader(t *testing.T) {
 	servers := make([]*grpc.Server, len(nodes))
 	for i, n := range nodes {
 		servers[i] = grpc.NewServer()
-		pb.RegisterCoordinatorServer(servers[i], NewServer(n, apiAddrs))
+		pb.RegisterCoordinatorServer(servers[i], NewServer(n, ServerConfig{APIAddrs: apiAddrs}))
 		go func(i int) { _ = servers[i].Serve(lis[i]) }(i)
 	}
 	defer func() {
@@ -74,8 +74,11 @@ func TestClientFollowsLeader(t *testing.T) {
 	if err := cl.LaunchSweep(ctx, sweepCmd("sw", 2).GetCreateSweep().GetSweep()); err != nil {
 		t.Fatal(err)
 	}
-	if err := cl.LaunchSweep(ctx, sweepCmd("sw", 2).GetCreateSweep().GetSweep()); status.Code(err) != codes.AlreadyExists {
-		t.Fatalf("second launch of the same sweep: %v, want AlreadyExists", err)
+	if err := cl.LaunchSweep(ctx, sweepCmd("sw", 2).GetCreateSweep().GetSweep()); err != nil {
+		t.Fatalf("a retried launch of the same sweep: %v, want success (launches are idempotent)", err)
+	}
+	if err := cl.LaunchSweep(ctx, sweepCmd("sw", 3).GetCreateSweep().GetSweep()); status.Code(err) != codes.AlreadyExists {
+		t.Fatalf("another sweep under the same name: %v, want AlreadyExists", err)
 	}
 
 	// Stop the leader's node and API: the client, given every address, finds the new leader.

@@ -4,9 +4,9 @@
 // 	protoc        v3.21.12
 // source: coordinatorpb/coordinator.proto
 
-// The coordinator's gRPC API. Every node serves it; writes go to the raft
-// leader: a follower answers FAILED_PRECONDITION with a LeaderHint detail
-// naming the leader's API address, and clients retry there.
+// The coordinator's gRPC API. Every node serves it; writes (and consistent
+// reads) go to the raft leader: a follower answers FAILED_PRECONDITION with a
+// LeaderHint detail naming the leader's API address, and clients retry there.
 
 package coordinatorpb
 
@@ -27,6 +27,7 @@ const (
 
 type GetStateRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	Consistent    bool                   `protobuf:"varint,1,opt,name=consistent,proto3" json:"consistent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -61,16 +62,77 @@ func (*GetStateRequest) Descriptor() ([]byte, []int) {
 	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{0}
 }
 
+func (x *GetStateRequest) GetConsistent() bool {
+	if x != nil {
+		return x.Consistent
+	}
+	return false
+}
+
+type GetSweepRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// consistent: served by the leader after a barrier (with live progress).
+	Consistent    bool `protobuf:"varint,2,opt,name=consistent,proto3" json:"consistent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSweepRequest) Reset() {
+	*x = GetSweepRequest{}
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSweepRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSweepRequest) ProtoMessage() {}
+
+func (x *GetSweepRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSweepRequest.ProtoReflect.Descriptor instead.
+func (*GetSweepRequest) Descriptor() ([]byte, []int) {
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *GetSweepRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GetSweepRequest) GetConsistent() bool {
+	if x != nil {
+		return x.Consistent
+	}
+	return false
+}
+
 type LaunchSweepRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Sweep         *Sweep                 `protobuf:"bytes,1,opt,name=sweep,proto3" json:"sweep,omitempty"`
+	Dataset       *Dataset               `protobuf:"bytes,2,opt,name=dataset,proto3" json:"dataset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LaunchSweepRequest) Reset() {
 	*x = LaunchSweepRequest{}
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[1]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -82,7 +144,7 @@ func (x *LaunchSweepRequest) String() string {
 func (*LaunchSweepRequest) ProtoMessage() {}
 
 func (x *LaunchSweepRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[1]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -95,12 +157,19 @@ func (x *LaunchSweepRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LaunchSweepRequest.ProtoReflect.Descriptor instead.
 func (*LaunchSweepRequest) Descriptor() ([]byte, []int) {
-	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{1}
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *LaunchSweepRequest) GetSweep() *Sweep {
 	if x != nil {
 		return x.Sweep
+	}
+	return nil
+}
+
+func (x *LaunchSweepRequest) GetDataset() *Dataset {
+	if x != nil {
+		return x.Dataset
 	}
 	return nil
 }
@@ -114,7 +183,7 @@ type LaunchSweepResponse struct {
 
 func (x *LaunchSweepResponse) Reset() {
 	*x = LaunchSweepResponse{}
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[2]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -126,7 +195,7 @@ func (x *LaunchSweepResponse) String() string {
 func (*LaunchSweepResponse) ProtoMessage() {}
 
 func (x *LaunchSweepResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[2]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -139,7 +208,7 @@ func (x *LaunchSweepResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LaunchSweepResponse.ProtoReflect.Descriptor instead.
 func (*LaunchSweepResponse) Descriptor() ([]byte, []int) {
-	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{2}
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *LaunchSweepResponse) GetLeader() string {
@@ -158,7 +227,7 @@ type CancelSweepRequest struct {
 
 func (x *CancelSweepRequest) Reset() {
 	*x = CancelSweepRequest{}
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[3]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -170,7 +239,7 @@ func (x *CancelSweepRequest) String() string {
 func (*CancelSweepRequest) ProtoMessage() {}
 
 func (x *CancelSweepRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[3]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -183,7 +252,7 @@ func (x *CancelSweepRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelSweepRequest.ProtoReflect.Descriptor instead.
 func (*CancelSweepRequest) Descriptor() ([]byte, []int) {
-	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{3}
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CancelSweepRequest) GetName() string {
@@ -201,7 +270,7 @@ type CancelSweepResponse struct {
 
 func (x *CancelSweepResponse) Reset() {
 	*x = CancelSweepResponse{}
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[4]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -213,7 +282,7 @@ func (x *CancelSweepResponse) String() string {
 func (*CancelSweepResponse) ProtoMessage() {}
 
 func (x *CancelSweepResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[4]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -226,7 +295,1001 @@ func (x *CancelSweepResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelSweepResponse.ProtoReflect.Descriptor instead.
 func (*CancelSweepResponse) Descriptor() ([]byte, []int) {
-	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{4}
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{5}
+}
+
+type ResumeRunRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Run           string                 `protobuf:"bytes,1,opt,name=run,proto3" json:"run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeRunRequest) Reset() {
+	*x = ResumeRunRequest{}
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeRunRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeRunRequest) ProtoMessage() {}
+
+func (x *ResumeRunRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeRunRequest.ProtoReflect.Descriptor instead.
+func (*ResumeRunRequest) Descriptor() ([]byte, []int) {
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ResumeRunRequest) GetRun() string {
+	if x != nil {
+		return x.Run
+	}
+	return ""
+}
+
+type ResumeRunResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeRunResponse) Reset() {
+	*x = ResumeRunResponse{}
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeRunResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeRunResponse) ProtoMessage() {}
+
+func (x *ResumeRunResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeRunResponse.ProtoReflect.Descriptor instead.
+func (*ResumeRunResponse) Descriptor() ([]byte, []int) {
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{7}
+}
+
+type BestTrialRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sweep         string                 `protobuf:"bytes,1,opt,name=sweep,proto3" json:"sweep,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BestTrialRequest) Reset() {
+	*x = BestTrialRequest{}
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BestTrialRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BestTrialRequest) ProtoMessage() {}
+
+func (x *BestTrialRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BestTrialRequest.ProtoReflect.Descriptor instead.
+func (*BestTrialRequest) Descriptor() ([]byte, []int) {
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *BestTrialRequest) GetSweep() string {
+	if x != nil {
+		return x.Sweep
+	}
+	return ""
+}
+
+type AddVoterRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Member        *Member                `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddVoterRequest) Reset() {
+	*x = AddVoterRequest{}
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddVoterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddVoterRequest) ProtoMessage() {}
+
+func (x *AddVoterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddVoterRequest.ProtoReflect.Descriptor instead.
+func (*AddVoterRequest) Descriptor() ([]byte, []int) {
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *AddVoterRequest) GetMember() *Member {
+	if x != nil {
+		return x.Member
+	}
+	return nil
+}
+
+type AddVoterResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddVoterResponse) Reset() {
+	*x = AddVoterResponse{}
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddVoterResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddVoterResponse) ProtoMessage() {}
+
+func (x *AddVoterResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddVoterResponse.ProtoReflect.Descriptor instead.
+func (*AddVoterResponse) Descriptor() ([]byte, []int) {
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{10}
+}
+
+type RemoveVoterRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveVoterRequest) Reset() {
+	*x = RemoveVoterRequest{}
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveVoterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveVoterRequest) ProtoMessage() {}
+
+func (x *RemoveVoterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveVoterRequest.ProtoReflect.Descriptor instead.
+func (*RemoveVoterRequest) Descriptor() ([]byte, []int) {
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *RemoveVoterRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type RemoveVoterResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveVoterResponse) Reset() {
+	*x = RemoveVoterResponse{}
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveVoterResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveVoterResponse) ProtoMessage() {}
+
+func (x *RemoveVoterResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveVoterResponse.ProtoReflect.Descriptor instead.
+func (*RemoveVoterResponse) Descriptor() ([]byte, []int) {
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{12}
+}
+
+// Progress is a trainer's live report of its trial (soft state: the
+// leader's memory, never the raft log).
+type Progress struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Step      int64                  `protobuf:"varint,1,opt,name=step,proto3" json:"step,omitempty"`
+	Steps     int64                  `protobuf:"varint,2,opt,name=steps,proto3" json:"steps,omitempty"`
+	Loss      float64                `protobuf:"fixed64,3,opt,name=loss,proto3" json:"loss,omitempty"`
+	HasMetric bool                   `protobuf:"varint,4,opt,name=has_metric,json=hasMetric,proto3" json:"has_metric,omitempty"`
+	Metric    float64                `protobuf:"fixed64,5,opt,name=metric,proto3" json:"metric,omitempty"`
+	// eta_ms is the trainer's estimate of the time left.
+	EtaMs         int64 `protobuf:"varint,6,opt,name=eta_ms,json=etaMs,proto3" json:"eta_ms,omitempty"`
+	Epoch         int64 `protobuf:"varint,7,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Progress) Reset() {
+	*x = Progress{}
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Progress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Progress) ProtoMessage() {}
+
+func (x *Progress) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Progress.ProtoReflect.Descriptor instead.
+func (*Progress) Descriptor() ([]byte, []int) {
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *Progress) GetStep() int64 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *Progress) GetSteps() int64 {
+	if x != nil {
+		return x.Steps
+	}
+	return 0
+}
+
+func (x *Progress) GetLoss() float64 {
+	if x != nil {
+		return x.Loss
+	}
+	return 0
+}
+
+func (x *Progress) GetHasMetric() bool {
+	if x != nil {
+		return x.HasMetric
+	}
+	return false
+}
+
+func (x *Progress) GetMetric() float64 {
+	if x != nil {
+		return x.Metric
+	}
+	return 0
+}
+
+func (x *Progress) GetEtaMs() int64 {
+	if x != nil {
+		return x.EtaMs
+	}
+	return 0
+}
+
+func (x *Progress) GetEpoch() int64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+type SweepStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Sweep *Sweep                 `protobuf:"bytes,1,opt,name=sweep,proto3" json:"sweep,omitempty"`
+	// progress maps trial names to live progress (running trials, leader only).
+	Progress      map[string]*Progress `protobuf:"bytes,2,rep,name=progress,proto3" json:"progress,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SweepStatus) Reset() {
+	*x = SweepStatus{}
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SweepStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SweepStatus) ProtoMessage() {}
+
+func (x *SweepStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SweepStatus.ProtoReflect.Descriptor instead.
+func (*SweepStatus) Descriptor() ([]byte, []int) {
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *SweepStatus) GetSweep() *Sweep {
+	if x != nil {
+		return x.Sweep
+	}
+	return nil
+}
+
+func (x *SweepStatus) GetProgress() map[string]*Progress {
+	if x != nil {
+		return x.Progress
+	}
+	return nil
+}
+
+type RegisterTrainerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Trainer       *TrainerRecord         `protobuf:"bytes,1,opt,name=trainer,proto3" json:"trainer,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegisterTrainerRequest) Reset() {
+	*x = RegisterTrainerRequest{}
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegisterTrainerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegisterTrainerRequest) ProtoMessage() {}
+
+func (x *RegisterTrainerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegisterTrainerRequest.ProtoReflect.Descriptor instead.
+func (*RegisterTrainerRequest) Descriptor() ([]byte, []int) {
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *RegisterTrainerRequest) GetTrainer() *TrainerRecord {
+	if x != nil {
+		return x.Trainer
+	}
+	return nil
+}
+
+type RegisterTrainerResponse struct {
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	HeartbeatIntervalMs int64                  `protobuf:"varint,1,opt,name=heartbeat_interval_ms,json=heartbeatIntervalMs,proto3" json:"heartbeat_interval_ms,omitempty"`
+	LeaseMs             int64                  `protobuf:"varint,2,opt,name=lease_ms,json=leaseMs,proto3" json:"lease_ms,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *RegisterTrainerResponse) Reset() {
+	*x = RegisterTrainerResponse{}
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegisterTrainerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegisterTrainerResponse) ProtoMessage() {}
+
+func (x *RegisterTrainerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegisterTrainerResponse.ProtoReflect.Descriptor instead.
+func (*RegisterTrainerResponse) Descriptor() ([]byte, []int) {
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *RegisterTrainerResponse) GetHeartbeatIntervalMs() int64 {
+	if x != nil {
+		return x.HeartbeatIntervalMs
+	}
+	return 0
+}
+
+func (x *RegisterTrainerResponse) GetLeaseMs() int64 {
+	if x != nil {
+		return x.LeaseMs
+	}
+	return 0
+}
+
+type HeartbeatRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	TrainerId string                 `protobuf:"bytes,1,opt,name=trainer_id,json=trainerId,proto3" json:"trainer_id,omitempty"`
+	// trial and generation name what the trainer is running ("" when idle).
+	Trial         string    `protobuf:"bytes,2,opt,name=trial,proto3" json:"trial,omitempty"`
+	Generation    uint64    `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"`
+	Progress      *Progress `protobuf:"bytes,4,opt,name=progress,proto3" json:"progress,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeartbeatRequest) Reset() {
+	*x = HeartbeatRequest{}
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeartbeatRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeartbeatRequest) ProtoMessage() {}
+
+func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
+func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *HeartbeatRequest) GetTrainerId() string {
+	if x != nil {
+		return x.TrainerId
+	}
+	return ""
+}
+
+func (x *HeartbeatRequest) GetTrial() string {
+	if x != nil {
+		return x.Trial
+	}
+	return ""
+}
+
+func (x *HeartbeatRequest) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *HeartbeatRequest) GetProgress() *Progress {
+	if x != nil {
+		return x.Progress
+	}
+	return nil
+}
+
+// Assignment tells a trainer to run (or keep running) one rank of a trial.
+type Assignment struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Sweep      string                 `protobuf:"bytes,1,opt,name=sweep,proto3" json:"sweep,omitempty"`
+	Trial      *Trial                 `protobuf:"bytes,2,opt,name=trial,proto3" json:"trial,omitempty"`
+	Generation uint64                 `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"`
+	Rank       int32                  `protobuf:"varint,4,opt,name=rank,proto3" json:"rank,omitempty"`
+	World      int32                  `protobuf:"varint,5,opt,name=world,proto3" json:"world,omitempty"`
+	// peers are the all-reduce addresses of every rank, in rank order.
+	Peers         []string       `protobuf:"bytes,6,rep,name=peers,proto3" json:"peers,omitempty"`
+	Train         *TrainSettings `protobuf:"bytes,7,opt,name=train,proto3" json:"train,omitempty"`
+	DatasetSha256 string         `protobuf:"bytes,8,opt,name=dataset_sha256,json=datasetSha256,proto3" json:"dataset_sha256,omitempty"`
+	// checkpoint_step is the latest committed checkpoint to resume from (0: start).
+	CheckpointStep int64 `protobuf:"varint,9,opt,name=checkpoint_step,json=checkpointStep,proto3" json:"checkpoint_step,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Assignment) Reset() {
+	*x = Assignment{}
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Assignment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Assignment) ProtoMessage() {}
+
+func (x *Assignment) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Assignment.ProtoReflect.Descriptor instead.
+func (*Assignment) Descriptor() ([]byte, []int) {
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *Assignment) GetSweep() string {
+	if x != nil {
+		return x.Sweep
+	}
+	return ""
+}
+
+func (x *Assignment) GetTrial() *Trial {
+	if x != nil {
+		return x.Trial
+	}
+	return nil
+}
+
+func (x *Assignment) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *Assignment) GetRank() int32 {
+	if x != nil {
+		return x.Rank
+	}
+	return 0
+}
+
+func (x *Assignment) GetWorld() int32 {
+	if x != nil {
+		return x.World
+	}
+	return 0
+}
+
+func (x *Assignment) GetPeers() []string {
+	if x != nil {
+		return x.Peers
+	}
+	return nil
+}
+
+func (x *Assignment) GetTrain() *TrainSettings {
+	if x != nil {
+		return x.Train
+	}
+	return nil
+}
+
+func (x *Assignment) GetDatasetSha256() string {
+	if x != nil {
+		return x.DatasetSha256
+	}
+	return ""
+}
+
+func (x *Assignment) GetCheckpointStep() int64 {
+	if x != nil {
+		return x.CheckpointStep
+	}
+	return 0
+}
+
+type HeartbeatResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Assignment    *Assignment            `protobuf:"bytes,1,opt,name=assignment,proto3" json:"assignment,omitempty"`
+	LeaseMs       int64                  `protobuf:"varint,2,opt,name=lease_ms,json=leaseMs,proto3" json:"lease_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeartbeatResponse) Reset() {
+	*x = HeartbeatResponse{}
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeartbeatResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeartbeatResponse) ProtoMessage() {}
+
+func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
+func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *HeartbeatResponse) GetAssignment() *Assignment {
+	if x != nil {
+		return x.Assignment
+	}
+	return nil
+}
+
+func (x *HeartbeatResponse) GetLeaseMs() int64 {
+	if x != nil {
+		return x.LeaseMs
+	}
+	return 0
+}
+
+type ReportCheckpointRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Trial         string                 `protobuf:"bytes,1,opt,name=trial,proto3" json:"trial,omitempty"`
+	Generation    uint64                 `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	Step          int64                  `protobuf:"varint,3,opt,name=step,proto3" json:"step,omitempty"`
+	HasMetric     bool                   `protobuf:"varint,4,opt,name=has_metric,json=hasMetric,proto3" json:"has_metric,omitempty"`
+	Metric        float64                `protobuf:"fixed64,5,opt,name=metric,proto3" json:"metric,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportCheckpointRequest) Reset() {
+	*x = ReportCheckpointRequest{}
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportCheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportCheckpointRequest) ProtoMessage() {}
+
+func (x *ReportCheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportCheckpointRequest.ProtoReflect.Descriptor instead.
+func (*ReportCheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ReportCheckpointRequest) GetTrial() string {
+	if x != nil {
+		return x.Trial
+	}
+	return ""
+}
+
+func (x *ReportCheckpointRequest) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *ReportCheckpointRequest) GetStep() int64 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *ReportCheckpointRequest) GetHasMetric() bool {
+	if x != nil {
+		return x.HasMetric
+	}
+	return false
+}
+
+func (x *ReportCheckpointRequest) GetMetric() float64 {
+	if x != nil {
+		return x.Metric
+	}
+	return 0
+}
+
+type ReportCheckpointResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// stop is set when the sweep's early-stopping rule stopped the trial.
+	Stop          bool `protobuf:"varint,1,opt,name=stop,proto3" json:"stop,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportCheckpointResponse) Reset() {
+	*x = ReportCheckpointResponse{}
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportCheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportCheckpointResponse) ProtoMessage() {}
+
+func (x *ReportCheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportCheckpointResponse.ProtoReflect.Descriptor instead.
+func (*ReportCheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ReportCheckpointResponse) GetStop() bool {
+	if x != nil {
+		return x.Stop
+	}
+	return false
+}
+
+type ReportResultRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Trial      string                 `protobuf:"bytes,1,opt,name=trial,proto3" json:"trial,omitempty"`
+	Generation uint64                 `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	// state is SUCCEEDED or FAILED.
+	State         TrialState   `protobuf:"varint,3,opt,name=state,proto3,enum=loraft.coordinator.v1.TrialState" json:"state,omitempty"`
+	Reason        string       `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	Result        *TrialResult `protobuf:"bytes,5,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportResultRequest) Reset() {
+	*x = ReportResultRequest{}
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportResultRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportResultRequest) ProtoMessage() {}
+
+func (x *ReportResultRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportResultRequest.ProtoReflect.Descriptor instead.
+func (*ReportResultRequest) Descriptor() ([]byte, []int) {
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ReportResultRequest) GetTrial() string {
+	if x != nil {
+		return x.Trial
+	}
+	return ""
+}
+
+func (x *ReportResultRequest) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *ReportResultRequest) GetState() TrialState {
+	if x != nil {
+		return x.State
+	}
+	return TrialState_TRIAL_STATE_UNSPECIFIED
+}
+
+func (x *ReportResultRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ReportResultRequest) GetResult() *TrialResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+type ReportResultResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportResultResponse) Reset() {
+	*x = ReportResultResponse{}
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportResultResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportResultResponse) ProtoMessage() {}
+
+func (x *ReportResultResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportResultResponse.ProtoReflect.Descriptor instead.
+func (*ReportResultResponse) Descriptor() ([]byte, []int) {
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{23}
 }
 
 // LeaderHint rides in the status details of a write refused by a follower.
@@ -240,7 +1303,7 @@ type LeaderHint struct {
 
 func (x *LeaderHint) Reset() {
 	*x = LeaderHint{}
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[5]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -252,7 +1315,7 @@ func (x *LeaderHint) String() string {
 func (*LeaderHint) ProtoMessage() {}
 
 func (x *LeaderHint) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[5]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -265,7 +1328,7 @@ func (x *LeaderHint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaderHint.ProtoReflect.Descriptor instead.
 func (*LeaderHint) Descriptor() ([]byte, []int) {
-	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{5}
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *LeaderHint) GetApiAddress() string {
@@ -279,23 +1342,118 @@ var File_coordinatorpb_coordinator_proto protoreflect.FileDescriptor
 
 const file_coordinatorpb_coordinator_proto_rawDesc = "" +
 	"\n" +
-	"\x1fcoordinatorpb/coordinator.proto\x12\x15loraft.coordinator.v1\x1a\x17coordinatorpb/fsm.proto\"\x11\n" +
-	"\x0fGetStateRequest\"H\n" +
+	"\x1fcoordinatorpb/coordinator.proto\x12\x15loraft.coordinator.v1\x1a\x17coordinatorpb/fsm.proto\"1\n" +
+	"\x0fGetStateRequest\x12\x1e\n" +
+	"\n" +
+	"consistent\x18\x01 \x01(\bR\n" +
+	"consistent\"E\n" +
+	"\x0fGetSweepRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1e\n" +
+	"\n" +
+	"consistent\x18\x02 \x01(\bR\n" +
+	"consistent\"\x82\x01\n" +
 	"\x12LaunchSweepRequest\x122\n" +
-	"\x05sweep\x18\x01 \x01(\v2\x1c.loraft.coordinator.v1.SweepR\x05sweep\"-\n" +
+	"\x05sweep\x18\x01 \x01(\v2\x1c.loraft.coordinator.v1.SweepR\x05sweep\x128\n" +
+	"\adataset\x18\x02 \x01(\v2\x1e.loraft.coordinator.v1.DatasetR\adataset\"-\n" +
 	"\x13LaunchSweepResponse\x12\x16\n" +
 	"\x06leader\x18\x01 \x01(\tR\x06leader\"(\n" +
 	"\x12CancelSweepRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x15\n" +
-	"\x13CancelSweepResponse\"-\n" +
+	"\x13CancelSweepResponse\"$\n" +
+	"\x10ResumeRunRequest\x12\x10\n" +
+	"\x03run\x18\x01 \x01(\tR\x03run\"\x13\n" +
+	"\x11ResumeRunResponse\"(\n" +
+	"\x10BestTrialRequest\x12\x14\n" +
+	"\x05sweep\x18\x01 \x01(\tR\x05sweep\"H\n" +
+	"\x0fAddVoterRequest\x125\n" +
+	"\x06member\x18\x01 \x01(\v2\x1d.loraft.coordinator.v1.MemberR\x06member\"\x12\n" +
+	"\x10AddVoterResponse\"$\n" +
+	"\x12RemoveVoterRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x15\n" +
+	"\x13RemoveVoterResponse\"\xac\x01\n" +
+	"\bProgress\x12\x12\n" +
+	"\x04step\x18\x01 \x01(\x03R\x04step\x12\x14\n" +
+	"\x05steps\x18\x02 \x01(\x03R\x05steps\x12\x12\n" +
+	"\x04loss\x18\x03 \x01(\x01R\x04loss\x12\x1d\n" +
+	"\n" +
+	"has_metric\x18\x04 \x01(\bR\thasMetric\x12\x16\n" +
+	"\x06metric\x18\x05 \x01(\x01R\x06metric\x12\x15\n" +
+	"\x06eta_ms\x18\x06 \x01(\x03R\x05etaMs\x12\x14\n" +
+	"\x05epoch\x18\a \x01(\x03R\x05epoch\"\xed\x01\n" +
+	"\vSweepStatus\x122\n" +
+	"\x05sweep\x18\x01 \x01(\v2\x1c.loraft.coordinator.v1.SweepR\x05sweep\x12L\n" +
+	"\bprogress\x18\x02 \x03(\v20.loraft.coordinator.v1.SweepStatus.ProgressEntryR\bprogress\x1a\\\n" +
+	"\rProgressEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x125\n" +
+	"\x05value\x18\x02 \x01(\v2\x1f.loraft.coordinator.v1.ProgressR\x05value:\x028\x01\"X\n" +
+	"\x16RegisterTrainerRequest\x12>\n" +
+	"\atrainer\x18\x01 \x01(\v2$.loraft.coordinator.v1.TrainerRecordR\atrainer\"h\n" +
+	"\x17RegisterTrainerResponse\x122\n" +
+	"\x15heartbeat_interval_ms\x18\x01 \x01(\x03R\x13heartbeatIntervalMs\x12\x19\n" +
+	"\blease_ms\x18\x02 \x01(\x03R\aleaseMs\"\xa4\x01\n" +
+	"\x10HeartbeatRequest\x12\x1d\n" +
+	"\n" +
+	"trainer_id\x18\x01 \x01(\tR\ttrainerId\x12\x14\n" +
+	"\x05trial\x18\x02 \x01(\tR\x05trial\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x03 \x01(\x04R\n" +
+	"generation\x12;\n" +
+	"\bprogress\x18\x04 \x01(\v2\x1f.loraft.coordinator.v1.ProgressR\bprogress\"\xc2\x02\n" +
+	"\n" +
+	"Assignment\x12\x14\n" +
+	"\x05sweep\x18\x01 \x01(\tR\x05sweep\x122\n" +
+	"\x05trial\x18\x02 \x01(\v2\x1c.loraft.coordinator.v1.TrialR\x05trial\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x03 \x01(\x04R\n" +
+	"generation\x12\x12\n" +
+	"\x04rank\x18\x04 \x01(\x05R\x04rank\x12\x14\n" +
+	"\x05world\x18\x05 \x01(\x05R\x05world\x12\x14\n" +
+	"\x05peers\x18\x06 \x03(\tR\x05peers\x12:\n" +
+	"\x05train\x18\a \x01(\v2$.loraft.coordinator.v1.TrainSettingsR\x05train\x12%\n" +
+	"\x0edataset_sha256\x18\b \x01(\tR\rdatasetSha256\x12'\n" +
+	"\x0fcheckpoint_step\x18\t \x01(\x03R\x0echeckpointStep\"q\n" +
+	"\x11HeartbeatResponse\x12A\n" +
+	"\n" +
+	"assignment\x18\x01 \x01(\v2!.loraft.coordinator.v1.AssignmentR\n" +
+	"assignment\x12\x19\n" +
+	"\blease_ms\x18\x02 \x01(\x03R\aleaseMs\"\x9a\x01\n" +
+	"\x17ReportCheckpointRequest\x12\x14\n" +
+	"\x05trial\x18\x01 \x01(\tR\x05trial\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x02 \x01(\x04R\n" +
+	"generation\x12\x12\n" +
+	"\x04step\x18\x03 \x01(\x03R\x04step\x12\x1d\n" +
+	"\n" +
+	"has_metric\x18\x04 \x01(\bR\thasMetric\x12\x16\n" +
+	"\x06metric\x18\x05 \x01(\x01R\x06metric\".\n" +
+	"\x18ReportCheckpointResponse\x12\x12\n" +
+	"\x04stop\x18\x01 \x01(\bR\x04stop\"\xd8\x01\n" +
+	"\x13ReportResultRequest\x12\x14\n" +
+	"\x05trial\x18\x01 \x01(\tR\x05trial\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x02 \x01(\x04R\n" +
+	"generation\x127\n" +
+	"\x05state\x18\x03 \x01(\x0e2!.loraft.coordinator.v1.TrialStateR\x05state\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12:\n" +
+	"\x06result\x18\x05 \x01(\v2\".loraft.coordinator.v1.TrialResultR\x06result\"\x16\n" +
+	"\x14ReportResultResponse\"-\n" +
 	"\n" +
 	"LeaderHint\x12\x1f\n" +
 	"\vapi_address\x18\x01 \x01(\tR\n" +
-	"apiAddress2\xab\x02\n" +
+	"apiAddress2\xaa\t\n" +
 	"\vCoordinator\x12P\n" +
-	"\bGetState\x12&.loraft.coordinator.v1.GetStateRequest\x1a\x1c.loraft.coordinator.v1.State\x12d\n" +
+	"\bGetState\x12&.loraft.coordinator.v1.GetStateRequest\x1a\x1c.loraft.coordinator.v1.State\x12V\n" +
+	"\bGetSweep\x12&.loraft.coordinator.v1.GetSweepRequest\x1a\".loraft.coordinator.v1.SweepStatus\x12d\n" +
 	"\vLaunchSweep\x12).loraft.coordinator.v1.LaunchSweepRequest\x1a*.loraft.coordinator.v1.LaunchSweepResponse\x12d\n" +
-	"\vCancelSweep\x12).loraft.coordinator.v1.CancelSweepRequest\x1a*.loraft.coordinator.v1.CancelSweepResponseB.Z,github.com/loraft/loraft/proto/coordinatorpbb\x06proto3"
+	"\vCancelSweep\x12).loraft.coordinator.v1.CancelSweepRequest\x1a*.loraft.coordinator.v1.CancelSweepResponse\x12^\n" +
+	"\tResumeRun\x12'.loraft.coordinator.v1.ResumeRunRequest\x1a(.loraft.coordinator.v1.ResumeRunResponse\x12R\n" +
+	"\tBestTrial\x12'.loraft.coordinator.v1.BestTrialRequest\x1a\x1c.loraft.coordinator.v1.Trial\x12[\n" +
+	"\bAddVoter\x12&.loraft.coordinator.v1.AddVoterRequest\x1a'.loraft.coordinator.v1.AddVoterResponse\x12d\n" +
+	"\vRemoveVoter\x12).loraft.coordinator.v1.RemoveVoterRequest\x1a*.loraft.coordinator.v1.RemoveVoterResponse\x12p\n" +
+	"\x0fRegisterTrainer\x12-.loraft.coordinator.v1.RegisterTrainerRequest\x1a..loraft.coordinator.v1.RegisterTrainerResponse\x12^\n" +
+	"\tHeartbeat\x12'.loraft.coordinator.v1.HeartbeatRequest\x1a(.loraft.coordinator.v1.HeartbeatResponse\x12s\n" +
+	"\x10ReportCheckpoint\x12..loraft.coordinator.v1.ReportCheckpointRequest\x1a/.loraft.coordinator.v1.ReportCheckpointResponse\x12g\n" +
+	"\fReportResult\x12*.loraft.coordinator.v1.ReportResultRequest\x1a+.loraft.coordinator.v1.ReportResultResponseB.Z,github.com/loraft/loraft/proto/coordinatorpbb\x06proto3"
 
 var (
 	file_coordinatorpb_coordinator_proto_rawDescOnce sync.Once
@@ -309,30 +1467,87 @@ func file_coordinatorpb_coordinator_proto_rawDescGZIP() []byte {
 	return file_coordinatorpb_coordinator_proto_rawDescData
 }
 
-var file_coordinatorpb_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_coordinatorpb_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_coordinatorpb_coordinator_proto_goTypes = []any{
-	(*GetStateRequest)(nil),     // 0: loraft.coordinator.v1.GetStateRequest
-	(*LaunchSweepRequest)(nil),  // 1: loraft.coordinator.v1.LaunchSweepRequest
-	(*LaunchSweepResponse)(nil), // 2: loraft.coordinator.v1.LaunchSweepResponse
-	(*CancelSweepRequest)(nil),  // 3: loraft.coordinator.v1.CancelSweepRequest
-	(*CancelSweepResponse)(nil), // 4: loraft.coordinator.v1.CancelSweepResponse
-	(*LeaderHint)(nil),          // 5: loraft.coordinator.v1.LeaderHint
-	(*Sweep)(nil),               // 6: loraft.coordinator.v1.Sweep
-	(*State)(nil),               // 7: loraft.coordinator.v1.State
+	(*GetStateRequest)(nil),          // 0: loraft.coordinator.v1.GetStateRequest
+	(*GetSweepRequest)(nil),          // 1: loraft.coordinator.v1.GetSweepRequest
+	(*LaunchSweepRequest)(nil),       // 2: loraft.coordinator.v1.LaunchSweepRequest
+	(*LaunchSweepResponse)(nil),      // 3: loraft.coordinator.v1.LaunchSweepResponse
+	(*CancelSweepRequest)(nil),       // 4: loraft.coordinator.v1.CancelSweepRequest
+	(*CancelSweepResponse)(nil),      // 5: loraft.coordinator.v1.CancelSweepResponse
+	(*ResumeRunRequest)(nil),         // 6: loraft.coordinator.v1.ResumeRunRequest
+	(*ResumeRunResponse)(nil),        // 7: loraft.coordinator.v1.ResumeRunResponse
+	(*BestTrialRequest)(nil),         // 8: loraft.coordinator.v1.BestTrialRequest
+	(*AddVoterRequest)(nil),          // 9: loraft.coordinator.v1.AddVoterRequest
+	(*AddVoterResponse)(nil),         // 10: loraft.coordinator.v1.AddVoterResponse
+	(*RemoveVoterRequest)(nil),       // 11: loraft.coordinator.v1.RemoveVoterRequest
+	(*RemoveVoterResponse)(nil),      // 12: loraft.coordinator.v1.RemoveVoterResponse
+	(*Progress)(nil),                 // 13: loraft.coordinator.v1.Progress
+	(*SweepStatus)(nil),              // 14: loraft.coordinator.v1.SweepStatus
+	(*RegisterTrainerRequest)(nil),   // 15: loraft.coordinator.v1.RegisterTrainerRequest
+	(*RegisterTrainerResponse)(nil),  // 16: loraft.coordinator.v1.RegisterTrainerResponse
+	(*HeartbeatRequest)(nil),         // 17: loraft.coordinator.v1.HeartbeatRequest
+	(*Assignment)(nil),               // 18: loraft.coordinator.v1.Assignment
+	(*HeartbeatResponse)(nil),        // 19: loraft.coordinator.v1.HeartbeatResponse
+	(*ReportCheckpointRequest)(nil),  // 20: loraft.coordinator.v1.ReportCheckpointRequest
+	(*ReportCheckpointResponse)(nil), // 21: loraft.coordinator.v1.ReportCheckpointResponse
+	(*ReportResultRequest)(nil),      // 22: loraft.coordinator.v1.ReportResultRequest
+	(*ReportResultResponse)(nil),     // 23: loraft.coordinator.v1.ReportResultResponse
+	(*LeaderHint)(nil),               // 24: loraft.coordinator.v1.LeaderHint
+	nil,                              // 25: loraft.coordinator.v1.SweepStatus.ProgressEntry
+	(*Sweep)(nil),                    // 26: loraft.coordinator.v1.Sweep
+	(*Dataset)(nil),                  // 27: loraft.coordinator.v1.Dataset
+	(*Member)(nil),                   // 28: loraft.coordinator.v1.Member
+	(*TrainerRecord)(nil),            // 29: loraft.coordinator.v1.TrainerRecord
+	(*Trial)(nil),                    // 30: loraft.coordinator.v1.Trial
+	(*TrainSettings)(nil),            // 31: loraft.coordinator.v1.TrainSettings
+	(TrialState)(0),                  // 32: loraft.coordinator.v1.TrialState
+	(*TrialResult)(nil),              // 33: loraft.coordinator.v1.TrialResult
+	(*State)(nil),                    // 34: loraft.coordinator.v1.State
 }
 var file_coordinatorpb_coordinator_proto_depIdxs = []int32{
-	6, // 0: loraft.coordinator.v1.LaunchSweepRequest.sweep:type_name -> loraft.coordinator.v1.Sweep
-	0, // 1: loraft.coordinator.v1.Coordinator.GetState:input_type -> loraft.coordinator.v1.GetStateRequest
-	1, // 2: loraft.coordinator.v1.Coordinator.LaunchSweep:input_type -> loraft.coordinator.v1.LaunchSweepRequest
-	3, // 3: loraft.coordinator.v1.Coordinator.CancelSweep:input_type -> loraft.coordinator.v1.CancelSweepRequest
-	7, // 4: loraft.coordinator.v1.Coordinator.GetState:output_type -> loraft.coordinator.v1.State
-	2, // 5: loraft.coordinator.v1.Coordinator.LaunchSweep:output_type -> loraft.coordinator.v1.LaunchSweepResponse
-	4, // 6: loraft.coordinator.v1.Coordinator.CancelSweep:output_type -> loraft.coordinator.v1.CancelSweepResponse
-	4, // [4:7] is the sub-list for method output_type
-	1, // [1:4] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	26, // 0: loraft.coordinator.v1.LaunchSweepRequest.sweep:type_name -> loraft.coordinator.v1.Sweep
+	27, // 1: loraft.coordinator.v1.LaunchSweepRequest.dataset:type_name -> loraft.coordinator.v1.Dataset
+	28, // 2: loraft.coordinator.v1.AddVoterRequest.member:type_name -> loraft.coordinator.v1.Member
+	26, // 3: loraft.coordinator.v1.SweepStatus.sweep:type_name -> loraft.coordinator.v1.Sweep
+	25, // 4: loraft.coordinator.v1.SweepStatus.progress:type_name -> loraft.coordinator.v1.SweepStatus.ProgressEntry
+	29, // 5: loraft.coordinator.v1.RegisterTrainerRequest.trainer:type_name -> loraft.coordinator.v1.TrainerRecord
+	13, // 6: loraft.coordinator.v1.HeartbeatRequest.progress:type_name -> loraft.coordinator.v1.Progress
+	30, // 7: loraft.coordinator.v1.Assignment.trial:type_name -> loraft.coordinator.v1.Trial
+	31, // 8: loraft.coordinator.v1.Assignment.train:type_name -> loraft.coordinator.v1.TrainSettings
+	18, // 9: loraft.coordinator.v1.HeartbeatResponse.assignment:type_name -> loraft.coordinator.v1.Assignment
+	32, // 10: loraft.coordinator.v1.ReportResultRequest.state:type_name -> loraft.coordinator.v1.TrialState
+	33, // 11: loraft.coordinator.v1.ReportResultRequest.result:type_name -> loraft.coordinator.v1.TrialResult
+	13, // 12: loraft.coordinator.v1.SweepStatus.ProgressEntry.value:type_name -> loraft.coordinator.v1.Progress
+	0,  // 13: loraft.coordinator.v1.Coordinator.GetState:input_type -> loraft.coordinator.v1.GetStateRequest
+	1,  // 14: loraft.coordinator.v1.Coordinator.GetSweep:input_type -> loraft.coordinator.v1.GetSweepRequest
+	2,  // 15: loraft.coordinator.v1.Coordinator.LaunchSweep:input_type -> loraft.coordinator.v1.LaunchSweepRequest
+	4,  // 16: loraft.coordinator.v1.Coordinator.CancelSweep:input_type -> loraft.coordinator.v1.CancelSweepRequest
+	6,  // 17: loraft.coordinator.v1.Coordinator.ResumeRun:input_type -> loraft.coordinator.v1.ResumeRunRequest
+	8,  // 18: loraft.coordinator.v1.Coordinator.BestTrial:input_type -> loraft.coordinator.v1.BestTrialRequest
+	9,  // 19: loraft.coordinator.v1.Coordinator.AddVoter:input_type -> loraft.coordinator.v1.AddVoterRequest
+	11, // 20: loraft.coordinator.v1.Coordinator.RemoveVoter:input_type -> loraft.coordinator.v1.RemoveVoterRequest
+	15, // 21: loraft.coordinator.v1.Coordinator.RegisterTrainer:input_type -> loraft.coordinator.v1.RegisterTrainerRequest
+	17, // 22: loraft.coordinator.v1.Coordinator.Heartbeat:input_type -> loraft.coordinator.v1.HeartbeatRequest
+	20, // 23: loraft.coordinator.v1.Coordinator.ReportCheckpoint:input_type -> loraft.coordinator.v1.ReportCheckpointRequest
+	22, // 24: loraft.coordinator.v1.Coordinator.ReportResult:input_type -> loraft.coordinator.v1.ReportResultRequest
+	34, // 25: loraft.coordinator.v1.Coordinator.GetState:output_type -> loraft.coordinator.v1.State
+	14, // 26: loraft.coordinator.v1.Coordinator.GetSweep:output_type -> loraft.coordinator.v1.SweepStatus
+	3,  // 27: loraft.coordinator.v1.Coordinator.LaunchSweep:output_type -> loraft.coordinator.v1.LaunchSweepResponse
+	5,  // 28: loraft.coordinator.v1.Coordinator.CancelSweep:output_type -> loraft.coordinator.v1.CancelSweepResponse
+	7,  // 29: loraft.coordinator.v1.Coordinator.ResumeRun:output_type -> loraft.coordinator.v1.ResumeRunResponse
+	30, // 30: loraft.coordinator.v1.Coordinator.BestTrial:output_type -> loraft.coordinator.v1.Trial
+	10, // 31: loraft.coordinator.v1.Coordinator.AddVoter:output_type -> loraft.coordinator.v1.AddVoterResponse
+	12, // 32: loraft.coordinator.v1.Coordinator.RemoveVoter:output_type -> loraft.coordinator.v1.RemoveVoterResponse
+	16, // 33: loraft.coordinator.v1.Coordinator.RegisterTrainer:output_type -> loraft.coordinator.v1.RegisterTrainerResponse
+	19, // 34: loraft.coordinator.v1.Coordinator.Heartbeat:output_type -> loraft.coordinator.v1.HeartbeatResponse
+	21, // 35: loraft.coordinator.v1.Coordinator.ReportCheckpoint:output_type -> loraft.coordinator.v1.ReportCheckpointResponse
+	23, // 36: loraft.coordinator.v1.Coordinator.ReportResult:output_type -> loraft.coordinator.v1.ReportResultResponse
+	25, // [25:37] is the sub-list for method output_type
+	13, // [13:25] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_coordinatorpb_coordinator_proto_init() }
@@ -347,7 +1562,7 @@ func file_coordinatorpb_coordinator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_coordinatorpb_coordinator_proto_rawDesc), len(file_coordinatorpb_coordinator_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -4,9 +4,9 @@
 // - protoc             v3.21.12
 // source: coordinatorpb/coordinator.proto
 
-// The coordinator's gRPC API. Every node serves it; writes go to the raft
-// leader: a follower answers FAILED_PRECONDITION with a LeaderHint detail
-// naming the leader's API address, and clients retry there.
+// The coordinator's gRPC API. Every node serves it; writes (and consistent
+// reads) go to the raft leader: a follower answers FAILED_PRECONDITION with a
+// LeaderHint detail naming the leader's API address, and clients retry there.
 
 package coordinatorpb
 
@@ -23,21 +23,52 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Coordinator_GetState_FullMethodName    = "/loraft.coordinator.v1.Coordinator/GetState"
-	Coordinator_LaunchSweep_FullMethodName = "/loraft.coordinator.v1.Coordinator/LaunchSweep"
-	Coordinator_CancelSweep_FullMethodName = "/loraft.coordinator.v1.Coordinator/CancelSweep"
+	Coordinator_GetState_FullMethodName         = "/loraft.coordinator.v1.Coordinator/GetState"
+	Coordinator_GetSweep_FullMethodName         = "/loraft.coordinator.v1.Coordinator/GetSweep"
+	Coordinator_LaunchSweep_FullMethodName      = "/loraft.coordinator.v1.Coordinator/LaunchSweep"
+	Coordinator_CancelSweep_FullMethodName      = "/loraft.coordinator.v1.Coordinator/CancelSweep"
+	Coordinator_ResumeRun_FullMethodName        = "/loraft.coordinator.v1.Coordinator/ResumeRun"
+	Coordinator_BestTrial_FullMethodName        = "/loraft.coordinator.v1.Coordinator/BestTrial"
+	Coordinator_AddVoter_FullMethodName         = "/loraft.coordinator.v1.Coordinator/AddVoter"
+	Coordinator_RemoveVoter_FullMethodName      = "/loraft.coordinator.v1.Coordinator/RemoveVoter"
+	Coordinator_RegisterTrainer_FullMethodName  = "/loraft.coordinator.v1.Coordinator/RegisterTrainer"
+	Coordinator_Heartbeat_FullMethodName        = "/loraft.coordinator.v1.Coordinator/Heartbeat"
+	Coordinator_ReportCheckpoint_FullMethodName = "/loraft.coordinator.v1.Coordinator/ReportCheckpoint"
+	Coordinator_ReportResult_FullMethodName     = "/loraft.coordinator.v1.Coordinator/ReportResult"
 )
 
 // CoordinatorClient is the client API for Coordinator service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type CoordinatorClient interface {
-	// GetState returns the replicated state as this node has applied it.
+	// GetState returns the replicated state. consistent: served by the leader
+	// after confirming its leadership and applying everything committed, so
+	// the answer is linearizable; otherwise this node's applied state.
 	GetState(ctx context.Context, in *GetStateRequest, opts ...grpc.CallOption) (*State, error)
-	// LaunchSweep records a sweep and its trials (leader only).
+	// GetSweep returns one sweep with the leader's live progress of its trials.
+	GetSweep(ctx context.Context, in *GetSweepRequest, opts ...grpc.CallOption) (*SweepStatus, error)
+	// LaunchSweep records a sweep and its trials (leader only). Launching an
+	// identical sweep again succeeds, so a retried launch is harmless.
 	LaunchSweep(ctx context.Context, in *LaunchSweepRequest, opts ...grpc.CallOption) (*LaunchSweepResponse, error)
-	// CancelSweep cancels a sweep's pending and running trials (leader only).
+	// CancelSweep cancels a sweep's pending and running trials (idempotent).
 	CancelSweep(ctx context.Context, in *CancelSweepRequest, opts ...grpc.CallOption) (*CancelSweepResponse, error)
+	// ResumeRun puts a failed or cancelled trial back in the queue; it
+	// continues from its last committed checkpoint.
+	ResumeRun(ctx context.Context, in *ResumeRunRequest, opts ...grpc.CallOption) (*ResumeRunResponse, error)
+	// BestTrial returns the sweep's trial with the highest metric.
+	BestTrial(ctx context.Context, in *BestTrialRequest, opts ...grpc.CallOption) (*Trial, error)
+	// AddVoter and RemoveVoter change the raft group (leader only).
+	AddVoter(ctx context.Context, in *AddVoterRequest, opts ...grpc.CallOption) (*AddVoterResponse, error)
+	RemoveVoter(ctx context.Context, in *RemoveVoterRequest, opts ...grpc.CallOption) (*RemoveVoterResponse, error)
+	// RegisterTrainer records a trainer and its all-reduce address.
+	RegisterTrainer(ctx context.Context, in *RegisterTrainerRequest, opts ...grpc.CallOption) (*RegisterTrainerResponse, error)
+	// Heartbeat renews the trainer's lease, reports its live progress and
+	// returns its current assignment (none: stay idle, or stop what it runs).
+	Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatResponse, error)
+	// ReportCheckpoint records a committed checkpoint (and its metric).
+	ReportCheckpoint(ctx context.Context, in *ReportCheckpointRequest, opts ...grpc.CallOption) (*ReportCheckpointResponse, error)
+	// ReportResult ends a trial: succeeded with its result, or failed.
+	ReportResult(ctx context.Context, in *ReportResultRequest, opts ...grpc.CallOption) (*ReportResultResponse, error)
 }
 
 type coordinatorClient struct {
@@ -52,6 +83,16 @@ func (c *coordinatorClient) GetState(ctx context.Context, in *GetStateRequest, o
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(State)
 	err := c.cc.Invoke(ctx, Coordinator_GetState_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorClient) GetSweep(ctx context.Context, in *GetSweepRequest, opts ...grpc.CallOption) (*SweepStatus, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SweepStatus)
+	err := c.cc.Invoke(ctx, Coordinator_GetSweep_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -78,16 +119,118 @@ func (c *coordinatorClient) CancelSweep(ctx context.Context, in *CancelSweepRequ
 	return out, nil
 }
 
+func (c *coordinatorClient) ResumeRun(ctx context.Context, in *ResumeRunRequest, opts ...grpc.CallOption) (*ResumeRunResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResumeRunResponse)
+	err := c.cc.Invoke(ctx, Coordinator_ResumeRun_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorClient) BestTrial(ctx context.Context, in *BestTrialRequest, opts ...grpc.CallOption) (*Trial, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Trial)
+	err := c.cc.Invoke(ctx, Coordinator_BestTrial_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorClient) AddVoter(ctx context.Context, in *AddVoterRequest, opts ...grpc.CallOption) (*AddVoterResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AddVoterResponse)
+	err := c.cc.Invoke(ctx, Coordinator_AddVoter_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorClient) RemoveVoter(ctx context.Context, in *RemoveVoterRequest, opts ...grpc.CallOption) (*RemoveVoterResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveVoterResponse)
+	err := c.cc.Invoke(ctx, Coordinator_RemoveVoter_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorClient) RegisterTrainer(ctx context.Context, in *RegisterTrainerRequest, opts ...grpc.CallOption) (*RegisterTrainerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RegisterTrainerResponse)
+	err := c.cc.Invoke(ctx, Coordinator_RegisterTrainer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorClient) Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(HeartbeatResponse)
+	err := c.cc.Invoke(ctx, Coordinator_Heartbeat_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorClient) ReportCheckpoint(ctx context.Context, in *ReportCheckpointRequest, opts ...grpc.CallOption) (*ReportCheckpointResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportCheckpointResponse)
+	err := c.cc.Invoke(ctx, Coordinator_ReportCheckpoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorClient) ReportResult(ctx context.Context, in *ReportResultRequest, opts ...grpc.CallOption) (*ReportResultResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportResultResponse)
+	err := c.cc.Invoke(ctx, Coordinator_ReportResult_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CoordinatorServer is the server API for Coordinator service.
 // All implementations must embed UnimplementedCoordinatorServer
 // for forward compatibility.
 type CoordinatorServer interface {
-	// GetState returns the replicated state as this node has applied it.
+	// GetState returns the replicated state. consistent: served by the leader
+	// after confirming its leadership and applying everything committed, so
+	// the answer is linearizable; otherwise this node's applied state.
 	GetState(context.Context, *GetStateRequest) (*State, error)
-	// LaunchSweep records a sweep and its trials (leader only).
+	// GetSweep returns one sweep with the leader's live progress of its trials.
+	GetSweep(context.Context, *GetSweepRequest) (*SweepStatus, error)
+	// LaunchSweep records a sweep and its trials (leader only). Launching an
+	// identical sweep again succeeds, so a retried launch is harmless.
 	LaunchSweep(context.Context, *LaunchSweepRequest) (*LaunchSweepResponse, error)
-	// CancelSweep cancels a sweep's pending and running trials (leader only).
+	// CancelSweep cancels a sweep's pending and running trials (idempotent).
 	CancelSweep(context.Context, *CancelSweepRequest) (*CancelSweepResponse, error)
+	// ResumeRun puts a failed or cancelled trial back in the queue; it
+	// continues from its last committed checkpoint.
+	ResumeRun(context.Context, *ResumeRunRequest) (*ResumeRunResponse, error)
+	// BestTrial returns the sweep's trial with the highest metric.
+	BestTrial(context.Context, *BestTrialRequest) (*Trial, error)
+	// AddVoter and RemoveVoter change the raft group (leader only).
+	AddVoter(context.Context, *AddVoterRequest) (*AddVoterResponse, error)
+	RemoveVoter(context.Context, *RemoveVoterRequest) (*RemoveVoterResponse, error)
+	// RegisterTrainer records a trainer and its all-reduce address.
+	RegisterTrainer(context.Context, *RegisterTrainerRequest) (*RegisterTrainerResponse, error)
+	// Heartbeat renews the trainer's lease, reports its live progress and
+	// returns its current assignment (none: stay idle, or stop what it runs).
+	Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error)
+	// ReportCheckpoint records a committed checkpoint (and its metric).
+	ReportCheckpoint(context.Context, *ReportCheckpointRequest) (*ReportCheckpointResponse, error)
+	// ReportResult ends a trial: succeeded with its result, or failed.
+	ReportResult(context.Context, *ReportResultRequest) (*ReportResultResponse, error)
 	mustEmbedUnimplementedCoordinatorServer()
 }
 
@@ -101,11 +244,38 @@ type UnimplementedCoordinatorServer struct{}
 func (UnimplementedCoordinatorServer) GetState(context.Context, *GetStateRequest) (*State, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetState not implemented")
 }
+func (UnimplementedCoordinatorServer) GetSweep(context.Context, *GetSweepRequest) (*SweepStatus, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetSweep not implemented")
+}
 func (UnimplementedCoordinatorServer) LaunchSweep(context.Context, *LaunchSweepRequest) (*LaunchSweepResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method LaunchSweep not implemented")
 }
 func (UnimplementedCoordinatorServer) CancelSweep(context.Context, *CancelSweepRequest) (*CancelSweepResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CancelSweep not implemented")
+}
+func (UnimplementedCoordinatorServer) ResumeRun(context.Context, *ResumeRunRequest) (*ResumeRunResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResumeRun not implemented")
+}
+func (UnimplementedCoordinatorServer) BestTrial(context.Context, *BestTrialRequest) (*Trial, error) {
+	return nil, status.Error(codes.Unimplemented, "method BestTrial not implemented")
+}
+func (UnimplementedCoordinatorServer) AddVoter(context.Context, *AddVoterRequest) (*AddVoterResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddVoter not implemented")
+}
+func (UnimplementedCoordinatorServer) RemoveVoter(context.Context, *RemoveVoterRequest) (*RemoveVoterResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveVoter not implemented")
+}
+func (UnimplementedCoordinatorServer) RegisterTrainer(context.Context, *RegisterTrainerRequest) (*RegisterTrainerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RegisterTrainer not implemented")
+}
+func (UnimplementedCoordinatorServer) Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Heartbeat not implemented")
+}
+func (UnimplementedCoordinatorServer) ReportCheckpoint(context.Context, *ReportCheckpointRequest) (*ReportCheckpointResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportCheckpoint not implemented")
+}
+func (UnimplementedCoordinatorServer) ReportResult(context.Context, *ReportResultRequest) (*ReportResultResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportResult not implemented")
 }
 func (UnimplementedCoordinatorServer) mustEmbedUnimplementedCoordinatorServer() {}
 func (UnimplementedCoordinatorServer) testEmbeddedByValue()                     {}
@@ -146,6 +316,24 @@ func _Coordinator_GetState_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Coordinator_GetSweep_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetSweepRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).GetSweep(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_GetSweep_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).GetSweep(ctx, req.(*GetSweepRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Coordinator_LaunchSweep_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(LaunchSweepRequest)
 	if err := dec(in); err != nil {
@@ -182,6 +370,150 @@ func _Coordinator_CancelSweep_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Coordinator_ResumeRun_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResumeRunRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).ResumeRun(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_ResumeRun_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).ResumeRun(ctx, req.(*ResumeRunRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Coordinator_BestTrial_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BestTrialRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).BestTrial(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_BestTrial_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).BestTrial(ctx, req.(*BestTrialRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Coordinator_AddVoter_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddVoterRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).AddVoter(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_AddVoter_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).AddVoter(ctx, req.(*AddVoterRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Coordinator_RemoveVoter_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveVoterRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).RemoveVoter(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_RemoveVoter_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).RemoveVoter(ctx, req.(*RemoveVoterRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Coordinator_RegisterTrainer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RegisterTrainerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).RegisterTrainer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_RegisterTrainer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).RegisterTrainer(ctx, req.(*RegisterTrainerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Coordinator_Heartbeat_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(HeartbeatRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).Heartbeat(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_Heartbeat_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).Heartbeat(ctx, req.(*HeartbeatRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Coordinator_ReportCheckpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportCheckpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).ReportCheckpoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_ReportCheckpoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).ReportCheckpoint(ctx, req.(*ReportCheckpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Coordinator_ReportResult_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportResultRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).ReportResult(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_ReportResult_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).ReportResult(ctx, req.(*ReportResultRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Coordinator_ServiceDesc is the grpc.ServiceDesc for Coordinator service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -194,12 +526,48 @@ var Coordinator_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Coordinator_GetState_Handler,
 		},
 		{
+			MethodName: "GetSweep",
+			Handler:    _Coordinator_GetSweep_Handler,
+		},
+		{
 			MethodName: "LaunchSweep",
 			Handler:    _Coordinator_LaunchSweep_Handler,
 		},
 		{
 			MethodName: "CancelSweep",
 			Handler:    _Coordinator_CancelSweep_Handler,
+		},
+		{
+			MethodName: "ResumeRun",
+			Handler:    _Coordinator_ResumeRun_Handler,
+		},
+		{
+			MethodName: "BestTrial",
+			Handler:    _Coordinator_BestTrial_Handler,
+		},
+		{
+			MethodName: "AddVoter",
+			Handler:    _Coordinator_AddVoter_Handler,
+		},
+		{
+			MethodName: "RemoveVoter",
+			Handler:    _Coordinator_RemoveVoter_Handler,
+		},
+		{
+			MethodName: "RegisterTrainer",
+			Handler:    _Coordinator_RegisterTrainer_Handler,
+		},
+		{
+			MethodName: "Heartbeat",
+			Handler:    _Coordinator_Heartbeat_Handler,
+		},
+		{
+			MethodName: "ReportCheckpoint",
+			Handler:    _Coordinator_ReportCheckpoint_Handler,
+		},
+		{
+			MethodName: "ReportResult",
+			Handler:    _Coordinator_ReportResult_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -99,6 +99,9 @@ type Command struct {
 	//	*Command_RecordCheckpoint
 	//	*Command_CancelSweep
 	//	*Command_RegisterTrainer
+	//	*Command_ResumeTrial
+	//	*Command_SetMember
+	//	*Command_RemoveMember
 	Cmd           isCommand_Cmd `protobuf_oneof:"cmd"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -202,6 +205,33 @@ func (x *Command) GetRegisterTrainer() *RegisterTrainer {
 	return nil
 }
 
+func (x *Command) GetResumeTrial() *ResumeTrial {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_ResumeTrial); ok {
+			return x.ResumeTrial
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetSetMember() *SetMember {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_SetMember); ok {
+			return x.SetMember
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRemoveMember() *RemoveMember {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_RemoveMember); ok {
+			return x.RemoveMember
+		}
+	}
+	return nil
+}
+
 type isCommand_Cmd interface {
 	isCommand_Cmd()
 }
@@ -230,6 +260,18 @@ type Command_RegisterTrainer struct {
 	RegisterTrainer *RegisterTrainer `protobuf:"bytes,15,opt,name=register_trainer,json=registerTrainer,proto3,oneof"`
 }
 
+type Command_ResumeTrial struct {
+	ResumeTrial *ResumeTrial `protobuf:"bytes,16,opt,name=resume_trial,json=resumeTrial,proto3,oneof"`
+}
+
+type Command_SetMember struct {
+	SetMember *SetMember `protobuf:"bytes,17,opt,name=set_member,json=setMember,proto3,oneof"`
+}
+
+type Command_RemoveMember struct {
+	RemoveMember *RemoveMember `protobuf:"bytes,18,opt,name=remove_member,json=removeMember,proto3,oneof"`
+}
+
 func (*Command_CreateSweep) isCommand_Cmd() {}
 
 func (*Command_AssignTrial) isCommand_Cmd() {}
@@ -241,6 +283,12 @@ func (*Command_RecordCheckpoint) isCommand_Cmd() {}
 func (*Command_CancelSweep) isCommand_Cmd() {}
 
 func (*Command_RegisterTrainer) isCommand_Cmd() {}
+
+func (*Command_ResumeTrial) isCommand_Cmd() {}
+
+func (*Command_SetMember) isCommand_Cmd() {}
+
+func (*Command_RemoveMember) isCommand_Cmd() {}
 
 // Trial is one point of a sweep and everything that must survive a crash about it.
 type Trial struct {
@@ -262,6 +310,12 @@ type Trial struct {
 	BestMetric     float64  `protobuf:"fixed64,14,opt,name=best_metric,json=bestMetric,proto3" json:"best_metric,omitempty"`
 	Attempts       int32    `protobuf:"varint,15,opt,name=attempts,proto3" json:"attempts,omitempty"`
 	Reason         string   `protobuf:"bytes,16,opt,name=reason,proto3" json:"reason,omitempty"`
+	// history holds every reported validation metric (step order).
+	History []*MetricPoint `protobuf:"bytes,17,rep,name=history,proto3" json:"history,omitempty"`
+	// result is set when the trial succeeded.
+	Result         *TrialResult `protobuf:"bytes,18,opt,name=result,proto3" json:"result,omitempty"`
+	StartedUnixMs  int64        `protobuf:"varint,19,opt,name=started_unix_ms,json=startedUnixMs,proto3" json:"started_unix_ms,omitempty"`
+	FinishedUnixMs int64        `protobuf:"varint,20,opt,name=finished_unix_ms,json=finishedUnixMs,proto3" json:"finished_unix_ms,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -408,21 +462,471 @@ func (x *Trial) GetReason() string {
 	return ""
 }
 
-type Sweep struct {
+func (x *Trial) GetHistory() []*MetricPoint {
+	if x != nil {
+		return x.History
+	}
+	return nil
+}
+
+func (x *Trial) GetResult() *TrialResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *Trial) GetStartedUnixMs() int64 {
+	if x != nil {
+		return x.StartedUnixMs
+	}
+	return 0
+}
+
+func (x *Trial) GetFinishedUnixMs() int64 {
+	if x != nil {
+		return x.FinishedUnixMs
+	}
+	return 0
+}
+
+type MetricPoint struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	SpecYaml      []byte                 `protobuf:"bytes,2,opt,name=spec_yaml,json=specYaml,proto3" json:"spec_yaml,omitempty"`
-	DatasetSha256 string                 `protobuf:"bytes,3,opt,name=dataset_sha256,json=datasetSha256,proto3" json:"dataset_sha256,omitempty"`
-	Trials        []*Trial               `protobuf:"bytes,4,rep,name=trials,proto3" json:"trials,omitempty"`
-	Cancelled     bool                   `protobuf:"varint,5,opt,name=cancelled,proto3" json:"cancelled,omitempty"`
-	CreatedUnixMs int64                  `protobuf:"varint,6,opt,name=created_unix_ms,json=createdUnixMs,proto3" json:"created_unix_ms,omitempty"`
+	Step          int64                  `protobuf:"varint,1,opt,name=step,proto3" json:"step,omitempty"`
+	Metric        float64                `protobuf:"fixed64,2,opt,name=metric,proto3" json:"metric,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
+func (x *MetricPoint) Reset() {
+	*x = MetricPoint{}
+	mi := &file_coordinatorpb_fsm_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetricPoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetricPoint) ProtoMessage() {}
+
+func (x *MetricPoint) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinatorpb_fsm_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetricPoint.ProtoReflect.Descriptor instead.
+func (*MetricPoint) Descriptor() ([]byte, []int) {
+	return file_coordinatorpb_fsm_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *MetricPoint) GetStep() int64 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *MetricPoint) GetMetric() float64 {
+	if x != nil {
+		return x.Metric
+	}
+	return 0
+}
+
+// TrialResult is a finished trial's final evaluation (calibrated).
+type TrialResult struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Steps        int64                  `protobuf:"varint,1,opt,name=steps,proto3" json:"steps,omitempty"`
+	ValMacroF1   float64                `protobuf:"fixed64,2,opt,name=val_macro_f1,json=valMacroF1,proto3" json:"val_macro_f1,omitempty"`
+	ValAccuracy  float64                `protobuf:"fixed64,3,opt,name=val_accuracy,json=valAccuracy,proto3" json:"val_accuracy,omitempty"`
+	TestMacroF1  float64                `protobuf:"fixed64,4,opt,name=test_macro_f1,json=testMacroF1,proto3" json:"test_macro_f1,omitempty"`
+	TestAccuracy float64                `protobuf:"fixed64,5,opt,name=test_accuracy,json=testAccuracy,proto3" json:"test_accuracy,omitempty"`
+	Temperature  float64                `protobuf:"fixed64,6,opt,name=temperature,proto3" json:"temperature,omitempty"`
+	ValEce       float64                `protobuf:"fixed64,7,opt,name=val_ece,json=valEce,proto3" json:"val_ece,omitempty"`
+	// wall_ms is the training wall time of the attempt that finished.
+	WallMs        int64   `protobuf:"varint,8,opt,name=wall_ms,json=wallMs,proto3" json:"wall_ms,omitempty"`
+	FinalLoss     float64 `protobuf:"fixed64,9,opt,name=final_loss,json=finalLoss,proto3" json:"final_loss,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrialResult) Reset() {
+	*x = TrialResult{}
+	mi := &file_coordinatorpb_fsm_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrialResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrialResult) ProtoMessage() {}
+
+func (x *TrialResult) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinatorpb_fsm_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrialResult.ProtoReflect.Descriptor instead.
+func (*TrialResult) Descriptor() ([]byte, []int) {
+	return file_coordinatorpb_fsm_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *TrialResult) GetSteps() int64 {
+	if x != nil {
+		return x.Steps
+	}
+	return 0
+}
+
+func (x *TrialResult) GetValMacroF1() float64 {
+	if x != nil {
+		return x.ValMacroF1
+	}
+	return 0
+}
+
+func (x *TrialResult) GetValAccuracy() float64 {
+	if x != nil {
+		return x.ValAccuracy
+	}
+	return 0
+}
+
+func (x *TrialResult) GetTestMacroF1() float64 {
+	if x != nil {
+		return x.TestMacroF1
+	}
+	return 0
+}
+
+func (x *TrialResult) GetTestAccuracy() float64 {
+	if x != nil {
+		return x.TestAccuracy
+	}
+	return 0
+}
+
+func (x *TrialResult) GetTemperature() float64 {
+	if x != nil {
+		return x.Temperature
+	}
+	return 0
+}
+
+func (x *TrialResult) GetValEce() float64 {
+	if x != nil {
+		return x.ValEce
+	}
+	return 0
+}
+
+func (x *TrialResult) GetWallMs() int64 {
+	if x != nil {
+		return x.WallMs
+	}
+	return 0
+}
+
+func (x *TrialResult) GetFinalLoss() float64 {
+	if x != nil {
+		return x.FinalLoss
+	}
+	return 0
+}
+
+// TrainSettings are the fixed settings every trial of a sweep shares.
+type TrainSettings struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Config          string                 `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	Weights         string                 `protobuf:"bytes,2,opt,name=weights,proto3" json:"weights,omitempty"`
+	Epochs          int32                  `protobuf:"varint,3,opt,name=epochs,proto3" json:"epochs,omitempty"`
+	BatchSize       int32                  `protobuf:"varint,4,opt,name=batch_size,json=batchSize,proto3" json:"batch_size,omitempty"`
+	MaxLen          int32                  `protobuf:"varint,5,opt,name=max_len,json=maxLen,proto3" json:"max_len,omitempty"`
+	EvalEvery       int32                  `protobuf:"varint,6,opt,name=eval_every,json=evalEvery,proto3" json:"eval_every,omitempty"`
+	Quant           string                 `protobuf:"bytes,7,opt,name=quant,proto3" json:"quant,omitempty"`
+	WarmupRatio     float64                `protobuf:"fixed64,8,opt,name=warmup_ratio,json=warmupRatio,proto3" json:"warmup_ratio,omitempty"`
+	CheckpointEvery int32                  `protobuf:"varint,9,opt,name=checkpoint_every,json=checkpointEvery,proto3" json:"checkpoint_every,omitempty"`
+	SplitSeed       uint64                 `protobuf:"varint,10,opt,name=split_seed,json=splitSeed,proto3" json:"split_seed,omitempty"`
+	SplitRatios     string                 `protobuf:"bytes,11,opt,name=split_ratios,json=splitRatios,proto3" json:"split_ratios,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *TrainSettings) Reset() {
+	*x = TrainSettings{}
+	mi := &file_coordinatorpb_fsm_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrainSettings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrainSettings) ProtoMessage() {}
+
+func (x *TrainSettings) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinatorpb_fsm_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrainSettings.ProtoReflect.Descriptor instead.
+func (*TrainSettings) Descriptor() ([]byte, []int) {
+	return file_coordinatorpb_fsm_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *TrainSettings) GetConfig() string {
+	if x != nil {
+		return x.Config
+	}
+	return ""
+}
+
+func (x *TrainSettings) GetWeights() string {
+	if x != nil {
+		return x.Weights
+	}
+	return ""
+}
+
+func (x *TrainSettings) GetEpochs() int32 {
+	if x != nil {
+		return x.Epochs
+	}
+	return 0
+}
+
+func (x *TrainSettings) GetBatchSize() int32 {
+	if x != nil {
+		return x.BatchSize
+	}
+	return 0
+}
+
+func (x *TrainSettings) GetMaxLen() int32 {
+	if x != nil {
+		return x.MaxLen
+	}
+	return 0
+}
+
+func (x *TrainSettings) GetEvalEvery() int32 {
+	if x != nil {
+		return x.EvalEvery
+	}
+	return 0
+}
+
+func (x *TrainSettings) GetQuant() string {
+	if x != nil {
+		return x.Quant
+	}
+	return ""
+}
+
+func (x *TrainSettings) GetWarmupRatio() float64 {
+	if x != nil {
+		return x.WarmupRatio
+	}
+	return 0
+}
+
+func (x *TrainSettings) GetCheckpointEvery() int32 {
+	if x != nil {
+		return x.CheckpointEvery
+	}
+	return 0
+}
+
+func (x *TrainSettings) GetSplitSeed() uint64 {
+	if x != nil {
+		return x.SplitSeed
+	}
+	return 0
+}
+
+func (x *TrainSettings) GetSplitRatios() string {
+	if x != nil {
+		return x.SplitRatios
+	}
+	return ""
+}
+
+// EarlyStopping is the sweep's rule for stopping weak trials.
+type EarlyStopping struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Rule            string                 `protobuf:"bytes,1,opt,name=rule,proto3" json:"rule,omitempty"` // median or asha
+	GraceSteps      int64                  `protobuf:"varint,2,opt,name=grace_steps,json=graceSteps,proto3" json:"grace_steps,omitempty"`
+	ReductionFactor int32                  `protobuf:"varint,3,opt,name=reduction_factor,json=reductionFactor,proto3" json:"reduction_factor,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *EarlyStopping) Reset() {
+	*x = EarlyStopping{}
+	mi := &file_coordinatorpb_fsm_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EarlyStopping) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EarlyStopping) ProtoMessage() {}
+
+func (x *EarlyStopping) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinatorpb_fsm_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EarlyStopping.ProtoReflect.Descriptor instead.
+func (*EarlyStopping) Descriptor() ([]byte, []int) {
+	return file_coordinatorpb_fsm_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *EarlyStopping) GetRule() string {
+	if x != nil {
+		return x.Rule
+	}
+	return ""
+}
+
+func (x *EarlyStopping) GetGraceSteps() int64 {
+	if x != nil {
+		return x.GraceSteps
+	}
+	return 0
+}
+
+func (x *EarlyStopping) GetReductionFactor() int32 {
+	if x != nil {
+		return x.ReductionFactor
+	}
+	return 0
+}
+
+// Dataset is a file uploaded once to datasets/<sha256>.csv in the store.
+type Dataset struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sha256        string                 `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Size          int64                  `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	Rows          int64                  `protobuf:"varint,4,opt,name=rows,proto3" json:"rows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Dataset) Reset() {
+	*x = Dataset{}
+	mi := &file_coordinatorpb_fsm_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Dataset) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Dataset) ProtoMessage() {}
+
+func (x *Dataset) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinatorpb_fsm_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Dataset.ProtoReflect.Descriptor instead.
+func (*Dataset) Descriptor() ([]byte, []int) {
+	return file_coordinatorpb_fsm_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Dataset) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *Dataset) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Dataset) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *Dataset) GetRows() int64 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+type Sweep struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Name             string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	SpecYaml         []byte                 `protobuf:"bytes,2,opt,name=spec_yaml,json=specYaml,proto3" json:"spec_yaml,omitempty"`
+	DatasetSha256    string                 `protobuf:"bytes,3,opt,name=dataset_sha256,json=datasetSha256,proto3" json:"dataset_sha256,omitempty"`
+	Trials           []*Trial               `protobuf:"bytes,4,rep,name=trials,proto3" json:"trials,omitempty"`
+	Cancelled        bool                   `protobuf:"varint,5,opt,name=cancelled,proto3" json:"cancelled,omitempty"`
+	CreatedUnixMs    int64                  `protobuf:"varint,6,opt,name=created_unix_ms,json=createdUnixMs,proto3" json:"created_unix_ms,omitempty"`
+	Train            *TrainSettings         `protobuf:"bytes,7,opt,name=train,proto3" json:"train,omitempty"`
+	TrainersPerTrial int32                  `protobuf:"varint,8,opt,name=trainers_per_trial,json=trainersPerTrial,proto3" json:"trainers_per_trial,omitempty"`
+	MaxConcurrent    int32                  `protobuf:"varint,9,opt,name=max_concurrent,json=maxConcurrent,proto3" json:"max_concurrent,omitempty"`
+	Metric           string                 `protobuf:"bytes,10,opt,name=metric,proto3" json:"metric,omitempty"`
+	EarlyStopping    *EarlyStopping         `protobuf:"bytes,11,opt,name=early_stopping,json=earlyStopping,proto3" json:"early_stopping,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
 func (x *Sweep) Reset() {
 	*x = Sweep{}
-	mi := &file_coordinatorpb_fsm_proto_msgTypes[2]
+	mi := &file_coordinatorpb_fsm_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -434,7 +938,7 @@ func (x *Sweep) String() string {
 func (*Sweep) ProtoMessage() {}
 
 func (x *Sweep) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinatorpb_fsm_proto_msgTypes[2]
+	mi := &file_coordinatorpb_fsm_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -447,7 +951,7 @@ func (x *Sweep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sweep.ProtoReflect.Descriptor instead.
 func (*Sweep) Descriptor() ([]byte, []int) {
-	return file_coordinatorpb_fsm_proto_rawDescGZIP(), []int{2}
+	return file_coordinatorpb_fsm_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Sweep) GetName() string {
@@ -492,17 +996,53 @@ func (x *Sweep) GetCreatedUnixMs() int64 {
 	return 0
 }
 
+func (x *Sweep) GetTrain() *TrainSettings {
+	if x != nil {
+		return x.Train
+	}
+	return nil
+}
+
+func (x *Sweep) GetTrainersPerTrial() int32 {
+	if x != nil {
+		return x.TrainersPerTrial
+	}
+	return 0
+}
+
+func (x *Sweep) GetMaxConcurrent() int32 {
+	if x != nil {
+		return x.MaxConcurrent
+	}
+	return 0
+}
+
+func (x *Sweep) GetMetric() string {
+	if x != nil {
+		return x.Metric
+	}
+	return ""
+}
+
+func (x *Sweep) GetEarlyStopping() *EarlyStopping {
+	if x != nil {
+		return x.EarlyStopping
+	}
+	return nil
+}
+
 type TrainerRecord struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// address is the trainer's all-reduce listener (host:port).
+	Address       string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TrainerRecord) Reset() {
 	*x = TrainerRecord{}
-	mi := &file_coordinatorpb_fsm_proto_msgTypes[3]
+	mi := &file_coordinatorpb_fsm_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -514,7 +1054,7 @@ func (x *TrainerRecord) String() string {
 func (*TrainerRecord) ProtoMessage() {}
 
 func (x *TrainerRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinatorpb_fsm_proto_msgTypes[3]
+	mi := &file_coordinatorpb_fsm_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -527,7 +1067,7 @@ func (x *TrainerRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainerRecord.ProtoReflect.Descriptor instead.
 func (*TrainerRecord) Descriptor() ([]byte, []int) {
-	return file_coordinatorpb_fsm_proto_rawDescGZIP(), []int{3}
+	return file_coordinatorpb_fsm_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TrainerRecord) GetId() string {
@@ -544,19 +1084,82 @@ func (x *TrainerRecord) GetAddress() string {
 	return ""
 }
 
+// Member is a coordinator: its raft and gRPC API addresses.
+type Member struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	RaftAddress   string                 `protobuf:"bytes,2,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
+	ApiAddress    string                 `protobuf:"bytes,3,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Member) Reset() {
+	*x = Member{}
+	mi := &file_coordinatorpb_fsm_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Member) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Member) ProtoMessage() {}
+
+func (x *Member) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinatorpb_fsm_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Member.ProtoReflect.Descriptor instead.
+func (*Member) Descriptor() ([]byte, []int) {
+	return file_coordinatorpb_fsm_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Member) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Member) GetRaftAddress() string {
+	if x != nil {
+		return x.RaftAddress
+	}
+	return ""
+}
+
+func (x *Member) GetApiAddress() string {
+	if x != nil {
+		return x.ApiAddress
+	}
+	return ""
+}
+
 // State is a snapshot of the whole FSM.
 type State struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Version       uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
 	Sweeps        []*Sweep               `protobuf:"bytes,2,rep,name=sweeps,proto3" json:"sweeps,omitempty"`
 	Trainers      []*TrainerRecord       `protobuf:"bytes,3,rep,name=trainers,proto3" json:"trainers,omitempty"`
+	Datasets      []*Dataset             `protobuf:"bytes,4,rep,name=datasets,proto3" json:"datasets,omitempty"`
+	Members       []*Member              `protobuf:"bytes,5,rep,name=members,proto3" json:"members,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *State) Reset() {
 	*x = State{}
-	mi := &file_coordinatorpb_fsm_proto_msgTypes[4]
+	mi := &file_coordinatorpb_fsm_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -568,7 +1171,7 @@ func (x *State) String() string {
 func (*State) ProtoMessage() {}
 
 func (x *State) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinatorpb_fsm_proto_msgTypes[4]
+	mi := &file_coordinatorpb_fsm_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -581,7 +1184,7 @@ func (x *State) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use State.ProtoReflect.Descriptor instead.
 func (*State) Descriptor() ([]byte, []int) {
-	return file_coordinatorpb_fsm_proto_rawDescGZIP(), []int{4}
+	return file_coordinatorpb_fsm_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *State) GetVersion() uint32 {
@@ -605,16 +1208,32 @@ func (x *State) GetTrainers() []*TrainerRecord {
 	return nil
 }
 
+func (x *State) GetDatasets() []*Dataset {
+	if x != nil {
+		return x.Datasets
+	}
+	return nil
+}
+
+func (x *State) GetMembers() []*Member {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+// CreateSweep records a sweep (idempotent for an identical sweep) and its dataset.
 type CreateSweep struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Sweep         *Sweep                 `protobuf:"bytes,1,opt,name=sweep,proto3" json:"sweep,omitempty"`
+	Dataset       *Dataset               `protobuf:"bytes,2,opt,name=dataset,proto3" json:"dataset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateSweep) Reset() {
 	*x = CreateSweep{}
-	mi := &file_coordinatorpb_fsm_proto_msgTypes[5]
+	mi := &file_coordinatorpb_fsm_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -626,7 +1245,7 @@ func (x *CreateSweep) String() string {
 func (*CreateSweep) ProtoMessage() {}
 
 func (x *CreateSweep) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinatorpb_fsm_proto_msgTypes[5]
+	mi := &file_coordinatorpb_fsm_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -639,7 +1258,7 @@ func (x *CreateSweep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSweep.ProtoReflect.Descriptor instead.
 func (*CreateSweep) Descriptor() ([]byte, []int) {
-	return file_coordinatorpb_fsm_proto_rawDescGZIP(), []int{5}
+	return file_coordinatorpb_fsm_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CreateSweep) GetSweep() *Sweep {
@@ -649,17 +1268,25 @@ func (x *CreateSweep) GetSweep() *Sweep {
 	return nil
 }
 
+func (x *CreateSweep) GetDataset() *Dataset {
+	if x != nil {
+		return x.Dataset
+	}
+	return nil
+}
+
 type AssignTrial struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Trial         string                 `protobuf:"bytes,1,opt,name=trial,proto3" json:"trial,omitempty"`
 	Trainers      []string               `protobuf:"bytes,2,rep,name=trainers,proto3" json:"trainers,omitempty"`
+	UnixMs        int64                  `protobuf:"varint,3,opt,name=unix_ms,json=unixMs,proto3" json:"unix_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AssignTrial) Reset() {
 	*x = AssignTrial{}
-	mi := &file_coordinatorpb_fsm_proto_msgTypes[6]
+	mi := &file_coordinatorpb_fsm_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -671,7 +1298,7 @@ func (x *AssignTrial) String() string {
 func (*AssignTrial) ProtoMessage() {}
 
 func (x *AssignTrial) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinatorpb_fsm_proto_msgTypes[6]
+	mi := &file_coordinatorpb_fsm_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -684,7 +1311,7 @@ func (x *AssignTrial) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignTrial.ProtoReflect.Descriptor instead.
 func (*AssignTrial) Descriptor() ([]byte, []int) {
-	return file_coordinatorpb_fsm_proto_rawDescGZIP(), []int{6}
+	return file_coordinatorpb_fsm_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *AssignTrial) GetTrial() string {
@@ -701,19 +1328,28 @@ func (x *AssignTrial) GetTrainers() []string {
 	return nil
 }
 
+func (x *AssignTrial) GetUnixMs() int64 {
+	if x != nil {
+		return x.UnixMs
+	}
+	return 0
+}
+
 type SetTrialState struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Trial         string                 `protobuf:"bytes,1,opt,name=trial,proto3" json:"trial,omitempty"`
 	Generation    uint64                 `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
 	State         TrialState             `protobuf:"varint,3,opt,name=state,proto3,enum=loraft.coordinator.v1.TrialState" json:"state,omitempty"`
 	Reason        string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	Result        *TrialResult           `protobuf:"bytes,5,opt,name=result,proto3" json:"result,omitempty"`
+	UnixMs        int64                  `protobuf:"varint,6,opt,name=unix_ms,json=unixMs,proto3" json:"unix_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SetTrialState) Reset() {
 	*x = SetTrialState{}
-	mi := &file_coordinatorpb_fsm_proto_msgTypes[7]
+	mi := &file_coordinatorpb_fsm_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -725,7 +1361,7 @@ func (x *SetTrialState) String() string {
 func (*SetTrialState) ProtoMessage() {}
 
 func (x *SetTrialState) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinatorpb_fsm_proto_msgTypes[7]
+	mi := &file_coordinatorpb_fsm_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -738,7 +1374,7 @@ func (x *SetTrialState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTrialState.ProtoReflect.Descriptor instead.
 func (*SetTrialState) Descriptor() ([]byte, []int) {
-	return file_coordinatorpb_fsm_proto_rawDescGZIP(), []int{7}
+	return file_coordinatorpb_fsm_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SetTrialState) GetTrial() string {
@@ -769,6 +1405,153 @@ func (x *SetTrialState) GetReason() string {
 	return ""
 }
 
+func (x *SetTrialState) GetResult() *TrialResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *SetTrialState) GetUnixMs() int64 {
+	if x != nil {
+		return x.UnixMs
+	}
+	return 0
+}
+
+// ResumeTrial puts a failed, cancelled or early-stopped trial back in the queue.
+type ResumeTrial struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Trial         string                 `protobuf:"bytes,1,opt,name=trial,proto3" json:"trial,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeTrial) Reset() {
+	*x = ResumeTrial{}
+	mi := &file_coordinatorpb_fsm_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeTrial) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeTrial) ProtoMessage() {}
+
+func (x *ResumeTrial) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinatorpb_fsm_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeTrial.ProtoReflect.Descriptor instead.
+func (*ResumeTrial) Descriptor() ([]byte, []int) {
+	return file_coordinatorpb_fsm_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ResumeTrial) GetTrial() string {
+	if x != nil {
+		return x.Trial
+	}
+	return ""
+}
+
+type SetMember struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Member        *Member                `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetMember) Reset() {
+	*x = SetMember{}
+	mi := &file_coordinatorpb_fsm_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetMember) ProtoMessage() {}
+
+func (x *SetMember) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinatorpb_fsm_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetMember.ProtoReflect.Descriptor instead.
+func (*SetMember) Descriptor() ([]byte, []int) {
+	return file_coordinatorpb_fsm_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *SetMember) GetMember() *Member {
+	if x != nil {
+		return x.Member
+	}
+	return nil
+}
+
+type RemoveMember struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveMember) Reset() {
+	*x = RemoveMember{}
+	mi := &file_coordinatorpb_fsm_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveMember) ProtoMessage() {}
+
+func (x *RemoveMember) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinatorpb_fsm_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveMember.ProtoReflect.Descriptor instead.
+func (*RemoveMember) Descriptor() ([]byte, []int) {
+	return file_coordinatorpb_fsm_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *RemoveMember) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
 type RecordCheckpoint struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Trial         string                 `protobuf:"bytes,1,opt,name=trial,proto3" json:"trial,omitempty"`
@@ -782,7 +1565,7 @@ type RecordCheckpoint struct {
 
 func (x *RecordCheckpoint) Reset() {
 	*x = RecordCheckpoint{}
-	mi := &file_coordinatorpb_fsm_proto_msgTypes[8]
+	mi := &file_coordinatorpb_fsm_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -794,7 +1577,7 @@ func (x *RecordCheckpoint) String() string {
 func (*RecordCheckpoint) ProtoMessage() {}
 
 func (x *RecordCheckpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinatorpb_fsm_proto_msgTypes[8]
+	mi := &file_coordinatorpb_fsm_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -807,7 +1590,7 @@ func (x *RecordCheckpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordCheckpoint.ProtoReflect.Descriptor instead.
 func (*RecordCheckpoint) Descriptor() ([]byte, []int) {
-	return file_coordinatorpb_fsm_proto_rawDescGZIP(), []int{8}
+	return file_coordinatorpb_fsm_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RecordCheckpoint) GetTrial() string {
@@ -854,7 +1637,7 @@ type CancelSweep struct {
 
 func (x *CancelSweep) Reset() {
 	*x = CancelSweep{}
-	mi := &file_coordinatorpb_fsm_proto_msgTypes[9]
+	mi := &file_coordinatorpb_fsm_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -866,7 +1649,7 @@ func (x *CancelSweep) String() string {
 func (*CancelSweep) ProtoMessage() {}
 
 func (x *CancelSweep) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinatorpb_fsm_proto_msgTypes[9]
+	mi := &file_coordinatorpb_fsm_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -879,7 +1662,7 @@ func (x *CancelSweep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelSweep.ProtoReflect.Descriptor instead.
 func (*CancelSweep) Descriptor() ([]byte, []int) {
-	return file_coordinatorpb_fsm_proto_rawDescGZIP(), []int{9}
+	return file_coordinatorpb_fsm_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CancelSweep) GetName() string {
@@ -898,7 +1681,7 @@ type RegisterTrainer struct {
 
 func (x *RegisterTrainer) Reset() {
 	*x = RegisterTrainer{}
-	mi := &file_coordinatorpb_fsm_proto_msgTypes[10]
+	mi := &file_coordinatorpb_fsm_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -910,7 +1693,7 @@ func (x *RegisterTrainer) String() string {
 func (*RegisterTrainer) ProtoMessage() {}
 
 func (x *RegisterTrainer) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinatorpb_fsm_proto_msgTypes[10]
+	mi := &file_coordinatorpb_fsm_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -923,7 +1706,7 @@ func (x *RegisterTrainer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterTrainer.ProtoReflect.Descriptor instead.
 func (*RegisterTrainer) Descriptor() ([]byte, []int) {
-	return file_coordinatorpb_fsm_proto_rawDescGZIP(), []int{10}
+	return file_coordinatorpb_fsm_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RegisterTrainer) GetTrainer() *TrainerRecord {
@@ -937,7 +1720,7 @@ var File_coordinatorpb_fsm_proto protoreflect.FileDescriptor
 
 const file_coordinatorpb_fsm_proto_rawDesc = "" +
 	"\n" +
-	"\x17coordinatorpb/fsm.proto\x12\x15loraft.coordinator.v1\"\x82\x04\n" +
+	"\x17coordinatorpb/fsm.proto\x12\x15loraft.coordinator.v1\"\xda\x05\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12G\n" +
 	"\fcreate_sweep\x18\n" +
@@ -946,8 +1729,12 @@ const file_coordinatorpb_fsm_proto_rawDesc = "" +
 	"\x0fset_trial_state\x18\f \x01(\v2$.loraft.coordinator.v1.SetTrialStateH\x00R\rsetTrialState\x12V\n" +
 	"\x11record_checkpoint\x18\r \x01(\v2'.loraft.coordinator.v1.RecordCheckpointH\x00R\x10recordCheckpoint\x12G\n" +
 	"\fcancel_sweep\x18\x0e \x01(\v2\".loraft.coordinator.v1.CancelSweepH\x00R\vcancelSweep\x12S\n" +
-	"\x10register_trainer\x18\x0f \x01(\v2&.loraft.coordinator.v1.RegisterTrainerH\x00R\x0fregisterTrainerB\x05\n" +
-	"\x03cmd\"\xf0\x03\n" +
+	"\x10register_trainer\x18\x0f \x01(\v2&.loraft.coordinator.v1.RegisterTrainerH\x00R\x0fregisterTrainer\x12G\n" +
+	"\fresume_trial\x18\x10 \x01(\v2\".loraft.coordinator.v1.ResumeTrialH\x00R\vresumeTrial\x12A\n" +
+	"\n" +
+	"set_member\x18\x11 \x01(\v2 .loraft.coordinator.v1.SetMemberH\x00R\tsetMember\x12J\n" +
+	"\rremove_member\x18\x12 \x01(\v2#.loraft.coordinator.v1.RemoveMemberH\x00R\fremoveMemberB\x05\n" +
+	"\x03cmd\"\xbc\x05\n" +
 	"\x05Trial\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x05R\x05index\x12\x12\n" +
@@ -969,33 +1756,101 @@ const file_coordinatorpb_fsm_proto_rawDesc = "" +
 	"\vbest_metric\x18\x0e \x01(\x01R\n" +
 	"bestMetric\x12\x1a\n" +
 	"\battempts\x18\x0f \x01(\x05R\battempts\x12\x16\n" +
-	"\x06reason\x18\x10 \x01(\tR\x06reason\"\xdb\x01\n" +
+	"\x06reason\x18\x10 \x01(\tR\x06reason\x12<\n" +
+	"\ahistory\x18\x11 \x03(\v2\".loraft.coordinator.v1.MetricPointR\ahistory\x12:\n" +
+	"\x06result\x18\x12 \x01(\v2\".loraft.coordinator.v1.TrialResultR\x06result\x12&\n" +
+	"\x0fstarted_unix_ms\x18\x13 \x01(\x03R\rstartedUnixMs\x12(\n" +
+	"\x10finished_unix_ms\x18\x14 \x01(\x03R\x0efinishedUnixMs\"9\n" +
+	"\vMetricPoint\x12\x12\n" +
+	"\x04step\x18\x01 \x01(\x03R\x04step\x12\x16\n" +
+	"\x06metric\x18\x02 \x01(\x01R\x06metric\"\xa4\x02\n" +
+	"\vTrialResult\x12\x14\n" +
+	"\x05steps\x18\x01 \x01(\x03R\x05steps\x12 \n" +
+	"\fval_macro_f1\x18\x02 \x01(\x01R\n" +
+	"valMacroF1\x12!\n" +
+	"\fval_accuracy\x18\x03 \x01(\x01R\vvalAccuracy\x12\"\n" +
+	"\rtest_macro_f1\x18\x04 \x01(\x01R\vtestMacroF1\x12#\n" +
+	"\rtest_accuracy\x18\x05 \x01(\x01R\ftestAccuracy\x12 \n" +
+	"\vtemperature\x18\x06 \x01(\x01R\vtemperature\x12\x17\n" +
+	"\aval_ece\x18\a \x01(\x01R\x06valEce\x12\x17\n" +
+	"\awall_ms\x18\b \x01(\x03R\x06wallMs\x12\x1d\n" +
+	"\n" +
+	"final_loss\x18\t \x01(\x01R\tfinalLoss\"\xd6\x02\n" +
+	"\rTrainSettings\x12\x16\n" +
+	"\x06config\x18\x01 \x01(\tR\x06config\x12\x18\n" +
+	"\aweights\x18\x02 \x01(\tR\aweights\x12\x16\n" +
+	"\x06epochs\x18\x03 \x01(\x05R\x06epochs\x12\x1d\n" +
+	"\n" +
+	"batch_size\x18\x04 \x01(\x05R\tbatchSize\x12\x17\n" +
+	"\amax_len\x18\x05 \x01(\x05R\x06maxLen\x12\x1d\n" +
+	"\n" +
+	"eval_every\x18\x06 \x01(\x05R\tevalEvery\x12\x14\n" +
+	"\x05quant\x18\a \x01(\tR\x05quant\x12!\n" +
+	"\fwarmup_ratio\x18\b \x01(\x01R\vwarmupRatio\x12)\n" +
+	"\x10checkpoint_every\x18\t \x01(\x05R\x0fcheckpointEvery\x12\x1d\n" +
+	"\n" +
+	"split_seed\x18\n" +
+	" \x01(\x04R\tsplitSeed\x12!\n" +
+	"\fsplit_ratios\x18\v \x01(\tR\vsplitRatios\"o\n" +
+	"\rEarlyStopping\x12\x12\n" +
+	"\x04rule\x18\x01 \x01(\tR\x04rule\x12\x1f\n" +
+	"\vgrace_steps\x18\x02 \x01(\x03R\n" +
+	"graceSteps\x12)\n" +
+	"\x10reduction_factor\x18\x03 \x01(\x05R\x0freductionFactor\"]\n" +
+	"\aDataset\x12\x16\n" +
+	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
+	"\x04size\x18\x03 \x01(\x03R\x04size\x12\x12\n" +
+	"\x04rows\x18\x04 \x01(\x03R\x04rows\"\xd1\x03\n" +
 	"\x05Sweep\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
 	"\tspec_yaml\x18\x02 \x01(\fR\bspecYaml\x12%\n" +
 	"\x0edataset_sha256\x18\x03 \x01(\tR\rdatasetSha256\x124\n" +
 	"\x06trials\x18\x04 \x03(\v2\x1c.loraft.coordinator.v1.TrialR\x06trials\x12\x1c\n" +
 	"\tcancelled\x18\x05 \x01(\bR\tcancelled\x12&\n" +
-	"\x0fcreated_unix_ms\x18\x06 \x01(\x03R\rcreatedUnixMs\"9\n" +
+	"\x0fcreated_unix_ms\x18\x06 \x01(\x03R\rcreatedUnixMs\x12:\n" +
+	"\x05train\x18\a \x01(\v2$.loraft.coordinator.v1.TrainSettingsR\x05train\x12,\n" +
+	"\x12trainers_per_trial\x18\b \x01(\x05R\x10trainersPerTrial\x12%\n" +
+	"\x0emax_concurrent\x18\t \x01(\x05R\rmaxConcurrent\x12\x16\n" +
+	"\x06metric\x18\n" +
+	" \x01(\tR\x06metric\x12K\n" +
+	"\x0eearly_stopping\x18\v \x01(\v2$.loraft.coordinator.v1.EarlyStoppingR\rearlyStopping\"9\n" +
 	"\rTrainerRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
-	"\aaddress\x18\x02 \x01(\tR\aaddress\"\x99\x01\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\"\\\n" +
+	"\x06Member\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
+	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12\x1f\n" +
+	"\vapi_address\x18\x03 \x01(\tR\n" +
+	"apiAddress\"\x8e\x02\n" +
 	"\x05State\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x124\n" +
 	"\x06sweeps\x18\x02 \x03(\v2\x1c.loraft.coordinator.v1.SweepR\x06sweeps\x12@\n" +
-	"\btrainers\x18\x03 \x03(\v2$.loraft.coordinator.v1.TrainerRecordR\btrainers\"A\n" +
+	"\btrainers\x18\x03 \x03(\v2$.loraft.coordinator.v1.TrainerRecordR\btrainers\x12:\n" +
+	"\bdatasets\x18\x04 \x03(\v2\x1e.loraft.coordinator.v1.DatasetR\bdatasets\x127\n" +
+	"\amembers\x18\x05 \x03(\v2\x1d.loraft.coordinator.v1.MemberR\amembers\"{\n" +
 	"\vCreateSweep\x122\n" +
-	"\x05sweep\x18\x01 \x01(\v2\x1c.loraft.coordinator.v1.SweepR\x05sweep\"?\n" +
+	"\x05sweep\x18\x01 \x01(\v2\x1c.loraft.coordinator.v1.SweepR\x05sweep\x128\n" +
+	"\adataset\x18\x02 \x01(\v2\x1e.loraft.coordinator.v1.DatasetR\adataset\"X\n" +
 	"\vAssignTrial\x12\x14\n" +
 	"\x05trial\x18\x01 \x01(\tR\x05trial\x12\x1a\n" +
-	"\btrainers\x18\x02 \x03(\tR\btrainers\"\x96\x01\n" +
+	"\btrainers\x18\x02 \x03(\tR\btrainers\x12\x17\n" +
+	"\aunix_ms\x18\x03 \x01(\x03R\x06unixMs\"\xeb\x01\n" +
 	"\rSetTrialState\x12\x14\n" +
 	"\x05trial\x18\x01 \x01(\tR\x05trial\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x02 \x01(\x04R\n" +
 	"generation\x127\n" +
 	"\x05state\x18\x03 \x01(\x0e2!.loraft.coordinator.v1.TrialStateR\x05state\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"\x93\x01\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12:\n" +
+	"\x06result\x18\x05 \x01(\v2\".loraft.coordinator.v1.TrialResultR\x06result\x12\x17\n" +
+	"\aunix_ms\x18\x06 \x01(\x03R\x06unixMs\"#\n" +
+	"\vResumeTrial\x12\x14\n" +
+	"\x05trial\x18\x01 \x01(\tR\x05trial\"B\n" +
+	"\tSetMember\x125\n" +
+	"\x06member\x18\x01 \x01(\v2\x1d.loraft.coordinator.v1.MemberR\x06member\"\x1e\n" +
+	"\fRemoveMember\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x93\x01\n" +
 	"\x10RecordCheckpoint\x12\x14\n" +
 	"\x05trial\x18\x01 \x01(\tR\x05trial\x12\x1e\n" +
 	"\n" +
@@ -1032,40 +1887,61 @@ func file_coordinatorpb_fsm_proto_rawDescGZIP() []byte {
 }
 
 var file_coordinatorpb_fsm_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_coordinatorpb_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_coordinatorpb_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_coordinatorpb_fsm_proto_goTypes = []any{
 	(TrialState)(0),          // 0: loraft.coordinator.v1.TrialState
 	(*Command)(nil),          // 1: loraft.coordinator.v1.Command
 	(*Trial)(nil),            // 2: loraft.coordinator.v1.Trial
-	(*Sweep)(nil),            // 3: loraft.coordinator.v1.Sweep
-	(*TrainerRecord)(nil),    // 4: loraft.coordinator.v1.TrainerRecord
-	(*State)(nil),            // 5: loraft.coordinator.v1.State
-	(*CreateSweep)(nil),      // 6: loraft.coordinator.v1.CreateSweep
-	(*AssignTrial)(nil),      // 7: loraft.coordinator.v1.AssignTrial
-	(*SetTrialState)(nil),    // 8: loraft.coordinator.v1.SetTrialState
-	(*RecordCheckpoint)(nil), // 9: loraft.coordinator.v1.RecordCheckpoint
-	(*CancelSweep)(nil),      // 10: loraft.coordinator.v1.CancelSweep
-	(*RegisterTrainer)(nil),  // 11: loraft.coordinator.v1.RegisterTrainer
+	(*MetricPoint)(nil),      // 3: loraft.coordinator.v1.MetricPoint
+	(*TrialResult)(nil),      // 4: loraft.coordinator.v1.TrialResult
+	(*TrainSettings)(nil),    // 5: loraft.coordinator.v1.TrainSettings
+	(*EarlyStopping)(nil),    // 6: loraft.coordinator.v1.EarlyStopping
+	(*Dataset)(nil),          // 7: loraft.coordinator.v1.Dataset
+	(*Sweep)(nil),            // 8: loraft.coordinator.v1.Sweep
+	(*TrainerRecord)(nil),    // 9: loraft.coordinator.v1.TrainerRecord
+	(*Member)(nil),           // 10: loraft.coordinator.v1.Member
+	(*State)(nil),            // 11: loraft.coordinator.v1.State
+	(*CreateSweep)(nil),      // 12: loraft.coordinator.v1.CreateSweep
+	(*AssignTrial)(nil),      // 13: loraft.coordinator.v1.AssignTrial
+	(*SetTrialState)(nil),    // 14: loraft.coordinator.v1.SetTrialState
+	(*ResumeTrial)(nil),      // 15: loraft.coordinator.v1.ResumeTrial
+	(*SetMember)(nil),        // 16: loraft.coordinator.v1.SetMember
+	(*RemoveMember)(nil),     // 17: loraft.coordinator.v1.RemoveMember
+	(*RecordCheckpoint)(nil), // 18: loraft.coordinator.v1.RecordCheckpoint
+	(*CancelSweep)(nil),      // 19: loraft.coordinator.v1.CancelSweep
+	(*RegisterTrainer)(nil),  // 20: loraft.coordinator.v1.RegisterTrainer
 }
 var file_coordinatorpb_fsm_proto_depIdxs = []int32{
-	6,  // 0: loraft.coordinator.v1.Command.create_sweep:type_name -> loraft.coordinator.v1.CreateSweep
-	7,  // 1: loraft.coordinator.v1.Command.assign_trial:type_name -> loraft.coordinator.v1.AssignTrial
-	8,  // 2: loraft.coordinator.v1.Command.set_trial_state:type_name -> loraft.coordinator.v1.SetTrialState
-	9,  // 3: loraft.coordinator.v1.Command.record_checkpoint:type_name -> loraft.coordinator.v1.RecordCheckpoint
-	10, // 4: loraft.coordinator.v1.Command.cancel_sweep:type_name -> loraft.coordinator.v1.CancelSweep
-	11, // 5: loraft.coordinator.v1.Command.register_trainer:type_name -> loraft.coordinator.v1.RegisterTrainer
-	0,  // 6: loraft.coordinator.v1.Trial.state:type_name -> loraft.coordinator.v1.TrialState
-	2,  // 7: loraft.coordinator.v1.Sweep.trials:type_name -> loraft.coordinator.v1.Trial
-	3,  // 8: loraft.coordinator.v1.State.sweeps:type_name -> loraft.coordinator.v1.Sweep
-	4,  // 9: loraft.coordinator.v1.State.trainers:type_name -> loraft.coordinator.v1.TrainerRecord
-	3,  // 10: loraft.coordinator.v1.CreateSweep.sweep:type_name -> loraft.coordinator.v1.Sweep
-	0,  // 11: loraft.coordinator.v1.SetTrialState.state:type_name -> loraft.coordinator.v1.TrialState
-	4,  // 12: loraft.coordinator.v1.RegisterTrainer.trainer:type_name -> loraft.coordinator.v1.TrainerRecord
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	12, // 0: loraft.coordinator.v1.Command.create_sweep:type_name -> loraft.coordinator.v1.CreateSweep
+	13, // 1: loraft.coordinator.v1.Command.assign_trial:type_name -> loraft.coordinator.v1.AssignTrial
+	14, // 2: loraft.coordinator.v1.Command.set_trial_state:type_name -> loraft.coordinator.v1.SetTrialState
+	18, // 3: loraft.coordinator.v1.Command.record_checkpoint:type_name -> loraft.coordinator.v1.RecordCheckpoint
+	19, // 4: loraft.coordinator.v1.Command.cancel_sweep:type_name -> loraft.coordinator.v1.CancelSweep
+	20, // 5: loraft.coordinator.v1.Command.register_trainer:type_name -> loraft.coordinator.v1.RegisterTrainer
+	15, // 6: loraft.coordinator.v1.Command.resume_trial:type_name -> loraft.coordinator.v1.ResumeTrial
+	16, // 7: loraft.coordinator.v1.Command.set_member:type_name -> loraft.coordinator.v1.SetMember
+	17, // 8: loraft.coordinator.v1.Command.remove_member:type_name -> loraft.coordinator.v1.RemoveMember
+	0,  // 9: loraft.coordinator.v1.Trial.state:type_name -> loraft.coordinator.v1.TrialState
+	3,  // 10: loraft.coordinator.v1.Trial.history:type_name -> loraft.coordinator.v1.MetricPoint
+	4,  // 11: loraft.coordinator.v1.Trial.result:type_name -> loraft.coordinator.v1.TrialResult
+	2,  // 12: loraft.coordinator.v1.Sweep.trials:type_name -> loraft.coordinator.v1.Trial
+	5,  // 13: loraft.coordinator.v1.Sweep.train:type_name -> loraft.coordinator.v1.TrainSettings
+	6,  // 14: loraft.coordinator.v1.Sweep.early_stopping:type_name -> loraft.coordinator.v1.EarlyStopping
+	8,  // 15: loraft.coordinator.v1.State.sweeps:type_name -> loraft.coordinator.v1.Sweep
+	9,  // 16: loraft.coordinator.v1.State.trainers:type_name -> loraft.coordinator.v1.TrainerRecord
+	7,  // 17: loraft.coordinator.v1.State.datasets:type_name -> loraft.coordinator.v1.Dataset
+	10, // 18: loraft.coordinator.v1.State.members:type_name -> loraft.coordinator.v1.Member
+	8,  // 19: loraft.coordinator.v1.CreateSweep.sweep:type_name -> loraft.coordinator.v1.Sweep
+	7,  // 20: loraft.coordinator.v1.CreateSweep.dataset:type_name -> loraft.coordinator.v1.Dataset
+	0,  // 21: loraft.coordinator.v1.SetTrialState.state:type_name -> loraft.coordinator.v1.TrialState
+	4,  // 22: loraft.coordinator.v1.SetTrialState.result:type_name -> loraft.coordinator.v1.TrialResult
+	10, // 23: loraft.coordinator.v1.SetMember.member:type_name -> loraft.coordinator.v1.Member
+	9,  // 24: loraft.coordinator.v1.RegisterTrainer.trainer:type_name -> loraft.coordinator.v1.TrainerRecord
+	25, // [25:25] is the sub-list for method output_type
+	25, // [25:25] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_coordinatorpb_fsm_proto_init() }
@@ -1080,6 +1956,9 @@ func file_coordinatorpb_fsm_proto_init() {
 		(*Command_RecordCheckpoint)(nil),
 		(*Command_CancelSweep)(nil),
 		(*Command_RegisterTrainer)(nil),
+		(*Command_ResumeTrial)(nil),
+		(*Command_SetMember)(nil),
+		(*Command_RemoveMember)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1087,7 +1966,7 @@ func file_coordinatorpb_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_coordinatorpb_fsm_proto_rawDesc), len(file_coordinatorpb_fsm_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   11,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

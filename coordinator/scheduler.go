@@ -1,0 +1,253 @@
+package coordinator
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	pb "github.com/loraft/loraft/proto/coordinatorpb"
+	"google.golang.org/protobuf/proto"
+)
+
+// SchedulerConfig tunes trainer leases and placement. Zero values take the defaults.
+type SchedulerConfig struct {
+	// Lease is how long a trainer may go without a heartbeat before the
+	// leader declares it lost and requeues its trial (default 3 s).
+	Lease time.Duration
+	// HeartbeatInterval is how often trainers are told to heartbeat (default Lease/6).
+	HeartbeatInterval time.Duration
+	// Grace is how long a new leader counts trainers it has not heard from
+	// yet as alive (default Lease): their heartbeats are on their way.
+	Grace time.Duration
+	// Tick is how often the leader looks for lost trainers and free work (default 50 ms).
+	Tick time.Duration
+}
+
+func (c SchedulerConfig) withDefaults() SchedulerConfig {
+	if c.Lease <= 0 {
+		c.Lease = 3 * time.Second
+	}
+	if c.HeartbeatInterval <= 0 {
+		c.HeartbeatInterval = c.Lease / 6
+	}
+	if c.Grace <= 0 {
+		c.Grace = c.Lease
+	}
+	if c.Tick <= 0 {
+		c.Tick = 50 * time.Millisecond
+	}
+	return c
+}
+
+// scheduler is the leader's soft state and placement loop. Heartbeat times
+// and live progress live only here, never in the raft log: a new leader
+// starts empty and grants every trainer the grace period.
+type scheduler struct {
+	node *Node
+	cfg  SchedulerConfig
+
+	mu          sync.Mutex
+	leaderSince time.Time // zero while this node does not lead
+	seen        map[string]time.Time
+	progress    map[string]liveProgress // by trial name
+}
+
+type liveProgress struct {
+	generation uint64
+	p          *pb.Progress
+}
+
+func newScheduler(n *Node, cfg SchedulerConfig) *scheduler {
+	return &scheduler{node: n, cfg: cfg.withDefaults(), seen: map[string]time.Time{}, progress: map[string]liveProgress{}}
+}
+
+// beat records a heartbeat; it is called on the leader only.
+func (s *scheduler) beat(id, trial string, gen uint64, p *pb.Progress, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.seen[id] = now
+	if trial != "" && p != nil {
+		s.progress[trial] = liveProgress{generation: gen, p: p}
+	}
+}
+
+// live returns the progress last reported for trial at generation gen.
+func (s *scheduler) live(trial string, gen uint64) *pb.Progress {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if lp, ok := s.progress[trial]; ok && lp.generation == gen {
+		return proto.Clone(lp.p).(*pb.Progress)
+	}
+	return nil
+}
+
+// run ticks until ctx ends.
+func (s *scheduler) run(ctx context.Context) {
+	t := time.NewTicker(s.cfg.Tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.tick(ctx, time.Now())
+		}
+	}
+}
+
+// decision is one write the leader's tick wants to make.
+type decision struct {
+	cmd  *pb.Command
+	what string
+}
+
+// tick requeues the trials of lost trainers and places pending trials on
+// free trainers. Decisions are taken on a consistent view and applied
+// through raft, where the FSM checks them again (a trial already moved on
+// rejects them).
+func (s *scheduler) tick(ctx context.Context, now time.Time) {
+	if !s.node.IsLeader() {
+		s.mu.Lock()
+		s.leaderSince = time.Time{}
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Lock()
+	if s.leaderSince.IsZero() {
+		// A new term: forget soft state from any earlier one.
+		s.leaderSince, s.seen, s.progress = now, map[string]time.Time{}, map[string]liveProgress{}
+	}
+	inGrace := now.Sub(s.leaderSince) < s.cfg.Grace
+	seen := make(map[string]time.Time, len(s.seen))
+	for id, t := range s.seen {
+		seen[id] = t
+	}
+	s.mu.Unlock()
+	heard := func(id string) bool { t, ok := seen[id]; return ok && now.Sub(t) < s.cfg.Lease }
+	alive := func(id string) bool {
+		if _, ok := seen[id]; !ok && inGrace {
+			return true
+		}
+		return heard(id)
+	}
+	var ds []decision
+	s.node.view(func(f *fsm) { ds = plan(f, now, alive, heard, s.cfg.Lease) })
+	for _, d := range ds {
+		if err := s.node.Apply(ctx, d.cmd); err != nil {
+			slog.Debug("scheduler decision not applied", "decision", d.what, "err", err)
+			return // the state moved on (or leadership did): decide again next tick
+		}
+		slog.Info("scheduler", "decision", d.what)
+	}
+}
+
+// plan decides, from the applied state, which running trials lost a trainer
+// and which pending trials go to which free trainers.
+func plan(f *fsm, now time.Time, alive, placeable func(string) bool, lease time.Duration) []decision {
+	var ds []decision
+	busy := map[string]bool{}
+	sweeps := sortedSweeps(f)
+	for _, sw := range sweeps {
+		for _, t := range sw.GetTrials() {
+			if t.GetState() != pb.TrialState_TRIAL_STATE_RUNNING {
+				continue
+			}
+			lost := ""
+			for _, id := range t.GetTrainers() {
+				busy[id] = true
+				if lost == "" && !alive(id) {
+					lost = id
+				}
+			}
+			if lost != "" {
+				ds = append(ds, decision{
+					cmd: &pb.Command{Cmd: &pb.Command_SetTrialState{SetTrialState: &pb.SetTrialState{Trial: t.GetName(), Generation: t.GetGeneration(),
+						State: pb.TrialState_TRIAL_STATE_PENDING, Reason: fmt.Sprintf("trainer %s lost (no heartbeat for %s)", lost, lease), UnixMs: now.UnixMilli()}}},
+					what: fmt.Sprintf("requeue %s: trainer %s lost", t.GetName(), lost)})
+			}
+		}
+	}
+	var free []string
+	for id := range f.trainers {
+		if !busy[id] && placeable(id) {
+			free = append(free, id)
+		}
+	}
+	slices.Sort(free)
+	for _, sw := range sweeps {
+		running := 0
+		for _, t := range sw.GetTrials() {
+			if t.GetState() == pb.TrialState_TRIAL_STATE_RUNNING {
+				running++
+			}
+		}
+		need := max(1, int(sw.GetTrainersPerTrial()))
+		for _, t := range sw.GetTrials() {
+			if t.GetState() != pb.TrialState_TRIAL_STATE_PENDING {
+				continue
+			}
+			if (sw.GetMaxConcurrent() > 0 && running >= int(sw.GetMaxConcurrent())) || len(free) < need {
+				break
+			}
+			ring := slices.Clone(free[:need])
+			free = free[need:]
+			running++
+			ds = append(ds, decision{
+				cmd:  &pb.Command{Cmd: &pb.Command_AssignTrial{AssignTrial: &pb.AssignTrial{Trial: t.GetName(), Trainers: ring, UnixMs: now.UnixMilli()}}},
+				what: fmt.Sprintf("assign %s (generation %d) to %v", t.GetName(), t.GetGeneration()+1, ring)})
+		}
+	}
+	return ds
+}
+
+// sortedSweeps lists sweeps oldest first (then by name), the order they are served in.
+func sortedSweeps(f *fsm) []*pb.Sweep {
+	out := make([]*pb.Sweep, 0, len(f.sweeps))
+	for _, s := range f.sweeps {
+		out = append(out, s)
+	}
+	slices.SortFunc(out, func(a, b *pb.Sweep) int {
+		if a.GetCreatedUnixMs() != b.GetCreatedUnixMs() {
+			return compareInts(a.GetCreatedUnixMs(), b.GetCreatedUnixMs())
+		}
+		return compareStrings(a.GetName(), b.GetName())
+	})
+	return out
+}
+
+func compareInts(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// assignment is trainer id's current work, or nil.
+func assignment(f *fsm, id string) *pb.Assignment {
+	for _, sw := range f.sweeps {
+		for _, t := range sw.GetTrials() {
+			if t.GetState() != pb.TrialState_TRIAL_STATE_RUNNING {
+				continue
+			}
+			rank := slices.Index(t.GetTrainers(), id)
+			if rank < 0 {
+				continue
+			}
+			a := &pb.Assignment{Sweep: sw.GetName(), Trial: proto.Clone(t).(*pb.Trial), Generation: t.GetGeneration(),
+				Rank: int32(rank), World: int32(len(t.GetTrainers())), Train: sw.GetTrain(), DatasetSha256: sw.GetDatasetSha256(),
+				CheckpointStep: t.GetCheckpointStep()}
+			a.Trial.History = nil
+			for _, tid := range t.GetTrainers() {
+				a.Peers = append(a.Peers, f.trainers[tid].GetAddress())
+			}
+			return a
+		}
+	}
+	return nil
+}
