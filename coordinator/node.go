@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -45,6 +46,9 @@ type NodeConfig struct {
 	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout time.Duration
 	// ApplyTimeout bounds a write (default 10 s).
 	ApplyTimeout time.Duration
+	// ServerTLS and ClientTLS, when set, wrap raft's TCP transport in
+	// (mutual) TLS: every member must present a certificate the others trust.
+	ServerTLS, ClientTLS *tls.Config
 }
 
 // Node is one member of the coordinator raft group.
@@ -73,7 +77,16 @@ func OpenNode(cfg NodeConfig) (*Node, error) {
 		stores.Close()
 		return nil, fmt.Errorf("coordinator raft address %s: %w", cfg.Addr, err)
 	}
-	trans, err := raft.NewTCPTransport(cfg.Addr, addr, 3, 10*time.Second, io.Discard)
+	var trans *raft.NetworkTransport
+	if cfg.ServerTLS != nil {
+		var lis net.Listener
+		lis, err = tls.Listen("tcp", cfg.Addr, cfg.ServerTLS)
+		if err == nil {
+			trans = raft.NewNetworkTransport(&tlsStream{Listener: lis, advertise: addr, client: cfg.ClientTLS}, 3, 10*time.Second, io.Discard)
+		}
+	} else {
+		trans, err = raft.NewTCPTransport(cfg.Addr, addr, 3, 10*time.Second, io.Discard)
+	}
 	if err != nil {
 		stores.Close()
 		return nil, fmt.Errorf("coordinator raft transport on %s: %w", cfg.Addr, err)
@@ -277,3 +290,16 @@ func (n *Node) view(fn func(f *fsm)) {
 	defer n.fsm.mu.RUnlock()
 	fn(n.fsm)
 }
+
+// tlsStream is a raft.StreamLayer over TLS.
+type tlsStream struct {
+	net.Listener
+	advertise net.Addr
+	client    *tls.Config
+}
+
+func (t *tlsStream) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	return tls.DialWithDialer(&net.Dialer{Timeout: timeout}, "tcp", string(address), t.client)
+}
+
+func (t *tlsStream) Addr() net.Addr { return t.advertise }

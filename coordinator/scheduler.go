@@ -241,7 +241,7 @@ func assignment(f *fsm, id string) *pb.Assignment {
 			}
 			a := &pb.Assignment{Sweep: sw.GetName(), Trial: proto.Clone(t).(*pb.Trial), Generation: t.GetGeneration(),
 				Rank: int32(rank), World: int32(len(t.GetTrainers())), Train: sw.GetTrain(), DatasetSha256: sw.GetDatasetSha256(),
-				CheckpointStep: t.GetCheckpointStep()}
+				CheckpointStep: t.GetCheckpointStep(), Metric: sw.GetMetric()}
 			a.Trial.History = nil
 			for _, tid := range t.GetTrainers() {
 				a.Peers = append(a.Peers, f.trainers[tid].GetAddress())

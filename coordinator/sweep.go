@@ -9,7 +9,9 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
+	pb "github.com/loraft/loraft/proto/coordinatorpb"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -85,6 +87,11 @@ type TrainSettings struct {
 	EvalEvery   int     `yaml:"eval_every"`
 	Quant       string  `yaml:"quant"`
 	WarmupRatio float64 `yaml:"warmup_ratio"`
+	// CheckpointEvery saves (and reports) a checkpoint every N steps; EvalEvery defaults to it.
+	CheckpointEvery int `yaml:"checkpoint_every"`
+	// SplitSeed and Split fix the train/validation/test split every trial shares.
+	SplitSeed uint64 `yaml:"split_seed"`
+	Split     string `yaml:"split"`
 }
 
 // SweepSpec is a sweep as its YAML file describes it.
@@ -112,6 +119,8 @@ type TrialSpec struct {
 	TargetModules string  `json:"target_modules"`
 	Seed          uint64  `json:"seed"`
 }
+
+var splitRatios = regexp.MustCompile(`^\s*[0-9.]+\s*,\s*[0-9.]+\s*,\s*[0-9.]+\s*$`)
 
 var sweepName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
@@ -242,6 +251,24 @@ func ParseSweepSpec(data []byte, file string) (*SweepSpec, error) {
 	if tr.Quant == "" {
 		tr.Quant = "nf4"
 	}
+	if tr.CheckpointEvery == 0 {
+		tr.CheckpointEvery = 50
+	}
+	if tr.EvalEvery == 0 {
+		tr.EvalEvery = tr.CheckpointEvery
+	}
+	if tr.SplitSeed == 0 {
+		tr.SplitSeed = 42
+	}
+	if tr.Split == "" {
+		tr.Split = "0.8,0.1,0.1"
+	}
+	if tr.CheckpointEvery < 0 {
+		return nil, fail("train.checkpoint_every", "%d, want ≥ 1", tr.CheckpointEvery)
+	}
+	if !splitRatios.MatchString(tr.Split) {
+		return nil, fail("train.split", "%q, want three ratios like 0.8,0.1,0.1", tr.Split)
+	}
 	if tr.Epochs < 1 || tr.BatchSize < 1 || tr.MaxLen < 2 || tr.MaxLen > 512 || tr.EvalEvery < 0 || tr.WarmupRatio < 0 || tr.WarmupRatio >= 1 {
 		return nil, fail("train", "epochs, batch_size ≥ 1; max_len in 2..512; eval_every ≥ 0; warmup_ratio in [0, 1)")
 	}
@@ -350,4 +377,23 @@ func lineOf(n *yaml.Node, path ...string) int {
 		}
 	}
 	return 0
+}
+
+// Sweep is the sweep record to launch: the spec's trials (pending), its
+// shared settings and the dataset's hash. specYAML is kept verbatim.
+func (s *SweepSpec) Sweep(specYAML []byte, datasetSHA string, now time.Time) *pb.Sweep {
+	tr := s.Train
+	sw := &pb.Sweep{Name: s.Name, SpecYaml: specYAML, DatasetSha256: datasetSHA, CreatedUnixMs: now.UnixMilli(),
+		TrainersPerTrial: int32(s.TrainersPerTrial), MaxConcurrent: int32(s.MaxConcurrent), Metric: s.Metric,
+		Train: &pb.TrainSettings{Config: tr.Config, Weights: tr.Weights, Epochs: int32(tr.Epochs), BatchSize: int32(tr.BatchSize),
+			MaxLen: int32(tr.MaxLen), EvalEvery: int32(tr.EvalEvery), Quant: tr.Quant, WarmupRatio: tr.WarmupRatio,
+			CheckpointEvery: int32(tr.CheckpointEvery), SplitSeed: tr.SplitSeed, SplitRatios: tr.Split}}
+	if es := s.EarlyStopping; es != nil {
+		sw.EarlyStopping = &pb.EarlyStopping{Rule: es.Rule, GraceSteps: int64(es.GraceSteps), ReductionFactor: int32(es.ReductionFactor)}
+	}
+	for _, t := range s.Expand() {
+		sw.Trials = append(sw.Trials, &pb.Trial{Name: t.Name, Index: int32(t.Index), Rank: int32(t.Rank), Alpha: t.Alpha,
+			LearningRate: t.LearningRate, LoraDropout: t.Dropout, TargetModules: t.TargetModules, Seed: t.Seed})
+	}
+	return sw
 }

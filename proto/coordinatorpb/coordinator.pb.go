@@ -909,8 +909,10 @@ type Assignment struct {
 	DatasetSha256 string         `protobuf:"bytes,8,opt,name=dataset_sha256,json=datasetSha256,proto3" json:"dataset_sha256,omitempty"`
 	// checkpoint_step is the latest committed checkpoint to resume from (0: start).
 	CheckpointStep int64 `protobuf:"varint,9,opt,name=checkpoint_step,json=checkpointStep,proto3" json:"checkpoint_step,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// metric is the sweep's metric to report with checkpoints (macro_f1, ...).
+	Metric        string `protobuf:"bytes,10,opt,name=metric,proto3" json:"metric,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Assignment) Reset() {
@@ -1004,6 +1006,13 @@ func (x *Assignment) GetCheckpointStep() int64 {
 		return x.CheckpointStep
 	}
 	return 0
+}
+
+func (x *Assignment) GetMetric() string {
+	if x != nil {
+		return x.Metric
+	}
+	return ""
 }
 
 type HeartbeatResponse struct {
@@ -1398,7 +1407,7 @@ const file_coordinatorpb_coordinator_proto_rawDesc = "" +
 	"\n" +
 	"generation\x18\x03 \x01(\x04R\n" +
 	"generation\x12;\n" +
-	"\bprogress\x18\x04 \x01(\v2\x1f.loraft.coordinator.v1.ProgressR\bprogress\"\xc2\x02\n" +
+	"\bprogress\x18\x04 \x01(\v2\x1f.loraft.coordinator.v1.ProgressR\bprogress\"\xda\x02\n" +
 	"\n" +
 	"Assignment\x12\x14\n" +
 	"\x05sweep\x18\x01 \x01(\tR\x05sweep\x122\n" +
@@ -1411,7 +1420,9 @@ const file_coordinatorpb_coordinator_proto_rawDesc = "" +
 	"\x05peers\x18\x06 \x03(\tR\x05peers\x12:\n" +
 	"\x05train\x18\a \x01(\v2$.loraft.coordinator.v1.TrainSettingsR\x05train\x12%\n" +
 	"\x0edataset_sha256\x18\b \x01(\tR\rdatasetSha256\x12'\n" +
-	"\x0fcheckpoint_step\x18\t \x01(\x03R\x0echeckpointStep\"q\n" +
+	"\x0fcheckpoint_step\x18\t \x01(\x03R\x0echeckpointStep\x12\x16\n" +
+	"\x06metric\x18\n" +
+	" \x01(\tR\x06metric\"q\n" +
 	"\x11HeartbeatResponse\x12A\n" +
 	"\n" +
 	"assignment\x18\x01 \x01(\v2!.loraft.coordinator.v1.AssignmentR\n" +

@@ -1,0 +1,99 @@
+package checkpoint
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+
+	"github.com/loraft/loraft/internal/atomicfile"
+)
+
+// Datasets live in the store once, under their content's sha256, so a sweep
+// records only the hash and every trainer reads the same bytes.
+
+var sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// DatasetKey is the store key of the dataset with this sha256.
+func DatasetKey(sha string) string { return "datasets/" + sha + ".csv" }
+
+// ErrDatasetMismatch reports a stored or cached dataset whose bytes do not hash to its name.
+var ErrDatasetMismatch = errors.New("dataset content does not match its sha256")
+
+// UploadDataset stores the file at path under DatasetKey(its sha256) unless
+// an object of the same size is already there, and returns the hash, the
+// size and whether it uploaded.
+func UploadDataset(ctx context.Context, s Store, path string) (sha string, size int64, uploaded bool, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", 0, false, fmt.Errorf("dataset %s: %w", path, err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if size, err = io.Copy(h, f); err != nil {
+		return "", 0, false, fmt.Errorf("hashing dataset %s: %w", path, err)
+	}
+	sha = hex.EncodeToString(h.Sum(nil))
+	if info, err := s.Stat(ctx, DatasetKey(sha)); err == nil && info.Size == size {
+		return sha, size, false, nil
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return "", 0, false, fmt.Errorf("dataset %s: %w", path, err)
+	}
+	if err := s.Put(ctx, DatasetKey(sha), f, size); err != nil {
+		return "", 0, false, fmt.Errorf("uploading dataset %s to %s: %w", path, s, err)
+	}
+	return sha, size, true, nil
+}
+
+// FetchDataset returns a local copy of the dataset sha256 under dir,
+// downloading and verifying it the first time.
+func FetchDataset(ctx context.Context, s Store, sha, dir string) (string, error) {
+	if !sha256Hex.MatchString(sha) {
+		return "", fmt.Errorf("dataset %q: not a sha256", sha)
+	}
+	path := filepath.Join(dir, sha+".csv")
+	if got, err := fileSHA256(path); err == nil && got == sha {
+		return path, nil
+	}
+	rc, err := s.Get(ctx, DatasetKey(sha))
+	if err != nil {
+		return "", fmt.Errorf("fetching dataset %s: %w", sha, err)
+	}
+	defer rc.Close()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("dataset cache %s: %w", dir, err)
+	}
+	h := sha256.New()
+	err = atomicfile.Write(path, 0o644, func(w io.Writer) error {
+		if _, err := io.Copy(io.MultiWriter(w, h), rc); err != nil {
+			return err
+		}
+		if got := hex.EncodeToString(h.Sum(nil)); got != sha {
+			return fmt.Errorf("%w: %s in %s hashes to %s", ErrDatasetMismatch, DatasetKey(sha), s, got)
+		}
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("fetching dataset %s: %w", sha, err)
+	}
+	return path, nil
+}
+
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
