@@ -2,14 +2,12 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
 	"time"
 
@@ -106,8 +104,7 @@ func runTrain(c *cli.Context, dp *dataParallel) error {
 	if err != nil {
 		return fmt.Errorf("flag --device: %w", err)
 	}
-	compute, err := trainer.ParseCompute(c.String("compute-dtype"))
-	if err != nil {
+	if _, err := trainer.ParseCompute(c.String("compute-dtype")); err != nil {
 		return fmt.Errorf("flag --compute-dtype: %w", err)
 	}
 	store, err := openStore(c, c.Bool("resume"))
@@ -127,61 +124,31 @@ func runTrain(c *cli.Context, dp *dataParallel) error {
 	if err != nil {
 		return err
 	}
-	base.Compute = c.String("compute-dtype")
-	man := trainer.Manifest{Base: base, LoRA: lc, Hyper: h,
-		Tokenizer: trainer.Tokenizer{VocabSHA256: d.tok.VocabSHA256(), MaxLen: c.Int("max-len"), LowerCase: true},
-		Split:     d.split.Spec, SplitID: d.split.Spec.ID()}
-	var resume *trainer.State
-	if c.Bool("resume") {
-		ck, files, err := checkpoint.LoadLatest(c.Context, store, run, func(err error) {
-			fmt.Fprintf(c.App.ErrWriter, "warning: skipping checkpoint: %v\n", err)
-		})
-		switch {
-		case errors.Is(err, checkpoint.ErrNoCheckpoint):
-			fmt.Fprintf(c.App.ErrWriter, "resume: run %s has no checkpoint in %s yet; starting at step 0\n", run, store)
-		case err != nil:
-			return err
-		default:
-			if resume, _, err = trainer.StateFromFiles(files); err != nil {
-				return fmt.Errorf("checkpoint %s step %d: %w", run, ck.Step, err)
-			}
-			// The run continues with the settings it started with.
-			man, h, lc, base = resume.Manifest, resume.Manifest.Hyper, resume.Manifest.LoRA, resume.Manifest.Base
-			if man.Tokenizer.VocabSHA256 != d.tok.VocabSHA256() || man.Tokenizer.MaxLen != c.Int("max-len") || man.SplitID != d.split.Spec.ID() {
-				return fmt.Errorf("resume: run %s was trained with vocab %.12s, max length %d and split %s; these flags give %.12s, %d and %s",
-					run, man.Tokenizer.VocabSHA256, man.Tokenizer.MaxLen, man.SplitID, d.tok.VocabSHA256(), c.Int("max-len"), d.split.Spec.ID())
-			}
-			if compute, err = trainer.ParseCompute(base.Compute); err != nil {
-				return err
-			}
-			fmt.Fprintf(c.App.ErrWriter, "resume: run %s from step %d (checkpoint %s)\n", run, ck.Step, checkpoint.Prefix(run, ck.Step))
-		}
-	}
-	w, clsW, clsB, err := trainer.BaseWeights(base, "")
-	if err != nil {
-		return err
-	}
-	m, err := model.New(base.Config, w, clsW, clsB, model.Options{Quant: base.Quant, Compute: compute,
-		Device: device, LoRA: lc, Labels: shard.NumLabels, Seed: h.Seed})
-	if err != nil {
-		return err
-	}
-	defer m.Drop()
-	// The host copy of the base weights is garbage now; return it to the OS
-	// before training's peak.
-	debug.FreeOSMemory()
-	fmt.Fprintf(c.App.ErrWriter, "model: %d layers × %d, base %s %.1f MB (%.2f bits/param), %d trainable parameters, %s on %s\n",
-		base.Config.NumLayers, base.Config.HiddenSize, base.Quant, float64(m.BaseBytes())/1e6,
-		8*float64(m.BaseBytes())/float64(m.BaseParams()), trainableCount(m), base.Compute, c.String("device"))
-
 	vocab, err := vocabBytes(c)
 	if err != nil {
 		return err
 	}
-	data := &trainer.Data{DS: d.ds, Split: d.split, Tokens: d.tokens, PadID: d.tok.PadID()}
-	steps := shard.StepsPerEpoch(len(d.split.Train), h.BatchSize*h.GradAccum) * h.Epochs
-	bar := newProgress("train", "steps", steps)
-	opts := trainer.Options{Manifest: man, Resume: resume, CheckpointEvery: c.Int("checkpoint-every"),
+	var bar *progress
+	// Notices go above the progress bar once it is up, to stderr before.
+	warn := func(msg string) {
+		if bar != nil {
+			bar.note(msg)
+			return
+		}
+		fmt.Fprintln(c.App.ErrWriter, msg)
+	}
+	job := trainer.Job{Run: run, Base: base, LoRA: lc, Hyper: h,
+		Data:      &trainer.Data{DS: d.ds, Split: d.split, Tokens: d.tokens, PadID: d.tok.PadID()},
+		Tokenizer: trainer.Tokenizer{VocabSHA256: d.tok.VocabSHA256(), MaxLen: c.Int("max-len"), LowerCase: true},
+		Vocab:     vocab, Device: device, Store: store, CheckpointEvery: c.Int("checkpoint-every"),
+		ResumeLatest: c.Bool("resume"), Warn: warn,
+		Built: func(m *model.Model, man trainer.Manifest) {
+			base, h := man.Base, man.Hyper
+			fmt.Fprintf(c.App.ErrWriter, "model: %d layers × %d, base %s %.1f MB (%.2f bits/param), %d trainable parameters, %s on %s\n",
+				base.Config.NumLayers, base.Config.HiddenSize, base.Quant, float64(m.BaseBytes())/1e6,
+				8*float64(m.BaseBytes())/float64(m.BaseParams()), trainableCount(m), base.Compute, c.String("device"))
+			bar = newProgress("train", "steps", shard.StepsPerEpoch(len(d.split.Train), h.BatchSize*h.GradAccum)*h.Epochs)
+		},
 		Progress: func(p trainer.Progress) {
 			if p.Loss != 0 {
 				bar.describe(fmt.Sprintf("train loss %.4f", p.Loss))
@@ -190,54 +157,29 @@ func runTrain(c *cli.Context, dp *dataParallel) error {
 			if p.Eval != nil && p.Step < p.Steps {
 				bar.note(fmt.Sprintf("step %d: val macro-F1 %.4f, accuracy %.4f", p.Step, p.Eval.MacroF1, p.Eval.Accuracy))
 			}
-		}}
+		},
+		SaveFailed: func(step int, err error) {
+			warn(fmt.Sprintf("warning: checkpoint at step %d not saved (training goes on): %v", step, err))
+		},
+	}
 	if store != nil {
-		retention := checkpoint.Retention{KeepLatest: c.Int("keep-latest"), KeepBest: c.Int("keep-best"), Metric: "macro_f1", Grace: time.Hour}
-		opts.Save = func(ctx context.Context, st *trainer.State) error {
-			files, err := st.Files(vocab)
-			if err != nil {
-				return err
-			}
-			if _, err := checkpoint.Save(ctx, store, run, st.Step, files, checkpointMetrics(st), time.Now()); err != nil {
-				return err
-			}
-			if _, err := checkpoint.Retain(ctx, store, run, retention, time.Now()); err != nil {
-				bar.note(fmt.Sprintf("warning: checkpoint retention: %v", err))
-			}
-			return nil
-		}
-		opts.SaveFailed = func(step int, err error) {
-			bar.note(fmt.Sprintf("warning: checkpoint at step %d not saved (training goes on): %v", step, err))
-		}
+		job.Retention = checkpoint.Retention{KeepLatest: c.Int("keep-latest"), KeepBest: c.Int("keep-best"), Metric: "macro_f1", Grace: time.Hour}
 	}
 	if dp != nil {
-		opts.Rank, opts.World, opts.Reducer = dp.rank, dp.world, dp.reducer
+		job.Rank, job.World, job.Reducer = dp.rank, dp.world, dp.reducer
 	}
-	res, err := trainer.Train(c.Context, m, data, h, opts)
+	m, man, res, err := trainer.RunJob(c.Context, job)
 	if err != nil {
 		return err
 	}
+	defer m.Drop()
 	bar.finish()
-	man.Temperature, man.Steps = res.Temperature, res.Steps
 	if err := trainer.SaveAdapter(c.Path("out"), m, man, res, vocab); err != nil {
 		return err
 	}
 	printReports(c.App.Writer, res.Val, res.Test)
 	fmt.Fprintf(c.App.Writer, "\nadapter written to %s (temperature %.3f)\n%s\n", c.Path("out"), res.Temperature, disclaimer)
 	return nil
-}
-
-// checkpointMetrics are the validation scores recorded in a checkpoint's
-// manifest for best-checkpoint selection.
-func checkpointMetrics(st *trainer.State) map[string]float64 {
-	rep := st.Val
-	if rep.N == 0 && len(st.History) > 0 && st.History[len(st.History)-1].Step == st.Step {
-		rep = st.History[len(st.History)-1].Report
-	}
-	if rep.N == 0 {
-		return nil
-	}
-	return map[string]float64{"macro_f1": rep.MacroF1, "accuracy": rep.Accuracy, "ece": rep.ECE, "nll": rep.NLL}
 }
 
 func baseFromFlags(c *cli.Context) (trainer.Base, error) {

@@ -1,0 +1,247 @@
+package trainer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"time"
+
+	"github.com/loraft/loraft/checkpoint"
+	"github.com/loraft/loraft/shard"
+	"github.com/loraft/loraft/trainer/lora"
+	"github.com/loraft/loraft/trainer/model"
+	"github.com/sugarme/gotch"
+)
+
+// Job is one training run: what to train, on what data, where its
+// checkpoints go and where it resumes from. `loraft train`, each rank of
+// `loraft trainer` and the trainer agent all run a Job through RunJob.
+type Job struct {
+	// Run is the run's name in Store (checkpoint.ValidateRun).
+	Run string
+	// Base, LoRA and Hyper describe a fresh run; a resumed run continues with
+	// the ones its checkpoint recorded instead.
+	Base  Base
+	LoRA  lora.Config
+	Hyper Hyper
+	// Data is the read, split and tokenized dataset.
+	Data *Data
+	// Tokenizer records how Data was tokenized (vocab sha256, max length,
+	// lower casing); it goes into the manifest, and a resumed run must match it.
+	Tokenizer Tokenizer
+	// Vocab is the tokenizer's vocab.txt, stored with every checkpoint.
+	Vocab []byte
+	// Device is where the model lives.
+	Device gotch.Device
+
+	// Store receives checkpoints (nil: no checkpoints, and no resuming).
+	Store checkpoint.Store
+	// CheckpointEvery saves a checkpoint every N steps and at the end (0: only at the end).
+	CheckpointEvery int
+	// Retention is applied after every committed checkpoint; the zero
+	// Retention keeps every checkpoint.
+	Retention checkpoint.Retention
+	// ResumeLatest continues from the newest valid checkpoint of Run.
+	ResumeLatest bool
+	// ResumeAt > 0 continues from the newest valid checkpoint with step ≤
+	// ResumeAt (e.g. the coordinator's committed step): later checkpoints are
+	// ignored and corrupt ones fall back to older. It excludes ResumeLatest.
+	// With either, a run without such a checkpoint starts at step 0 (Warn says so).
+	ResumeAt int
+
+	// Rank, World and Reducer place the job in a data-parallel run (World 0
+	// or 1: alone); only rank 0 evaluates and saves. See Options.
+	Rank, World int
+	Reducer     Reducer
+
+	// Built, when set, is called once the model is built, before training,
+	// with the manifest the run trains with (a resumed run's recorded one).
+	Built func(m *model.Model, man Manifest)
+	// Progress is called after every step and evaluation.
+	Progress func(Progress)
+	// Saved is called on the saving rank after a checkpoint is committed to
+	// Store, with its step and the metrics recorded with it (nil when the
+	// step had no validation evaluation).
+	Saved func(ctx context.Context, step int, metrics map[string]float64)
+	// SaveFailed is called when a checkpoint could not be saved; training goes on.
+	SaveFailed func(step int, err error)
+	// Warn receives notices that do not stop the job, one line each without
+	// a trailing newline: checkpoints skipped on resume, where the run
+	// resumes, failed retention.
+	Warn func(msg string)
+}
+
+// ErrJob reports a Job that cannot run as given.
+var ErrJob = errors.New("invalid training job")
+
+// RunJob builds the job's model, resumes it when asked, trains it, and
+// returns the trained model (the caller drops it), the manifest it trained
+// with (Temperature and Steps set, ready for SaveAdapter) and the result. On
+// error the model is dropped and nil. Callers size libtorch's thread pool
+// first (libtorch.SetThreads). Like Train, it locks its goroutine to its OS
+// thread while training.
+func RunJob(ctx context.Context, j Job) (*model.Model, Manifest, *Result, error) {
+	if j.Data == nil || j.Data.Split == nil {
+		return nil, Manifest{}, nil, fmt.Errorf("%w: run %s has no data", ErrJob, j.Run)
+	}
+	if j.ResumeLatest && j.ResumeAt > 0 {
+		return nil, Manifest{}, nil, fmt.Errorf("%w: ResumeLatest and ResumeAt %d both set", ErrJob, j.ResumeAt)
+	}
+	if (j.ResumeLatest || j.ResumeAt > 0) && j.Store == nil {
+		return nil, Manifest{}, nil, fmt.Errorf("%w: resuming run %s needs a store", ErrJob, j.Run)
+	}
+	if j.Store != nil {
+		if err := checkpoint.ValidateRun(j.Run); err != nil {
+			return nil, Manifest{}, nil, fmt.Errorf("%w: %w", ErrJob, err)
+		}
+	}
+	warn := func(format string, args ...any) {
+		if j.Warn != nil {
+			j.Warn(fmt.Sprintf(format, args...))
+		}
+	}
+	d, run := j.Data, j.Run
+	man := Manifest{Base: j.Base, LoRA: j.LoRA, Hyper: j.Hyper, Tokenizer: j.Tokenizer,
+		Split: d.Split.Spec, SplitID: d.Split.Spec.ID()}
+	resume, err := j.resumeState(ctx, warn)
+	if err != nil {
+		return nil, Manifest{}, nil, err
+	}
+	if resume != nil {
+		// The run continues with the settings it started with.
+		man = resume.Manifest
+		if man.Tokenizer.VocabSHA256 != j.Tokenizer.VocabSHA256 || man.Tokenizer.MaxLen != j.Tokenizer.MaxLen || man.SplitID != d.Split.Spec.ID() {
+			return nil, Manifest{}, nil, fmt.Errorf("resume: run %s was trained with vocab %.12s, max length %d and split %s; these flags give %.12s, %d and %s",
+				run, man.Tokenizer.VocabSHA256, man.Tokenizer.MaxLen, man.SplitID, j.Tokenizer.VocabSHA256, j.Tokenizer.MaxLen, d.Split.Spec.ID())
+		}
+	}
+	compute, err := ParseCompute(man.Base.Compute)
+	if err != nil {
+		return nil, Manifest{}, nil, err
+	}
+	w, clsW, clsB, err := BaseWeights(man.Base, "")
+	if err != nil {
+		return nil, Manifest{}, nil, err
+	}
+	m, err := model.New(man.Base.Config, w, clsW, clsB, model.Options{Quant: man.Base.Quant, Compute: compute,
+		Device: j.Device, LoRA: man.LoRA, Labels: shard.NumLabels, Seed: man.Hyper.Seed})
+	if err != nil {
+		return nil, Manifest{}, nil, err
+	}
+	// The host copy of the base weights is garbage now; return it to the OS
+	// before training's peak.
+	debug.FreeOSMemory()
+	if j.Built != nil {
+		j.Built(m, man)
+	}
+
+	opts := Options{Manifest: man, Resume: resume, CheckpointEvery: j.CheckpointEvery, Progress: j.Progress,
+		Rank: j.Rank, World: j.World, Reducer: j.Reducer}
+	if j.Store != nil {
+		opts.Save = func(ctx context.Context, st *State) error {
+			files, err := st.Files(j.Vocab)
+			if err != nil {
+				return err
+			}
+			metrics := CheckpointMetrics(st)
+			if _, err := checkpoint.Save(ctx, j.Store, run, st.Step, files, metrics, time.Now()); err != nil {
+				return err
+			}
+			if j.Saved != nil {
+				j.Saved(ctx, st.Step, metrics)
+			}
+			if j.Retention != (checkpoint.Retention{}) {
+				if _, err := checkpoint.Retain(ctx, j.Store, run, j.Retention, time.Now()); err != nil {
+					warn("warning: checkpoint retention: %v", err)
+				}
+			}
+			return nil
+		}
+		opts.SaveFailed = j.SaveFailed
+	}
+	res, err := Train(ctx, m, d, man.Hyper, opts)
+	if err != nil {
+		m.Drop()
+		return nil, Manifest{}, nil, err
+	}
+	man.Temperature, man.Steps = res.Temperature, res.Steps
+	return m, man, res, nil
+}
+
+// resumeState loads the checkpoint the job resumes from: nil when it starts
+// at step 0.
+func (j Job) resumeState(ctx context.Context, warn func(string, ...any)) (*State, error) {
+	if !j.ResumeLatest && j.ResumeAt <= 0 {
+		return nil, nil
+	}
+	skip := func(err error) { warn("warning: skipping checkpoint: %v", err) }
+	var (
+		ck    *checkpoint.Checkpoint
+		files map[string][]byte
+		err   error
+	)
+	if j.ResumeAt > 0 {
+		ck, files, err = LatestAtOrBefore(ctx, j.Store, j.Run, j.ResumeAt, skip)
+	} else {
+		ck, files, err = checkpoint.LoadLatest(ctx, j.Store, j.Run, skip)
+	}
+	switch {
+	case errors.Is(err, checkpoint.ErrNoCheckpoint):
+		if j.ResumeAt > 0 {
+			warn("resume: run %s has no checkpoint at or before step %d in %s; starting at step 0", j.Run, j.ResumeAt, j.Store)
+		} else {
+			warn("resume: run %s has no checkpoint in %s yet; starting at step 0", j.Run, j.Store)
+		}
+		return nil, nil
+	case err != nil:
+		return nil, err
+	}
+	st, _, err := StateFromFiles(files)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint %s step %d: %w", j.Run, ck.Step, err)
+	}
+	warn("resume: run %s from step %d (checkpoint %s)", j.Run, ck.Step, checkpoint.Prefix(j.Run, ck.Step))
+	return st, nil
+}
+
+// LatestAtOrBefore loads the newest checkpoint of run with a step ≤ step
+// that verifies. Each corrupt checkpoint is reported to warn and skipped in
+// favour of an older one; checkpoints after step are ignored. Without one it
+// returns an error wrapping checkpoint.ErrNoCheckpoint.
+func LatestAtOrBefore(ctx context.Context, s checkpoint.Store, run string, step int, warn func(error)) (*checkpoint.Checkpoint, map[string][]byte, error) {
+	cks, err := checkpoint.List(ctx, s, run, warn)
+	if err != nil {
+		return nil, nil, err
+	}
+	for i := len(cks) - 1; i >= 0; i-- {
+		if cks[i].Step > step {
+			continue
+		}
+		files, err := checkpoint.Load(ctx, s, cks[i])
+		if err == nil {
+			return &cks[i], files, nil
+		}
+		if !errors.Is(err, checkpoint.ErrCorrupt) {
+			return nil, nil, err
+		}
+		if warn != nil {
+			warn(err)
+		}
+	}
+	return nil, nil, fmt.Errorf("%w for run %s at or before step %d in %s", checkpoint.ErrNoCheckpoint, run, step, s)
+}
+
+// CheckpointMetrics are the validation scores recorded in a checkpoint's
+// manifest for best-checkpoint selection: the final report, else the
+// evaluation at the state's step; nil when the step had none.
+func CheckpointMetrics(st *State) map[string]float64 {
+	rep := st.Val
+	if rep.N == 0 && len(st.History) > 0 && st.History[len(st.History)-1].Step == st.Step {
+		rep = st.History[len(st.History)-1].Report
+	}
+	if rep.N == 0 {
+		return nil
+	}
+	return map[string]float64{"macro_f1": rep.MacroF1, "accuracy": rep.Accuracy, "ece": rep.ECE, "nll": rep.NLL}
+}
