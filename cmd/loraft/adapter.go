@@ -77,12 +77,14 @@ func adapterCommand() *cli.Command {
 			{
 				Name:  "pull",
 				Usage: "write a PEFT adapter directory (with model card) from a checkpoint: the best by a metric, or a run's latest",
-				Flags: append(storeFlags(),
+				Flags: append(append(storeFlags(), tlsFlags()...),
 					&cli.BoolFlag{Name: "best", Usage: "the checkpoint with the highest --metric"},
 					&cli.StringFlag{Name: "run", Usage: "only this run"},
 					&cli.StringFlag{Name: "sweep", Usage: "only runs of this sweep (named <sweep>-…)"},
 					&cli.StringFlag{Name: "metric", Value: "macro_f1", Usage: "validation metric for --best"},
 					&cli.PathFlag{Name: "out", Required: true, Usage: "directory to write"},
+					&cli.StringFlag{Name: "coordinators", EnvVars: []string{"LORAFT_COORDINATORS"},
+						Usage: "with --best --sweep: ask the coordinators which trial is best (else every run of the sweep in the store is compared)"},
 				),
 				Action: func(c *cli.Context) error {
 					store, err := openStore(c, true)
@@ -96,6 +98,18 @@ func adapterCommand() *cli.Command {
 					}
 					if r := c.String("run"); r != "" {
 						runs = []string{r}
+					} else if sw := c.String("sweep"); sw != "" && c.Bool("best") && c.String("coordinators") != "" {
+						cl, err := dialCoordinators(c)
+						if err != nil {
+							return err
+						}
+						defer cl.Close()
+						t, err := cl.BestTrial(c.Context, sw)
+						if err != nil {
+							return fmt.Errorf("best trial of sweep %s: %w", sw, err)
+						}
+						fmt.Fprintf(c.App.ErrWriter, "sweep %s: best trial %s (rank %d, alpha %g, %s %.4f)\n", sw, t.GetName(), t.GetRank(), t.GetAlpha(), c.String("metric"), t.GetBestMetric())
+						runs = []string{t.GetName()}
 					} else if sw := c.String("sweep"); sw != "" {
 						var in []string
 						for _, r := range runs {

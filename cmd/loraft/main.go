@@ -63,6 +63,10 @@ func newApp() *cli.App {
 			predictCommand(),
 			adapterCommand(),
 			trainerCommand(),
+			coordinatorCommand(),
+			sweepCommand(),
+			runCommand(),
+			plotCommand(),
 			benchCommand(),
 		},
 		// Statements contain commas: --text "a, b" is one statement.

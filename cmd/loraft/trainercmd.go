@@ -5,11 +5,17 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/loraft/loraft/checkpoint"
+	"github.com/loraft/loraft/trainer"
+	"github.com/loraft/loraft/trainer/agent"
 	"github.com/loraft/loraft/trainer/allreduce"
+	"github.com/loraft/loraft/trainer/libtorch"
 	"github.com/urfave/cli/v2"
 )
 
@@ -51,10 +57,21 @@ func mutualTLS(c *cli.Context) (server, client *tls.Config, err error) {
 
 func trainerCommand() *cli.Command {
 	flags := append(append(datasetFlags(), trainFlags("lora-rank")...), storeFlags()...)
+	for _, f := range flags {
+		// --out and --data belong to the static mode only; checked there.
+		if pf, ok := f.(*cli.PathFlag); ok && (pf.Name == "out" || pf.Name == "data") {
+			pf.Required = false
+		}
+	}
 	flags = append(flags,
-		&cli.IntFlag{Name: "rank", Required: true, Usage: "this trainer's rank, 0..world-1 (rank 0 evaluates and checkpoints)"},
-		&cli.IntFlag{Name: "world", Required: true, Usage: "number of trainers in the run"},
-		&cli.StringFlag{Name: "peers", Required: true, Usage: "host:port of every rank in rank order, comma-separated; this rank listens on its own"},
+		&cli.StringFlag{Name: "coordinators", EnvVars: []string{"LORAFT_COORDINATORS"},
+			Usage: "gRPC API addresses of the coordinators: run under them (register, heartbeat, train what they assign) instead of static --rank/--world/--peers"},
+		&cli.StringFlag{Name: "id", Usage: "this trainer's stable name under the coordinators (default: hostname-listen address)"},
+		&cli.StringFlag{Name: "listen", Value: "127.0.0.1:7500", Usage: "all-reduce address this trainer listens on and advertises (under --coordinators)"},
+		&cli.PathFlag{Name: "events", Usage: "append a JSON line per job start and end to this file (under --coordinators)"},
+		&cli.IntFlag{Name: "rank", Usage: "static mode: this trainer's rank, 0..world-1 (rank 0 evaluates and checkpoints)"},
+		&cli.IntFlag{Name: "world", Usage: "static mode: number of trainers in the run"},
+		&cli.StringFlag{Name: "peers", Usage: "static mode: host:port of every rank in rank order, comma-separated; this rank listens on its own"},
 		&cli.StringFlag{Name: "run-id", Usage: "run identity in all-reduce messages, the same on every rank (default: --run, else the peer list)"},
 		&cli.Uint64Flag{Name: "generation", Value: 1, Usage: "assignment generation; messages of other generations are rejected"},
 		&cli.DurationFlag{Name: "step-timeout", Value: 60 * time.Second, Usage: "give up a step's all-reduce after this long (a peer died)"},
@@ -62,12 +79,25 @@ func trainerCommand() *cli.Command {
 	flags = append(flags, tlsFlags()...)
 	return &cli.Command{
 		Name:  "trainer",
-		Usage: "one rank of a data-parallel run with static peers: each rank trains its shard, gradients are ring all-reduced over gRPC",
-		Description: "Start one process per rank with the same flags except --rank. Every rank reads the dataset,\n" +
-			"takes its rows of each global batch, and all ranks stay bit-identical. Rank 0 evaluates,\n" +
+		Usage: "a trainer: under the coordinators (--coordinators), or one rank of a run with static peers",
+		Description: "Under --coordinators the trainer registers, heartbeats, and trains whatever rank of whatever trial\n" +
+			"the leader assigns, fetching the dataset from --store and resuming from the committed checkpoint.\n\n" +
+			"Static mode: start one process per rank with the same flags except --rank. Every rank reads the\n" +
+			"dataset, takes its rows of each global batch, and all ranks stay bit-identical. Rank 0 evaluates,\n" +
 			"checkpoints to --store and writes --out (other ranks write --out too when given).\n\n" + disclaimer,
 		Flags: flags,
 		Action: func(c *cli.Context) error {
+			if c.String("coordinators") != "" {
+				return runAgent(c)
+			}
+			for _, f := range []string{"data", "out", "peers"} {
+				if c.String(f) == "" {
+					return fmt.Errorf("flag --%s is required without --coordinators", f)
+				}
+			}
+			if !c.IsSet("rank") || !c.IsSet("world") {
+				return errors.New("flags --rank and --world are required without --coordinators")
+			}
 			peers := splitList(c.String("peers"))
 			serverTLS, clientTLS, err := mutualTLS(c)
 			if err != nil {
@@ -95,4 +125,56 @@ func trainerCommand() *cli.Command {
 			return runTrain(c, &dataParallel{rank: cfg.Rank, world: cfg.World, reducer: ring})
 		},
 	}
+}
+
+// runAgent is `loraft trainer --coordinators …`.
+func runAgent(c *cli.Context) error {
+	if _, err := libtorch.SetThreads(); err != nil {
+		return err
+	}
+	store, err := openStore(c, true)
+	if err != nil {
+		return err
+	}
+	device, err := trainer.ParseDevice(c.String("device"))
+	if err != nil {
+		return fmt.Errorf("flag --device: %w", err)
+	}
+	serverTLS, clientTLS, err := mutualTLS(c)
+	if err != nil {
+		return err
+	}
+	cl, err := dialCoordinators(c)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	id := c.String("id")
+	if id == "" {
+		host, _ := os.Hostname()
+		id = host + "-" + c.String("listen")
+	}
+	var events io.Writer
+	if p := c.Path("events"); p != "" {
+		f, err := os.OpenFile(p, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		if err != nil {
+			return fmt.Errorf("flag --events: %w", err)
+		}
+		defer f.Close()
+		events = f
+	}
+	cacheDir := c.Path("cache-dir")
+	if cacheDir == "" {
+		cacheDir = cacheRoot()
+	}
+	runner := &agent.JobRunner{Store: store, CacheDir: cacheDir, Device: device, StepTimeout: c.Duration("step-timeout"),
+		ServerTLS: serverTLS, ClientTLS: clientTLS,
+		Retention: checkpoint.Retention{KeepLatest: c.Int("keep-latest"), KeepBest: c.Int("keep-best"), Metric: "macro_f1", Grace: time.Hour},
+		Log:       func(msg string) { slog.Info(msg, "trainer", id) }}
+	a, err := agent.New(agent.Config{ID: id, Address: c.String("listen"), Coordinator: cl, Runner: runner, Events: events})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.App.ErrWriter, "trainer %s: all-reduce on %s, coordinators %s, store %s\n", id, c.String("listen"), c.String("coordinators"), store)
+	return a.Run(c.Context)
 }

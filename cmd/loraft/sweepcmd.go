@@ -1,0 +1,442 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/loraft/loraft/checkpoint"
+	"github.com/loraft/loraft/coordinator"
+	pb "github.com/loraft/loraft/proto/coordinatorpb"
+	"github.com/loraft/loraft/shard"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
+)
+
+func clientFlags(extra ...cli.Flag) []cli.Flag {
+	return append(append([]cli.Flag{coordinatorsFlag()}, extra...), tlsFlags()...)
+}
+
+func sweepCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "sweep",
+		Usage: "launch, watch and cancel sweeps of LoRA hyperparameters",
+		Subcommands: []*cli.Command{
+			{
+				Name:  "launch",
+				Usage: "upload the dataset to the store (once, by sha256) and launch a sweep from a YAML spec",
+				Flags: clientFlags(append([]cli.Flag{
+					&cli.PathFlag{Name: "spec", Required: true, Usage: "sweep spec (YAML), e.g. experiments/rank-alpha.yaml"},
+					&cli.PathFlag{Name: "data", Required: true, Usage: "dataset CSV in the Kaggle layout (statement,status)"},
+					&cli.BoolFlag{Name: "drop-bad", Usage: "accept a dataset with malformed rows (trainers drop them too)"},
+					&cli.BoolFlag{Name: "wait", Usage: "watch the sweep until every trial ends"},
+				}, storeFlags()...)...),
+				Action: func(c *cli.Context) error {
+					cl, err := dialCoordinators(c)
+					if err != nil {
+						return err
+					}
+					defer cl.Close()
+					store, err := openStore(c, true)
+					if err != nil {
+						return err
+					}
+					sw, err := launchSweep(c.Context, cl, store, c.Path("spec"), c.Path("data"), c.App.Writer)
+					if err != nil {
+						return err
+					}
+					if c.Bool("wait") {
+						return watchSweep(c.Context, cl, sw.GetName(), c.App.Writer, time.Second)
+					}
+					return nil
+				},
+			},
+			{
+				Name:      "status",
+				Usage:     "a sweep's trials: hyperparameters, state, step and best metric",
+				ArgsUsage: "SWEEP",
+				Flags:     clientFlags(&cli.BoolFlag{Name: "json", Usage: "print JSON"}, &cli.BoolFlag{Name: "watch", Usage: "refresh until every trial ends"}),
+				Action: func(c *cli.Context) error {
+					name := c.Args().First()
+					if name == "" {
+						return errors.New("sweep status: give the sweep's name")
+					}
+					cl, err := dialCoordinators(c)
+					if err != nil {
+						return err
+					}
+					defer cl.Close()
+					if c.Bool("watch") {
+						return watchSweep(c.Context, cl, name, c.App.Writer, time.Second)
+					}
+					st, err := cl.Sweep(c.Context, name)
+					if err != nil {
+						return fmt.Errorf("sweep %s: %w", name, err)
+					}
+					if c.Bool("json") {
+						return printJSON(c.App.Writer, sweepJSON(st))
+					}
+					return printSweep(c.App.Writer, st)
+				},
+			},
+			{
+				Name:  "ls",
+				Usage: "every sweep with its trial counts and best metric",
+				Flags: clientFlags(&cli.BoolFlag{Name: "json", Usage: "print JSON"}),
+				Action: func(c *cli.Context) error {
+					cl, err := dialCoordinators(c)
+					if err != nil {
+						return err
+					}
+					defer cl.Close()
+					st, err := cl.State(c.Context)
+					if err != nil {
+						return err
+					}
+					if c.Bool("json") {
+						var out []sweepStatusJSON
+						for _, sw := range st.GetSweeps() {
+							out = append(out, sweepJSON(&pb.SweepStatus{Sweep: sw}))
+						}
+						return printJSON(c.App.Writer, out)
+					}
+					tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+					fmt.Fprintln(tw, "sweep\ttrials\tsucceeded\trunning\tpending\tfailed/cancelled/stopped\tbest trial\tbest")
+					for _, sw := range st.GetSweeps() {
+						n := countStates(sw)
+						best, bestName := "-", "-"
+						if t := bestTrial(sw); t != nil {
+							best, bestName = fmt.Sprintf("%.4f", t.GetBestMetric()), t.GetName()
+						}
+						fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", sw.GetName(), len(sw.GetTrials()), n[pb.TrialState_TRIAL_STATE_SUCCEEDED],
+							n[pb.TrialState_TRIAL_STATE_RUNNING], n[pb.TrialState_TRIAL_STATE_PENDING],
+							n[pb.TrialState_TRIAL_STATE_FAILED]+n[pb.TrialState_TRIAL_STATE_CANCELLED]+n[pb.TrialState_TRIAL_STATE_STOPPED_EARLY], bestName, best)
+					}
+					return tw.Flush()
+				},
+			},
+			{
+				Name:      "cancel",
+				Usage:     "cancel a sweep's pending and running trials",
+				ArgsUsage: "SWEEP",
+				Flags:     clientFlags(),
+				Action: func(c *cli.Context) error {
+					name := c.Args().First()
+					if name == "" {
+						return errors.New("sweep cancel: give the sweep's name")
+					}
+					cl, err := dialCoordinators(c)
+					if err != nil {
+						return err
+					}
+					defer cl.Close()
+					if err := cl.CancelSweep(c.Context, name); err != nil {
+						return fmt.Errorf("cancelling sweep %s: %w", name, err)
+					}
+					fmt.Fprintf(c.App.Writer, "sweep %s cancelled (resume a run with `loraft run resume RUN`)\n", name)
+					return nil
+				},
+			},
+		},
+	}
+}
+
+func runCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "run",
+		Usage: "list runs (trials) and resume failed or cancelled ones",
+		Subcommands: []*cli.Command{
+			{
+				Name:  "ls",
+				Usage: "every run: sweep, state, generation, attempts, committed checkpoint, best metric",
+				Flags: clientFlags(&cli.StringFlag{Name: "sweep", Usage: "only this sweep's runs"}, &cli.BoolFlag{Name: "json", Usage: "print JSON"}),
+				Action: func(c *cli.Context) error {
+					cl, err := dialCoordinators(c)
+					if err != nil {
+						return err
+					}
+					defer cl.Close()
+					st, err := cl.State(c.Context)
+					if err != nil {
+						return err
+					}
+					var rows []trialJSON
+					for _, sw := range st.GetSweeps() {
+						if s := c.String("sweep"); s != "" && sw.GetName() != s {
+							continue
+						}
+						for _, t := range sw.GetTrials() {
+							rows = append(rows, trialRow(sw, t, nil))
+						}
+					}
+					if c.Bool("json") {
+						return printJSON(c.App.Writer, rows)
+					}
+					tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+					fmt.Fprintln(tw, "run\tsweep\tstate\tgeneration\tattempts\tcheckpoint step\tbest\ttrainers\treason")
+					for _, r := range rows {
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\n", r.Name, r.Sweep, r.State, r.Generation, r.Attempts, r.CheckpointStep,
+							metricCell(r.BestMetric), strings.Join(r.Trainers, ","), oneLine(r.Reason, 50))
+					}
+					return tw.Flush()
+				},
+			},
+			{
+				Name:      "resume",
+				Usage:     "put a failed, cancelled or early-stopped run back in the queue; it continues from its last committed checkpoint",
+				ArgsUsage: "RUN",
+				Flags:     clientFlags(),
+				Action: func(c *cli.Context) error {
+					run := c.Args().First()
+					if run == "" {
+						return errors.New("run resume: give the run's name (see `loraft run ls`)")
+					}
+					cl, err := dialCoordinators(c)
+					if err != nil {
+						return err
+					}
+					defer cl.Close()
+					if err := cl.ResumeRun(c.Context, run); err != nil {
+						return fmt.Errorf("resuming run %s: %w", run, err)
+					}
+					fmt.Fprintf(c.App.Writer, "run %s queued; it resumes from its last committed checkpoint\n", run)
+					return nil
+				},
+			},
+		},
+	}
+}
+
+// launchSweep uploads the dataset (unless the store has it) and launches the spec.
+func launchSweep(ctx context.Context, cl *coordinator.Client, store checkpoint.Store, specPath, dataPath string, w io.Writer) (*pb.Sweep, error) {
+	raw, err := os.ReadFile(specPath)
+	if err != nil {
+		return nil, fmt.Errorf("flag --spec: %w", err)
+	}
+	spec, err := coordinator.ParseSweepSpec(raw, specPath)
+	if err != nil {
+		return nil, err
+	}
+	// Read it here so a malformed file fails now, naming its row, not on every trainer.
+	ds, err := shard.ReadFile(dataPath, shard.Options{})
+	if err != nil {
+		return nil, err
+	}
+	sha, size, uploaded, err := checkpoint.UploadDataset(ctx, store, dataPath)
+	if err != nil {
+		return nil, err
+	}
+	verb := "already in"
+	if uploaded {
+		verb = "uploaded to"
+	}
+	fmt.Fprintf(w, "dataset %s (%d rows, sha256 %.12s…) %s %s\n", filepath.Base(dataPath), len(ds.Rows), sha, verb, store)
+	sw := spec.Sweep(raw, sha, time.Now())
+	if err := cl.LaunchSweepWithDataset(ctx, sw, &pb.Dataset{Sha256: sha, Name: filepath.Base(dataPath), Size: size, Rows: int64(len(ds.Rows))}); err != nil {
+		return nil, fmt.Errorf("launching sweep %s: %w", sw.GetName(), err)
+	}
+	fmt.Fprintf(w, "sweep %s launched: %d trials, %d trainer(s) each, metric %s\n", sw.GetName(), len(sw.GetTrials()), max(1, sw.GetTrainersPerTrial()), sw.GetMetric())
+	return sw, nil
+}
+
+// sweepDone reports whether every trial of the sweep has ended.
+func sweepDone(sw *pb.Sweep) bool {
+	for _, t := range sw.GetTrials() {
+		if t.GetState() == pb.TrialState_TRIAL_STATE_PENDING || t.GetState() == pb.TrialState_TRIAL_STATE_RUNNING {
+			return false
+		}
+	}
+	return true
+}
+
+// watchSweep shows a sweep until it ends: a table redrawn in place on a
+// terminal, a line per change otherwise.
+func watchSweep(ctx context.Context, cl *coordinator.Client, name string, w io.Writer, every time.Duration) error {
+	tty := false
+	if f, ok := w.(*os.File); ok {
+		tty = term.IsTerminal(int(f.Fd()))
+	}
+	last := map[string]string{}
+	drawn := 0
+	for {
+		st, err := cl.Sweep(ctx, name)
+		switch {
+		case err == nil:
+		case ctx.Err() != nil:
+			return ctx.Err()
+		default:
+			fmt.Fprintf(w, "sweep %s: %v (retrying)\n", name, err)
+			time.Sleep(every)
+			continue
+		}
+		if tty {
+			var b strings.Builder
+			_ = printSweep(&b, st)
+			if drawn > 0 {
+				fmt.Fprintf(w, "\x1b[%dA\x1b[J", drawn)
+			}
+			fmt.Fprint(w, b.String())
+			drawn = strings.Count(b.String(), "\n")
+		} else {
+			for _, t := range st.GetSweep().GetTrials() {
+				r := trialRow(st.GetSweep(), t, st.GetProgress()[t.GetName()])
+				line := fmt.Sprintf("%s r=%d α=%g %s step %s loss %s best %s eta %s", r.Name, r.Rank, r.Alpha, r.State, r.Step, lossCell(r.Loss), metricCell(r.BestMetric), etaCell(r.EtaMs))
+				key := fmt.Sprintf("%s|%s|%s", r.State, metricCell(r.BestMetric), r.Step)
+				if last[r.Name] != key {
+					last[r.Name] = key
+					fmt.Fprintln(w, line)
+				}
+			}
+		}
+		if sweepDone(st.GetSweep()) {
+			if !tty {
+				return printSweep(w, st)
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(every):
+		}
+	}
+}
+
+// trialJSON is one trial as status and run ls print it.
+type trialJSON struct {
+	Name           string          `json:"name"`
+	Sweep          string          `json:"sweep"`
+	Index          int32           `json:"index"`
+	Rank           int32           `json:"rank"`
+	Alpha          float64         `json:"alpha"`
+	LearningRate   float64         `json:"learning_rate"`
+	Dropout        float64         `json:"lora_dropout"`
+	TargetModules  string          `json:"target_modules"`
+	Seed           uint64          `json:"seed"`
+	State          string          `json:"state"`
+	Step           string          `json:"step"`
+	Loss           float64         `json:"loss,omitempty"`
+	EtaMs          int64           `json:"eta_ms,omitempty"`
+	Generation     uint64          `json:"generation"`
+	Attempts       int32           `json:"attempts"`
+	CheckpointStep int64           `json:"checkpoint_step"`
+	BestMetric     *float64        `json:"best_metric,omitempty"`
+	Trainers       []string        `json:"trainers,omitempty"`
+	Reason         string          `json:"reason,omitempty"`
+	Result         *pb.TrialResult `json:"-"`
+	ResultJSON     json.RawMessage `json:"result,omitempty"`
+	History        []pointJSON     `json:"history,omitempty"`
+}
+
+type pointJSON struct {
+	Step   int64   `json:"step"`
+	Metric float64 `json:"metric"`
+}
+
+type sweepStatusJSON struct {
+	Name      string      `json:"name"`
+	Metric    string      `json:"metric"`
+	Dataset   string      `json:"dataset_sha256"`
+	Cancelled bool        `json:"cancelled"`
+	Done      bool        `json:"done"`
+	Trials    []trialJSON `json:"trials"`
+}
+
+func trialRow(sw *pb.Sweep, t *pb.Trial, p *pb.Progress) trialJSON {
+	r := trialJSON{Name: t.GetName(), Sweep: sw.GetName(), Index: t.GetIndex(), Rank: t.GetRank(), Alpha: t.GetAlpha(), LearningRate: t.GetLearningRate(),
+		Dropout: t.GetLoraDropout(), TargetModules: t.GetTargetModules(), Seed: t.GetSeed(), State: strings.TrimPrefix(t.GetState().String(), "TRIAL_STATE_"),
+		Generation: t.GetGeneration(), Attempts: t.GetAttempts(), CheckpointStep: t.GetCheckpointStep(), Trainers: t.GetTrainers(), Reason: t.GetReason()}
+	r.Step = fmt.Sprint(t.GetCheckpointStep())
+	if p != nil && p.GetSteps() > 0 {
+		r.Step, r.Loss, r.EtaMs = fmt.Sprintf("%d/%d", p.GetStep(), p.GetSteps()), p.GetLoss(), p.GetEtaMs()
+	}
+	if res := t.GetResult(); res != nil {
+		r.Step = fmt.Sprint(res.GetSteps())
+		r.Loss = res.GetFinalLoss()
+		r.ResultJSON, _ = json.Marshal(map[string]any{"steps": res.GetSteps(), "val_macro_f1": res.GetValMacroF1(), "val_accuracy": res.GetValAccuracy(),
+			"test_macro_f1": res.GetTestMacroF1(), "test_accuracy": res.GetTestAccuracy(), "temperature": res.GetTemperature(), "val_ece": res.GetValEce(),
+			"wall_ms": res.GetWallMs(), "final_loss": res.GetFinalLoss()})
+	}
+	if t.GetHasMetric() {
+		v := t.GetBestMetric()
+		r.BestMetric = &v
+	}
+	for _, h := range t.GetHistory() {
+		r.History = append(r.History, pointJSON{Step: h.GetStep(), Metric: h.GetMetric()})
+	}
+	return r
+}
+
+func sweepJSON(st *pb.SweepStatus) sweepStatusJSON {
+	sw := st.GetSweep()
+	out := sweepStatusJSON{Name: sw.GetName(), Metric: sw.GetMetric(), Dataset: sw.GetDatasetSha256(), Cancelled: sw.GetCancelled(), Done: sweepDone(sw)}
+	for _, t := range sw.GetTrials() {
+		out.Trials = append(out.Trials, trialRow(sw, t, st.GetProgress()[t.GetName()]))
+	}
+	return out
+}
+
+func printSweep(w io.Writer, st *pb.SweepStatus) error {
+	sw := st.GetSweep()
+	metric := strings.ReplaceAll(sw.GetMetric(), "_", "-")
+	fmt.Fprintf(w, "sweep %s (%d trials, metric %s)\n", sw.GetName(), len(sw.GetTrials()), metric)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "trial\trank\talpha\tlr\tstate\tstep\tloss\tbest %s\teta\tattempts\n", metric)
+	for _, t := range sw.GetTrials() {
+		r := trialRow(sw, t, st.GetProgress()[t.GetName()])
+		fmt.Fprintf(tw, "%s\t%d\t%g\t%.0e\t%s\t%s\t%s\t%s\t%s\t%d\n", r.Name, r.Rank, r.Alpha, r.LearningRate, r.State, r.Step, lossCell(r.Loss), metricCell(r.BestMetric), etaCell(r.EtaMs), r.Attempts)
+	}
+	return tw.Flush()
+}
+
+func metricCell(v *float64) string {
+	if v == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%.4f", *v)
+}
+
+func lossCell(v float64) string {
+	if v == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.4f", v)
+}
+
+func etaCell(ms int64) string {
+	if ms <= 0 {
+		return "-"
+	}
+	return (time.Duration(ms) * time.Millisecond).Round(time.Second).String()
+}
+
+func countStates(sw *pb.Sweep) map[pb.TrialState]int {
+	n := map[pb.TrialState]int{}
+	for _, t := range sw.GetTrials() {
+		n[t.GetState()]++
+	}
+	return n
+}
+
+func bestTrial(sw *pb.Sweep) *pb.Trial {
+	var best *pb.Trial
+	for _, t := range sw.GetTrials() {
+		if t.GetHasMetric() && (best == nil || t.GetBestMetric() > best.GetBestMetric()) {
+			best = t
+		}
+	}
+	return best
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

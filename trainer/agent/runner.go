@@ -1,0 +1,188 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/loraft/loraft/checkpoint"
+	pb "github.com/loraft/loraft/proto/coordinatorpb"
+	"github.com/loraft/loraft/shard"
+	"github.com/loraft/loraft/shard/wordpiece"
+	"github.com/loraft/loraft/trainer"
+	"github.com/loraft/loraft/trainer/allreduce"
+	"github.com/loraft/loraft/trainer/lora"
+	"github.com/loraft/loraft/trainer/model"
+	"github.com/sugarme/gotch"
+)
+
+// DefaultSplit is the split of a sweep that names none.
+const DefaultSplit = "0.8,0.1,0.1"
+
+// JobRunner trains assignments with libtorch: it fetches the sweep's
+// dataset from the store, splits and tokenizes it exactly as every other
+// rank does, resumes from the committed checkpoint and trains.
+type JobRunner struct {
+	Store checkpoint.Store
+	// CacheDir holds fetched datasets and token caches.
+	CacheDir string
+	Device   gotch.Device
+	// StepTimeout bounds each all-reduce; TLS configures the ring's mutual TLS (nil: plaintext).
+	StepTimeout          time.Duration
+	ServerTLS, ClientTLS *tls.Config
+	// Retention prunes each trial's checkpoints after every save.
+	Retention checkpoint.Retention
+	// Log receives one line per notice (resume point, skipped checkpoints); nil drops them.
+	Log func(msg string)
+}
+
+// Run trains rank a.Rank of the assigned trial.
+func (r *JobRunner) Run(ctx context.Context, a *pb.Assignment, rep Reporter) (*pb.TrialResult, error) {
+	t, ts := a.GetTrial(), a.GetTrain()
+	path, err := checkpoint.FetchDataset(ctx, r.Store, a.GetDatasetSha256(), filepath.Join(r.CacheDir, "datasets"))
+	if err != nil {
+		return nil, err
+	}
+	ds, err := shard.ReadFile(path, shard.Options{})
+	if err != nil {
+		return nil, err
+	}
+	ratioSpec := ts.GetSplitRatios()
+	if ratioSpec == "" {
+		ratioSpec = DefaultSplit
+	}
+	ratios, err := shard.ParseRatios(ratioSpec)
+	if err != nil {
+		return nil, fmt.Errorf("sweep split ratios: %w", err)
+	}
+	sp, err := shard.NewSplit(ds, ts.GetSplitSeed(), ratios)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := wordpiece.BertBaseUncased()
+	if err != nil {
+		return nil, err
+	}
+	maxLen := int(ts.GetMaxLen())
+	tokens, _, err := shard.LoadOrTokenize(ctx, filepath.Join(r.CacheDir, "tokens"), ds, tok, maxLen, nil)
+	if err != nil {
+		return nil, err
+	}
+	base, err := BaseFor(ts)
+	if err != nil {
+		return nil, err
+	}
+	h := trainer.DefaultHyper()
+	h.Epochs, h.BatchSize, h.LR, h.Seed = int(ts.GetEpochs()), int(ts.GetBatchSize()), t.GetLearningRate(), t.GetSeed()
+	h.WarmupRatio, h.EvalEvery = ts.GetWarmupRatio(), int(ts.GetEvalEvery())
+	if err := h.Validate(); err != nil {
+		return nil, fmt.Errorf("trial %s: %w", t.GetName(), err)
+	}
+	lc := lora.Config{Rank: int(t.GetRank()), Alpha: t.GetAlpha(), Dropout: t.GetLoraDropout(), Targets: splitList(t.GetTargetModules())}
+	if err := lc.Validate(); err != nil {
+		return nil, fmt.Errorf("trial %s: %w", t.GetName(), err)
+	}
+	job := trainer.Job{Run: t.GetName(), Base: base, LoRA: lc, Hyper: h,
+		Data:      &trainer.Data{DS: ds, Split: sp, Tokens: tokens, PadID: tok.PadID()},
+		Tokenizer: trainer.Tokenizer{VocabSHA256: tok.VocabSHA256(), MaxLen: maxLen, LowerCase: true},
+		Vocab:     wordpiece.BertBaseUncasedVocab(), Device: r.Device, Store: r.Store,
+		CheckpointEvery: int(ts.GetCheckpointEvery()), Retention: r.Retention, ResumeAt: int(a.GetCheckpointStep()),
+		Rank: int(a.GetRank()), World: int(a.GetWorld()), Warn: r.Log}
+	if a.GetWorld() > 1 {
+		ring, err := allreduce.Listen(ctx, allreduce.Config{Rank: int(a.GetRank()), World: int(a.GetWorld()), Peers: a.GetPeers(),
+			RunID: t.GetName(), Generation: a.GetGeneration(), StepTimeout: r.StepTimeout, ServerTLS: r.ServerTLS, ClientTLS: r.ClientTLS})
+		if err != nil {
+			return nil, fmt.Errorf("all-reduce ring for %s: %w", t.GetName(), err)
+		}
+		defer ring.Close()
+		job.Reducer = ring
+	}
+	metric := a.GetMetric()
+	if metric == "" {
+		metric = "macro_f1"
+	}
+	var eta etaClock
+	var last struct {
+		sync.Mutex
+		loss float64
+	}
+	job.Progress = func(p trainer.Progress) {
+		pp := &pb.Progress{Step: int64(p.Step), Steps: int64(p.Steps), Loss: p.Loss, Epoch: int64(p.Epoch), EtaMs: eta.left(p.Step, p.Steps).Milliseconds()}
+		if p.Eval != nil {
+			pp.Metric, pp.HasMetric = p.Eval.Metric(metric)
+		}
+		if p.Loss != 0 {
+			last.Lock()
+			last.loss = p.Loss
+			last.Unlock()
+		}
+		rep.Progress(pp)
+	}
+	job.Saved = func(ctx context.Context, step int, metrics map[string]float64) {
+		v, ok := metrics[metric]
+		rep.Checkpoint(ctx, int64(step), v, ok)
+	}
+	m, _, res, err := trainer.RunJob(ctx, job)
+	if err != nil {
+		return nil, err
+	}
+	m.Drop()
+	last.Lock()
+	defer last.Unlock()
+	return &pb.TrialResult{Steps: int64(res.Steps), ValMacroF1: res.Val.MacroF1, ValAccuracy: res.Val.Accuracy,
+		TestMacroF1: res.Test.MacroF1, TestAccuracy: res.Test.Accuracy, Temperature: res.Temperature, ValEce: res.Val.ECE, FinalLoss: last.loss}, nil
+}
+
+// BaseFor is the frozen base a sweep's train settings describe.
+func BaseFor(ts *pb.TrainSettings) (trainer.Base, error) {
+	name := ts.GetConfig()
+	if name == "" {
+		name = "tiny"
+	}
+	cfg, err := model.LoadConfig(name)
+	if err != nil {
+		return trainer.Base{}, fmt.Errorf("sweep train.config: %w", err)
+	}
+	q := model.Quant(ts.GetQuant())
+	if q == "" {
+		q = model.NF4
+	}
+	b := trainer.Base{ConfigName: name, Config: cfg, Quant: q, Compute: "fp32"}
+	if w := ts.GetWeights(); w != "" {
+		if b.WeightsSHA256, err = trainer.FileSHA256(w); err != nil {
+			return b, fmt.Errorf("sweep train.weights on this trainer: %w", err)
+		}
+		b.Weights = w
+	}
+	return b, nil
+}
+
+// etaClock estimates the time left from the rate since the first step seen.
+type etaClock struct {
+	start     time.Time
+	startStep int
+}
+
+func (e *etaClock) left(step, steps int) time.Duration {
+	now := time.Now()
+	if e.start.IsZero() || step <= e.startStep {
+		e.start, e.startStep = now, step
+		return 0
+	}
+	per := now.Sub(e.start) / time.Duration(step-e.startStep)
+	return per * time.Duration(steps-step)
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
