@@ -1,0 +1,202 @@
+package coordinator
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	pb "github.com/loraft/loraft/proto/coordinatorpb"
+)
+
+// planFSM builds an FSM with one sweep of n trials and the given trainers.
+func planFSM(t *testing.T, n, perTrial, maxConc int, trainers ...string) *fsm {
+	t.Helper()
+	f := newFSM()
+	c := sweepCmd("sw", n)
+	c.GetCreateSweep().GetSweep().TrainersPerTrial = int32(perTrial)
+	c.GetCreateSweep().GetSweep().MaxConcurrent = int32(maxConc)
+	if err := applyCmd(t, f, c); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range trainers {
+		if err := applyCmd(t, f, &pb.Command{Cmd: &pb.Command_RegisterTrainer{RegisterTrainer: &pb.RegisterTrainer{Trainer: &pb.TrainerRecord{Id: id, Address: id + ":1"}}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return f
+}
+
+func decisionsOf(ds []decision) []string {
+	var out []string
+	for _, d := range ds {
+		out = append(out, d.what)
+	}
+	return out
+}
+
+func TestPlan(t *testing.T) {
+	now := time.Unix(1000, 0)
+	all := func(string) bool { return true }
+	tests := []struct {
+		name              string
+		trials, per, conc int
+		trainers          []string
+		running           map[string][]string // trial → trainers, assigned before planning
+		alive, placeable  func(string) bool
+		want              []string
+	}{
+		{name: "one trial per free trainer, in order", trials: 3, per: 1, trainers: []string{"b", "a"}, alive: all, placeable: all,
+			want: []string{"assign sw-t000 (generation 1) to [a]", "assign sw-t001 (generation 1) to [b]"}},
+		{name: "rings of two", trials: 3, per: 2, trainers: []string{"a", "b", "c"}, alive: all, placeable: all,
+			want: []string{"assign sw-t000 (generation 1) to [a b]"}},
+		{name: "max concurrent", trials: 3, per: 1, conc: 1, trainers: []string{"a", "b"}, alive: all, placeable: all,
+			want: []string{"assign sw-t000 (generation 1) to [a]"}},
+		{name: "busy trainers are not free", trials: 2, per: 1, trainers: []string{"a", "b"}, running: map[string][]string{"sw-t000": {"a"}},
+			alive: all, placeable: all, want: []string{"assign sw-t001 (generation 1) to [b]"}},
+		{name: "trainers not heard from this term get nothing", trials: 1, per: 1, trainers: []string{"a"}, alive: all,
+			placeable: func(string) bool { return false }, want: nil},
+		{name: "a lost trainer's trial is requeued", trials: 1, per: 2, trainers: []string{"a", "b"}, running: map[string][]string{"sw-t000": {"a", "b"}},
+			alive: func(id string) bool { return id != "b" }, placeable: all,
+			want: []string{"requeue sw-t000: trainer b lost"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := planFSM(t, tc.trials, tc.per, tc.conc, tc.trainers...)
+			for trial, ring := range tc.running {
+				if err := applyCmd(t, f, &pb.Command{Cmd: &pb.Command_AssignTrial{AssignTrial: &pb.AssignTrial{Trial: trial, Trainers: ring}}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got := decisionsOf(plan(f, now, tc.alive, tc.placeable, time.Second))
+			if strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
+				t.Fatalf("decisions:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
+			}
+			// Every decision is one the FSM accepts.
+			for _, d := range plan(f, now, tc.alive, tc.placeable, time.Second) {
+				if err := applyCmd(t, f, d.cmd); err != nil {
+					t.Fatalf("%s: %v", d.what, err)
+				}
+			}
+		})
+	}
+}
+
+func TestAssignmentNamesRingAndResumePoint(t *testing.T) {
+	f := planFSM(t, 1, 2, 0, "a", "b")
+	if err := applyCmd(t, f, &pb.Command{Cmd: &pb.Command_AssignTrial{AssignTrial: &pb.AssignTrial{Trial: "sw-t000", Trainers: []string{"b", "a"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := applyCmd(t, f, &pb.Command{Cmd: &pb.Command_RecordCheckpoint{RecordCheckpoint: &pb.RecordCheckpoint{Trial: "sw-t000", Generation: 1, Step: 30}}}); err != nil {
+		t.Fatal(err)
+	}
+	a := assignment(f, "a")
+	if a.GetRank() != 1 || a.GetWorld() != 2 || strings.Join(a.GetPeers(), ",") != "b:1,a:1" || a.GetGeneration() != 1 || a.GetCheckpointStep() != 30 {
+		t.Fatalf("assignment of a: %v", a)
+	}
+	if assignment(f, "c") != nil {
+		t.Fatal("an unassigned trainer got work")
+	}
+}
+
+func history(points ...float64) []*pb.MetricPoint {
+	var h []*pb.MetricPoint
+	for i, m := range points {
+		h = append(h, &pb.MetricPoint{Step: int64(10 * (i + 1)), Metric: m})
+	}
+	return h
+}
+
+func TestShouldStop(t *testing.T) {
+	sweep := func(rule string, grace int64, me []float64, others ...[]float64) (*pb.Sweep, *pb.Trial) {
+		sw := &pb.Sweep{Metric: "macro_f1", EarlyStopping: &pb.EarlyStopping{Rule: rule, GraceSteps: grace, ReductionFactor: 2}}
+		t := &pb.Trial{Name: "me", History: history(me...)}
+		sw.Trials = append(sw.Trials, t)
+		for i, o := range others {
+			sw.Trials = append(sw.Trials, &pb.Trial{Name: string(rune('a' + i)), History: history(o...)})
+		}
+		return sw, t
+	}
+	tests := []struct {
+		name  string
+		rule  string
+		grace int64
+		me    []float64
+		other [][]float64
+		step  int64
+		want  bool
+	}{
+		{"median: below the others", "median", 0, []float64{0.1, 0.2}, [][]float64{{0.5, 0.6}, {0.4, 0.7}}, 20, true},
+		{"median: above the median", "median", 0, []float64{0.1, 0.65}, [][]float64{{0.5, 0.6}, {0.4, 0.7}, {0.3, 0.3}}, 20, false},
+		{"median: within grace", "median", 30, []float64{0.1, 0.2}, [][]float64{{0.5, 0.6}, {0.4, 0.7}}, 20, false},
+		{"median: one other is not enough", "median", 0, []float64{0.1, 0.2}, [][]float64{{0.5, 0.6}}, 20, false},
+		{"median: others not at this step yet", "median", 0, []float64{0.1, 0.2}, [][]float64{{0.5}, {0.4}}, 20, false},
+		{"asha: outside the top half at a rung", "asha", 10, []float64{0.1, 0.2}, [][]float64{{0.5, 0.6}, {0.4, 0.7}, {0.9, 0.9}}, 20, true},
+		{"asha: inside the top half", "asha", 10, []float64{0.1, 0.8}, [][]float64{{0.5, 0.6}, {0.4, 0.7}, {0.3, 0.3}}, 20, false},
+		{"asha: first arrival continues", "asha", 10, []float64{0.1, 0.2}, nil, 20, false},
+		{"no rule", "", 0, []float64{0.1}, [][]float64{{0.9}, {0.9}}, 10, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			sw, me := sweep(tc.rule, tc.grace, tc.me, tc.other...)
+			if tc.rule == "" {
+				sw.EarlyStopping = nil
+			}
+			got, why := shouldStop(sw, me, tc.step)
+			if got != tc.want {
+				t.Fatalf("shouldStop = %v (%s), want %v", got, why, tc.want)
+			}
+			if got && why == "" {
+				t.Fatal("a stop without a reason")
+			}
+		})
+	}
+}
+
+func TestFSMTransitions(t *testing.T) {
+	set := func(gen uint64, s pb.TrialState) *pb.Command {
+		return &pb.Command{Cmd: &pb.Command_SetTrialState{SetTrialState: &pb.SetTrialState{Trial: "sw-t000", Generation: gen, State: s, Result: &pb.TrialResult{Steps: 5}}}}
+	}
+	resume := &pb.Command{Cmd: &pb.Command_ResumeTrial{ResumeTrial: &pb.ResumeTrial{Trial: "sw-t000"}}}
+	assign := &pb.Command{Cmd: &pb.Command_AssignTrial{AssignTrial: &pb.AssignTrial{Trial: "sw-t000", Trainers: []string{"a"}}}}
+	f := planFSM(t, 1, 1, 0, "a")
+	steps := []struct {
+		name string
+		cmd  *pb.Command
+		ok   bool
+		want pb.TrialState
+		gen  uint64
+	}{
+		{"assign", assign, true, pb.TrialState_TRIAL_STATE_RUNNING, 1},
+		{"assigning a running trial is refused", assign, false, pb.TrialState_TRIAL_STATE_RUNNING, 1},
+		{"running cannot be set directly", set(1, pb.TrialState_TRIAL_STATE_RUNNING), false, pb.TrialState_TRIAL_STATE_RUNNING, 1},
+		{"stopped early fences the generation", set(1, pb.TrialState_TRIAL_STATE_STOPPED_EARLY), true, pb.TrialState_TRIAL_STATE_STOPPED_EARLY, 2},
+		{"a late success of the old generation is refused", set(1, pb.TrialState_TRIAL_STATE_SUCCEEDED), false, pb.TrialState_TRIAL_STATE_STOPPED_EARLY, 2},
+		{"resume queues it", resume, true, pb.TrialState_TRIAL_STATE_PENDING, 2},
+		{"resuming a queued trial is a no-op", resume, true, pb.TrialState_TRIAL_STATE_PENDING, 2},
+		{"reassign bumps the generation", assign, true, pb.TrialState_TRIAL_STATE_RUNNING, 3},
+		{"success", set(3, pb.TrialState_TRIAL_STATE_SUCCEEDED), true, pb.TrialState_TRIAL_STATE_SUCCEEDED, 3},
+		{"a retried success is a no-op", set(3, pb.TrialState_TRIAL_STATE_SUCCEEDED), true, pb.TrialState_TRIAL_STATE_SUCCEEDED, 3},
+		{"a failure after success is refused", set(3, pb.TrialState_TRIAL_STATE_FAILED), false, pb.TrialState_TRIAL_STATE_SUCCEEDED, 3},
+		{"a succeeded trial cannot be resumed", resume, false, pb.TrialState_TRIAL_STATE_SUCCEEDED, 3},
+	}
+	for _, s := range steps {
+		err := applyCmd(t, f, s.cmd)
+		if (err == nil) != s.ok {
+			t.Fatalf("%s: err %v, want ok=%v", s.name, err, s.ok)
+		}
+		tr := f.trials["sw-t000"]
+		if tr.GetState() != s.want || tr.GetGeneration() != s.gen {
+			t.Fatalf("%s: trial %s generation %d, want %s generation %d", s.name, tr.GetState(), tr.GetGeneration(), s.want, s.gen)
+		}
+	}
+	if f.trials["sw-t000"].GetResult().GetSteps() != 5 {
+		t.Fatal("result not recorded")
+	}
+	// Members round-trip through a snapshot with the rest.
+	if err := applyCmd(t, f, &pb.Command{Cmd: &pb.Command_SetMember{SetMember: &pb.SetMember{Member: &pb.Member{Id: "n4", RaftAddress: "r:1", ApiAddress: "a:1"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if st := f.state(); len(st.GetMembers()) != 1 || st.GetMembers()[0].GetApiAddress() != "a:1" {
+		t.Fatalf("members: %v", st.GetMembers())
+	}
+}
