@@ -8,7 +8,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # MinIO for tests and the demo: path of the cached server binary (deploy/minio.sh).
 MINIO = $$(deploy/minio.sh)
 
-.PHONY: all setup build test demo proto lint bench bench-libtorch bench-shard bench-trainer bench-checkpoint bench-allreduce gpu-check clean
+.PHONY: all setup build test demo proto lint bench bench-libtorch bench-shard bench-trainer bench-checkpoint bench-allreduce bench-failover gpu-check clean
 
 all: build
 
@@ -46,7 +46,7 @@ lint: setup
 	$(GO) vet ./...
 
 ## bench: every benchmark; results as JSON under bench/results/
-bench: bench-libtorch bench-shard bench-trainer bench-checkpoint bench-allreduce
+bench: bench-libtorch bench-shard bench-trainer bench-checkpoint bench-allreduce bench-failover
 
 bench-libtorch: build
 	bin/loraft bench libtorch --out bench/results/libtorch.json
@@ -76,6 +76,11 @@ bench-checkpoint: build
 # Ring all-reduce (ranks as processes) vs naive gather/broadcast vs raw TCP, for 2 and 4 ranks.
 bench-allreduce: build
 	bin/loraft bench allreduce --out bench/results/allreduce.json
+
+# Coordinator failover: SIGKILL the leader of 3 coordinator processes (default and fast raft
+# timeouts) until a new leader reads and schedules again, and heartbeats/s on the leader.
+bench-failover: build
+	bin/loraft bench failover --out bench/results/failover.json --kills 10
 
 ## gpu-check: on a CUDA machine without Go (see deploy/gpu-check.sh); not part of `make test`
 gpu-check:

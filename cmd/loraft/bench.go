@@ -21,7 +21,7 @@ func benchCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "bench",
 		Usage: "measure this machine (results as JSON)",
-		Subcommands: []*cli.Command{benchShardCommand(), benchStepCommand(), benchTrainerCommand(), benchCheckpointCommand(), benchAllreduceCommand(), benchAllreduceRankCommand(), {
+		Subcommands: []*cli.Command{benchShardCommand(), benchStepCommand(), benchTrainerCommand(), benchCheckpointCommand(), benchAllreduceCommand(), benchAllreduceRankCommand(), benchFailoverCommand(), {
 			Name:  "libtorch",
 			Usage: "matrix-multiply throughput of the linked libtorch: f32 on 1 thread (baseline) and all threads, bf16 on all threads",
 			Flags: []cli.Flag{
