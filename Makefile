@@ -24,17 +24,15 @@ build: setup
 test: setup
 	LORAFT_MINIO=$(MINIO) $(GO) test -race -count=1 -timeout 30m ./...
 
-## demo: the most complete end-to-end path the project has so far
+## demo: the whole job on one machine: `loraft local` runs 3 raft coordinators, 2 trainers and a
+## local store, sweeps LoRA rank × alpha on the shipped demo data, prints the results table, pulls the
+## best adapter to out/best and classifies a few statements (fresh state each time)
 demo: build
 	bin/loraft version
-	bin/loraft data inspect --data experiments/data/demo.csv
-	bin/loraft train --data experiments/data/demo.csv --config tiny --targets all-linear --rank 16 --alpha 32 \
-		--epochs 15 --batch-size 32 --lr 2e-3 --max-len 64 --out out/demo-adapter
-	bin/loraft predict --adapter out/demo-adapter \
-		--text "i have not slept in three days and my thoughts are racing, i just bought a car on impulse" \
-		--text "exams next week and my boss wants the report by friday, i am so overwhelmed" \
-		--text "my chest gets tight and i cant stop worrying something bad will happen" \
-		--text "made pancakes this morning and went for a walk in the park"
+	rm -rf out/local out/best
+	bin/loraft local --spec experiments/demo.yaml --data experiments/data/demo.csv --trainers 2 \
+		--state-dir out/local --out out/best --report out/local/report.json
+	bin/loraft plot --report out/local/report.json --out out/local/plots
 
 ## proto: regenerate the committed gRPC/protobuf code
 proto:

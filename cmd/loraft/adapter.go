@@ -139,15 +139,7 @@ func adapterCommand() *cli.Command {
 							return err
 						}
 					}
-					st, vocab, err := trainer.StateFromFiles(files)
-					if err != nil {
-						return fmt.Errorf("checkpoint %s step %d: %w", ck.Run, ck.Step, err)
-					}
-					rep := trainer.Reports{Val: st.Val, Test: st.Test, History: st.History, Losses: st.Losses}
-					if rep.Val.N == 0 && len(st.History) > 0 {
-						rep.Val = st.History[len(st.History)-1].Report
-					}
-					if err := trainer.WriteAdapter(c.Path("out"), st.Params, st.Manifest, rep, vocab, ck.Run, ck.Step); err != nil {
+					if err := writeAdapterFrom(ck, files, c.Path("out")); err != nil {
 						return err
 					}
 					fmt.Fprintf(c.App.Writer, "pulled run %s step %d (%s %.4f) to %s\n%s\n", ck.Run, ck.Step, c.String("metric"),
@@ -157,4 +149,18 @@ func adapterCommand() *cli.Command {
 			},
 		},
 	}
+}
+
+// writeAdapterFrom writes checkpoint ck (its loaded files) as a PEFT adapter
+// directory with a model card.
+func writeAdapterFrom(ck *checkpoint.Checkpoint, files map[string][]byte, out string) error {
+	st, vocab, err := trainer.StateFromFiles(files)
+	if err != nil {
+		return fmt.Errorf("checkpoint %s step %d: %w", ck.Run, ck.Step, err)
+	}
+	rep := trainer.Reports{Val: st.Val, Test: st.Test, History: st.History, Losses: st.Losses}
+	if rep.Val.N == 0 && len(st.History) > 0 {
+		rep.Val = st.History[len(st.History)-1].Report
+	}
+	return trainer.WriteAdapter(out, st.Params, st.Manifest, rep, vocab, ck.Run, ck.Step)
 }

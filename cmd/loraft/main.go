@@ -67,6 +67,7 @@ func newApp() *cli.App {
 			sweepCommand(),
 			runCommand(),
 			plotCommand(),
+			localCommand(),
 			benchCommand(),
 		},
 		// Statements contain commas: --text "a, b" is one statement.

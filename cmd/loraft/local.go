@@ -1,0 +1,356 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/loraft/loraft/checkpoint"
+	"github.com/loraft/loraft/coordinator"
+	"github.com/loraft/loraft/internal/atomicfile"
+	"github.com/loraft/loraft/internal/chart"
+	pb "github.com/loraft/loraft/proto/coordinatorpb"
+	"github.com/loraft/loraft/shard/wordpiece"
+	"github.com/loraft/loraft/trainer"
+	"github.com/loraft/loraft/trainer/libtorch"
+	"github.com/urfave/cli/v2"
+)
+
+// defaultExamples are classified by the best adapter at the end of `loraft local`.
+var defaultExamples = []string{
+	"i have not slept in three days and my thoughts are racing, i just bought a car on impulse",
+	"exams next week and my boss wants the report by friday, i am so overwhelmed",
+	"my chest gets tight and i cant stop worrying something bad will happen",
+	"made pancakes this morning and went for a walk in the park",
+}
+
+func localCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "local",
+		Usage: "the whole system on this machine: 3 raft coordinators, N trainers and a store, running a sweep end to end",
+		Description: "Starts three coordinators (in this process) and --trainers trainer processes on loopback ports,\n" +
+			"launches --spec on --data, shows live progress, prints the results, pulls the best adapter to\n" +
+			"--out and classifies a few statements with it. Everything lives in --state-dir: kill loraft local\n" +
+			"and start it again with the same state directory, and the sweep resumes where it was.\n\n" + disclaimer,
+		Flags: append([]cli.Flag{
+			&cli.PathFlag{Name: "spec", Value: "experiments/demo.yaml", Usage: "sweep spec (YAML)"},
+			&cli.PathFlag{Name: "data", Value: "experiments/data/demo.csv", Usage: "dataset CSV in the Kaggle layout"},
+			&cli.IntFlag{Name: "trainers", Value: 2, Usage: "trainer processes to start"},
+			&cli.PathFlag{Name: "state-dir", Value: ".loraft-local", Usage: "raft data, store (unless --store), logs and ports of this local cluster"},
+			&cli.PathFlag{Name: "out", Value: "out/best", Usage: "where the best adapter is written"},
+			&cli.PathFlag{Name: "report", Usage: "also write the sweep report (JSON for `loraft plot`) here"},
+			&cli.StringSliceFlag{Name: "text", Usage: "statements to classify with the best adapter (default: four examples)"},
+			&cli.StringFlag{Name: "raft-profile", Value: "fast", Usage: "raft timeouts: default or fast"},
+			&cli.DurationFlag{Name: "lease", Value: 3 * time.Second, Usage: "trainer lease"},
+		}, storeFlags()...),
+		Action: runLocal,
+	}
+}
+
+// localPorts are the loopback addresses of a local cluster, kept in the
+// state directory: raft remembers its members' addresses, so a restarted
+// local cluster must come back on the same ones.
+type localPorts struct {
+	Raft     []string `json:"raft"`
+	API      []string `json:"api"`
+	Trainers []string `json:"trainers"`
+}
+
+func loadPorts(path string, trainers int) (*localPorts, error) {
+	var p localPorts
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		if err := json.Unmarshal(b, &p); err != nil {
+			return nil, fmt.Errorf("local cluster ports %s: %w", path, err)
+		}
+	case errors.Is(err, os.ErrNotExist):
+	default:
+		return nil, fmt.Errorf("local cluster ports: %w", err)
+	}
+	need := 6 + max(0, trainers-len(p.Trainers))
+	if len(p.Raft) == 3 {
+		need -= 6
+	}
+	free, err := freeLoopbackAddrs(need)
+	if err != nil {
+		return nil, err
+	}
+	if len(p.Raft) != 3 {
+		p.Raft, p.API, free = free[:3], free[3:6], free[6:]
+	}
+	for len(p.Trainers) < trainers {
+		p.Trainers, free = append(p.Trainers, free[0]), free[1:]
+	}
+	b, _ = json.MarshalIndent(p, "", "  ")
+	if err := atomicfile.WriteFile(path, b, 0o644); err != nil {
+		return nil, fmt.Errorf("local cluster ports: %w", err)
+	}
+	return &p, nil
+}
+
+func runLocal(c *cli.Context) error {
+	ctx := c.Context
+	w, ew := c.App.Writer, c.App.ErrWriter
+	n := c.Int("trainers")
+	if n < 1 || n > 64 {
+		return fmt.Errorf("flag --trainers: %d, want 1..64", n)
+	}
+	stateDir, err := filepath.Abs(c.Path("state-dir"))
+	if err != nil {
+		return fmt.Errorf("flag --state-dir: %w", err)
+	}
+	if err := os.MkdirAll(stateDir, 0o755); err != nil {
+		return fmt.Errorf("flag --state-dir: %w", err)
+	}
+	storeSpec := c.String("store")
+	if storeSpec == "" {
+		storeSpec = filepath.Join(stateDir, "store")
+		if err := c.Set("store", storeSpec); err != nil {
+			return err
+		}
+	}
+	store, err := openStore(c, true)
+	if err != nil {
+		return err
+	}
+	ports, err := loadPorts(filepath.Join(stateDir, "ports.json"), n)
+	if err != nil {
+		return err
+	}
+	var peers []peerSpec
+	for i := range 3 {
+		peers = append(peers, peerSpec{fmt.Sprintf("n%d", i+1), ports.Raft[i], ports.API[i]})
+	}
+	var members []*coordinatorMember
+	defer func() {
+		for _, m := range members {
+			_ = m.Close()
+		}
+	}()
+	for i, p := range peers {
+		m, err := startCoordinator(ctx, coordinatorOptions{id: p.id, raftAddr: p.raft, apiAddr: p.api, dir: filepath.Join(stateDir, "raft", p.id),
+			peers: peers, profile: c.String("raft-profile"), lease: c.Duration("lease")})
+		if err != nil {
+			return fmt.Errorf("local coordinator %d: %w", i+1, err)
+		}
+		members = append(members, m)
+	}
+	fmt.Fprintf(ew, "local: 3 coordinators on %s (raft profile %s), store %s, state in %s\n", strings.Join(ports.API, ","), c.String("raft-profile"), store, stateDir)
+	cl, err := coordinator.NewClient(ports.API)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+
+	// Trainers are processes of this same binary: libtorch's random
+	// generator is per process, and exact resume needs each trainer to own one.
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("finding the loraft binary for the trainers: %w", err)
+	}
+	env := append(os.Environ(), "LORAFT_COORDINATORS="+strings.Join(ports.API, ","), "LORAFT_STORE="+storeSpec)
+	var trainers []*exec.Cmd
+	defer func() {
+		for _, t := range trainers {
+			_ = t.Process.Signal(syscall.SIGTERM)
+		}
+		for _, t := range trainers {
+			_ = t.Wait()
+		}
+	}()
+	for i := range n {
+		id := fmt.Sprintf("local-t%d", i+1)
+		logPath := filepath.Join(stateDir, "logs", id+".log")
+		if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
+			return err
+		}
+		lf, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		if err != nil {
+			return err
+		}
+		cmd := exec.Command(self, "trainer", "--id", id, "--listen", ports.Trainers[i], "--events", filepath.Join(stateDir, "logs", id+".events.jsonl"))
+		cmd.Env, cmd.Stdout, cmd.Stderr = env, lf, lf
+		// The trainers die with this process, even when it is killed.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			lf.Close()
+			return fmt.Errorf("starting trainer %s: %w", id, err)
+		}
+		lf.Close()
+		trainers = append(trainers, cmd)
+	}
+	fmt.Fprintf(ew, "local: %d trainer processes (logs in %s)\n", n, filepath.Join(stateDir, "logs"))
+
+	sw, err := launchSweep(ctx, cl, store, c.Path("spec"), c.Path("data"), ew)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := watchSweep(ctx, cl, sw.GetName(), ew, time.Second); err != nil {
+		return err
+	}
+	st, err := cl.Sweep(ctx, sw.GetName())
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "\nsweep %s finished in %s\n", sw.GetName(), time.Since(start).Round(time.Second))
+	if err := printResults(w, st.GetSweep()); err != nil {
+		return err
+	}
+	if p := c.Path("report"); p != "" {
+		rep, err := sweepReport(ctx, store, st.GetSweep())
+		if err != nil {
+			return err
+		}
+		if err := writeReport(p, rep); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "sweep report written to %s (draw it with `loraft plot --report %s --out DIR`)\n", p, p)
+	}
+	return pullAndPredict(ctx, c, cl, store, st.GetSweep())
+}
+
+// printResults is the end-of-sweep table.
+func printResults(w io.Writer, sw *pb.Sweep) error {
+	trials := slices.Clone(sw.GetTrials())
+	slices.SortStableFunc(trials, func(a, b *pb.Trial) int {
+		switch {
+		case a.GetBestMetric() > b.GetBestMetric():
+			return -1
+		case a.GetBestMetric() < b.GetBestMetric():
+			return 1
+		}
+		return 0
+	})
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "trial\trank\talpha\tstate\tbest val macro-F1\tfinal val macro-F1\tval accuracy\ttest macro-F1\twall time")
+	for _, t := range trials {
+		r := t.GetResult()
+		best := "-"
+		if t.GetHasMetric() {
+			best = fmt.Sprintf("%.4f", t.GetBestMetric())
+		}
+		final, acc, test, wall := "-", "-", "-", "-"
+		if r != nil {
+			final, acc, test = fmt.Sprintf("%.4f", r.GetValMacroF1()), fmt.Sprintf("%.4f", r.GetValAccuracy()), fmt.Sprintf("%.4f", r.GetTestMacroF1())
+			wall = (time.Duration(r.GetWallMs()) * time.Millisecond).Round(100 * time.Millisecond).String()
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%g\t%s\t%s\t%s\t%s\t%s\t%s\n", t.GetName(), t.GetRank(), t.GetAlpha(), strings.TrimPrefix(t.GetState().String(), "TRIAL_STATE_"), best, final, acc, test, wall)
+	}
+	return tw.Flush()
+}
+
+// pullAndPredict writes the sweep's best adapter to --out and classifies the examples with it.
+func pullAndPredict(ctx context.Context, c *cli.Context, cl *coordinator.Client, store checkpoint.Store, sw *pb.Sweep) error {
+	w := c.App.Writer
+	best, err := cl.BestTrial(ctx, sw.GetName())
+	if err != nil {
+		return fmt.Errorf("best trial of sweep %s: %w", sw.GetName(), err)
+	}
+	ck, err := checkpoint.Best(ctx, store, []string{best.GetName()}, "macro_f1", func(err error) { fmt.Fprintf(c.App.ErrWriter, "warning: %v\n", err) })
+	if err != nil {
+		return err
+	}
+	files, err := checkpoint.Load(ctx, store, *ck)
+	if err != nil {
+		return err
+	}
+	out := c.Path("out")
+	if err := writeAdapterFrom(ck, files, out); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "\nbest: %s (rank %d, alpha %g), step %d, val macro-F1 %.4f → adapter in %s\n", best.GetName(), best.GetRank(), best.GetAlpha(), ck.Step, ck.Manifest.Metrics["macro_f1"], out)
+	texts := c.StringSlice("text")
+	if len(texts) == 0 {
+		texts = defaultExamples
+	}
+	if _, err := libtorch.SetThreads(); err != nil {
+		return err
+	}
+	cpu, err := trainer.ParseDevice("cpu")
+	if err != nil {
+		return err
+	}
+	m, man, err := trainer.OpenAdapter(out, "", cpu)
+	if err != nil {
+		return err
+	}
+	defer m.Drop()
+	tok, err := wordpiece.Load(filepath.Join(out, trainer.VocabFile))
+	if err != nil {
+		return err
+	}
+	preds, err := trainer.Predict(ctx, m, tok, man, texts)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(w, "\npredictions (label, calibrated confidence):")
+	for i, p := range preds {
+		fmt.Fprintf(w, "  %-20s %.3f  %s\n", p.Label, p.Confidence, oneLine(texts[i], 70))
+	}
+	if man.Base.Weights == "" {
+		fmt.Fprintln(w, "note: a random-init base model (no pretrained weights here): the predictions show the pipeline, not a useful classifier")
+	}
+	fmt.Fprintln(w, disclaimer)
+	return nil
+}
+
+// sweepReport gathers what `loraft plot` draws: every trial's final
+// metrics from the coordinators, and its loss and evaluation curves from
+// its latest checkpoint.
+func sweepReport(ctx context.Context, store checkpoint.Store, sw *pb.Sweep) (*chart.Report, error) {
+	rep := &chart.Report{Sweep: sw.GetName(), Metric: sw.GetMetric()}
+	for _, t := range sw.GetTrials() {
+		ct := chart.Trial{Name: t.GetName(), Rank: int(t.GetRank()), Alpha: t.GetAlpha(), State: strings.TrimPrefix(t.GetState().String(), "TRIAL_STATE_")}
+		if t.GetHasMetric() {
+			v := t.GetBestMetric()
+			ct.Metric = &v
+		}
+		if r := t.GetResult(); r != nil {
+			acc := r.GetValAccuracy()
+			ct.Accuracy, ct.WallMS = &acc, r.GetWallMs()
+		}
+		_, files, err := checkpoint.LoadLatest(ctx, store, t.GetName(), nil)
+		switch {
+		case errors.Is(err, checkpoint.ErrNoCheckpoint):
+		case err != nil:
+			return nil, err
+		default:
+			st, _, err := trainer.StateFromFiles(files)
+			if err != nil {
+				return nil, fmt.Errorf("run %s: %w", t.GetName(), err)
+			}
+			for i, l := range st.Losses {
+				ct.Loss = append(ct.Loss, chart.Point{Step: i + 1, Value: l})
+			}
+			for _, h := range st.History {
+				v, _ := h.Report.Metric(sw.GetMetric())
+				ct.Eval = append(ct.Eval, chart.Point{Step: h.Step, Value: v})
+			}
+		}
+		rep.Trials = append(rep.Trials, ct)
+	}
+	return rep, nil
+}
+
+func writeReport(path string, rep *chart.Report) error {
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("sweep report: %w", err)
+	}
+	return atomicfile.WriteFile(path, append(b, '\n'), 0o644)
+}
