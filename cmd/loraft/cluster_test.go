@@ -17,6 +17,7 @@ import (
 	"github.com/loraft/loraft/checkpoint"
 	"github.com/loraft/loraft/checkpoint/miniotest"
 	"github.com/loraft/loraft/coordinator"
+	"github.com/loraft/loraft/internal/chart"
 	pb "github.com/loraft/loraft/proto/coordinatorpb"
 	"github.com/loraft/loraft/trainer"
 	"github.com/loraft/loraft/trainer/agent"
@@ -349,6 +350,19 @@ func TestClusterSweep(t *testing.T) {
 	out2, err := run(t, "sweep", "status", "grid")
 	if err != nil || !strings.Contains(out2, "SUCCEEDED") || !strings.Contains(out2, "best macro-f1") {
 		t.Fatalf("sweep status: %v\n%s", err, out2)
+	}
+	report := filepath.Join(c.dir, "report.json")
+	if out, err := run(t, "sweep", "report", "grid", "--out", report); err != nil {
+		t.Fatalf("sweep report: %v\n%s", err, out)
+	}
+	rep, err := chart.ReadReport(report)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tr := range rep.Trials {
+		if tr.Metric == nil || len(tr.Loss) == 0 || len(tr.Eval) == 0 {
+			t.Errorf("report of %s lacks its metric or curves: %+v", tr.Name, tr)
+		}
 	}
 	c.checkNoOverlap(nil)
 }

@@ -87,6 +87,40 @@ func sweepCommand() *cli.Command {
 				},
 			},
 			{
+				Name:      "report",
+				Usage:     "write the sweep report (final metrics from the coordinators, loss and metric curves from the store) as JSON for `loraft plot`",
+				ArgsUsage: "SWEEP",
+				Flags:     clientFlags(append([]cli.Flag{&cli.PathFlag{Name: "out", Required: true, Usage: "report file to write"}}, storeFlags()...)...),
+				Action: func(c *cli.Context) error {
+					name := c.Args().First()
+					if name == "" {
+						return errors.New("sweep report: give the sweep's name")
+					}
+					cl, err := dialCoordinators(c)
+					if err != nil {
+						return err
+					}
+					defer cl.Close()
+					store, err := openStore(c, true)
+					if err != nil {
+						return err
+					}
+					st, err := cl.Sweep(c.Context, name)
+					if err != nil {
+						return fmt.Errorf("sweep %s: %w", name, err)
+					}
+					rep, err := sweepReport(c.Context, store, st.GetSweep())
+					if err != nil {
+						return err
+					}
+					if err := writeReport(c.Path("out"), rep); err != nil {
+						return err
+					}
+					fmt.Fprintf(c.App.Writer, "sweep report written to %s\n", c.Path("out"))
+					return nil
+				},
+			},
+			{
 				Name:  "ls",
 				Usage: "every sweep with its trial counts and best metric",
 				Flags: clientFlags(&cli.BoolFlag{Name: "json", Usage: "print JSON"}),
