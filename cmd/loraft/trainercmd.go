@@ -31,7 +31,12 @@ func tlsFlags() []cli.Flag {
 // mutualTLS builds server and client TLS configs from the flags, or nils
 // when mutual TLS is off.
 func mutualTLS(c *cli.Context) (server, client *tls.Config, err error) {
-	ca, cert, key := c.Path("tls-ca"), c.Path("tls-cert"), c.Path("tls-key")
+	return loadMutualTLS(c.Path("tls-ca"), c.Path("tls-cert"), c.Path("tls-key"))
+}
+
+// loadMutualTLS builds server and client TLS configs from PEM files, or
+// nils when all three paths are empty.
+func loadMutualTLS(ca, cert, key string) (server, client *tls.Config, err error) {
 	if ca == "" && cert == "" && key == "" {
 		return nil, nil, nil
 	}
