@@ -85,7 +85,7 @@ func (f *fsm) apply(c *pb.Command) error {
 		t.Generation++
 		t.Attempts++
 		t.Trainers = slices.Clone(cmd.AssignTrial.GetTrainers())
-		t.State = pb.TrialState_TRIAL_STATE_RUNNING
+		t.State, t.Reason = pb.TrialState_TRIAL_STATE_RUNNING, ""
 		t.StartedUnixMs = cmd.AssignTrial.GetUnixMs()
 		return nil
 	case *pb.Command_SetTrialState:

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -64,9 +63,9 @@ func sweepCommand() *cli.Command {
 				ArgsUsage: "SWEEP",
 				Flags:     clientFlags(&cli.BoolFlag{Name: "json", Usage: "print JSON"}, &cli.BoolFlag{Name: "watch", Usage: "refresh until every trial ends"}),
 				Action: func(c *cli.Context) error {
-					name := c.Args().First()
-					if name == "" {
-						return errors.New("sweep status: give the sweep's name")
+					name, err := oneArg(c, "sweep status", "SWEEP")
+					if err != nil {
+						return err
 					}
 					cl, err := dialCoordinators(c)
 					if err != nil {
@@ -92,9 +91,9 @@ func sweepCommand() *cli.Command {
 				ArgsUsage: "SWEEP",
 				Flags:     clientFlags(append([]cli.Flag{&cli.PathFlag{Name: "out", Required: true, Usage: "report file to write"}}, storeFlags()...)...),
 				Action: func(c *cli.Context) error {
-					name := c.Args().First()
-					if name == "" {
-						return errors.New("sweep report: give the sweep's name")
+					name, err := oneArg(c, "sweep report", "SWEEP")
+					if err != nil {
+						return err
 					}
 					cl, err := dialCoordinators(c)
 					if err != nil {
@@ -162,9 +161,9 @@ func sweepCommand() *cli.Command {
 				ArgsUsage: "SWEEP",
 				Flags:     clientFlags(),
 				Action: func(c *cli.Context) error {
-					name := c.Args().First()
-					if name == "" {
-						return errors.New("sweep cancel: give the sweep's name")
+					name, err := oneArg(c, "sweep cancel", "SWEEP")
+					if err != nil {
+						return err
 					}
 					cl, err := dialCoordinators(c)
 					if err != nil {
@@ -228,9 +227,9 @@ func runCommand() *cli.Command {
 				ArgsUsage: "RUN",
 				Flags:     clientFlags(),
 				Action: func(c *cli.Context) error {
-					run := c.Args().First()
-					if run == "" {
-						return errors.New("run resume: give the run's name (see `loraft run ls`)")
+					run, err := oneArg(c, "run resume", "RUN")
+					if err != nil {
+						return err
 					}
 					cl, err := dialCoordinators(c)
 					if err != nil {
@@ -473,4 +472,19 @@ func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// oneArg returns a command's single positional argument. Flags after it
+// are not parsed by urfave/cli, so they are an error rather than ignored.
+func oneArg(c *cli.Context, cmd, what string) (string, error) {
+	args := c.Args().Slice()
+	switch {
+	case len(args) == 0 || args[0] == "":
+		return "", fmt.Errorf("%s: give the %s (see `loraft %s --help`)", cmd, what, cmd)
+	case len(args) > 1:
+		return "", fmt.Errorf("%s: unexpected %q after %s %s: flags go before it (loraft %s [flags] %s)", cmd, args[1], what, args[0], cmd, what)
+	case strings.HasPrefix(args[0], "-"):
+		return "", fmt.Errorf("%s: %q is not a %s", cmd, args[0], what)
+	}
+	return args[0], nil
 }

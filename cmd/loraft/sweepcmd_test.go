@@ -37,8 +37,9 @@ func TestClusterCommandsBadInput(t *testing.T) {
 		{"coordinator id", []string{"coordinator", "--raft-addr", "127.0.0.1:1"}, []string{"--id"}},
 		{"raft profile", []string{"coordinator", "--id", "n1", "--raft-addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0", "--dir", filepath.Join(dir, "n1"), "--raft-profile", "turbo"}, []string{"--raft-profile", "turbo"}},
 		{"static trainer", []string{"trainer", "--data", "../../experiments/data/demo.csv"}, []string{"--out"}},
-		{"status name", []string{"sweep", "status"}, []string{"sweep's name"}},
-		{"resume name", []string{"run", "resume"}, []string{"run's name"}},
+		{"status name", []string{"sweep", "status"}, []string{"SWEEP"}},
+		{"flag after the name", []string{"sweep", "status", "demo", "--watch"}, []string{`"--watch"`, "flags go before"}},
+		{"resume name", []string{"run", "resume"}, []string{"RUN"}},
 		{"local trainers", []string{"local", "--trainers", "0"}, []string{"--trainers"}},
 	}
 	for _, tc := range tests {
