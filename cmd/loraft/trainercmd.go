@@ -172,7 +172,10 @@ func runAgent(c *cli.Context) error {
 	if cacheDir == "" {
 		cacheDir = cacheRoot()
 	}
-	runner := &agent.JobRunner{Store: store, CacheDir: cacheDir, Device: device, StepTimeout: c.Duration("step-timeout"),
+	if _, err := trainer.ParseCompute(c.String("compute-dtype")); err != nil {
+		return fmt.Errorf("flag --compute-dtype: %w", err)
+	}
+	runner := &agent.JobRunner{Store: store, CacheDir: cacheDir, Device: device, Compute: c.String("compute-dtype"), StepTimeout: c.Duration("step-timeout"),
 		ServerTLS: serverTLS, ClientTLS: clientTLS,
 		Retention: checkpoint.Retention{KeepLatest: c.Int("keep-latest"), KeepBest: c.Int("keep-best"), Metric: "macro_f1", Grace: time.Hour},
 		Log:       func(msg string) { slog.Info(msg, "trainer", id) }}

@@ -31,6 +31,8 @@ type JobRunner struct {
 	// CacheDir holds fetched datasets and token caches.
 	CacheDir string
 	Device   gotch.Device
+	// Compute is the compute dtype, fp32 (default) or bf16.
+	Compute string
 	// StepTimeout bounds each all-reduce; TLS configures the ring's mutual TLS (nil: plaintext).
 	StepTimeout          time.Duration
 	ServerTLS, ClientTLS *tls.Config
@@ -75,6 +77,9 @@ func (r *JobRunner) Run(ctx context.Context, a *pb.Assignment, rep Reporter) (*p
 	base, err := BaseFor(ts)
 	if err != nil {
 		return nil, err
+	}
+	if r.Compute != "" {
+		base.Compute = r.Compute
 	}
 	h := trainer.DefaultHyper()
 	h.Epochs, h.BatchSize, h.LR, h.Seed = int(ts.GetEpochs()), int(ts.GetBatchSize()), t.GetLearningRate(), t.GetSeed()
