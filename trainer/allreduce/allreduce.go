@@ -111,7 +111,9 @@ func (st *stepRun) ring(ib *inbox, right *sender, buf []float32) error {
 			if j+1 < rounds {
 				nphase, nround, _ := ringRound(j+1, rank, w)
 				c.Phase, c.Round, c.FromRank, c.Generation = nphase, uint32(nround), uint32(rank), st.gen
-				right.push(c)
+				right.push(newOutChunk(c, true, 1)) // c.Data goes back to the pool once sent
+			} else {
+				putBuf(c.Data)
 			}
 		}
 	}

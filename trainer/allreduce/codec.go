@@ -18,9 +18,9 @@ func bytesOf(v []float32) []byte {
 	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(v))), 4*len(v))
 }
 
-// encode returns src as little-endian bytes.
+// encode returns src as little-endian bytes in a buffer of the chunk pool.
 func encode(src []float32) []byte {
-	b := make([]byte, 4*len(src))
+	b := getBuf(4 * len(src))
 	if littleEndian {
 		copy(b, bytesOf(src))
 		return b
@@ -48,6 +48,16 @@ func decodeInto(dst []float32, b []byte) {
 // float32, computed once.
 func addInto(dst []float32, b []byte) {
 	b = b[:4*len(dst)]
+	if littleEndian && len(b) > 0 && uintptr(unsafe.Pointer(unsafe.SliceData(b)))%4 == 0 {
+		src := unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(b))), len(dst))
+		dst := dst[:len(src)]
+		for i, v := range src {
+			s := dst[i] + v
+			dst[i] = s
+			src[i] = s
+		}
+		return
+	}
 	for i := range dst {
 		s := dst[i] + math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
 		dst[i] = s

@@ -39,7 +39,7 @@ func (r *Ring) NaiveAllReduce(ctx context.Context, step uint64, buf []float32) e
 			}
 		}
 		for off := 0; off < len(buf); off += st.elems {
-			c := st.chunk(pb.Phase_PHASE_BROADCAST, 0, 0, off, encode(buf[off:min(off+st.elems, len(buf))]))
+			c := newOutChunk(st.chunk(pb.Phase_PHASE_BROADCAST, 0, 0, off, encode(buf[off:min(off+st.elems, len(buf))])), true, len(out))
 			for _, s := range out {
 				s.push(c) // shared read-only by the streams
 			}
@@ -61,6 +61,7 @@ func (st *stepRun) receiveSpan(ib *inbox, phase pb.Phase, buf []float32, apply f
 			return err
 		}
 		apply(buf[got:got+k], c.Data)
+		putBuf(c.Data)
 		got += k
 	}
 	return nil

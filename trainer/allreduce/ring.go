@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/experimental"
 )
 
 // Ring is one rank's end of a ring all-reduce: a gRPC server that receives
@@ -67,6 +68,8 @@ func listen(cfg Config, lis net.Listener) (*Ring, error) {
 	}
 	cfg = cfg.withDefaults()
 	sopts := []grpc.ServerOption{
+		grpc.ForceServerCodecV2(wireCodec{}),
+		experimental.BufferPool(grpcPool{}),
 		grpc.MaxRecvMsgSize(maxRecvMsgBytes),
 		grpc.WriteBufferSize(ioBufferBytes),
 		grpc.ReadBufferSize(ioBufferBytes),
@@ -81,6 +84,7 @@ func listen(cfg Config, lis net.Listener) (*Ring, error) {
 		}}),
 		grpc.WithWriteBufferSize(ioBufferBytes),
 		grpc.WithReadBufferSize(ioBufferBytes),
+		experimental.WithBufferPool(grpcPool{}),
 	}
 	if cfg.ServerTLS != nil {
 		sopts = append(sopts, grpc.Creds(credentials.NewTLS(cfg.ServerTLS)))

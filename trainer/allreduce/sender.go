@@ -23,7 +23,7 @@ type sender struct {
 	errc   chan<- error // receives the first stream error, without blocking
 
 	mu     sync.Mutex // protects queue and closed
-	queue  []*pb.Chunk
+	queue  []*outChunk
 	closed bool
 	wake   chan struct{} // capacity 1: the queue changed
 
@@ -60,7 +60,7 @@ func (s *sender) run(r *Ring) {
 	// Until a stream has reached the peer in this generation, it may still be
 	// starting up: wait for it, within the step deadline. After that a peer
 	// that cannot be reached is gone, and the step fails at once.
-	stream, err := client.Exchange(s.ctx, grpc.WaitForReady(!r.reach(s.to, false)))
+	stream, err := client.Exchange(s.ctx, grpc.WaitForReady(!r.reach(s.to, false)), grpc.ForceCodecV2(wireCodec{}))
 	if err != nil {
 		s.fail(sendError(s.to, err))
 		return
@@ -79,7 +79,7 @@ func (s *sender) run(r *Ring) {
 		if !ok {
 			break
 		}
-		if err := stream.Send(c); err != nil {
+		if err := stream.SendMsg(c); err != nil {
 			if !errors.Is(err, io.EOF) { // io.EOF: the peer ended the stream; the watcher gets why
 				s.fail(sendError(s.to, err))
 			}
@@ -93,7 +93,7 @@ func (s *sender) run(r *Ring) {
 
 // next returns the next queued chunk; ok is false once the queue is closed
 // and empty, or the stream failed or was cancelled.
-func (s *sender) next() (c *pb.Chunk, ok bool) {
+func (s *sender) next() (c *outChunk, ok bool) {
 	for {
 		s.mu.Lock()
 		if len(s.queue) > 0 {
@@ -119,7 +119,7 @@ func (s *sender) next() (c *pb.Chunk, ok bool) {
 }
 
 // push queues c; it never blocks.
-func (s *sender) push(c *pb.Chunk) {
+func (s *sender) push(c *outChunk) {
 	s.mu.Lock()
 	if !s.closed {
 		s.queue = append(s.queue, c)
@@ -177,7 +177,7 @@ func (s *sender) finish(ctx context.Context, closing <-chan struct{}) error {
 func (s *sender) abort(a *pb.Chunk) {
 	s.mu.Lock()
 	clear(s.queue)
-	s.queue = append(s.queue[:0], a)
+	s.queue = append(s.queue[:0], newOutChunk(a, false, 1))
 	s.closed = true
 	s.mu.Unlock()
 	s.signal()

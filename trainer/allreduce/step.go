@@ -65,7 +65,7 @@ func (st *stepRun) chunk(phase pb.Phase, round, segment, offset int, data []byte
 func (st *stepRun) sendSpan(s *sender, phase pb.Phase, round, segment int, src []float32) {
 	for off := 0; off < len(src); off += st.elems {
 		end := min(off+st.elems, len(src))
-		s.push(st.chunk(phase, round, segment, off, encode(src[off:end])))
+		s.push(newOutChunk(st.chunk(phase, round, segment, off, encode(src[off:end])), true, 1))
 	}
 }
 
