@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -160,6 +161,11 @@ func runLocal(c *cli.Context) error {
 		return fmt.Errorf("finding the loraft binary for the trainers: %w", err)
 	}
 	env := append(os.Environ(), "LORAFT_COORDINATORS="+strings.Join(ports.API, ","), "LORAFT_STORE="+storeSpec)
+	if _, ok := os.LookupEnv("OMP_NUM_THREADS"); !ok {
+		// Share the cores: n trainers each using every core oversubscribe
+		// the machine, and libtorch's thread pool slows down badly then.
+		env = append(env, fmt.Sprintf("OMP_NUM_THREADS=%d", max(1, runtime.NumCPU()/n)))
+	}
 	var trainers []*exec.Cmd
 	defer func() {
 		for _, t := range trainers {
