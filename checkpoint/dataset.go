@@ -58,7 +58,7 @@ func FetchDataset(ctx context.Context, s Store, sha, dir string) (string, error)
 		return "", fmt.Errorf("dataset %q: not a sha256", sha)
 	}
 	path := filepath.Join(dir, sha+".csv")
-	if got, err := fileSHA256(path); err == nil && got == sha {
+	if got, err := FileSHA256(path); err == nil && got == sha {
 		return path, nil
 	}
 	rc, err := s.Get(ctx, DatasetKey(sha))
@@ -85,7 +85,8 @@ func FetchDataset(ctx context.Context, s Store, sha, dir string) (string, error)
 	return path, nil
 }
 
-func fileSHA256(path string) (string, error) {
+// FileSHA256 is the hex sha256 of a file's content.
+func FileSHA256(path string) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", err
@@ -93,7 +94,7 @@ func fileSHA256(path string) (string, error) {
 	defer f.Close()
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {
-		return "", err
+		return "", fmt.Errorf("hashing %s: %w", path, err)
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }

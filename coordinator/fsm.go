@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -267,30 +268,20 @@ func (f *fsm) state() *pb.State {
 	for _, s := range f.sweeps {
 		st.Sweeps = append(st.Sweeps, proto.Clone(s).(*pb.Sweep))
 	}
-	slices.SortFunc(st.Sweeps, func(a, b *pb.Sweep) int { return compareStrings(a.GetName(), b.GetName()) })
+	slices.SortFunc(st.Sweeps, func(a, b *pb.Sweep) int { return cmp.Compare(a.GetName(), b.GetName()) })
 	for _, t := range f.trainers {
 		st.Trainers = append(st.Trainers, proto.Clone(t).(*pb.TrainerRecord))
 	}
-	slices.SortFunc(st.Trainers, func(a, b *pb.TrainerRecord) int { return compareStrings(a.GetId(), b.GetId()) })
+	slices.SortFunc(st.Trainers, func(a, b *pb.TrainerRecord) int { return cmp.Compare(a.GetId(), b.GetId()) })
 	for _, d := range f.datasets {
 		st.Datasets = append(st.Datasets, proto.Clone(d).(*pb.Dataset))
 	}
-	slices.SortFunc(st.Datasets, func(a, b *pb.Dataset) int { return compareStrings(a.GetSha256(), b.GetSha256()) })
+	slices.SortFunc(st.Datasets, func(a, b *pb.Dataset) int { return cmp.Compare(a.GetSha256(), b.GetSha256()) })
 	for _, m := range f.members {
 		st.Members = append(st.Members, proto.Clone(m).(*pb.Member))
 	}
-	slices.SortFunc(st.Members, func(a, b *pb.Member) int { return compareStrings(a.GetId(), b.GetId()) })
+	slices.SortFunc(st.Members, func(a, b *pb.Member) int { return cmp.Compare(a.GetId(), b.GetId()) })
 	return st
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // Snapshot copies the state under the lock; Persist writes it outside.

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -211,21 +212,11 @@ func sortedSweeps(f *fsm) []*pb.Sweep {
 	}
 	slices.SortFunc(out, func(a, b *pb.Sweep) int {
 		if a.GetCreatedUnixMs() != b.GetCreatedUnixMs() {
-			return compareInts(a.GetCreatedUnixMs(), b.GetCreatedUnixMs())
+			return cmp.Compare(a.GetCreatedUnixMs(), b.GetCreatedUnixMs())
 		}
-		return compareStrings(a.GetName(), b.GetName())
+		return cmp.Compare(a.GetName(), b.GetName())
 	})
 	return out
-}
-
-func compareInts(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // assignment is trainer id's current work, or nil.

@@ -1,12 +1,9 @@
 package trainer
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -250,18 +247,7 @@ func LoadAdapterParams(dir string) (map[string]*model.Tensor, error) {
 	return out, nil
 }
 
-// FileSHA256 hashes a file.
-func FileSHA256(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("hashing %s: %w", path, err)
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
+// FileSHA256 hashes a file (the weights' identity in a manifest).
+func FileSHA256(path string) (string, error) { return checkpoint.FileSHA256(path) }
 
 func writeAtomic(path string, data []byte) error { return atomicfile.WriteFile(path, data, 0o644) }

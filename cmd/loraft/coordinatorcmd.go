@@ -23,6 +23,19 @@ func coordinatorsFlag() cli.Flag {
 		Usage: "gRPC API addresses of the coordinators, comma-separated (any of them will do)"}
 }
 
+// withCoordinators wraps an action that talks to the coordinators: it
+// dials --coordinators (lazily, with the TLS flags) and closes the client after.
+func withCoordinators(action func(c *cli.Context, cl *coordinator.Client) error) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		cl, err := dialCoordinators(c)
+		if err != nil {
+			return err
+		}
+		defer cl.Close()
+		return action(c, cl)
+	}
+}
+
 // dialCoordinators connects a client to --coordinators (mutual TLS with the TLS flags).
 func dialCoordinators(c *cli.Context) (*coordinator.Client, error) {
 	addrs := splitList(c.String("coordinators"))
@@ -95,35 +108,25 @@ func coordinatorCommand() *cli.Command {
 				Flags: append([]cli.Flag{coordinatorsFlag(),
 					&cli.StringFlag{Name: "id", Required: true}, &cli.StringFlag{Name: "raft-addr", Required: true}, &cli.StringFlag{Name: "api-addr", Required: true}},
 					tlsFlags()...),
-				Action: func(c *cli.Context) error {
-					cl, err := dialCoordinators(c)
-					if err != nil {
-						return err
-					}
-					defer cl.Close()
+				Action: withCoordinators(func(c *cli.Context, cl *coordinator.Client) error {
 					if err := cl.AddVoter(c.Context, &pb.Member{Id: c.String("id"), RaftAddress: c.String("raft-addr"), ApiAddress: c.String("api-addr")}); err != nil {
 						return fmt.Errorf("adding coordinator %s: %w", c.String("id"), err)
 					}
 					fmt.Fprintf(c.App.Writer, "coordinator %s (raft %s, API %s) joined the group\n", c.String("id"), c.String("raft-addr"), c.String("api-addr"))
 					return nil
-				},
+				}),
 			},
 			{
 				Name:  "remove",
 				Usage: "remove a coordinator from the group",
 				Flags: append([]cli.Flag{coordinatorsFlag(), &cli.StringFlag{Name: "id", Required: true}}, tlsFlags()...),
-				Action: func(c *cli.Context) error {
-					cl, err := dialCoordinators(c)
-					if err != nil {
-						return err
-					}
-					defer cl.Close()
+				Action: withCoordinators(func(c *cli.Context, cl *coordinator.Client) error {
 					if err := cl.RemoveVoter(c.Context, c.String("id")); err != nil {
 						return fmt.Errorf("removing coordinator %s: %w", c.String("id"), err)
 					}
 					fmt.Fprintf(c.App.Writer, "coordinator %s removed from the group\n", c.String("id"))
 					return nil
-				},
+				}),
 			},
 		},
 		Action: runCoordinator,

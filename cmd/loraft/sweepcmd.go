@@ -37,12 +37,7 @@ func sweepCommand() *cli.Command {
 					&cli.BoolFlag{Name: "drop-bad", Usage: "accept a dataset with malformed rows (trainers drop them too)"},
 					&cli.BoolFlag{Name: "wait", Usage: "watch the sweep until every trial ends"},
 				}, storeFlags()...)...),
-				Action: func(c *cli.Context) error {
-					cl, err := dialCoordinators(c)
-					if err != nil {
-						return err
-					}
-					defer cl.Close()
+				Action: withCoordinators(func(c *cli.Context, cl *coordinator.Client) error {
 					store, err := openStore(c, true)
 					if err != nil {
 						return err
@@ -55,23 +50,18 @@ func sweepCommand() *cli.Command {
 						return watchSweep(c.Context, cl, sw.GetName(), c.App.Writer, time.Second)
 					}
 					return nil
-				},
+				}),
 			},
 			{
 				Name:      "status",
 				Usage:     "a sweep's trials: hyperparameters, state, step and best metric",
 				ArgsUsage: "SWEEP",
 				Flags:     clientFlags(&cli.BoolFlag{Name: "json", Usage: "print JSON"}, &cli.BoolFlag{Name: "watch", Usage: "refresh until every trial ends"}),
-				Action: func(c *cli.Context) error {
+				Action: withCoordinators(func(c *cli.Context, cl *coordinator.Client) error {
 					name, err := oneArg(c, "sweep status", "SWEEP")
 					if err != nil {
 						return err
 					}
-					cl, err := dialCoordinators(c)
-					if err != nil {
-						return err
-					}
-					defer cl.Close()
 					if c.Bool("watch") {
 						return watchSweep(c.Context, cl, name, c.App.Writer, time.Second)
 					}
@@ -83,23 +73,18 @@ func sweepCommand() *cli.Command {
 						return printJSON(c.App.Writer, sweepJSON(st))
 					}
 					return printSweep(c.App.Writer, st)
-				},
+				}),
 			},
 			{
 				Name:      "report",
 				Usage:     "write the sweep report (final metrics from the coordinators, loss and metric curves from the store) as JSON for `loraft plot`",
 				ArgsUsage: "SWEEP",
 				Flags:     clientFlags(append([]cli.Flag{&cli.PathFlag{Name: "out", Required: true, Usage: "report file to write"}}, storeFlags()...)...),
-				Action: func(c *cli.Context) error {
+				Action: withCoordinators(func(c *cli.Context, cl *coordinator.Client) error {
 					name, err := oneArg(c, "sweep report", "SWEEP")
 					if err != nil {
 						return err
 					}
-					cl, err := dialCoordinators(c)
-					if err != nil {
-						return err
-					}
-					defer cl.Close()
 					store, err := openStore(c, true)
 					if err != nil {
 						return err
@@ -117,18 +102,13 @@ func sweepCommand() *cli.Command {
 					}
 					fmt.Fprintf(c.App.Writer, "sweep report written to %s\n", c.Path("out"))
 					return nil
-				},
+				}),
 			},
 			{
 				Name:  "ls",
 				Usage: "every sweep with its trial counts and best metric",
 				Flags: clientFlags(&cli.BoolFlag{Name: "json", Usage: "print JSON"}),
-				Action: func(c *cli.Context) error {
-					cl, err := dialCoordinators(c)
-					if err != nil {
-						return err
-					}
-					defer cl.Close()
+				Action: withCoordinators(func(c *cli.Context, cl *coordinator.Client) error {
 					st, err := cl.State(c.Context)
 					if err != nil {
 						return err
@@ -153,29 +133,24 @@ func sweepCommand() *cli.Command {
 							n[pb.TrialState_TRIAL_STATE_FAILED]+n[pb.TrialState_TRIAL_STATE_CANCELLED]+n[pb.TrialState_TRIAL_STATE_STOPPED_EARLY], bestName, best)
 					}
 					return tw.Flush()
-				},
+				}),
 			},
 			{
 				Name:      "cancel",
 				Usage:     "cancel a sweep's pending and running trials",
 				ArgsUsage: "SWEEP",
 				Flags:     clientFlags(),
-				Action: func(c *cli.Context) error {
+				Action: withCoordinators(func(c *cli.Context, cl *coordinator.Client) error {
 					name, err := oneArg(c, "sweep cancel", "SWEEP")
 					if err != nil {
 						return err
 					}
-					cl, err := dialCoordinators(c)
-					if err != nil {
-						return err
-					}
-					defer cl.Close()
 					if err := cl.CancelSweep(c.Context, name); err != nil {
 						return fmt.Errorf("cancelling sweep %s: %w", name, err)
 					}
 					fmt.Fprintf(c.App.Writer, "sweep %s cancelled (resume a run with `loraft run resume RUN`)\n", name)
 					return nil
-				},
+				}),
 			},
 		},
 	}
@@ -190,12 +165,7 @@ func runCommand() *cli.Command {
 				Name:  "ls",
 				Usage: "every run: sweep, state, generation, attempts, committed checkpoint, best metric",
 				Flags: clientFlags(&cli.StringFlag{Name: "sweep", Usage: "only this sweep's runs"}, &cli.BoolFlag{Name: "json", Usage: "print JSON"}),
-				Action: func(c *cli.Context) error {
-					cl, err := dialCoordinators(c)
-					if err != nil {
-						return err
-					}
-					defer cl.Close()
+				Action: withCoordinators(func(c *cli.Context, cl *coordinator.Client) error {
 					st, err := cl.State(c.Context)
 					if err != nil {
 						return err
@@ -219,29 +189,24 @@ func runCommand() *cli.Command {
 							metricCell(r.BestMetric), strings.Join(r.Trainers, ","), oneLine(r.Reason, 50))
 					}
 					return tw.Flush()
-				},
+				}),
 			},
 			{
 				Name:      "resume",
 				Usage:     "put a failed, cancelled or early-stopped run back in the queue; it continues from its last committed checkpoint",
 				ArgsUsage: "RUN",
 				Flags:     clientFlags(),
-				Action: func(c *cli.Context) error {
+				Action: withCoordinators(func(c *cli.Context, cl *coordinator.Client) error {
 					run, err := oneArg(c, "run resume", "RUN")
 					if err != nil {
 						return err
 					}
-					cl, err := dialCoordinators(c)
-					if err != nil {
-						return err
-					}
-					defer cl.Close()
 					if err := cl.ResumeRun(c.Context, run); err != nil {
 						return fmt.Errorf("resuming run %s: %w", run, err)
 					}
 					fmt.Fprintf(c.App.Writer, "run %s queued; it resumes from its last committed checkpoint\n", run)
 					return nil
-				},
+				}),
 			},
 		},
 	}
