@@ -303,3 +303,6 @@ func (t *tlsStream) Dial(address raft.ServerAddress, timeout time.Duration) (net
 }
 
 func (t *tlsStream) Addr() net.Addr { return t.advertise }
+
+// Addr is the node's raft address.
+func (n *Node) Addr() string { return n.cfg.Addr }

@@ -116,8 +116,20 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer tick.Stop()
 	lastAck := time.Now()
 	for {
+		// A job may run only while this trainer's lease surely holds: the
+		// leader's lease runs from when it received our last acknowledged
+		// heartbeat, which is after we sent it. Stop the job at 80% of the
+		// lease since that send, and never let a heartbeat call outlive it.
+		fence := lastAck.Add(lease * 8 / 10)
+		if time.Now().After(fence) {
+			a.stopJob(errLostContact)
+		}
+		timeout := max(interval*3, time.Second)
+		if a.running() {
+			timeout = max(time.Millisecond, min(timeout, time.Until(fence)))
+		}
 		sent := time.Now()
-		resp, err := a.heartbeat(ctx, interval)
+		resp, err := a.heartbeat(ctx, timeout)
 		switch {
 		case err == nil:
 			lastAck = sent
@@ -133,10 +145,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			return nil
 		default:
 			a.log.Debug("heartbeat failed", "err", err)
-			// Stop before the leader can declare this trainer lost: the
-			// lease runs from when it received our last heartbeat, which
-			// is after we sent it.
-			if time.Since(lastAck) > lease*8/10 {
+			if time.Now().After(fence) {
 				a.stopJob(errLostContact)
 			}
 		}
@@ -146,6 +155,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-tick.C:
 		}
 	}
+}
+
+// running reports whether a job is running.
+func (a *Agent) running() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.job != nil
 }
 
 func (a *Agent) register(ctx context.Context) (interval, lease time.Duration, err error) {
@@ -166,7 +182,7 @@ func (a *Agent) register(ctx context.Context) (interval, lease time.Duration, er
 	}
 }
 
-func (a *Agent) heartbeat(ctx context.Context, interval time.Duration) (*pb.HeartbeatResponse, error) {
+func (a *Agent) heartbeat(ctx context.Context, timeout time.Duration) (*pb.HeartbeatResponse, error) {
 	req := &pb.HeartbeatRequest{TrainerId: a.cfg.ID}
 	a.mu.Lock()
 	if a.job != nil {
@@ -176,7 +192,7 @@ func (a *Agent) heartbeat(ctx context.Context, interval time.Duration) (*pb.Hear
 		}
 	}
 	a.mu.Unlock()
-	hctx, cancel := context.WithTimeout(ctx, max(interval*3, time.Second))
+	hctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	return a.cfg.Coordinator.Heartbeat(hctx, req)
 }
@@ -243,7 +259,7 @@ func (a *Agent) runJob(ctx context.Context, j *job, as *pb.Assignment) {
 			if as.GetRank() != 0 {
 				req = nil // rank 0 reports the result
 			}
-		case ringBroken(err):
+		case ringBroken(err) && as.GetTrial().GetAttempts() < maxAttempts:
 			// A peer died or was fenced: not the trial's fault. Give it back
 			// to the queue; the next placement resumes it from its checkpoint.
 			req.State, req.Reason = pb.TrialState_TRIAL_STATE_PENDING, "ring broken: "+err.Error()
@@ -279,10 +295,18 @@ func (a *Agent) report(ctx context.Context, req *pb.ReportResultRequest) {
 	}
 }
 
-// ringBroken reports whether err came from the all-reduce ring rather than the trial itself.
+// ErrRetryable marks a job error that is not the trial's fault (the store
+// or the network failed): the trial goes back to the queue instead of failing.
+var ErrRetryable = errors.New("retryable")
+
+// maxAttempts bounds how often a trial is requeued after retryable errors.
+const maxAttempts = 10
+
+// ringBroken reports whether err came from the all-reduce ring or the
+// infrastructure rather than the trial itself.
 func ringBroken(err error) bool {
 	var re *allreduce.RemoteError
-	return errors.As(err, &re) || errors.Is(err, allreduce.ErrPeerLost) || errors.Is(err, allreduce.ErrTimeout) ||
+	return errors.Is(err, ErrRetryable) || errors.As(err, &re) || errors.Is(err, allreduce.ErrPeerLost) || errors.Is(err, allreduce.ErrTimeout) ||
 		errors.Is(err, allreduce.ErrStaleGeneration) || errors.Is(err, allreduce.ErrWrongRun) || errors.Is(err, allreduce.ErrClosed) ||
 		errors.Is(err, allreduce.ErrStepOrder) || errors.Is(err, allreduce.ErrProtocol)
 }

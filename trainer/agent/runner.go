@@ -47,7 +47,7 @@ func (r *JobRunner) Run(ctx context.Context, a *pb.Assignment, rep Reporter) (*p
 	t, ts := a.GetTrial(), a.GetTrain()
 	path, err := checkpoint.FetchDataset(ctx, r.Store, a.GetDatasetSha256(), filepath.Join(r.CacheDir, "datasets"))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrRetryable, err)
 	}
 	ds, err := shard.ReadFile(path, shard.Options{})
 	if err != nil {
@@ -101,7 +101,7 @@ func (r *JobRunner) Run(ctx context.Context, a *pb.Assignment, rep Reporter) (*p
 		ring, err := allreduce.Listen(ctx, allreduce.Config{Rank: int(a.GetRank()), World: int(a.GetWorld()), Peers: a.GetPeers(),
 			RunID: t.GetName(), Generation: a.GetGeneration(), StepTimeout: r.StepTimeout, ServerTLS: r.ServerTLS, ClientTLS: r.ClientTLS})
 		if err != nil {
-			return nil, fmt.Errorf("all-reduce ring for %s: %w", t.GetName(), err)
+			return nil, fmt.Errorf("%w: all-reduce ring for %s: %w", ErrRetryable, t.GetName(), err)
 		}
 		defer ring.Close()
 		job.Reducer = ring
