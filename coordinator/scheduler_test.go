@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -198,5 +199,58 @@ func TestFSMTransitions(t *testing.T) {
 	}
 	if st := f.state(); len(st.GetMembers()) != 1 || st.GetMembers()[0].GetApiAddress() != "a:1" {
 		t.Fatalf("members: %v", st.GetMembers())
+	}
+}
+
+// TestNewLeaderGrace: a leader that has not heard from a trainer yet
+// counts it alive for the grace period, then requeues its trial; a
+// trainer that heartbeats keeps its trial. The clock is the tick's argument.
+func TestNewLeaderGrace(t *testing.T) {
+	nodes, _ := cluster(t, 1)
+	n := leaderOf(t, nodes)
+	defer n.Close()
+	ctx := context.Background()
+	for _, c := range []*pb.Command{
+		{Cmd: &pb.Command_RegisterTrainer{RegisterTrainer: &pb.RegisterTrainer{Trainer: &pb.TrainerRecord{Id: "quiet", Address: "q:1"}}}},
+		{Cmd: &pb.Command_RegisterTrainer{RegisterTrainer: &pb.RegisterTrainer{Trainer: &pb.TrainerRecord{Id: "alive", Address: "a:1"}}}},
+		sweepCmd("g", 2),
+		{Cmd: &pb.Command_AssignTrial{AssignTrial: &pb.AssignTrial{Trial: "g-t000", Trainers: []string{"quiet"}}}},
+		{Cmd: &pb.Command_AssignTrial{AssignTrial: &pb.AssignTrial{Trial: "g-t001", Trainers: []string{"alive"}}}},
+	} {
+		if err := n.Apply(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := newScheduler(n, SchedulerConfig{Lease: time.Second, Grace: 5 * time.Second})
+	t0 := time.Now()
+	stateOf := func(trial string) pb.TrialState {
+		for _, tr := range n.State().GetSweeps()[0].GetTrials() {
+			if tr.GetName() == trial {
+				return tr.GetState()
+			}
+		}
+		return 0
+	}
+	steps := []struct {
+		at          time.Duration
+		beatAlive   bool
+		quiet, live pb.TrialState
+	}{
+		{0, false, pb.TrialState_TRIAL_STATE_RUNNING, pb.TrialState_TRIAL_STATE_RUNNING},
+		{4 * time.Second, true, pb.TrialState_TRIAL_STATE_RUNNING, pb.TrialState_TRIAL_STATE_RUNNING},
+		{5500 * time.Millisecond, true, pb.TrialState_TRIAL_STATE_PENDING, pb.TrialState_TRIAL_STATE_RUNNING},
+	}
+	for _, st := range steps {
+		now := t0.Add(st.at)
+		if st.beatAlive {
+			s.beat("alive", "g-t001", 1, nil, now)
+		}
+		s.tick(ctx, now)
+		if got := stateOf("g-t000"); got != st.quiet {
+			t.Fatalf("at +%s the silent trainer's trial is %s, want %s", st.at, got, st.quiet)
+		}
+		if got := stateOf("g-t001"); got != st.live {
+			t.Fatalf("at +%s the heartbeating trainer's trial is %s, want %s", st.at, got, st.live)
+		}
 	}
 }
