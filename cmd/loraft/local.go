@@ -204,6 +204,9 @@ func runLocal(c *cli.Context) error {
 	}
 	start := time.Now()
 	if err := watchSweep(ctx, cl, sw.GetName(), ew, time.Second); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("interrupted: run the same command again to resume sweep %s from its checkpoints (state in %s)", sw.GetName(), stateDir)
+		}
 		return err
 	}
 	st, err := cl.Sweep(ctx, sw.GetName())
