@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/loraft/loraft/trainer/allreduce"
@@ -37,6 +38,18 @@ type rankTimes struct {
 	Algo  string    `json:"algo"`
 	Bytes int       `json:"bytes"`
 	MS    []float64 `json:"ms"`
+	// CPUMS is the process's user+system CPU time over the timed steps
+	// (barriers included), per step.
+	CPUMS float64 `json:"cpu_ms"`
+}
+
+// cpuTime returns the process's user+system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // benchAllreduceRankCommand is one process of the all-reduce benchmark.
@@ -69,7 +82,11 @@ func benchAllreduceRankCommand() *cli.Command {
 						fn = ring.NaiveAllReduce
 					}
 					rt := rankTimes{Algo: algo, Bytes: size}
+					var cpu0 time.Duration
 					for i := -2; i < itersFor(size); i++ { // two untimed warm-ups
+						if i == 0 {
+							cpu0 = cpuTime()
+						}
 						step++
 						if err := ring.AllReduce(c.Context, step, barrier); err != nil {
 							return err
@@ -83,15 +100,14 @@ func benchAllreduceRankCommand() *cli.Command {
 							rt.MS = append(rt.MS, float64(time.Since(start).Microseconds())/1000)
 						}
 					}
+					rt.CPUMS = float64(cpuTime()-cpu0) / float64(time.Millisecond) / float64(len(rt.MS))
 					out = append(out, rt)
 				}
 			}
 			// Every rank stays up until the orchestrator has seen the others
 			// exit (it closes stdin): a peer's last stream must not lose its server.
-			if cfg.Rank == 0 {
-				if err := json.NewEncoder(c.App.Writer).Encode(out); err != nil {
-					return err
-				}
+			if err := json.NewEncoder(c.App.Writer).Encode(out); err != nil {
+				return err
 			}
 			_, _ = io.Copy(io.Discard, os.Stdin)
 			return nil
@@ -99,11 +115,12 @@ func benchAllreduceRankCommand() *cli.Command {
 	}
 }
 
-// tcpLoopbackGBps measures a plain Go sender/receiver pair on loopback.
-func tcpLoopbackGBps(total int) (float64, error) {
+// tcpLoopbackGBps measures a plain Go sender/receiver pair on loopback. It
+// also returns the CPU time both ends took per GB (10^9 bytes).
+func tcpLoopbackGBps(total int) (gbps, cpuSPerGB float64, err error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer l.Close()
 	done := make(chan error, 1)
@@ -119,20 +136,21 @@ func tcpLoopbackGBps(total int) (float64, error) {
 	}()
 	conn, err := net.Dial("tcp", l.Addr().String())
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	chunk := make([]byte, 1<<20)
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime()
 	for sent := 0; sent < total; sent += len(chunk) {
 		if _, err := conn.Write(chunk); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 	}
 	conn.Close()
 	if err := <-done; err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return float64(total) / time.Since(start).Seconds() / 1e9, nil
+	gb := float64(total) / 1e9
+	return gb / time.Since(start).Seconds(), (cpuTime() - cpu0).Seconds() / gb, nil
 }
 
 func percentile(v []float64, p float64) float64 {
@@ -156,11 +174,11 @@ func benchAllreduceCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			tcp, err := tcpLoopbackGBps(1 << 30)
+			tcp, tcpCPU, err := tcpLoopbackGBps(1 << 30)
 			if err != nil {
 				return fmt.Errorf("raw TCP baseline: %w", err)
 			}
-			fmt.Fprintf(os.Stderr, "bench allreduce: raw TCP loopback %.2f GB/s\n", tcp)
+			fmt.Fprintf(os.Stderr, "bench allreduce: raw TCP loopback %.2f GB/s, %.3f CPU s/GB\n", tcp, tcpCPU)
 			stepS := 0.0
 			if b, err := os.ReadFile(c.Path("trainer-json")); err == nil {
 				var tj map[string]any
@@ -193,13 +211,19 @@ func benchAllreduceCommand() *cli.Command {
 				if err != nil {
 					return err
 				}
-				for _, rt := range times {
+				for i, rt := range times[0] {
+					cpu := 0.0 // all ranks, per step
+					for _, tr := range times {
+						cpu += tr[i].CPUMS
+					}
+					moved := float64(2*(n-1)*rt.Bytes) / 1e9 // GB all ranks send per step, ring or naive
 					p50 := percentile(rt.MS, 0.5)
 					algbw := float64(rt.Bytes) / (p50 / 1000) / 1e9
 					busbw := algbw * 2 * float64(n-1) / float64(n)
 					res := map[string]any{"ranks": n, "algo": rt.Algo, "bytes": rt.Bytes, "iters": len(rt.MS),
 						"time_ms_p50": p50, "time_ms_p99": percentile(rt.MS, 0.99),
-						"algbw_gbps": algbw, "busbw_gbps": busbw, "ratio": busbw / tcp}
+						"algbw_gbps": algbw, "busbw_gbps": busbw, "ratio": busbw / tcp,
+						"cpu_ms_per_step": cpu, "cpu_s_per_gb_sent": cpu / 1000 / moved}
 					results = append(results, res)
 					if rt.Algo == "ring" && rt.Bytes == allreduceSizes[0] && stepS > 0 {
 						shares[ns] = p50 / 1000 / stepS
@@ -208,8 +232,10 @@ func benchAllreduceCommand() *cli.Command {
 			}
 			return writeJSON(c, c.String("out"), map[string]any{
 				"date": time.Now().UTC().Format(time.RFC3339), "loraft": version,
-				"units":    "GB/s (10^9 bytes per second); busbw = algbw × 2(n−1)/n; ratio = busbw / tcp_gbps",
-				"tcp_gbps": tcp, "results": results,
+				"units": "GB/s (10^9 bytes per second); busbw = algbw × 2(n−1)/n; ratio = busbw / tcp_gbps; " +
+					"cpu_ms_per_step: user+system CPU of all ranks per step; cpu_s_per_gb_sent: that per GB all ranks send (2(n−1) × bytes per step, ring or naive); " +
+					"tcp_cpu_s_per_gb: both ends of the raw TCP baseline per GB",
+				"tcp_gbps": tcp, "tcp_cpu_s_per_gb": tcpCPU, "results": results,
 				"bert_base_step_s":                  stepS,
 				"allreduce_share_of_bert_base_step": shares,
 				"note":                              "ranks are separate processes on one 2-core machine: the n ranks and their gRPC stacks share 2 cores",
@@ -218,11 +244,11 @@ func benchAllreduceCommand() *cli.Command {
 	}
 }
 
-// runAllreduceRanks runs the n rank processes and returns rank 0's timings.
+// runAllreduceRanks runs the n rank processes and returns every rank's timings, by rank.
 // Ranks wait on stdin after the last step so that none exits while a peer's
 // final stream still needs it; stdin is closed once rank 0 has reported or
 // any rank has failed.
-func runAllreduceRanks(ctx context.Context, self string, n int, addrs []string) ([]rankTimes, error) {
+func runAllreduceRanks(ctx context.Context, self string, n int, addrs []string) ([][]rankTimes, error) {
 	type exit struct {
 		rank int
 		err  error
@@ -230,7 +256,11 @@ func runAllreduceRanks(ctx context.Context, self string, n int, addrs []string) 
 	exits := make(chan exit, n)
 	var stdins []io.WriteCloser
 	var errs []*bytes.Buffer
-	report := make(chan []byte, 1)
+	type line struct {
+		rank int
+		b    []byte
+	}
+	reports := make(chan line, n)
 	for r := range n {
 		cmd := exec.CommandContext(ctx, self, "bench", "allreduce-rank", "--rank", strconv.Itoa(r), "--world", strconv.Itoa(n), "--peers", strings.Join(addrs, ","))
 		eb := &bytes.Buffer{}
@@ -239,22 +269,18 @@ func runAllreduceRanks(ctx context.Context, self string, n int, addrs []string) 
 		if err != nil {
 			return nil, err
 		}
-		var out io.ReadCloser
-		if r == 0 {
-			if out, err = cmd.StdoutPipe(); err != nil {
-				return nil, err
-			}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			return nil, err
 		}
 		if err := cmd.Start(); err != nil {
 			return nil, err
 		}
-		if out != nil {
-			go func() {
-				line, _ := bufio.NewReader(out).ReadBytes('\n')
-				report <- line
-				_, _ = io.Copy(io.Discard, out)
-			}()
-		}
+		go func() {
+			b, _ := bufio.NewReader(out).ReadBytes('\n')
+			reports <- line{r, b}
+			_, _ = io.Copy(io.Discard, out)
+		}()
 		stdins, errs = append(stdins, in), append(errs, eb)
 		go func(r int) { exits <- exit{r, cmd.Wait()} }(r)
 	}
@@ -263,18 +289,25 @@ func runAllreduceRanks(ctx context.Context, self string, n int, addrs []string) 
 			in.Close()
 		}
 	}
-	var line []byte
+	lines := make([][]byte, n)
 	var failed error
-	select {
-	case line = <-report:
-	case e := <-exits:
-		if e.err != nil {
-			failed = fmt.Errorf("rank %d of %d: %w\n%s", e.rank, n, e.err, errs[e.rank])
+	left := n // exits not collected yet
+	for got := 0; got < n && failed == nil; {
+		select {
+		case l := <-reports:
+			lines[l.rank] = l.b
+			got++
+		case e := <-exits:
+			left--
+			if e.err != nil {
+				failed = fmt.Errorf("rank %d of %d: %w\n%s", e.rank, n, e.err, errs[e.rank])
+			} else if lines[e.rank] == nil {
+				failed = fmt.Errorf("rank %d of %d exited without results", e.rank, n)
+			}
 		}
-		n-- // already collected
 	}
 	release()
-	for range n {
+	for range left {
 		if e := <-exits; e.err != nil && failed == nil {
 			failed = fmt.Errorf("rank %d: %w\n%s", e.rank, e.err, errs[e.rank])
 		}
@@ -282,9 +315,14 @@ func runAllreduceRanks(ctx context.Context, self string, n int, addrs []string) 
 	if failed != nil {
 		return nil, failed
 	}
-	var times []rankTimes
-	if err := json.Unmarshal(bytes.TrimSpace(line), &times); err != nil {
-		return nil, fmt.Errorf("rank 0 printed no results: %w", err)
+	times := make([][]rankTimes, n)
+	for r, l := range lines {
+		if err := json.Unmarshal(bytes.TrimSpace(l), &times[r]); err != nil {
+			return nil, fmt.Errorf("rank %d printed no results: %w", r, err)
+		}
+		if len(times[r]) != len(times[0]) {
+			return nil, fmt.Errorf("rank %d reported %d results, rank 0 %d", r, len(times[r]), len(times[0]))
+		}
 	}
 	return times, nil
 }
