@@ -235,6 +235,9 @@ func (f *fsm) setTrialState(m *pb.SetTrialState) error {
 	if t.State != pb.TrialState_TRIAL_STATE_RUNNING {
 		return fmt.Errorf("trial %s is %s: %w", t.GetName(), stateName(t.State), ErrNotRunning)
 	}
+	if m.GetUnixMs() > 0 && t.StartedUnixMs > 0 && m.GetUnixMs() > t.StartedUnixMs {
+		t.RunningMs += m.GetUnixMs() - t.StartedUnixMs
+	}
 	t.State, t.Reason, t.Trainers = m.GetState(), m.GetReason(), nil
 	switch t.State {
 	case pb.TrialState_TRIAL_STATE_PENDING:

@@ -253,7 +253,11 @@ func printResults(w io.Writer, sw *pb.Sweep) error {
 		final, acc, test, wall := "-", "-", "-", "-"
 		if r != nil {
 			final, acc, test = fmt.Sprintf("%.4f", r.GetValMacroF1()), fmt.Sprintf("%.4f", r.GetValAccuracy()), fmt.Sprintf("%.4f", r.GetTestMacroF1())
-			wall = (time.Duration(r.GetWallMs()) * time.Millisecond).Round(100 * time.Millisecond).String()
+			ms := r.GetWallMs()
+			if t.GetRunningMs() > 0 {
+				ms = t.GetRunningMs() // every attempt, not only the last
+			}
+			wall = (time.Duration(ms) * time.Millisecond).Round(100 * time.Millisecond).String()
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%g\t%s\t%s\t%s\t%s\t%s\t%s\n", t.GetName(), t.GetRank(), t.GetAlpha(), strings.TrimPrefix(t.GetState().String(), "TRIAL_STATE_"), best, final, acc, test, wall)
 	}
@@ -329,6 +333,9 @@ func sweepReport(ctx context.Context, store checkpoint.Store, sw *pb.Sweep) (*ch
 		if r := t.GetResult(); r != nil {
 			acc := r.GetValAccuracy()
 			ct.Accuracy, ct.WallMS = &acc, r.GetWallMs()
+			if t.GetRunningMs() > 0 {
+				ct.WallMS = t.GetRunningMs()
+			}
 		}
 		_, files, err := checkpoint.LoadLatest(ctx, store, t.GetName(), nil)
 		switch {

@@ -316,8 +316,11 @@ type Trial struct {
 	Result         *TrialResult `protobuf:"bytes,18,opt,name=result,proto3" json:"result,omitempty"`
 	StartedUnixMs  int64        `protobuf:"varint,19,opt,name=started_unix_ms,json=startedUnixMs,proto3" json:"started_unix_ms,omitempty"`
 	FinishedUnixMs int64        `protobuf:"varint,20,opt,name=finished_unix_ms,json=finishedUnixMs,proto3" json:"finished_unix_ms,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// running_ms sums the wall time of every attempt that ended (by the
+	// leader's clock, from assignment to its end or requeue).
+	RunningMs     int64 `protobuf:"varint,21,opt,name=running_ms,json=runningMs,proto3" json:"running_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Trial) Reset() {
@@ -486,6 +489,13 @@ func (x *Trial) GetStartedUnixMs() int64 {
 func (x *Trial) GetFinishedUnixMs() int64 {
 	if x != nil {
 		return x.FinishedUnixMs
+	}
+	return 0
+}
+
+func (x *Trial) GetRunningMs() int64 {
+	if x != nil {
+		return x.RunningMs
 	}
 	return 0
 }
@@ -1734,7 +1744,7 @@ const file_coordinatorpb_fsm_proto_rawDesc = "" +
 	"\n" +
 	"set_member\x18\x11 \x01(\v2 .loraft.coordinator.v1.SetMemberH\x00R\tsetMember\x12J\n" +
 	"\rremove_member\x18\x12 \x01(\v2#.loraft.coordinator.v1.RemoveMemberH\x00R\fremoveMemberB\x05\n" +
-	"\x03cmd\"\xbc\x05\n" +
+	"\x03cmd\"\xdb\x05\n" +
 	"\x05Trial\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x05R\x05index\x12\x12\n" +
@@ -1760,7 +1770,9 @@ const file_coordinatorpb_fsm_proto_rawDesc = "" +
 	"\ahistory\x18\x11 \x03(\v2\".loraft.coordinator.v1.MetricPointR\ahistory\x12:\n" +
 	"\x06result\x18\x12 \x01(\v2\".loraft.coordinator.v1.TrialResultR\x06result\x12&\n" +
 	"\x0fstarted_unix_ms\x18\x13 \x01(\x03R\rstartedUnixMs\x12(\n" +
-	"\x10finished_unix_ms\x18\x14 \x01(\x03R\x0efinishedUnixMs\"9\n" +
+	"\x10finished_unix_ms\x18\x14 \x01(\x03R\x0efinishedUnixMs\x12\x1d\n" +
+	"\n" +
+	"running_ms\x18\x15 \x01(\x03R\trunningMs\"9\n" +
 	"\vMetricPoint\x12\x12\n" +
 	"\x04step\x18\x01 \x01(\x03R\x04step\x12\x16\n" +
 	"\x06metric\x18\x02 \x01(\x01R\x06metric\"\xa4\x02\n" +
