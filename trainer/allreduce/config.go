@@ -40,8 +40,10 @@ type Config struct {
 	// StepTimeout bounds one AllReduce call (default DefaultStepTimeout): a
 	// step that cannot finish in time returns ErrTimeout instead of hanging.
 	StepTimeout time.Duration
-	// ChunkBytes is the size of the chunks segments are streamed in
-	// (default DefaultChunkBytes); a multiple of 4, at most MaxChunkBytes.
+	// ChunkBytes is the largest chunk segments are streamed in (default
+	// DefaultChunkBytes); a multiple of 4, at most MaxChunkBytes. A segment
+	// goes in the fewest chunks of at most ChunkBytes, of equal sizes give or
+	// take one element.
 	ChunkBytes int
 	// ServerTLS and ClientTLS enable mutual TLS when both are set: ServerTLS
 	// serves this rank (set ClientAuth to tls.RequireAndVerifyClientCert to

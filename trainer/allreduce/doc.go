@@ -19,7 +19,7 @@
 //
 // Per step, each rank opens one Exchange stream to its right neighbour (on a
 // connection that lives as long as the Ring) and sends its own segment in
-// chunks of Config.ChunkBytes. Every later chunk is one it received from the
+// chunks of at most Config.ChunkBytes. Every later chunk is one it received from the
 // left: the segment a rank receives in round j is the one it sends in round
 // j+1, so each chunk is applied (added or copied) and forwarded at once,
 // pipelining the rounds chunk by chunk. Every chunk carries run id,

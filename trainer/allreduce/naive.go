@@ -38,8 +38,8 @@ func (r *Ring) NaiveAllReduce(ctx context.Context, step uint64, buf []float32) e
 				return err
 			}
 		}
-		for off := 0; off < len(buf); off += st.elems {
-			c := newOutChunk(st.chunk(pb.Phase_PHASE_BROADCAST, 0, 0, off, encode(buf[off:min(off+st.elems, len(buf))])), true, len(out))
+		for off, end := range st.spans(len(buf)) {
+			c := newOutChunk(st.chunk(pb.Phase_PHASE_BROADCAST, 0, 0, off, encode(buf[off:end])), true, len(out))
 			for _, s := range out {
 				s.push(c) // shared read-only by the streams
 			}

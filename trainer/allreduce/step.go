@@ -60,12 +60,33 @@ func (st *stepRun) chunk(phase pb.Phase, round, segment, offset int, data []byte
 	}
 }
 
-// sendSpan queues src, the whole of segment in round round of phase, to s as
-// chunks of st.elems elements.
+// sendSpan queues src, the whole of segment in round round of phase, to s in
+// chunks (see spans).
 func (st *stepRun) sendSpan(s *sender, phase pb.Phase, round, segment int, src []float32) {
-	for off := 0; off < len(src); off += st.elems {
-		end := min(off+st.elems, len(src))
+	for off, end := range st.spans(len(src)) {
 		s.push(newOutChunk(st.chunk(phase, round, segment, off, encode(src[off:end])), true, 1))
+	}
+}
+
+// spans yields the chunks [off, end) n elements are sent in: the fewest
+// chunks of at most st.elems elements, of sizes that differ by at most one,
+// so that no small chunk trails the others. Receivers take chunks of any size.
+func (st *stepRun) spans(n int) func(yield func(off, end int) bool) {
+	return func(yield func(off, end int) bool) {
+		if n == 0 {
+			return
+		}
+		m := (n + st.elems - 1) / st.elems
+		for i, off := 0, 0; i < m; i++ {
+			end := off + n/m
+			if i < n%m {
+				end++
+			}
+			if !yield(off, end) {
+				return
+			}
+			off = end
+		}
 	}
 }
 

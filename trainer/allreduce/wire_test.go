@@ -106,3 +106,24 @@ func TestBufPool(t *testing.T) {
 		putBuf(b)
 	}
 }
+
+// TestSpans checks that a segment is cut into the fewest chunks of at most
+// elems elements, of equal sizes give or take one, covering it in order.
+func TestSpans(t *testing.T) {
+	for _, elems := range []int{1, 3, 1024, 65536} {
+		st := &stepRun{elems: elems}
+		for _, n := range []int{0, 1, 2, 1023, 1024, 1025, 75074, 300295} {
+			next, lo, hi, m := 0, n, 0, 0
+			for off, end := range st.spans(n) {
+				if off != next || end <= off || end-off > elems {
+					t.Fatalf("elems %d n %d: chunk [%d, %d) after %d", elems, n, off, end, next)
+				}
+				lo, hi, next = min(lo, end-off), max(hi, end-off), end
+				m++
+			}
+			if next != n || m != (n+elems-1)/elems || (m > 0 && hi-lo > 1) {
+				t.Fatalf("elems %d n %d: %d chunks of %d..%d elements up to %d", elems, n, m, lo, hi, next)
+			}
+		}
+	}
+}
