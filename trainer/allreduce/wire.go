@@ -243,7 +243,12 @@ const (
 	maxBufShift = 23 // 8 MiB, more than MaxChunkBytes
 )
 
-var bufPools [maxBufShift + 1]sync.Pool
+// bufPools hold *[]byte of each size; boxes holds spare *[]byte, so that
+// lending a buffer out as a slice and taking it back allocates nothing.
+var (
+	bufPools [maxBufShift + 1]sync.Pool
+	boxes    = sync.Pool{New: func() any { return new([]byte) }}
+)
 
 // bufClass returns the shift of the smallest pooled size that holds n bytes,
 // or -1 when n is too large.
@@ -258,39 +263,57 @@ func bufClass(n int) int {
 	return s
 }
 
-// getBuf returns a buffer of n bytes with unspecified contents.
-func getBuf(n int) []byte {
+// getBox returns a pooled buffer of n bytes with unspecified contents, boxed.
+func getBox(n int) *[]byte {
 	s := bufClass(n)
 	if s < 0 {
-		return bytesOf(make([]float32, (n+3)/4))[:n]
+		b := bytesOf(make([]float32, (n+3)/4))[:n]
+		return &b
 	}
 	if p, ok := bufPools[s].Get().(*[]byte); ok {
-		return (*p)[:n]
+		*p = (*p)[:n]
+		return p
 	}
-	return bytesOf(make([]float32, 1<<s/4))[:n]
+	b := bytesOf(make([]float32, 1<<s/4))[:n]
+	return &b
 }
 
-// putBuf returns b, which nobody may use any more, to its pool. Buffers not
-// of a pooled size are left to the garbage collector.
+// putBox returns the buffer in p, which nobody may use any more, to its pool.
+// Buffers not of a pooled size are left to the garbage collector.
+func putBox(p *[]byte) {
+	c := cap(*p)
+	if c == 0 || c&(c-1) != 0 {
+		return
+	}
+	if s := bits.Len(uint(c)) - 1; s >= minBufShift && s <= maxBufShift {
+		bufPools[s].Put(p)
+	}
+}
+
+// getBuf returns a buffer of n bytes with unspecified contents.
+func getBuf(n int) []byte {
+	p := getBox(n)
+	b := *p
+	*p = nil
+	boxes.Put(p)
+	return b
+}
+
+// putBuf returns b, which nobody may use any more, to its pool.
 func putBuf(b []byte) {
 	c := cap(b)
 	if c == 0 || c&(c-1) != 0 {
 		return
 	}
-	if s := bits.Len(uint(c)) - 1; s >= minBufShift && s <= maxBufShift {
-		b = b[:c]
-		bufPools[s].Put(&b)
-	}
+	p := boxes.Get().(*[]byte)
+	*p = b
+	putBox(p)
 }
 
 // grpcPool lends the chunk buffer pools to gRPC for its frame buffers.
 type grpcPool struct{}
 
-func (grpcPool) Get(n int) *[]byte {
-	b := getBuf(n)
-	return &b
-}
-
-func (grpcPool) Put(p *[]byte) { putBuf(*p) }
+func (grpcPool) Get(n int) *[]byte { return getBox(n) }
+func (grpcPool) Put(p *[]byte)     { putBox(p) }
 
 var _ mem.BufferPool = grpcPool{}
