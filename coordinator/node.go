@@ -73,19 +73,24 @@ func OpenNode(cfg NodeConfig) (*Node, error) {
 		return nil, err
 	}
 	addr, err := net.ResolveTCPAddr("tcp", cfg.Addr)
+	if err == nil && (addr.IP == nil || addr.IP.IsUnspecified()) {
+		err = errors.New("not an address peers can reach (give the host's name or IP, not 0.0.0.0)")
+	}
 	if err != nil {
 		stores.Close()
 		return nil, fmt.Errorf("coordinator raft address %s: %w", cfg.Addr, err)
 	}
-	var trans *raft.NetworkTransport
+	var lis net.Listener
 	if cfg.ServerTLS != nil {
-		var lis net.Listener
 		lis, err = tls.Listen("tcp", cfg.Addr, cfg.ServerTLS)
-		if err == nil {
-			trans = raft.NewNetworkTransport(&tlsStream{Listener: lis, advertise: addr, client: cfg.ClientTLS}, 3, 10*time.Second, io.Discard)
-		}
 	} else {
-		trans, err = raft.NewTCPTransport(cfg.Addr, addr, 3, 10*time.Second, io.Discard)
+		lis, err = net.Listen("tcp", cfg.Addr)
+	}
+	var trans *raft.NetworkTransport
+	if err == nil {
+		// Raft advertises cfg.Addr as given (a DNS name stays a name), so
+		// leader hints match the addresses in --peers.
+		trans = raft.NewNetworkTransport(&streamLayer{Listener: lis, advertise: advertised(cfg.Addr), client: cfg.ClientTLS}, 3, 10*time.Second, io.Discard)
 	}
 	if err != nil {
 		stores.Close()
@@ -291,18 +296,28 @@ func (n *Node) view(fn func(f *fsm)) {
 	fn(n.fsm)
 }
 
-// tlsStream is a raft.StreamLayer over TLS.
-type tlsStream struct {
+// streamLayer is raft's TCP stream layer, over TLS when client is set.
+type streamLayer struct {
 	net.Listener
 	advertise net.Addr
 	client    *tls.Config
 }
 
-func (t *tlsStream) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	return tls.DialWithDialer(&net.Dialer{Timeout: timeout}, "tcp", string(address), t.client)
+func (t *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	d := &net.Dialer{Timeout: timeout}
+	if t.client == nil {
+		return d.Dial("tcp", string(address))
+	}
+	return tls.DialWithDialer(d, "tcp", string(address), t.client)
 }
 
-func (t *tlsStream) Addr() net.Addr { return t.advertise }
+func (t *streamLayer) Addr() net.Addr { return t.advertise }
+
+// advertised is a raft address exactly as configured.
+type advertised string
+
+func (a advertised) Network() string { return "tcp" }
+func (a advertised) String() string  { return string(a) }
 
 // Addr is the node's raft address.
 func (n *Node) Addr() string { return n.cfg.Addr }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -174,5 +175,46 @@ func TestJoinIsIdempotent(t *testing.T) {
 	}
 	if err := leader.Remove("c9"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestAdvertisesConfiguredNames: raft advertises a member's address as
+// configured, so a DNS name (as in Compose or Kubernetes) comes back in
+// leader hints as that name, matching --peers, not as a resolved IP.
+func TestAdvertisesConfiguredNames(t *testing.T) {
+	servers := map[string]string{}
+	var nodes []*Node
+	for i, a := range freeAddrs(t, 3) {
+		_, port, _ := net.SplitHostPort(a)
+		id, name := fmt.Sprintf("c%d", i), "localhost:"+port
+		servers[id] = name
+		n, err := OpenNode(NodeConfig{ID: id, Addr: name, Dir: t.TempDir(), HeartbeatTimeout: 200 * time.Millisecond,
+			ElectionTimeout: 200 * time.Millisecond, LeaderLeaseTimeout: 100 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer n.Close()
+		nodes = append(nodes, n)
+	}
+	if err := nodes[0].Bootstrap(servers); err != nil {
+		t.Fatal(err)
+	}
+	leader := leaderOf(t, nodes)
+	for _, n := range nodes {
+		if n == leader {
+			continue
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for n.Leader() == "" && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		var nl *NotLeaderError
+		err := n.Apply(context.Background(), sweepCmd("x", 1))
+		if !errors.As(err, &nl) || nl.Leader != leader.Addr() || !strings.HasPrefix(nl.Leader, "localhost:") {
+			t.Fatalf("a follower names the leader %v (err %v), want %s", nl, err, leader.Addr())
+		}
+	}
+	if _, err := OpenNode(NodeConfig{ID: "z", Addr: "0.0.0.0:0", Dir: t.TempDir()}); err == nil || !strings.Contains(err.Error(), "0.0.0.0") {
+		t.Fatalf("an unspecified raft address was accepted: %v", err)
 	}
 }

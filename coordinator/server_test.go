@@ -97,7 +97,7 @@ func TestClientFollowsLeader(t *testing.T) {
 	if err := all.CancelSweep(ctx, "sw"); err != nil {
 		t.Fatalf("cancel after failover: %v", err)
 	}
-	got, err := all.State(ctx)
+	got, err := all.ConsistentState(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
