@@ -57,6 +57,7 @@ func newApp() *cli.App {
 		},
 		Commands: []*cli.Command{
 			versionCommand(),
+			localCommand(),
 			dataCommand(),
 			trainCommand(),
 			evalCommand(),
@@ -67,7 +68,6 @@ func newApp() *cli.App {
 			sweepCommand(),
 			runCommand(),
 			plotCommand(),
-			localCommand(),
 			benchCommand(),
 		},
 		// Statements contain commas: --text "a, b" is one statement.
