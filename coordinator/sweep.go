@@ -86,7 +86,8 @@ type TrainSettings struct {
 	MaxLen      int     `yaml:"max_len"`
 	EvalEvery   int     `yaml:"eval_every"`
 	Quant       string  `yaml:"quant"`
-	WarmupRatio float64 `yaml:"warmup_ratio"`
+	// WarmupRatio is nil for the trainer's default (the same as `loraft train`'s).
+	WarmupRatio *float64 `yaml:"warmup_ratio"`
 	// CheckpointEvery saves (and reports) a checkpoint every N steps; EvalEvery defaults to it.
 	CheckpointEvery int `yaml:"checkpoint_every"`
 	// SplitSeed and Split fix the train/validation/test split every trial shares.
@@ -269,7 +270,7 @@ func ParseSweepSpec(data []byte, file string) (*SweepSpec, error) {
 	if !splitRatios.MatchString(tr.Split) {
 		return nil, fail("train.split", "%q, want three ratios like 0.8,0.1,0.1", tr.Split)
 	}
-	if tr.Epochs < 1 || tr.BatchSize < 1 || tr.MaxLen < 2 || tr.MaxLen > 512 || tr.EvalEvery < 0 || tr.WarmupRatio < 0 || tr.WarmupRatio >= 1 {
+	if tr.Epochs < 1 || tr.BatchSize < 1 || tr.MaxLen < 2 || tr.MaxLen > 512 || tr.EvalEvery < 0 || (tr.WarmupRatio != nil && (*tr.WarmupRatio < 0 || *tr.WarmupRatio >= 1)) {
 		return nil, fail("train", "epochs, batch_size ≥ 1; max_len in 2..512; eval_every ≥ 0; warmup_ratio in [0, 1)")
 	}
 	if tr.Quant != "nf4" && tr.Quant != "fp32" {

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestRankAlphaSpec(t *testing.T) {
@@ -128,4 +129,23 @@ func FuzzParseSweepSpec(f *testing.F) {
 			t.Fatalf("%d trials from a grid of %d", len(trials), s.GridSize())
 		}
 	})
+}
+
+func TestSweepWarmupDefault(t *testing.T) {
+	for _, tc := range []struct {
+		yaml string
+		want *float64
+	}{
+		{"name: a\n", nil},
+		{"name: a\ntrain:\n  warmup_ratio: 0.0\n", new(float64)},
+	} {
+		s, err := ParseSweepSpec([]byte(tc.yaml), "s.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := s.Sweep(nil, "x", time.Unix(0, 0)).GetTrain().WarmupRatio
+		if (got == nil) != (tc.want == nil) || (got != nil && *got != *tc.want) {
+			t.Fatalf("%q: warmup %v, want %v (unset means the trainer's default)", tc.yaml, got, tc.want)
+		}
+	}
 }

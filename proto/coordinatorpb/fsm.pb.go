@@ -664,18 +664,19 @@ func (x *TrialResult) GetFinalLoss() float64 {
 
 // TrainSettings are the fixed settings every trial of a sweep shares.
 type TrainSettings struct {
-	state           protoimpl.MessageState `protogen:"open.v1"`
-	Config          string                 `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
-	Weights         string                 `protobuf:"bytes,2,opt,name=weights,proto3" json:"weights,omitempty"`
-	Epochs          int32                  `protobuf:"varint,3,opt,name=epochs,proto3" json:"epochs,omitempty"`
-	BatchSize       int32                  `protobuf:"varint,4,opt,name=batch_size,json=batchSize,proto3" json:"batch_size,omitempty"`
-	MaxLen          int32                  `protobuf:"varint,5,opt,name=max_len,json=maxLen,proto3" json:"max_len,omitempty"`
-	EvalEvery       int32                  `protobuf:"varint,6,opt,name=eval_every,json=evalEvery,proto3" json:"eval_every,omitempty"`
-	Quant           string                 `protobuf:"bytes,7,opt,name=quant,proto3" json:"quant,omitempty"`
-	WarmupRatio     float64                `protobuf:"fixed64,8,opt,name=warmup_ratio,json=warmupRatio,proto3" json:"warmup_ratio,omitempty"`
-	CheckpointEvery int32                  `protobuf:"varint,9,opt,name=checkpoint_every,json=checkpointEvery,proto3" json:"checkpoint_every,omitempty"`
-	SplitSeed       uint64                 `protobuf:"varint,10,opt,name=split_seed,json=splitSeed,proto3" json:"split_seed,omitempty"`
-	SplitRatios     string                 `protobuf:"bytes,11,opt,name=split_ratios,json=splitRatios,proto3" json:"split_ratios,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Config    string                 `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	Weights   string                 `protobuf:"bytes,2,opt,name=weights,proto3" json:"weights,omitempty"`
+	Epochs    int32                  `protobuf:"varint,3,opt,name=epochs,proto3" json:"epochs,omitempty"`
+	BatchSize int32                  `protobuf:"varint,4,opt,name=batch_size,json=batchSize,proto3" json:"batch_size,omitempty"`
+	MaxLen    int32                  `protobuf:"varint,5,opt,name=max_len,json=maxLen,proto3" json:"max_len,omitempty"`
+	EvalEvery int32                  `protobuf:"varint,6,opt,name=eval_every,json=evalEvery,proto3" json:"eval_every,omitempty"`
+	Quant     string                 `protobuf:"bytes,7,opt,name=quant,proto3" json:"quant,omitempty"`
+	// warmup_ratio is unset for the trainer's default (loraft train's).
+	WarmupRatio     *float64 `protobuf:"fixed64,8,opt,name=warmup_ratio,json=warmupRatio,proto3,oneof" json:"warmup_ratio,omitempty"`
+	CheckpointEvery int32    `protobuf:"varint,9,opt,name=checkpoint_every,json=checkpointEvery,proto3" json:"checkpoint_every,omitempty"`
+	SplitSeed       uint64   `protobuf:"varint,10,opt,name=split_seed,json=splitSeed,proto3" json:"split_seed,omitempty"`
+	SplitRatios     string   `protobuf:"bytes,11,opt,name=split_ratios,json=splitRatios,proto3" json:"split_ratios,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -760,8 +761,8 @@ func (x *TrainSettings) GetQuant() string {
 }
 
 func (x *TrainSettings) GetWarmupRatio() float64 {
-	if x != nil {
-		return x.WarmupRatio
+	if x != nil && x.WarmupRatio != nil {
+		return *x.WarmupRatio
 	}
 	return 0
 }
@@ -1787,7 +1788,7 @@ const file_coordinatorpb_fsm_proto_rawDesc = "" +
 	"\aval_ece\x18\a \x01(\x01R\x06valEce\x12\x17\n" +
 	"\awall_ms\x18\b \x01(\x03R\x06wallMs\x12\x1d\n" +
 	"\n" +
-	"final_loss\x18\t \x01(\x01R\tfinalLoss\"\xd6\x02\n" +
+	"final_loss\x18\t \x01(\x01R\tfinalLoss\"\xec\x02\n" +
 	"\rTrainSettings\x12\x16\n" +
 	"\x06config\x18\x01 \x01(\tR\x06config\x12\x18\n" +
 	"\aweights\x18\x02 \x01(\tR\aweights\x12\x16\n" +
@@ -1797,13 +1798,14 @@ const file_coordinatorpb_fsm_proto_rawDesc = "" +
 	"\amax_len\x18\x05 \x01(\x05R\x06maxLen\x12\x1d\n" +
 	"\n" +
 	"eval_every\x18\x06 \x01(\x05R\tevalEvery\x12\x14\n" +
-	"\x05quant\x18\a \x01(\tR\x05quant\x12!\n" +
-	"\fwarmup_ratio\x18\b \x01(\x01R\vwarmupRatio\x12)\n" +
+	"\x05quant\x18\a \x01(\tR\x05quant\x12&\n" +
+	"\fwarmup_ratio\x18\b \x01(\x01H\x00R\vwarmupRatio\x88\x01\x01\x12)\n" +
 	"\x10checkpoint_every\x18\t \x01(\x05R\x0fcheckpointEvery\x12\x1d\n" +
 	"\n" +
 	"split_seed\x18\n" +
 	" \x01(\x04R\tsplitSeed\x12!\n" +
-	"\fsplit_ratios\x18\v \x01(\tR\vsplitRatios\"o\n" +
+	"\fsplit_ratios\x18\v \x01(\tR\vsplitRatiosB\x0f\n" +
+	"\r_warmup_ratio\"o\n" +
 	"\rEarlyStopping\x12\x12\n" +
 	"\x04rule\x18\x01 \x01(\tR\x04rule\x12\x1f\n" +
 	"\vgrace_steps\x18\x02 \x01(\x03R\n" +
@@ -1972,6 +1974,7 @@ func file_coordinatorpb_fsm_proto_init() {
 		(*Command_SetMember)(nil),
 		(*Command_RemoveMember)(nil),
 	}
+	file_coordinatorpb_fsm_proto_msgTypes[4].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -83,7 +83,10 @@ func (r *JobRunner) Run(ctx context.Context, a *pb.Assignment, rep Reporter) (*p
 	}
 	h := trainer.DefaultHyper()
 	h.Epochs, h.BatchSize, h.LR, h.Seed = int(ts.GetEpochs()), int(ts.GetBatchSize()), t.GetLearningRate(), t.GetSeed()
-	h.WarmupRatio, h.EvalEvery = ts.GetWarmupRatio(), int(ts.GetEvalEvery())
+	h.EvalEvery = int(ts.GetEvalEvery())
+	if ts.WarmupRatio != nil {
+		h.WarmupRatio = ts.GetWarmupRatio()
+	}
 	if err := h.Validate(); err != nil {
 		return nil, fmt.Errorf("trial %s: %w", t.GetName(), err)
 	}
