@@ -79,13 +79,13 @@ type EarlyStopping struct {
 
 // TrainSettings are the fixed training settings every trial shares.
 type TrainSettings struct {
-	Config      string  `yaml:"config"`  // tiny, base or a config.json
-	Weights     string  `yaml:"weights"` // HF model.safetensors, empty for random init
-	Epochs      int     `yaml:"epochs"`
-	BatchSize   int     `yaml:"batch_size"`
-	MaxLen      int     `yaml:"max_len"`
-	EvalEvery   int     `yaml:"eval_every"`
-	Quant       string  `yaml:"quant"`
+	Config    string `yaml:"config"`  // tiny, base or a config.json
+	Weights   string `yaml:"weights"` // HF model.safetensors, empty for random init
+	Epochs    int    `yaml:"epochs"`
+	BatchSize int    `yaml:"batch_size"`
+	MaxLen    int    `yaml:"max_len"`
+	EvalEvery int    `yaml:"eval_every"`
+	Quant     string `yaml:"quant"`
 	// WarmupRatio is nil for the trainer's default (the same as `loraft train`'s).
 	WarmupRatio *float64 `yaml:"warmup_ratio"`
 	// CheckpointEvery saves (and reports) a checkpoint every N steps; EvalEvery defaults to it.
