@@ -58,11 +58,11 @@ func benchAllreduceRankCommand() *cli.Command {
 		Name:   "allreduce-rank",
 		Hidden: true,
 		Flags: []cli.Flag{
-			&cli.IntFlag{Name: "rank"}, &cli.IntFlag{Name: "world"}, &cli.StringFlag{Name: "peers"},
+			&cli.IntFlag{Name: "rank"}, &cli.IntFlag{Name: "world"}, &cli.StringFlag{Name: "peers"}, &cli.IntFlag{Name: "chunk-bytes"},
 		},
 		Action: func(c *cli.Context) error {
 			cfg := allreduce.Config{Rank: c.Int("rank"), World: c.Int("world"), Peers: splitList(c.String("peers")),
-				RunID: "bench", Generation: 1, StepTimeout: 2 * time.Minute}
+				RunID: "bench", Generation: 1, StepTimeout: 2 * time.Minute, ChunkBytes: c.Int("chunk-bytes")}
 			ring, err := allreduce.Listen(c.Context, cfg)
 			if err != nil {
 				return err
@@ -166,6 +166,7 @@ func benchAllreduceCommand() *cli.Command {
 		Usage: "ring all-reduce vs naive gather/broadcast with ranks as separate processes on loopback, against raw TCP (JSON)",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "ranks", Value: "2,4"},
+			&cli.IntFlag{Name: "chunk-bytes", Usage: "allreduce.Config.ChunkBytes of every rank (0: the default)"},
 			&cli.PathFlag{Name: "trainer-json", Value: "bench/results/trainer.json", Usage: "bert-base step time for the all-reduce share"},
 			&cli.StringFlag{Name: "out", Usage: "write the JSON here (default: stdout)"},
 		},
@@ -188,6 +189,10 @@ func benchAllreduceCommand() *cli.Command {
 					}
 				}
 			}
+			chunkBytes := c.Int("chunk-bytes")
+			if chunkBytes == 0 {
+				chunkBytes = allreduce.DefaultChunkBytes
+			}
 			var results []map[string]any
 			shares := map[string]float64{}
 			for _, ns := range splitList(c.String("ranks")) {
@@ -206,7 +211,7 @@ func benchAllreduceCommand() *cli.Command {
 					l.Close()
 				}
 				ctx, cancel := context.WithTimeout(c.Context, 15*time.Minute)
-				times, err := runAllreduceRanks(ctx, self, n, addrs)
+				times, err := runAllreduceRanks(ctx, self, n, addrs, c.Int("chunk-bytes"))
 				cancel()
 				if err != nil {
 					return err
@@ -236,6 +241,7 @@ func benchAllreduceCommand() *cli.Command {
 					"cpu_ms_per_step: user+system CPU of all ranks per step; cpu_s_per_gb_sent: that per GB all ranks send (2(n−1) × bytes per step, ring or naive); " +
 					"tcp_cpu_s_per_gb: both ends of the raw TCP baseline per GB",
 				"tcp_gbps": tcp, "tcp_cpu_s_per_gb": tcpCPU, "results": results,
+				"chunk_bytes":                       chunkBytes,
 				"bert_base_step_s":                  stepS,
 				"allreduce_share_of_bert_base_step": shares,
 				"note":                              "ranks are separate processes on one 2-core machine: the n ranks and their gRPC stacks share 2 cores",
@@ -248,7 +254,7 @@ func benchAllreduceCommand() *cli.Command {
 // Ranks wait on stdin after the last step so that none exits while a peer's
 // final stream still needs it; stdin is closed once rank 0 has reported or
 // any rank has failed.
-func runAllreduceRanks(ctx context.Context, self string, n int, addrs []string) ([][]rankTimes, error) {
+func runAllreduceRanks(ctx context.Context, self string, n int, addrs []string, chunkBytes int) ([][]rankTimes, error) {
 	type exit struct {
 		rank int
 		err  error
@@ -262,7 +268,8 @@ func runAllreduceRanks(ctx context.Context, self string, n int, addrs []string) 
 	}
 	reports := make(chan line, n)
 	for r := range n {
-		cmd := exec.CommandContext(ctx, self, "bench", "allreduce-rank", "--rank", strconv.Itoa(r), "--world", strconv.Itoa(n), "--peers", strings.Join(addrs, ","))
+		cmd := exec.CommandContext(ctx, self, "bench", "allreduce-rank", "--rank", strconv.Itoa(r), "--world", strconv.Itoa(n), "--peers", strings.Join(addrs, ","),
+			"--chunk-bytes", strconv.Itoa(chunkBytes))
 		eb := &bytes.Buffer{}
 		cmd.Stderr = eb
 		in, err := cmd.StdinPipe()
