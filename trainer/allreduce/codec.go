@@ -49,13 +49,7 @@ func decodeInto(dst []float32, b []byte) {
 func addInto(dst []float32, b []byte) {
 	b = b[:4*len(dst)]
 	if littleEndian && len(b) > 0 && uintptr(unsafe.Pointer(unsafe.SliceData(b)))%4 == 0 {
-		src := unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(b))), len(dst))
-		dst := dst[:len(src)]
-		for i, v := range src {
-			s := dst[i] + v
-			dst[i] = s
-			src[i] = s
-		}
+		addFloats(dst, unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(b))), len(dst)))
 		return
 	}
 	for i := range dst {
