@@ -27,6 +27,15 @@
 // length, and the receiver checks that it is exactly the next chunk the
 // algorithm produces.
 //
+// Chunks cross the wire as allreduce.proto's protobuf, byte for byte, but not
+// through gRPC's proto codec: the sender hands gRPC the data bytes next to a
+// few header bytes, and the receiver copies them once, from gRPC's frame
+// buffers into a pooled buffer, which reduce-scatter adds into, forwards and
+// recycles once gRPC has written it (wire.go). Per byte, that leaves the
+// kernel's loopback or network copies, gRPC's two (into its write buffer, out
+// of its read buffer), the one into the pooled buffer, and the add or the copy
+// into the caller's buffer.
+//
 // The server side (one Exchange handler per incoming stream) fences every
 // chunk: another run id or an older generation is refused with
 // FailedPrecondition, and so is a newer one, which also fails the local step:
