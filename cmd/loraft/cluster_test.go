@@ -352,7 +352,7 @@ func TestClusterSweep(t *testing.T) {
 		t.Fatalf("sweep status: %v\n%s", err, out2)
 	}
 	report := filepath.Join(c.dir, "report.json")
-	if out, err := run(t, "sweep", "report", "grid", "--out", report); err != nil {
+	if out, err := run(t, "sweep", "report", "--out", report, "grid"); err != nil {
 		t.Fatalf("sweep report: %v\n%s", err, out)
 	}
 	rep, err := chart.ReadReport(report)

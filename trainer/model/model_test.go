@@ -236,8 +236,6 @@ func TestLoadConfig(t *testing.T) {
 // LoRA matrices and the classifier require grad and change: every frozen
 // tensor (dense and NF4) keeps its bytes.
 func TestOnlyAdaptersTrain(t *testing.T) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	for _, q := range []Quant{Dense, NF4} {
 		t.Run(string(q), func(t *testing.T) { checkOnlyAdaptersTrain(t, q) })
 	}
@@ -260,6 +258,9 @@ func snapshotFrozen(t *testing.T, m *Model) [][]float64 {
 }
 
 func checkOnlyAdaptersTrain(t *testing.T, q Quant) {
+	// Each subtest runs on its own goroutine: grad mode is per OS thread.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	m := newModel(t, micro(), RandomWeights(micro(), 3), q)
 	before := snapshotFrozen(t, m)
 	paramsBefore, _ := m.ParamValues()
