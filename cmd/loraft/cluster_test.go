@@ -535,3 +535,48 @@ func TestClusterLeaderKill(t *testing.T) {
 	c.checkNoOverlap(nil)
 	checkLinearizable(t, h.Wait(), "leader-kill")
 }
+
+// TestClusterRing: a trial with trainers_per_trial 2 is placed on two
+// trainers that form an all-reduce ring from the assignment (ranks, peers,
+// generation) and train it together to the end.
+func TestClusterRing(t *testing.T) {
+	c := newCluster(t, 3, 2, 2*time.Second)
+	c.launch(c.writeSpec("ring", `trainers_per_trial: 2
+space:
+  rank: [8]
+  alpha: [16]
+train:
+  config: tiny
+  epochs: 2
+  batch_size: 16
+  max_len: 48
+  checkpoint_every: 5
+`))
+	st := c.waitFor("sweep ring finished", 4*time.Minute, sweepFinished("ring"))
+	tr := trialOf(st, "ring-t000")
+	if tr.GetState() != pb.TrialState_TRIAL_STATE_SUCCEEDED || tr.GetResult().GetSteps() == 0 {
+		t.Fatalf("ring trial: %v", tr)
+	}
+	ranks := map[int32]bool{}
+	for _, p := range c.trainers {
+		b, err := os.ReadFile(filepath.Join(c.dir, "events-"+p.name+".jsonl"))
+		if err != nil {
+			t.Fatalf("trainer %s ran nothing: %v", p.name, err)
+		}
+		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			var e agent.Event
+			if err := json.Unmarshal([]byte(line), &e); err != nil {
+				t.Fatal(err)
+			}
+			if e.Event == "end" {
+				if e.World != 2 || e.Err != "" {
+					t.Errorf("trainer %s: %+v", p.name, e)
+				}
+				ranks[e.Rank] = true
+			}
+		}
+	}
+	if !ranks[0] || !ranks[1] {
+		t.Fatalf("ranks that ran: %v, want 0 and 1", ranks)
+	}
+}
