@@ -24,14 +24,16 @@ import (
 // adapter's gradients (300,295 fp32 values), 16 MB and 64 MB.
 var allreduceSizes = []int{300295 * 4, 16 << 20, 64 << 20}
 
+// itersFor is the number of timed steps per size: enough for a stable p50 on
+// a shared machine (each run takes about half a minute).
 func itersFor(bytes int) int {
 	switch {
 	case bytes <= 2<<20:
-		return 60
+		return 100
 	case bytes <= 16<<20:
-		return 12
+		return 20
 	}
-	return 5
+	return 10
 }
 
 type rankTimes struct {
