@@ -2,17 +2,11 @@ package allreduce
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"math/big"
-	"net"
 	"testing"
 	"time"
 
+	"github.com/loraft/loraft/internal/testpki"
 	pb "github.com/loraft/loraft/proto/allreducepb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -21,83 +15,21 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// testPKI is a throw-away CA that issues certificates for 127.0.0.1.
-type testPKI struct {
-	ca    *x509.Certificate
-	key   *ecdsa.PrivateKey
-	pool  *x509.CertPool
-	nextN int64
-}
-
-func newTestPKI(t *testing.T) *testPKI {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "loraft test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	return &testPKI{ca: ca, key: key, pool: pool, nextN: 2}
-}
-
-// issue returns a certificate for name, valid for 127.0.0.1 as both server
-// and client.
-func (p *testPKI) issue(t *testing.T, name string) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(p.nextN),
-		Subject:      pkix.Name{CommonName: name},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-		DNSNames:     []string{"localhost"},
-	}
-	p.nextN++
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
-
 // TestMutualTLS runs a 3-rank all-reduce over mutual TLS, then checks that
 // clients without a certificate, or without TLS, are refused.
 func TestMutualTLS(t *testing.T) {
-	pki := newTestPKI(t)
+	pki := testpki.New(t)
 	c := newCluster(t, 3, func(cfg *Config) {
-		cert := pki.issue(t, "rank")
+		cert := pki.Issue(t, "rank")
 		cfg.ServerTLS = &tls.Config{
 			Certificates: []tls.Certificate{cert},
-			ClientCAs:    pki.pool,
+			ClientCAs:    pki.Pool,
 			ClientAuth:   tls.RequireAndVerifyClientCert,
 			MinVersion:   tls.VersionTLS13,
 		}
 		cfg.ClientTLS = &tls.Config{
 			Certificates: []tls.Certificate{cert},
-			RootCAs:      pki.pool,
+			RootCAs:      pki.Pool,
 			MinVersion:   tls.VersionTLS13,
 		}
 	})
@@ -113,7 +45,7 @@ func TestMutualTLS(t *testing.T) {
 		name  string
 		creds credentials.TransportCredentials
 	}{
-		{"TLS without a client certificate", credentials.NewTLS(&tls.Config{RootCAs: pki.pool, MinVersion: tls.VersionTLS13})},
+		{"TLS without a client certificate", credentials.NewTLS(&tls.Config{RootCAs: pki.Pool, MinVersion: tls.VersionTLS13})},
 		{"plaintext", insecure.NewCredentials()},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
