@@ -19,12 +19,7 @@ import (
 func TestCoordinatorJoinAndRemove(t *testing.T) {
 	dir := t.TempDir()
 	ports := freePorts(t, 8)
-	var peers []peerSpec
-	var apis []string
-	for i := range 3 {
-		peers = append(peers, peerSpec{fmt.Sprintf("n%d", i+1), ports[2*i], ports[2*i+1]})
-		apis = append(apis, ports[2*i+1])
-	}
+	peers, apis := loopbackPeers(3, ports)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	start := func(o coordinatorOptions) {
@@ -81,4 +76,16 @@ func TestCoordinatorJoinAndRemove(t *testing.T) {
 	if err != nil || len(st.GetSweeps()) != 2 || len(st.GetMembers()) != 0 {
 		t.Fatalf("state after remove: %v %v", st, err)
 	}
+}
+
+// loopbackPeers names n coordinators n1…nN on pairs of ports (raft, API)
+// and returns them with their API addresses.
+func loopbackPeers(n int, ports []string) ([]peerSpec, []string) {
+	var peers []peerSpec
+	var apis []string
+	for i := range n {
+		peers = append(peers, peerSpec{fmt.Sprintf("n%d", i+1), ports[2*i], ports[2*i+1]})
+		apis = append(apis, ports[2*i+1])
+	}
+	return peers, apis
 }

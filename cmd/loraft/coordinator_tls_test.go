@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -26,13 +25,7 @@ func TestCoordinatorMutualTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ports := freePorts(t, 6)
-	var peers []peerSpec
-	var apis []string
-	for i := range 3 {
-		peers = append(peers, peerSpec{fmt.Sprintf("n%d", i+1), ports[2*i], ports[2*i+1]})
-		apis = append(apis, ports[2*i+1])
-	}
+	peers, apis := loopbackPeers(3, freePorts(t, 6))
 	ctx := context.Background()
 	for _, p := range peers {
 		m, err := startCoordinator(ctx, coordinatorOptions{id: p.id, raftAddr: p.raft, apiAddr: p.api, dir: filepath.Join(dir, p.id),

@@ -549,13 +549,7 @@ func TestLinearizabilityModel(t *testing.T) {
 // again under a new leader (at least 2 s) they stop. The history, unknown
 // outcomes included, must be linearizable.
 func TestLinearizableUnderLeaderStop(t *testing.T) {
-	ports := freePorts(t, 6)
-	var peers []peerSpec
-	var apiAddrs []string
-	for i := range 3 {
-		peers = append(peers, peerSpec{id: fmt.Sprintf("c%d", i), raft: ports[2*i], api: ports[2*i+1]})
-		apiAddrs = append(apiAddrs, ports[2*i+1])
-	}
+	peers, apiAddrs := loopbackPeers(3, freePorts(t, 6))
 	members := make([]*coordinatorMember, len(peers))
 	t.Cleanup(func() {
 		for _, m := range members {
