@@ -94,11 +94,19 @@ func (r *JobRunner) Run(ctx context.Context, a *pb.Assignment, rep Reporter) (*p
 	if err := lc.Validate(); err != nil {
 		return nil, fmt.Errorf("trial %s: %w", t.GetName(), err)
 	}
+	metric := a.GetMetric()
+	if metric == "" {
+		metric = "macro_f1"
+	}
+	retention := r.Retention
+	if retention.KeepBest > 0 {
+		retention.Metric = metric // keep the checkpoints the sweep ranks by
+	}
 	job := trainer.Job{Run: t.GetName(), Base: base, LoRA: lc, Hyper: h,
 		Data:      &trainer.Data{DS: ds, Split: sp, Tokens: tokens, PadID: tok.PadID()},
 		Tokenizer: trainer.Tokenizer{VocabSHA256: tok.VocabSHA256(), MaxLen: maxLen, LowerCase: true},
 		Vocab:     wordpiece.BertBaseUncasedVocab(), Device: r.Device, Store: r.Store,
-		CheckpointEvery: int(ts.GetCheckpointEvery()), Retention: r.Retention, ResumeAt: int(a.GetCheckpointStep()),
+		CheckpointEvery: int(ts.GetCheckpointEvery()), Retention: retention, ResumeAt: int(a.GetCheckpointStep()),
 		Rank: int(a.GetRank()), World: int(a.GetWorld()), Warn: r.Log}
 	if a.GetWorld() > 1 {
 		ring, err := allreduce.Listen(ctx, allreduce.Config{Rank: int(a.GetRank()), World: int(a.GetWorld()), Peers: a.GetPeers(),
@@ -109,10 +117,7 @@ func (r *JobRunner) Run(ctx context.Context, a *pb.Assignment, rep Reporter) (*p
 		defer ring.Close()
 		job.Reducer = ring
 	}
-	metric := a.GetMetric()
-	if metric == "" {
-		metric = "macro_f1"
-	}
+
 	var eta etaClock
 	var last struct {
 		sync.Mutex
