@@ -271,7 +271,11 @@ func pullAndPredict(ctx context.Context, c *cli.Context, cl *coordinator.Client,
 	if err != nil {
 		return fmt.Errorf("best trial of sweep %s: %w", sw.GetName(), err)
 	}
-	ck, err := checkpoint.Best(ctx, store, []string{best.GetName()}, "macro_f1", func(err error) { fmt.Fprintf(c.App.ErrWriter, "warning: %v\n", err) })
+	metric := sw.GetMetric()
+	if metric == "" {
+		metric = "macro_f1"
+	}
+	ck, err := checkpoint.Best(ctx, store, []string{best.GetName()}, metric, func(err error) { fmt.Fprintf(c.App.ErrWriter, "warning: %v\n", err) })
 	if err != nil {
 		return err
 	}
@@ -283,7 +287,8 @@ func pullAndPredict(ctx context.Context, c *cli.Context, cl *coordinator.Client,
 	if err := writeAdapterFrom(ck, files, out); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "\nbest: %s (rank %d, alpha %g), step %d, val macro-F1 %.4f → adapter in %s\n", best.GetName(), best.GetRank(), best.GetAlpha(), ck.Step, ck.Manifest.Metrics["macro_f1"], out)
+	fmt.Fprintf(w, "\nbest: %s (rank %d, alpha %g), step %d, val %s %.4f → adapter in %s\n", best.GetName(), best.GetRank(), best.GetAlpha(), ck.Step,
+		strings.ReplaceAll(metric, "_", "-"), ck.Manifest.Metrics[metric], out)
 	texts := c.StringSlice("text")
 	if len(texts) == 0 {
 		texts = defaultExamples
