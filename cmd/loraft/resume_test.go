@@ -32,7 +32,7 @@ func TestResumeAfterSIGKILL(t *testing.T) {
 		t.Fatalf("uninterrupted run: %v\n%s", err, out)
 	}
 
-	killAfter := 3 * (1 + rand.IntN(5)) // a checkpoint step in 3..15
+	killAfter := 3 * (2 + rand.IntN(4)) // a checkpoint step in 6..15: one before it to fall back to
 	store := filepath.Join(tmp, "storeB")
 	got := filepath.Join(tmp, "resumed")
 	cmd := exec.Command(self, append(common, "--store", store, "--out", got)...)
