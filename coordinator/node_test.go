@@ -9,26 +9,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/loraft/loraft/internal/loopback"
 	pb "github.com/loraft/loraft/proto/coordinatorpb"
 	"google.golang.org/protobuf/proto"
 )
 
 func freeAddrs(t *testing.T, n int) []string {
 	t.Helper()
-	var out []string
-	var ls []net.Listener
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().String())
+	addrs, err := loopback.Addrs(n)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return out
+	return addrs
 }
 
 // cluster starts n nodes on loopback with fast timeouts and bootstraps them.

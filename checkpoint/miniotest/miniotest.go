@@ -14,16 +14,16 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/loraft/loraft/internal/loopback"
 )
 
 // readyTimeout bounds the wait for /minio/health/cluster; MinIO answers in
@@ -99,12 +99,11 @@ func Launch(dir string) (*Server, error) {
 	// A port another process takes between our probe and MinIO's bind makes
 	// the start fail; try a few fresh ports before giving up.
 	for attempt := 0; ; attempt++ {
-		if s.Endpoint, err = freeAddr(); err != nil {
+		addrs, err := loopback.Addrs(2)
+		if err != nil {
 			return nil, err
 		}
-		if s.console, err = freeAddr(); err != nil {
-			return nil, err
-		}
+		s.Endpoint, s.console = addrs[0], addrs[1]
 		err = s.start()
 		if err == nil || attempt == 2 {
 			break
@@ -235,15 +234,6 @@ func (s *Server) signal(sig syscall.Signal, grace time.Duration) error {
 	}
 	s.mu.Unlock()
 	return nil
-}
-
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("finding a free port: %w", err)
-	}
-	defer l.Close()
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(l.Addr().(*net.TCPAddr).Port)), nil
 }
 
 func randomHex(n int) string {

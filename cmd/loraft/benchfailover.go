@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	"github.com/loraft/loraft/coordinator"
+	"github.com/loraft/loraft/internal/loopback"
 	pb "github.com/loraft/loraft/proto/coordinatorpb"
 	"github.com/urfave/cli/v2"
 	"google.golang.org/grpc"
@@ -276,32 +276,13 @@ type coordCluster struct {
 	procs []*coordProc
 }
 
-func freeLoopbackAddrs(n int) ([]string, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var out []string
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().String())
-	}
-	return out, nil
-}
-
 func startCoordCluster(ctx context.Context, self, profile string, lease time.Duration) (*coordCluster, error) {
 	root, err := os.MkdirTemp("", "loraft-bench-failover-")
 	if err != nil {
 		return nil, err
 	}
 	cl := &coordCluster{self: self, root: root}
-	addrs, err := freeLoopbackAddrs(6)
+	addrs, err := loopback.Addrs(6)
 	if err != nil {
 		cl.Close()
 		return nil, err

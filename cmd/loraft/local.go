@@ -20,6 +20,7 @@ import (
 	"github.com/loraft/loraft/coordinator"
 	"github.com/loraft/loraft/internal/atomicfile"
 	"github.com/loraft/loraft/internal/chart"
+	"github.com/loraft/loraft/internal/loopback"
 	pb "github.com/loraft/loraft/proto/coordinatorpb"
 	"github.com/loraft/loraft/shard/wordpiece"
 	"github.com/loraft/loraft/trainer"
@@ -83,7 +84,7 @@ func loadPorts(path string, trainers int) (*localPorts, error) {
 	if len(p.Raft) == 3 {
 		need -= 6
 	}
-	free, err := freeLoopbackAddrs(need)
+	free, err := loopback.Addrs(need)
 	if err != nil {
 		return nil, err
 	}

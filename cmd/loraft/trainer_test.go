@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"math"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,23 +14,15 @@ import (
 	"time"
 
 	"github.com/loraft/loraft/checkpoint/safetensors"
+	"github.com/loraft/loraft/internal/loopback"
 )
 
 // freePorts reserves n loopback addresses for trainer ranks.
 func freePorts(t *testing.T, n int) []string {
 	t.Helper()
-	var addrs []string
-	var ls []net.Listener
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		addrs = append(addrs, l.Addr().String())
-	}
-	for _, l := range ls {
-		l.Close()
+	addrs, err := loopback.Addrs(n)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return addrs
 }

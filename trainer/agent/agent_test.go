@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/loraft/loraft/coordinator"
+	"github.com/loraft/loraft/internal/loopback"
 	pb "github.com/loraft/loraft/proto/coordinatorpb"
 	"google.golang.org/grpc"
 )
@@ -118,10 +119,9 @@ func TestNewRequiresConfig(t *testing.T) {
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addrs, err := loopback.Addrs(1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addrs[0]
 }
