@@ -27,7 +27,9 @@ func TestTrainerProtocol(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := grpc.NewServer()
-	api := NewServer(nodes[0], ServerConfig{Scheduler: SchedulerConfig{Lease: 400 * time.Millisecond, Tick: 10 * time.Millisecond}})
+	// The lease is long enough that a loaded machine does not starve the
+	// live trainers' heartbeats; only the silenced one may expire.
+	api := NewServer(nodes[0], ServerConfig{Scheduler: SchedulerConfig{Lease: 1500 * time.Millisecond, Tick: 10 * time.Millisecond}})
 	pb.RegisterCoordinatorServer(srv, api)
 	go func() { _ = srv.Serve(lis) }()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
