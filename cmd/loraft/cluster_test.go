@@ -434,8 +434,10 @@ train:
 		return sweepFinished("victim")(st) && sweepFinished("reference")(st)
 	})
 	got := trialOf(st, "victim-t000")
-	if got.GetState() != pb.TrialState_TRIAL_STATE_SUCCEEDED || got.GetAttempts() != 2 {
-		t.Fatalf("killed trial: %v, want SUCCEEDED after 2 attempts", got)
+	// At least two attempts: a loaded machine may starve a live trainer's
+	// heartbeats past its lease too, which requeues the trial once more.
+	if got.GetState() != pb.TrialState_TRIAL_STATE_SUCCEEDED || got.GetAttempts() < 2 {
+		t.Fatalf("killed trial: %v, want SUCCEEDED after at least 2 attempts", got)
 	}
 	if ref := trialOf(st, "reference-t000"); ref.GetState() != pb.TrialState_TRIAL_STATE_SUCCEEDED {
 		t.Fatalf("reference trial: %v", ref)
