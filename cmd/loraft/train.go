@@ -92,7 +92,7 @@ func runTrain(c *cli.Context, dp *dataParallel) error {
 		rankFlag = "lora-rank"
 	}
 	lc := lora.Config{Rank: c.Int(rankFlag), Alpha: c.Float64("alpha"), Dropout: c.Float64("lora-dropout"),
-		Targets: splitList(c.String("targets")), RSLoRA: c.Bool("rslora")}
+		Targets: lora.ParseTargets(c.String("targets")), RSLoRA: c.Bool("rslora")}
 	if err := lc.Validate(); err != nil {
 		return fmt.Errorf("flags --rank/--alpha/--lora-dropout/--targets: %w", err)
 	}

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -90,7 +89,7 @@ func (r *JobRunner) Run(ctx context.Context, a *pb.Assignment, rep Reporter) (*p
 	if err := h.Validate(); err != nil {
 		return nil, fmt.Errorf("trial %s: %w", t.GetName(), err)
 	}
-	lc := lora.Config{Rank: int(t.GetRank()), Alpha: t.GetAlpha(), Dropout: t.GetLoraDropout(), Targets: splitList(t.GetTargetModules())}
+	lc := lora.Config{Rank: int(t.GetRank()), Alpha: t.GetAlpha(), Dropout: t.GetLoraDropout(), Targets: lora.ParseTargets(t.GetTargetModules())}
 	if err := lc.Validate(); err != nil {
 		return nil, fmt.Errorf("trial %s: %w", t.GetName(), err)
 	}
@@ -188,14 +187,4 @@ func (e *etaClock) left(step, steps int) time.Duration {
 	}
 	per := now.Sub(e.start) / time.Duration(step-e.startStep)
 	return per * time.Duration(steps-step)
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }

@@ -43,6 +43,18 @@ func DefaultConfig() Config {
 // ErrConfig reports an invalid LoRA configuration.
 var ErrConfig = errors.New("invalid lora config")
 
+// ParseTargets reads target modules as flags and sweep specs write them:
+// comma-separated names ("query,value") or "all-linear"; blanks are dropped.
+func ParseTargets(s string) []string {
+	var out []string
+	for _, t := range strings.Split(s, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
 // Validate checks the configuration's fields.
 func (c Config) Validate() error {
 	switch {
