@@ -22,9 +22,8 @@ import (
 	"github.com/loraft/loraft/internal/chart"
 	"github.com/loraft/loraft/internal/loopback"
 	pb "github.com/loraft/loraft/proto/coordinatorpb"
-	"github.com/loraft/loraft/shard/wordpiece"
 	"github.com/loraft/loraft/trainer"
-	"github.com/loraft/loraft/trainer/libtorch"
+	"github.com/sugarme/gotch"
 	"github.com/urfave/cli/v2"
 )
 
@@ -294,22 +293,11 @@ func pullAndPredict(ctx context.Context, c *cli.Context, cl *coordinator.Client,
 	if len(texts) == 0 {
 		texts = defaultExamples
 	}
-	if _, err := libtorch.SetThreads(); err != nil {
-		return err
-	}
-	cpu, err := trainer.ParseDevice("cpu")
-	if err != nil {
-		return err
-	}
-	m, man, err := trainer.OpenAdapter(out, "", cpu)
+	m, man, tok, err := loadAdapter(out, "", gotch.CPU)
 	if err != nil {
 		return err
 	}
 	defer m.Drop()
-	tok, err := wordpiece.Load(filepath.Join(out, trainer.VocabFile))
-	if err != nil {
-		return err
-	}
 	preds, err := trainer.Predict(ctx, m, tok, man, texts)
 	if err != nil {
 		return err

@@ -19,6 +19,7 @@ import (
 	"github.com/loraft/loraft/trainer/lora"
 	"github.com/loraft/loraft/trainer/metrics"
 	"github.com/loraft/loraft/trainer/model"
+	"github.com/sugarme/gotch"
 	"github.com/urfave/cli/v2"
 )
 
@@ -397,18 +398,24 @@ func oneLine(s string, n int) string {
 // openAdapter rebuilds the model of --adapter (on --device, with --weights
 // when given) and its tokenizer, for eval and predict.
 func openAdapter(c *cli.Context) (*model.Model, trainer.Manifest, *wordpiece.Tokenizer, error) {
-	if _, err := libtorch.SetThreads(); err != nil {
-		return nil, trainer.Manifest{}, nil, err
-	}
 	device, err := trainer.ParseDevice(c.String("device"))
 	if err != nil {
 		return nil, trainer.Manifest{}, nil, fmt.Errorf("flag --device: %w", err)
 	}
-	m, man, err := trainer.OpenAdapter(c.Path("adapter"), c.Path("weights"), device)
+	return loadAdapter(c.Path("adapter"), c.Path("weights"), device)
+}
+
+// loadAdapter rebuilds an adapter directory's model (with weightsPath when
+// given, else the weights it recorded) and its tokenizer.
+func loadAdapter(dir, weightsPath string, device gotch.Device) (*model.Model, trainer.Manifest, *wordpiece.Tokenizer, error) {
+	if _, err := libtorch.SetThreads(); err != nil {
+		return nil, trainer.Manifest{}, nil, err
+	}
+	m, man, err := trainer.OpenAdapter(dir, weightsPath, device)
 	if err != nil {
 		return nil, man, nil, err
 	}
-	tok, err := wordpiece.Load(filepath.Join(c.Path("adapter"), trainer.VocabFile))
+	tok, err := wordpiece.Load(filepath.Join(dir, trainer.VocabFile))
 	if err != nil {
 		m.Drop()
 		return nil, man, nil, err

@@ -65,12 +65,22 @@ type Agent struct {
 
 	mu  sync.Mutex // guards the fields below and Events
 	job *job
-	// finished holds the result report of every job that ended by itself
-	// here: such a job is never restarted at the same generation, and while
-	// the coordinator still assigns it the report is sent again (the first
-	// one may have been lost with a leader).
-	finished map[jobKey]*pb.ReportResultRequest
+	// finished holds every job that ended by itself here: such a job is
+	// never restarted at the same generation, and while the coordinator
+	// still assigns it its report is sent again (the first one may have been
+	// lost with a leader), at most every resendEvery.
+	finished map[jobKey]*finishedJob
 	progress *pb.Progress
+}
+
+// resendEvery spaces out re-sent results of a trial the coordinator still assigns.
+const resendEvery = 2 * time.Second
+
+// finishedJob is a job that ended by itself: its result report (nil when
+// another rank reports) and when it was last sent.
+type finishedJob struct {
+	report *pb.ReportResultRequest
+	sent   time.Time
 }
 
 type jobKey struct {
@@ -93,7 +103,7 @@ func New(cfg Config) (*Agent, error) {
 	if lg == nil {
 		lg = slog.Default()
 	}
-	return &Agent{cfg: cfg, log: lg.With("trainer", cfg.ID), finished: map[jobKey]*pb.ReportResultRequest{}}, nil
+	return &Agent{cfg: cfg, log: lg.With("trainer", cfg.ID), finished: map[jobKey]*finishedJob{}}, nil
 }
 
 // errLostContact cancels a job whose trainer could not renew its lease:
@@ -217,9 +227,10 @@ func (a *Agent) follow(ctx context.Context, as *pb.Assignment) {
 	if as == nil || a.job != nil {
 		return
 	}
-	if rep, ok := a.finished[want]; ok {
-		if rep != nil {
-			go a.report(ctx, rep)
+	if f, ok := a.finished[want]; ok {
+		if f.report != nil && time.Since(f.sent) > resendEvery {
+			f.sent = time.Now()
+			go a.report(ctx, f.report)
 		}
 		return
 	}
@@ -276,7 +287,7 @@ func (a *Agent) runJob(ctx context.Context, j *job, as *pb.Assignment) {
 	}
 	a.mu.Lock()
 	if !stopped {
-		a.finished[j.key] = req
+		a.finished[j.key] = &finishedJob{report: req, sent: time.Now()}
 	}
 	a.job = nil
 	a.event("end", as, err)
