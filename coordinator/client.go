@@ -77,35 +77,36 @@ func (c *Client) write(ctx context.Context, call func(pb.CoordinatorClient) erro
 		st, _ := status.FromError(err)
 		c.setLeader("")
 		switch st.Code() {
-		case codes.FailedPrecondition:
-			hinted, leader := false, ""
-			for _, d := range st.Details() {
-				if h, ok := d.(*pb.LeaderHint); ok {
-					hinted, leader = true, h.GetApiAddress()
-				}
-			}
-			if !hinted {
-				return err // the leader refused it: not a routing problem
-			}
-			if leader != "" {
-				c.setLeader(leader)
-				continue // go straight to the named leader
-			}
 		case codes.Unavailable, codes.DeadlineExceeded:
+			// A follower names the leader (LeaderHint); go straight there.
+			if leader := leaderHint(st); leader != "" {
+				c.setLeader(leader)
+				continue
+			}
 			if ctx.Err() != nil {
-				return fmt.Errorf("coordinator call: %w (last error: %v)", ctx.Err(), last)
+				return fmt.Errorf("coordinator call: %w: %w (last error: %v)", ErrNoLeader, ctx.Err(), last)
 			}
 		default:
 			return err // the leader answered: not a routing problem
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("coordinator write: %w (last error: %v)", ctx.Err(), last)
+			return fmt.Errorf("coordinator call: %w: %w (last error: %v)", ErrNoLeader, ctx.Err(), last)
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, time.Second)
 	}
-	return fmt.Errorf("coordinator write: no leader answered after %d attempts: %w", c.Attempts, last)
+	return fmt.Errorf("coordinator call: %w after %d attempts (last error: %v)", ErrNoLeader, c.Attempts, last)
+}
+
+// leaderHint returns the leader's API address a follower named, or "".
+func leaderHint(st *status.Status) string {
+	for _, d := range st.Details() {
+		if h, ok := d.(*pb.LeaderHint); ok {
+			return h.GetApiAddress()
+		}
+	}
+	return ""
 }
 
 func (c *Client) leaderAddr() string {

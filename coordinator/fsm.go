@@ -3,7 +3,6 @@ package coordinator
 import (
 	"bytes"
 	"cmp"
-	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -21,18 +20,6 @@ const CommandVersion = 1
 
 // StateVersion is the snapshot schema this FSM writes and restores.
 const StateVersion = 1
-
-// Errors an applied command can return (as the raft.ApplyFuture's response).
-var (
-	ErrUnknownVersion  = errors.New("unknown command version")
-	ErrBadCommand      = errors.New("malformed command")
-	ErrStaleGeneration = errors.New("stale generation")
-	ErrNotFound        = errors.New("not found")
-	ErrExists          = errors.New("already exists")
-	ErrNotPending      = errors.New("only a pending trial can be assigned")
-	ErrNotRunning      = errors.New("the trial is not running")
-	ErrNothingToResume = errors.New("nothing to resume")
-)
 
 // fsm is the coordinator's raft.FSM: sweeps, trials and trainers. Its
 // methods are unexported so the package's API is not raft's. mu guards the

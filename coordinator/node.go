@@ -5,109 +5,54 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	pb "github.com/loraft/loraft/proto/coordinatorpb"
 	"google.golang.org/protobuf/proto"
 )
 
-// NotLeaderError is returned for writes on a follower; Leader is the
-// leader's raft address when known, so clients can retry there.
-type NotLeaderError struct {
-	Leader string
-}
-
-func (e *NotLeaderError) Error() string {
-	if e.Leader == "" {
-		return "not the leader (no leader elected yet)"
-	}
-	return "not the leader; the leader is " + e.Leader
-}
-
-// ErrNotLeader is what a *NotLeaderError matches with errors.Is.
-var ErrNotLeader = errors.New("not the leader")
-
-// Is lets errors.Is(err, ErrNotLeader) match.
-func (e *NotLeaderError) Is(target error) bool { return target == ErrNotLeader }
-
-// NodeConfig configures one coordinator raft node.
-type NodeConfig struct {
-	// ID is the node's stable raft server ID; Addr its raft TCP address (host:port).
-	ID   string
-	Addr string
-	// Dir holds the raft log, stable store and snapshots.
-	Dir string
-	// Raft tuning; zero values take hashicorp/raft's defaults.
-	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout time.Duration
-	// ApplyTimeout bounds a write (default 10 s).
-	ApplyTimeout time.Duration
-	// ServerTLS and ClientTLS, when set, wrap raft's TCP transport in
-	// (mutual) TLS: every member must present a certificate the others trust.
-	ServerTLS, ClientTLS *tls.Config
-}
-
-// Node is one member of the coordinator raft group.
+// Node is one member of the coordinator raft group. Open builds it as
+// part of a Coordinator.
 type Node struct {
-	cfg    NodeConfig
+	cfg    Config
 	raft   *raft.Raft
 	fsm    *fsm
 	stores *Stores
 	trans  *raft.NetworkTransport
 }
 
-// OpenNode starts a raft node on cfg.Addr with stores under cfg.Dir.
-func OpenNode(cfg NodeConfig) (*Node, error) {
-	if cfg.ID == "" || cfg.Addr == "" || cfg.Dir == "" {
-		return nil, errors.New("coordinator node: ID, Addr and Dir are required")
-	}
-	if cfg.ApplyTimeout == 0 {
-		cfg.ApplyTimeout = 10 * time.Second
-	}
-	stores, err := OpenStores(cfg.Dir, io.Discard)
+// openNode starts a raft node on cfg.RaftAddr with stores under cfg.Dir;
+// cfg has its defaults and is valid.
+func openNode(cfg Config) (*Node, error) {
+	logger := newRaftLogger(cfg.Logger, cfg.RaftLogLevel)
+	stores, err := OpenStores(cfg.Dir, logger.Named("snapshots").StandardWriter(nil))
 	if err != nil {
 		return nil, err
 	}
-	addr, err := net.ResolveTCPAddr("tcp", cfg.Addr)
-	if err == nil && (addr.IP == nil || addr.IP.IsUnspecified()) {
-		err = errors.New("not an address peers can reach (give the host's name or IP, not 0.0.0.0)")
-	}
-	if err != nil {
-		stores.Close()
-		return nil, fmt.Errorf("coordinator raft address %s: %w", cfg.Addr, err)
-	}
 	var lis net.Listener
 	if cfg.ServerTLS != nil {
-		lis, err = tls.Listen("tcp", cfg.Addr, cfg.ServerTLS)
+		lis, err = tls.Listen("tcp", cfg.RaftAddr, cfg.ServerTLS)
 	} else {
-		lis, err = net.Listen("tcp", cfg.Addr)
-	}
-	var trans *raft.NetworkTransport
-	if err == nil {
-		// Raft advertises cfg.Addr as given (a DNS name stays a name), so
-		// leader hints match the addresses in --peers.
-		trans = raft.NewNetworkTransport(&streamLayer{Listener: lis, advertise: advertised(cfg.Addr), client: cfg.ClientTLS}, 3, 10*time.Second, io.Discard)
+		lis, err = net.Listen("tcp", cfg.RaftAddr)
 	}
 	if err != nil {
 		stores.Close()
-		return nil, fmt.Errorf("coordinator raft transport on %s: %w", cfg.Addr, err)
+		return nil, fmt.Errorf("coordinator raft transport on %s: %w", cfg.RaftAddr, err)
 	}
+	// Raft advertises cfg.RaftAddr as given (a DNS name stays a name), so
+	// leader hints match the addresses in Peers.
+	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  &streamLayer{Listener: lis, advertise: advertised(cfg.RaftAddr), client: cfg.ClientTLS},
+		MaxPool: 3, Timeout: 10 * time.Second, Logger: logger.Named("net"),
+	})
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.ID)
-	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: io.Discard})
-	if cfg.HeartbeatTimeout > 0 {
-		rc.HeartbeatTimeout = cfg.HeartbeatTimeout
-	}
-	if cfg.ElectionTimeout > 0 {
-		rc.ElectionTimeout = cfg.ElectionTimeout
-	}
-	if cfg.LeaderLeaseTimeout > 0 {
-		rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
-	}
+	rc.Logger = logger
+	rc.HeartbeatTimeout = cfg.Raft.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.Raft.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.Raft.LeaderLeaseTimeout
 	if err := raft.ValidateConfig(rc); err != nil {
 		trans.Close()
 		stores.Close()
@@ -192,7 +137,7 @@ func (n *Node) Apply(ctx context.Context, c *pb.Command) error {
 	if err != nil {
 		return err
 	}
-	timeout := n.cfg.ApplyTimeout
+	timeout := n.cfg.Raft.ApplyTimeout
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = min(timeout, time.Until(dl))
 	}
@@ -241,9 +186,6 @@ func (n *Node) Close() error {
 	if cerr := n.stores.Close(); err == nil {
 		err = cerr
 	}
-	if err != nil {
-		slog.Warn("closing coordinator node", "id", n.cfg.ID, "err", err)
-	}
 	return err
 }
 
@@ -262,7 +204,7 @@ func (n *Node) barrier(ctx context.Context) error {
 	if n.raft.State() != raft.Leader {
 		return n.notLeader()
 	}
-	timeout := n.cfg.ApplyTimeout
+	timeout := n.cfg.Raft.ApplyTimeout
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = min(timeout, time.Until(dl))
 	}
@@ -320,4 +262,4 @@ func (a advertised) Network() string { return "tcp" }
 func (a advertised) String() string  { return string(a) }
 
 // Addr is the node's raft address.
-func (n *Node) Addr() string { return n.cfg.Addr }
+func (n *Node) Addr() string { return n.cfg.RaftAddr }

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"log/slog"
 	"slices"
 	"sync"
 	"time"
@@ -138,10 +137,10 @@ func (s *scheduler) tick(ctx context.Context, now time.Time) {
 	s.node.view(func(f *fsm) { ds = plan(f, now, alive, heard, s.cfg.Lease) })
 	for _, d := range ds {
 		if err := s.node.Apply(ctx, d.cmd); err != nil {
-			slog.Debug("scheduler decision not applied", "decision", d.what, "err", err)
+			s.node.cfg.Logger.Debug("scheduler decision not applied", "decision", d.what, "err", err)
 			return // the state moved on (or leadership did): decide again next tick
 		}
-		slog.Info("scheduler", "decision", d.what)
+		s.node.cfg.Logger.Info("scheduler", "decision", d.what)
 	}
 }
 

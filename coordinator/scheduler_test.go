@@ -206,9 +206,7 @@ func TestFSMTransitions(t *testing.T) {
 // counts it alive for the grace period, then requeues its trial; a
 // trainer that heartbeats keeps its trial. The clock is the tick's argument.
 func TestNewLeaderGrace(t *testing.T) {
-	nodes, _ := cluster(t, 1)
-	n := leaderOf(t, nodes)
-	defer n.Close()
+	n := singleNode(t)
 	ctx := context.Background()
 	for _, c := range []*pb.Command{
 		{Cmd: &pb.Command_RegisterTrainer{RegisterTrainer: &pb.RegisterTrainer{Trainer: &pb.TrainerRecord{Id: "quiet", Address: "q:1"}}}},

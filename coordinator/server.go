@@ -22,8 +22,8 @@ type ServerConfig struct {
 
 // Server serves the Coordinator gRPC API on one node. Reads are answered
 // locally; writes are applied through raft on the leader, and a follower
-// refuses them with FailedPrecondition and a LeaderHint. The leader also
-// runs the scheduler (RunScheduler).
+// refuses them with Unavailable and a LeaderHint. The leader also
+// runs the scheduler. Open assembles it with its node.
 type Server struct {
 	pb.UnimplementedCoordinatorServer
 	node     *Node
@@ -31,14 +31,14 @@ type Server struct {
 	sched    *scheduler
 }
 
-// NewServer serves node.
-func NewServer(node *Node, cfg ServerConfig) *Server {
+// newServer serves node.
+func newServer(node *Node, cfg ServerConfig) *Server {
 	return &Server{node: node, apiAddrs: cfg.APIAddrs, sched: newScheduler(node, cfg.Scheduler)}
 }
 
-// RunScheduler runs the leader's placement and lease loop until ctx ends;
+// runScheduler runs the leader's placement and lease loop until ctx ends;
 // on followers it idles.
-func (s *Server) RunScheduler(ctx context.Context) { s.sched.run(ctx) }
+func (s *Server) runScheduler(ctx context.Context) { s.sched.run(ctx) }
 
 // GetState returns this node's applied state, or a linearizable one from the leader.
 func (s *Server) GetState(ctx context.Context, req *pb.GetStateRequest) (*pb.State, error) {
@@ -266,9 +266,10 @@ func (s *Server) apply(ctx context.Context, c *pb.Command) error {
 	return nil
 }
 
-// status maps errors to gRPC codes: not-leader → FailedPrecondition with a
-// LeaderHint detail (its address empty while no leader is known); the FSM's
-// refusals → FailedPrecondition without one, so clients do not retry them.
+// status maps errors to gRPC codes, one code per situation (the table is
+// in errors.go): not-leader → Unavailable with a LeaderHint detail (its
+// address empty while no leader is known); fencing → Aborted; the FSM's
+// other refusals → FailedPrecondition, so clients do not retry them.
 func (s *Server) status(err error) error {
 	var nl *NotLeaderError
 	switch {
@@ -280,7 +281,7 @@ func (s *Server) status(err error) error {
 				api = s.apiAddrs[nl.Leader]
 			}
 		}
-		st, derr := status.New(codes.FailedPrecondition, err.Error()).WithDetails(&pb.LeaderHint{ApiAddress: api})
+		st, derr := status.New(codes.Unavailable, err.Error()).WithDetails(&pb.LeaderHint{ApiAddress: api})
 		if derr != nil {
 			return status.Error(codes.Unavailable, err.Error())
 		}
@@ -289,7 +290,9 @@ func (s *Server) status(err error) error {
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, ErrExists):
 		return status.Error(codes.AlreadyExists, err.Error())
-	case errors.Is(err, ErrStaleGeneration), errors.Is(err, ErrNotPending), errors.Is(err, ErrNotRunning), errors.Is(err, ErrNothingToResume):
+	case errors.Is(err, ErrStaleGeneration), errors.Is(err, ErrNotRunning):
+		return status.Error(pb.FencedCode, err.Error())
+	case errors.Is(err, ErrNotPending), errors.Is(err, ErrNothingToResume):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, ErrBadCommand), errors.Is(err, ErrUnknownVersion):
 		return status.Error(codes.InvalidArgument, err.Error())

@@ -68,18 +68,6 @@ func startNode(t *testing.T, dir string, fsm raft.FSM, bootstrap bool) (*raft.Ra
 	return r, stores
 }
 
-// waitLeader polls until r leads, failing t after a deadline.
-func waitLeader(t *testing.T, r *raft.Raft) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for r.State() != raft.Leader {
-		if time.Now().After(deadline) {
-			t.Fatalf("no leader after 10s (state %v)", r.State())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // TestStoresPersistLog applies entries on a raft node backed by OpenStores,
 // restarts the node on the same directory, and sees every entry replayed.
 func TestStoresPersistLog(t *testing.T) {

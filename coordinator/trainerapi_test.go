@@ -1,17 +1,16 @@
-package coordinator
+package coordinator_test
 
 import (
 	"context"
-	"net"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/loraft/loraft/coordinator"
+	"github.com/loraft/loraft/coordinator/coordinatortest"
 	pb "github.com/loraft/loraft/proto/coordinatorpb"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 // TestTrainerProtocol drives the trainer half of the API against a real
@@ -20,31 +19,18 @@ import (
 // fencing, lease expiry requeueing a trial that resumes elsewhere from its
 // committed checkpoint, and results.
 func TestTrainerProtocol(t *testing.T) {
-	nodes, _ := cluster(t, 1)
-	leaderOf(t, nodes)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
 	// The lease is long enough that a loaded machine does not starve the
 	// live trainers' heartbeats; only the silenced one may expire.
-	api := NewServer(nodes[0], ServerConfig{Scheduler: SchedulerConfig{Lease: 1500 * time.Millisecond, Tick: 10 * time.Millisecond}})
-	pb.RegisterCoordinatorServer(srv, api)
-	go func() { _ = srv.Serve(lis) }()
+	c := coordinatortest.NewCluster(t, 1, coordinatortest.Options{Configure: func(_ int, cfg *coordinator.Config) {
+		cfg.Scheduler = coordinator.SchedulerConfig{Lease: 1500 * time.Millisecond, Tick: 10 * time.Millisecond}
+	}})
+	c.WaitForLeader(10 * time.Second)
+	node := c.Members[0].Node()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	sctx, stopSched := context.WithCancel(ctx)
-	schedDone := make(chan struct{})
-	go func() { api.RunScheduler(sctx); close(schedDone) }()
-	defer func() { stopSched(); <-schedDone; srv.Stop(); nodes[0].Close() }()
-
-	cl, err := NewClient([]string{lis.Addr().String()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	sw := sweepCmd("es", 3).GetCreateSweep().GetSweep()
+	sctx, stopBeats := context.WithCancel(ctx)
+	cl := c.Client()
+	sw := testSweep("es", 3)
 	sw.Metric, sw.EarlyStopping = "macro_f1", &pb.EarlyStopping{Rule: "median"}
 	if err := cl.LaunchSweep(ctx, sw); err != nil {
 		t.Fatal(err)
@@ -81,16 +67,15 @@ func TestTrainerProtocol(t *testing.T) {
 		}
 	}()
 	defer wg.Wait()
-	defer stopSched()
+	defer stopBeats()
 	waitFor := func(what string, cond func() bool) {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: not reached; state %v", what, nodes[0].State())
+		coordinatortest.Eventually(t, 10*time.Second, func() error {
+			if !cond() {
+				return fmt.Errorf("%s: not reached; state %v", what, node.State())
 			}
-			time.Sleep(10 * time.Millisecond)
-		}
+			return nil
+		})
 	}
 	assigned := func(id string) *pb.Assignment { mu.Lock(); defer mu.Unlock(); return got[id] }
 	waitFor("every trainer assigned", func() bool { return assigned("a") != nil && assigned("b") != nil && assigned("c") != nil })
@@ -115,8 +100,8 @@ func TestTrainerProtocol(t *testing.T) {
 	if err != nil || !resp.GetStop() {
 		t.Fatalf("the weakest trial was not stopped early: %v %v", resp, err)
 	}
-	if _, err := report("c", 1, 20, 0.2); status.Code(err) != codes.FailedPrecondition {
-		t.Fatalf("a report of the stopped generation: %v, want FailedPrecondition", err)
+	if _, err := report("c", 1, 20, 0.2); !pb.IsFenced(err) {
+		t.Fatalf("a report of the stopped generation: %v, want the fencing code", err)
 	}
 	waitFor("c idle again", func() bool { return assigned("c") == nil })
 
@@ -131,13 +116,13 @@ func TestTrainerProtocol(t *testing.T) {
 		t.Fatalf("reassignment: %v, want generation 2 resuming at step 10", a)
 	}
 	var reason string
-	for _, tr := range nodes[0].State().GetSweeps()[0].GetTrials() {
+	for _, tr := range node.State().GetSweeps()[0].GetTrials() {
 		if tr.GetName() == bTrial {
 			reason = tr.GetReason()
 		}
 	}
-	if _, err := report("b", 1, 20, 0.95); status.Code(err) != codes.FailedPrecondition {
-		t.Fatalf("a report from the lost trainer's generation: %v, want FailedPrecondition (reason was %q)", err, reason)
+	if _, err := report("b", 1, 20, 0.95); !pb.IsFenced(err) {
+		t.Fatalf("a report from the lost trainer's generation: %v, want the fencing code (reason was %q)", err, reason)
 	}
 
 	// Results: success is recorded once, a retry is harmless.

@@ -1,11 +1,10 @@
 package main
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"net"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -56,32 +55,18 @@ func transportCredentials(cfg *tls.Config) grpc.DialOption {
 	return grpc.WithTransportCredentials(credentials.NewTLS(cfg))
 }
 
-// peerSpec is one coordinator of --peers: ID=RAFT_ADDR/API_ADDR.
-type peerSpec struct{ id, raft, api string }
-
-func parsePeers(s string) ([]peerSpec, error) {
-	var out []peerSpec
+// parsePeers reads --peers: ID=RAFT_ADDR/API_ADDR,...
+func parsePeers(s string) ([]coordinator.Peer, error) {
+	var out []coordinator.Peer
 	for _, p := range splitList(s) {
 		id, addrs, ok := strings.Cut(p, "=")
 		raftAddr, api, ok2 := strings.Cut(addrs, "/")
 		if !ok || !ok2 || id == "" || raftAddr == "" || api == "" {
 			return nil, fmt.Errorf("flag --peers: %q, want ID=RAFT_HOST:PORT/API_HOST:PORT", p)
 		}
-		out = append(out, peerSpec{id, raftAddr, api})
+		out = append(out, coordinator.Peer{ID: id, RaftAddr: raftAddr, APIAddr: api})
 	}
 	return out, nil
-}
-
-// raftProfile is a named set of raft timeouts.
-func raftProfile(name string) (hb, election, lease time.Duration, err error) {
-	switch name {
-	case "default":
-		return 0, 0, 0, nil // hashicorp/raft's: 1 s, 1 s, 500 ms
-	case "fast":
-		// For a LAN or loopback: elections in a few hundred milliseconds.
-		return 150 * time.Millisecond, 150 * time.Millisecond, 100 * time.Millisecond, nil
-	}
-	return 0, 0, 0, fmt.Errorf("flag --raft-profile: %q, want default or fast", name)
 }
 
 func coordinatorCommand() *cli.Command {
@@ -91,7 +76,7 @@ func coordinatorCommand() *cli.Command {
 		&cli.StringFlag{Name: "api-addr", Usage: "gRPC API address (host:port) for the CLI and trainers"},
 		&cli.PathFlag{Name: "dir", Usage: "raft data directory (log, stable store, snapshots)"},
 		&cli.StringFlag{Name: "peers", Usage: "the initial group, the same on every member: ID=RAFT_ADDR/API_ADDR,... (bootstraps a fresh group; ignored once it has state). Without it the node waits to be added by `loraft coordinator join`"},
-		&cli.StringFlag{Name: "raft-profile", Value: "default", Usage: "raft timeouts: default (hashicorp/raft's) or fast (LAN)"},
+		&cli.StringFlag{Name: "raft-profile", Value: "default", Usage: "raft timeouts: default (hashicorp/raft's: 1 s heartbeat and election) or lan (150 ms)"},
 		&cli.DurationFlag{Name: "lease", Value: 3 * time.Second, Usage: "a trainer silent this long is lost and its trial requeued"},
 	}
 	flags = append(flags, tlsFlags()...)
@@ -133,100 +118,47 @@ func coordinatorCommand() *cli.Command {
 	}
 }
 
-// coordinatorOptions is one coordinator process's configuration.
-type coordinatorOptions struct {
-	id, raftAddr, apiAddr, dir string
-	peers                      []peerSpec
-	profile                    string
-	lease                      time.Duration
-	serverTLS, clientTLS       *tls.Config
-}
-
-func runCoordinator(c *cli.Context) error {
+// coordinatorConfig reads the coordinator's flags into a coordinator.Config.
+func coordinatorConfig(c *cli.Context) (coordinator.Config, error) {
+	cfg := coordinator.DefaultConfig()
 	for _, f := range []string{"id", "raft-addr", "api-addr", "dir"} {
 		if c.String(f) == "" {
-			return fmt.Errorf("flag --%s is required", f)
+			return cfg, fmt.Errorf("flag --%s is required", f)
 		}
 	}
 	peers, err := parsePeers(c.String("peers"))
 	if err != nil {
-		return err
+		return cfg, err
+	}
+	timing, err := coordinator.Profile(c.String("raft-profile"))
+	if err != nil {
+		return cfg, fmt.Errorf("flag --raft-profile: %w", err)
 	}
 	serverTLS, clientTLS, err := mutualTLS(c)
 	if err != nil {
+		return cfg, err
+	}
+	cfg.ID, cfg.RaftAddr, cfg.APIAddr, cfg.Dir, cfg.Peers = c.String("id"), c.String("raft-addr"), c.String("api-addr"), c.Path("dir"), peers
+	cfg.Raft, cfg.Scheduler.Lease = timing, c.Duration("lease")
+	cfg.ServerTLS, cfg.ClientTLS = serverTLS, clientTLS
+	cfg.Logger = slog.Default()
+	return cfg, nil
+}
+
+func runCoordinator(c *cli.Context) error {
+	cfg, err := coordinatorConfig(c)
+	if err != nil {
 		return err
 	}
-	o := coordinatorOptions{id: c.String("id"), raftAddr: c.String("raft-addr"), apiAddr: c.String("api-addr"), dir: c.Path("dir"),
-		peers: peers, profile: c.String("raft-profile"), lease: c.Duration("lease"), serverTLS: serverTLS, clientTLS: clientTLS}
-	member, err := startCoordinator(c.Context, o)
+	co, err := coordinator.Open(c.Context, cfg)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(c.App.ErrWriter, "coordinator %s: raft %s, API %s, data %s\n", o.id, o.raftAddr, member.api.Addr(), o.dir)
-	<-c.Context.Done()
-	return member.Close()
-}
-
-// coordinatorMember is a running coordinator: raft node, API server, scheduler.
-type coordinatorMember struct {
-	node   *coordinator.Node
-	server *grpc.Server
-	api    net.Listener
-	cancel context.CancelFunc
-	done   chan struct{}
-}
-
-func startCoordinator(ctx context.Context, o coordinatorOptions) (*coordinatorMember, error) {
-	hb, el, ll, err := raftProfile(o.profile)
-	if err != nil {
-		return nil, err
+	fmt.Fprintf(c.App.ErrWriter, "coordinator %s: raft %s, API %s, data %s\n", cfg.ID, cfg.RaftAddr, co.APIAddr(), cfg.Dir)
+	select {
+	case <-c.Context.Done():
+		return co.Close()
+	case err := <-co.Failed():
+		return errors.Join(err, co.Close())
 	}
-	node, err := coordinator.OpenNode(coordinator.NodeConfig{ID: o.id, Addr: o.raftAddr, Dir: o.dir,
-		HeartbeatTimeout: hb, ElectionTimeout: el, LeaderLeaseTimeout: ll, ServerTLS: o.serverTLS, ClientTLS: o.clientTLS})
-	if err != nil {
-		return nil, err
-	}
-	apiAddrs := map[string]string{}
-	if len(o.peers) > 0 {
-		servers := map[string]string{}
-		for _, p := range o.peers {
-			servers[p.id], apiAddrs[p.raft] = p.raft, p.api
-		}
-		if _, ok := servers[o.id]; !ok {
-			node.Close()
-			return nil, fmt.Errorf("flag --peers does not list this coordinator's --id %s", o.id)
-		}
-		if err := node.Bootstrap(servers); err != nil {
-			node.Close()
-			return nil, fmt.Errorf("bootstrapping the raft group: %w", err)
-		}
-	}
-	lis, err := net.Listen("tcp", o.apiAddr)
-	if err != nil {
-		node.Close()
-		return nil, fmt.Errorf("coordinator API on %s: %w", o.apiAddr, err)
-	}
-	var opts []grpc.ServerOption
-	if o.serverTLS != nil {
-		opts = append(opts, grpc.Creds(credentials.NewTLS(o.serverTLS)))
-	}
-	srv := grpc.NewServer(opts...)
-	api := coordinator.NewServer(node, coordinator.ServerConfig{APIAddrs: apiAddrs, Scheduler: coordinator.SchedulerConfig{Lease: o.lease}})
-	pb.RegisterCoordinatorServer(srv, api)
-	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	m := &coordinatorMember{node: node, server: srv, api: lis, cancel: cancel, done: make(chan struct{})}
-	go func() { _ = srv.Serve(lis) }()
-	go func() {
-		defer close(m.done)
-		api.RunScheduler(sctx)
-	}()
-	return m, nil
-}
-
-// Close stops the scheduler, the API and the raft node.
-func (m *coordinatorMember) Close() error {
-	m.cancel()
-	<-m.done
-	m.server.Stop()
-	return m.node.Close()
 }

@@ -51,7 +51,7 @@ func localCommand() *cli.Command {
 			&cli.PathFlag{Name: "out", Value: "out/best", Usage: "where the best adapter is written"},
 			&cli.PathFlag{Name: "report", Usage: "also write the sweep report (JSON for `loraft plot`) here"},
 			&cli.StringSliceFlag{Name: "text", Usage: "statements to classify with the best adapter (default: four examples)"},
-			&cli.StringFlag{Name: "raft-profile", Value: "fast", Usage: "raft timeouts: default or fast"},
+			&cli.StringFlag{Name: "raft-profile", Value: "lan", Usage: "raft timeouts: default (hashicorp/raft's) or lan (150 ms, for loopback)"},
 			&cli.DurationFlag{Name: "lease", Value: 3 * time.Second, Usage: "trainer lease"},
 		}, storeFlags()...),
 		Action: runLocal,
@@ -129,23 +129,10 @@ func runLocal(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	var peers []peerSpec
-	for i := range 3 {
-		peers = append(peers, peerSpec{fmt.Sprintf("n%d", i+1), ports.Raft[i], ports.API[i]})
-	}
-	var members []*coordinatorMember
-	defer func() {
-		for _, m := range members {
-			_ = m.Close()
-		}
-	}()
-	for i, p := range peers {
-		m, err := startCoordinator(ctx, coordinatorOptions{id: p.id, raftAddr: p.raft, apiAddr: p.api, dir: filepath.Join(stateDir, "raft", p.id),
-			peers: peers, profile: c.String("raft-profile"), lease: c.Duration("lease")})
-		if err != nil {
-			return fmt.Errorf("local coordinator %d: %w", i+1, err)
-		}
-		members = append(members, m)
+	stopCoordinators, err := startLocalCoordinators(ctx, c, ports, stateDir)
+	defer stopCoordinators()
+	if err != nil {
+		return err
 	}
 	fmt.Fprintf(ew, "local: 3 coordinators on %s (raft profile %s), store %s, state in %s\n", strings.Join(ports.API, ","), c.String("raft-profile"), store, stateDir)
 	cl, err := coordinator.NewClient(ports.API)
@@ -153,48 +140,10 @@ func runLocal(c *cli.Context) error {
 		return err
 	}
 	defer cl.Close()
-
-	// Trainers are processes of this same binary: libtorch's random
-	// generator is per process, and exact resume needs each trainer to own one.
-	self, err := os.Executable()
+	stopTrainers, err := startLocalTrainers(ports, stateDir, storeSpec)
+	defer stopTrainers()
 	if err != nil {
-		return fmt.Errorf("finding the loraft binary for the trainers: %w", err)
-	}
-	env := append(os.Environ(), "LORAFT_COORDINATORS="+strings.Join(ports.API, ","), "LORAFT_STORE="+storeSpec)
-	if _, ok := os.LookupEnv("OMP_NUM_THREADS"); !ok {
-		// Share the cores: n trainers each using every core oversubscribe
-		// the machine, and libtorch's thread pool slows down badly then.
-		env = append(env, fmt.Sprintf("OMP_NUM_THREADS=%d", max(1, runtime.NumCPU()/n)))
-	}
-	var trainers []*exec.Cmd
-	defer func() {
-		for _, t := range trainers {
-			_ = t.Process.Signal(syscall.SIGTERM)
-		}
-		for _, t := range trainers {
-			_ = t.Wait()
-		}
-	}()
-	for i := range n {
-		id := fmt.Sprintf("local-t%d", i+1)
-		logPath := filepath.Join(stateDir, "logs", id+".log")
-		if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
-			return err
-		}
-		lf, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-		if err != nil {
-			return err
-		}
-		cmd := exec.Command(self, "trainer", "--id", id, "--listen", ports.Trainers[i], "--events", filepath.Join(stateDir, "logs", id+".events.jsonl"))
-		cmd.Env, cmd.Stdout, cmd.Stderr = env, lf, lf
-		// The trainers die with this process, even when it is killed.
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Start(); err != nil {
-			lf.Close()
-			return fmt.Errorf("starting trainer %s: %w", id, err)
-		}
-		lf.Close()
-		trainers = append(trainers, cmd)
+		return err
 	}
 	fmt.Fprintf(ew, "local: %d trainer processes (logs in %s)\n", n, filepath.Join(stateDir, "logs"))
 
@@ -228,6 +177,86 @@ func runLocal(c *cli.Context) error {
 		fmt.Fprintf(w, "sweep report written to %s (draw it with `loraft plot --report %s --out DIR`)\n", p, p)
 	}
 	return pullAndPredict(ctx, c, cl, store, st.GetSweep())
+}
+
+// startLocalCoordinators opens the three in-process coordinators of a local
+// cluster on its ports, with their raft data under stateDir. The returned
+// function closes those that started; call it even on error.
+func startLocalCoordinators(ctx context.Context, c *cli.Context, ports *localPorts, stateDir string) (func(), error) {
+	var members []*coordinator.Coordinator
+	stop := func() {
+		for _, m := range members {
+			_ = m.Close()
+		}
+	}
+	timing, err := coordinator.Profile(c.String("raft-profile"))
+	if err != nil {
+		return stop, fmt.Errorf("flag --raft-profile: %w", err)
+	}
+	var peers []coordinator.Peer
+	for i := range 3 {
+		peers = append(peers, coordinator.Peer{ID: fmt.Sprintf("n%d", i+1), RaftAddr: ports.Raft[i], APIAddr: ports.API[i]})
+	}
+	for i, p := range peers {
+		cfg := coordinator.DefaultConfig()
+		cfg.ID, cfg.RaftAddr, cfg.APIAddr, cfg.Dir, cfg.Peers = p.ID, p.RaftAddr, p.APIAddr, filepath.Join(stateDir, "raft", p.ID), peers
+		cfg.Raft, cfg.Scheduler.Lease = timing, c.Duration("lease")
+		m, err := coordinator.Open(ctx, cfg)
+		if err != nil {
+			return stop, fmt.Errorf("local coordinator %d: %w", i+1, err)
+		}
+		members = append(members, m)
+	}
+	return stop, nil
+}
+
+// startLocalTrainers starts one trainer process of this same binary per
+// trainer port: libtorch's random generator is per process, and exact
+// resume needs each trainer to own one. Their logs go under stateDir/logs.
+// The returned function stops those that started; call it even on error.
+func startLocalTrainers(ports *localPorts, stateDir, storeSpec string) (func(), error) {
+	var trainers []*exec.Cmd
+	stop := func() {
+		for _, t := range trainers {
+			_ = t.Process.Signal(syscall.SIGTERM)
+		}
+		for _, t := range trainers {
+			_ = t.Wait()
+		}
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return stop, fmt.Errorf("finding the loraft binary for the trainers: %w", err)
+	}
+	n := len(ports.Trainers)
+	env := append(os.Environ(), "LORAFT_COORDINATORS="+strings.Join(ports.API, ","), "LORAFT_STORE="+storeSpec)
+	if _, ok := os.LookupEnv("OMP_NUM_THREADS"); !ok {
+		// Share the cores: n trainers each using every core oversubscribe
+		// the machine, and libtorch's thread pool slows down badly then.
+		env = append(env, fmt.Sprintf("OMP_NUM_THREADS=%d", max(1, runtime.NumCPU()/n)))
+	}
+	logs := filepath.Join(stateDir, "logs")
+	if err := os.MkdirAll(logs, 0o755); err != nil {
+		return stop, err
+	}
+	for i := range n {
+		id := fmt.Sprintf("local-t%d", i+1)
+		lf, err := os.OpenFile(filepath.Join(logs, id+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		if err != nil {
+			return stop, err
+		}
+		cmd := exec.Command(self, "trainer", "--id", id, "--listen", ports.Trainers[i], "--events", filepath.Join(logs, id+".events.jsonl"))
+		cmd.Env, cmd.Stdout, cmd.Stderr = env, lf, lf
+		// The trainers die with this process, even when it is killed.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		err = cmd.Start()
+		lf.Close()
+		if err != nil {
+			return stop, fmt.Errorf("starting trainer %s: %w", id, err)
+		}
+		trainers = append(trainers, cmd)
+	}
+	return stop, nil
 }
 
 // printResults is the end-of-sweep table.

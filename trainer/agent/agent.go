@@ -301,7 +301,7 @@ func (a *Agent) runJob(ctx context.Context, j *job, as *pb.Assignment) {
 func (a *Agent) report(ctx context.Context, req *pb.ReportResultRequest) {
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if _, err := a.cfg.Coordinator.ReportResult(rctx, req); err != nil && status.Code(err) != codes.FailedPrecondition {
+	if _, err := a.cfg.Coordinator.ReportResult(rctx, req); err != nil && !pb.IsFenced(err) {
 		a.log.Warn("reporting the result", "trial", req.GetTrial(), "state", req.GetState(), "err", err)
 	}
 }
@@ -369,8 +369,9 @@ func (r *reporter) Checkpoint(ctx context.Context, step int64, metric float64, h
 	case err == nil && resp.GetStop():
 		r.agent.log.Info("early stopping", "trial", r.job.key.trial, "step", step)
 		r.job.cancel(errors.New("stopped early by the sweep's rule"))
-	case status.Code(err) == codes.FailedPrecondition:
-		// Fenced: the trial moved on to another generation or ended.
+	case pb.IsFenced(err):
+		// The trial moved on to another generation or ended. Only this
+		// answer stops the job: a lost leader or a timeout does not.
 		r.job.cancel(fmt.Errorf("checkpoint report refused: %w", err))
 	case err != nil:
 		r.agent.log.Warn("reporting a checkpoint", "trial", r.job.key.trial, "step", step, "err", err)

@@ -2,16 +2,17 @@ package agent
 
 import (
 	"context"
-	"net"
-	"path/filepath"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/loraft/loraft/coordinator"
-	"github.com/loraft/loraft/internal/loopback"
+	"github.com/loraft/loraft/coordinator/coordinatortest"
 	pb "github.com/loraft/loraft/proto/coordinatorpb"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // blockingRunner runs until its context ends and records when.
@@ -34,46 +35,23 @@ func (r *blockingRunner) Run(ctx context.Context, a *pb.Assignment, rep Reporter
 // heartbeat the leader received (it aims at 80% of it).
 func TestAgentFencesItselfWhenCoordinatorsVanish(t *testing.T) {
 	lease := 2 * time.Second
-	node, err := coordinator.OpenNode(coordinator.NodeConfig{ID: "c0", Addr: freeAddr(t), Dir: filepath.Join(t.TempDir(), "raft"),
-		HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond, LeaderLeaseTimeout: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer node.Close()
-	if err := node.Bootstrap(map[string]string{"c0": node.Addr()}); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if _, err := node.WaitForLeader(ctx); err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var mu sync.Mutex
 	var lastBeat time.Time // when the leader last received a heartbeat
-	srv := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-		if _, ok := req.(*pb.HeartbeatRequest); ok {
-			mu.Lock()
-			lastBeat = time.Now()
-			mu.Unlock()
-		}
-		return h(ctx, req)
-	}))
-	api := coordinator.NewServer(node, coordinator.ServerConfig{Scheduler: coordinator.SchedulerConfig{Lease: lease, Tick: 10 * time.Millisecond}})
-	pb.RegisterCoordinatorServer(srv, api)
-	go func() { _ = srv.Serve(lis) }()
-	sctx, stopSched := context.WithCancel(ctx)
-	defer stopSched()
-	go api.RunScheduler(sctx)
-
-	cl, err := coordinator.NewClient([]string{lis.Addr().String()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	c := coordinatortest.NewCluster(t, 1, coordinatortest.Options{Configure: func(_ int, cfg *coordinator.Config) {
+		cfg.Scheduler = coordinator.SchedulerConfig{Lease: lease, Tick: 10 * time.Millisecond}
+		cfg.UnaryInterceptors = []grpc.UnaryServerInterceptor{func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			if _, ok := req.(*pb.HeartbeatRequest); ok {
+				mu.Lock()
+				lastBeat = time.Now()
+				mu.Unlock()
+			}
+			return h(ctx, req)
+		}}
+	}})
+	c.WaitForLeader(10 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cl := c.Client()
 	run := &blockingRunner{started: make(chan *pb.Assignment, 1), stopped: make(chan time.Time, 1)}
 	a, err := New(Config{ID: "t1", Address: "127.0.0.1:1", Coordinator: cl, Runner: run})
 	if err != nil {
@@ -97,7 +75,7 @@ func TestAgentFencesItselfWhenCoordinatorsVanish(t *testing.T) {
 		t.Fatalf("assignment: %v", as)
 	}
 	// Every coordinator vanishes at once.
-	srv.Stop()
+	c.Stop(0)
 	select {
 	case stopped := <-run.stopped:
 		mu.Lock()
@@ -117,11 +95,45 @@ func TestNewRequiresConfig(t *testing.T) {
 	}
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	addrs, err := loopback.Addrs(1)
-	if err != nil {
-		t.Fatal(err)
+// stubCoordinator answers every checkpoint report with err.
+type stubCoordinator struct {
+	Coordinator
+	err error
+}
+
+func (s stubCoordinator) ReportCheckpoint(context.Context, *pb.ReportCheckpointRequest) (*pb.ReportCheckpointResponse, error) {
+	return nil, s.err
+}
+
+// TestOnlyFencingStopsTheJob: a checkpoint report refused with the fencing
+// code stops the job; a follower's redirect, a client that found no
+// leader, a timeout or another refusal do not.
+func TestOnlyFencingStopsTheJob(t *testing.T) {
+	tests := []struct {
+		name  string
+		err   error
+		stops bool
+	}{
+		{"fenced", status.Error(pb.FencedCode, "trial t: stale generation 1 (current 2)"), true},
+		{"no leader", fmt.Errorf("coordinator call: %w after 40 attempts (last error: %v)", coordinator.ErrNoLeader,
+			status.Error(codes.Unavailable, "not the leader (no leader elected yet)")), false},
+		{"follower", status.Error(codes.Unavailable, "not the leader"), false},
+		{"timeout", context.DeadlineExceeded, false},
+		{"refused", status.Error(codes.FailedPrecondition, "nothing to resume"), false},
 	}
-	return addrs[0]
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			a, err := New(Config{ID: "t1", Address: "127.0.0.1:1", Coordinator: stubCoordinator{err: tc.err}, Runner: &blockingRunner{}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancelCause(context.Background())
+			defer cancel(nil)
+			r := &reporter{agent: a, job: &job{key: jobKey{trial: "t", generation: 1}, cancel: cancel}}
+			r.Checkpoint(context.Background(), 10, 0.5, true)
+			if stopped := ctx.Err() != nil; stopped != tc.stops {
+				t.Fatalf("report answered %v: job stopped %v, want %v", tc.err, stopped, tc.stops)
+			}
+		})
+	}
 }

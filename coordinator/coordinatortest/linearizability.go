@@ -1,4 +1,4 @@
-package main
+package coordinatortest
 
 import (
 	"context"
@@ -18,6 +18,7 @@ import (
 	"github.com/anishathalye/porcupine"
 	"github.com/loraft/loraft/coordinator"
 	pb "github.com/loraft/loraft/proto/coordinatorpb"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -175,8 +176,8 @@ var linSpecs = [2]string{"spec: a\n", "spec: b\n"}
 // ends with an unknown outcome rather than hanging the client.
 const linOpTimeout = 3 * time.Second
 
-// linHistory records the calls of the clients started by startLinClients.
-type linHistory struct {
+// History records the calls of the clients started by StartClients.
+type History struct {
 	base       time.Time // call and return times are monotonic nanoseconds since base
 	wg         sync.WaitGroup
 	nextClient atomic.Int64
@@ -186,23 +187,23 @@ type linHistory struct {
 	ops []porcupine.Operation
 }
 
-// startLinClients starts clients goroutines, each with its own
+// StartClients starts clients goroutines, each with its own
 // coordinator.Client over all of addrs, that launch (one of two specs),
 // cancel and read the sweeps prefix-0, prefix-1 and prefix-2 with random
 // pauses of 5–30 ms until ctx ends, recording every call for
-// checkLinearizable. Each call gets its own linOpTimeout deadline, not ctx's,
+// CheckLinearizable. Each call gets its own linOpTimeout deadline, not ctx's,
 // so calls in flight when ctx ends still finish (Wait waits at most that
 // long for them). The sweeps have no trials, so nothing is scheduled; their
 // names must not be used by anything else on the cluster.
-func startLinClients(t *testing.T, ctx context.Context, addrs []string, clients int, prefix string) *linHistory {
+func StartClients(t testing.TB, ctx context.Context, addrs []string, clients int, prefix string, opts ...grpc.DialOption) *History {
 	t.Helper()
 	names := make([]string, 3)
 	for i := range names {
 		names[i] = fmt.Sprintf("%s-%d", prefix, i)
 	}
-	h := &linHistory{base: time.Now()}
+	h := &History{base: time.Now()}
 	for range clients {
-		cl, err := coordinator.NewClient(addrs)
+		cl, err := coordinator.NewClient(addrs, opts...)
 		if err != nil {
 			t.Fatalf("linearizability client: %v", err)
 		}
@@ -219,7 +220,7 @@ func startLinClients(t *testing.T, ctx context.Context, addrs []string, clients 
 // client is one client's loop. Like a Jepsen process, a client whose call
 // ended unknown continues under a new ClientId: its unknown call stays open
 // forever, and porcupine's visualization draws one open call per client row.
-func (h *linHistory) client(ctx context.Context, cl *coordinator.Client, names []string) {
+func (h *History) client(ctx context.Context, cl *coordinator.Client, names []string) {
 	id := int(h.nextClient.Add(1) - 1)
 	for {
 		select {
@@ -280,7 +281,7 @@ func linOutcome(err error, refusal codes.Code, refused linResult) linResult {
 
 // record appends a write that returned now (or, unknown, never); it reports
 // whether the outcome was unknown.
-func (h *linHistory) record(id int, in linInput, call int64, r linResult) bool {
+func (h *History) record(id int, in linInput, call int64, r linResult) bool {
 	ret := int64(linNever)
 	if r != linUnknown {
 		ret = h.now()
@@ -292,14 +293,14 @@ func (h *linHistory) record(id int, in linInput, call int64, r linResult) bool {
 	return r == linUnknown
 }
 
-func (h *linHistory) now() int64 { return int64(time.Since(h.base)) }
+func (h *History) now() int64 { return int64(time.Since(h.base)) }
 
 // Completed returns how many calls have returned a definite outcome so far
 // (a read counts once), for a test that waits for progress between faults.
-func (h *linHistory) Completed() int64 { return h.completed.Load() }
+func (h *History) Completed() int64 { return h.completed.Load() }
 
 // Wait waits for the clients to stop (after ctx ends) and returns the history.
-func (h *linHistory) Wait() []porcupine.Operation {
+func (h *History) Wait() []porcupine.Operation {
 	h.wg.Wait()
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -309,7 +310,7 @@ func (h *linHistory) Wait() []porcupine.Operation {
 // run lets the clients run for at least d and until they have completed
 // calls more calls, failing the test if that takes 10 s longer than d: a
 // test phase that ends on progress, not on time alone.
-func (h *linHistory) run(t *testing.T, d time.Duration, calls int64) {
+func (h *History) Run(t testing.TB, d time.Duration, calls int64) {
 	t.Helper()
 	want, start := h.Completed()+calls, time.Now()
 	for time.Since(start) < d || h.Completed() < want {
@@ -323,13 +324,13 @@ func (h *linHistory) run(t *testing.T, d time.Duration, calls int64) {
 // linCheckTimeout bounds porcupine's search.
 const linCheckTimeout = 30 * time.Second
 
-// checkLinearizable checks ops against linModel. It fails the test when the
+// CheckLinearizable checks ops against linModel. It fails the test when the
 // history is not linearizable (writing porcupine's visualization to
 // $LORAFT_LIN_OUT, or else to a temporary directory, and logging its path),
 // when the checker times out, or when no write or no read completed — a
 // history of unknown outcomes proves nothing. name labels the log lines and
 // the visualization's file.
-func checkLinearizable(t *testing.T, ops []porcupine.Operation, name string) {
+func CheckLinearizable(t testing.TB, ops []porcupine.Operation, name string) {
 	t.Helper()
 	counts := map[string]int{}
 	var okWrites, okReads int
@@ -388,214 +389,4 @@ func writeLinVisualization(dir, name string, info porcupine.LinearizationInfo) (
 	}
 	path := filepath.Join(dir, regexp.MustCompile(`[^A-Za-z0-9._-]+`).ReplaceAllString(name, "_")+".html")
 	return path, porcupine.VisualizePath(linModel, info, path)
-}
-
-// TestLinearizabilityModel feeds hand-made histories to the model: it must
-// accept the legal ones and catch the illegal ones, unknown outcomes
-// included.
-func TestLinearizabilityModel(t *testing.T) {
-	const a, b = "spec: a\n", "spec: b\n"
-	launch := func(name, spec string) linInput { return linInput{Kind: linLaunch, Name: name, Spec: spec} }
-	cancel := func(name string) linInput { return linInput{Kind: linCancel, Name: name} }
-	read := func(name string) linInput { return linInput{Kind: linRead, Name: name} }
-	res := func(r linResult) linOutput { return linOutput{Result: r} }
-	saw := func(s linSweep) linOutput { return linOutput{Result: linOK, Sweep: s} }
-	absent, liveA, liveB, cancelledA := linSweep{}, linSweep{Exists: true, Spec: a}, linSweep{Exists: true, Spec: b}, linSweep{Exists: true, Cancelled: true, Spec: a}
-	// op is one call by client c over [call, ret]; ret < 0 means it never returned.
-	type op struct {
-		c         int
-		call, ret int64
-		in        linInput
-		out       linOutput
-	}
-	const never = -1
-	for _, tc := range []struct {
-		name  string
-		ops   []op
-		legal bool
-	}{
-		{"sequential", []op{
-			{0, 0, 1, read("x"), saw(absent)},
-			{0, 2, 3, cancel("x"), res(linNotFound)},
-			{0, 4, 5, launch("x", a), res(linOK)},
-			{0, 6, 7, read("x"), saw(liveA)},
-			{0, 8, 9, launch("x", b), res(linExists)},
-			{0, 10, 11, launch("x", a), res(linOK)},
-			{0, 12, 13, cancel("x"), res(linOK)},
-			{0, 14, 15, cancel("x"), res(linOK)},
-			{0, 16, 17, launch("x", a), res(linOK)},
-			{0, 18, 19, read("x"), saw(cancelledA)},
-		}, true},
-		{"stale read after a completed launch", []op{
-			{0, 0, 1, launch("x", a), res(linOK)},
-			{1, 2, 3, read("x"), saw(absent)},
-		}, false},
-		{"concurrent read may miss a launch", []op{
-			{0, 0, 5, launch("x", a), res(linOK)},
-			{1, 1, 2, read("x"), saw(absent)},
-			{1, 6, 7, read("x"), saw(liveA)},
-		}, true},
-		{"read sees a launch before it was called", []op{
-			{1, 0, 1, read("x"), saw(liveA)},
-			{0, 2, 3, launch("x", a), res(linOK)},
-		}, false},
-		{"unknown launch, later read sees it", []op{
-			{0, 0, never, launch("x", a), res(linUnknown)},
-			{1, 2, 3, read("x"), saw(liveA)},
-		}, true},
-		{"unknown launch, later read does not see it", []op{
-			{0, 0, never, launch("x", a), res(linUnknown)},
-			{1, 2, 3, read("x"), saw(absent)},
-		}, true},
-		{"unknown launch seen, then unseen", []op{
-			{0, 0, never, launch("x", a), res(linUnknown)},
-			{1, 2, 3, read("x"), saw(liveA)},
-			{1, 4, 5, read("x"), saw(absent)},
-		}, false},
-		{"unknown launch is not seen before its call", []op{
-			{1, 0, 1, read("x"), saw(liveA)},
-			{0, 2, never, launch("x", a), res(linUnknown)},
-		}, false},
-		{"unknown launch explains a conflict", []op{
-			{0, 0, never, launch("x", a), res(linUnknown)},
-			{1, 2, 3, launch("x", b), res(linExists)},
-			{1, 4, 5, read("x"), saw(liveA)},
-		}, true},
-		{"conflict without a launch", []op{
-			{0, 0, 1, launch("x", b), res(linExists)},
-		}, false},
-		{"two specs launched under one name", []op{
-			{0, 0, 1, launch("x", a), res(linOK)},
-			{1, 2, 3, launch("x", b), res(linOK)},
-		}, false},
-		{"concurrent conflicting launches: one wins", []op{
-			{0, 0, 4, launch("x", a), res(linExists)},
-			{1, 1, 5, launch("x", b), res(linOK)},
-			{2, 6, 7, read("x"), saw(liveB)},
-		}, true},
-		{"read sees the losing spec", []op{
-			{0, 0, 4, launch("x", a), res(linExists)},
-			{1, 1, 5, launch("x", b), res(linOK)},
-			{2, 6, 7, read("x"), saw(liveA)},
-		}, false},
-		{"unknown cancel of an absent sweep, then notfound", []op{
-			{0, 0, never, cancel("x"), res(linUnknown)},
-			{1, 2, 3, cancel("x"), res(linNotFound)},
-			{1, 4, 5, read("x"), saw(absent)},
-		}, true},
-		{"notfound after a completed launch", []op{
-			{0, 0, 1, launch("x", a), res(linOK)},
-			{1, 2, 3, cancel("x"), res(linNotFound)},
-		}, false},
-		{"cancel ok on an absent sweep", []op{
-			{0, 0, 1, cancel("x"), res(linOK)},
-		}, false},
-		{"unknown cancel takes effect between reads", []op{
-			{0, 0, 1, launch("x", a), res(linOK)},
-			{0, 2, never, cancel("x"), res(linUnknown)},
-			{1, 3, 4, read("x"), saw(liveA)},
-			{1, 5, 6, read("x"), saw(cancelledA)},
-			{1, 7, 8, read("x"), saw(cancelledA)},
-		}, true},
-		{"cancelled sweep uncancelled", []op{
-			{0, 0, 1, launch("x", a), res(linOK)},
-			{0, 2, never, cancel("x"), res(linUnknown)},
-			{1, 3, 4, read("x"), saw(cancelledA)},
-			{1, 5, 6, read("x"), saw(liveA)},
-		}, false},
-		{"names are independent", []op{
-			{0, 0, 1, launch("x", a), res(linOK)},
-			{1, 2, 3, read("y"), saw(absent)},
-			{1, 4, 5, launch("y", b), res(linOK)},
-			{1, 6, 7, read("x"), saw(liveA)},
-			{1, 8, 9, read("y"), saw(liveB)},
-		}, true},
-		{"one name's violation fails the history", []op{
-			{0, 0, 1, launch("x", a), res(linOK)},
-			{1, 2, 3, launch("y", b), res(linOK)},
-			{1, 4, 5, read("y"), saw(absent)},
-		}, false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var ops []porcupine.Operation
-			for _, o := range tc.ops {
-				ret := o.ret
-				if ret == never {
-					ret = linNever
-				}
-				ops = append(ops, porcupine.Operation{ClientId: o.c, Input: o.in, Call: o.call, Output: o.out, Return: ret})
-			}
-			res, info := porcupine.CheckOperationsVerbose(linModel, ops, 10*time.Second)
-			if want := map[bool]porcupine.CheckResult{true: porcupine.Ok, false: porcupine.Illegal}[tc.legal]; res != want {
-				t.Fatalf("porcupine: %s, want %s", res, want)
-			}
-			if !tc.legal {
-				// The failure report must render, +infinity returns included.
-				path, err := writeLinVisualization(t.TempDir(), tc.name, info)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if fi, err := os.Stat(path); err != nil || fi.Size() == 0 {
-					t.Fatalf("visualization %s: %v, size 0", path, err)
-				}
-			}
-		})
-	}
-}
-
-// TestLinearizableUnderLeaderStop runs three in-process coordinators (fast
-// raft timeouts) and four clients; once the clients have made progress
-// (at least 1 s) the leader is stopped, and once they have made progress
-// again under a new leader (at least 2 s) they stop. The history, unknown
-// outcomes included, must be linearizable.
-func TestLinearizableUnderLeaderStop(t *testing.T) {
-	peers, apiAddrs := loopbackPeers(3, freePorts(t, 6))
-	members := make([]*coordinatorMember, len(peers))
-	t.Cleanup(func() {
-		for _, m := range members {
-			if m != nil {
-				m.Close()
-			}
-		}
-	})
-	for i, p := range peers {
-		m, err := startCoordinator(context.Background(), coordinatorOptions{id: p.id, raftAddr: p.raft, apiAddr: p.api,
-			dir: t.TempDir(), peers: peers, profile: "fast", lease: 3 * time.Second})
-		if err != nil {
-			t.Fatalf("coordinator %s: %v", p.id, err)
-		}
-		members[i] = m
-	}
-
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	h := startLinClients(t, ctx, apiAddrs, 4, "lin")
-	t.Cleanup(func() { stop(); h.Wait() }) // before the coordinators close, should the test fail early
-	h.run(t, time.Second, 40)
-
-	leader := -1
-	deadline := time.Now().Add(5 * time.Second)
-	for leader < 0 {
-		for i, m := range members {
-			if m.node.IsLeader() {
-				leader = i
-			}
-		}
-		if leader < 0 {
-			if time.Now().After(deadline) {
-				t.Fatal("no coordinator leads")
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
-	before := h.Completed()
-	if err := members[leader].Close(); err != nil {
-		t.Logf("stopping leader %s: %v", peers[leader].id, err)
-	}
-	members[leader] = nil
-	t.Logf("stopped leader %s after %d completed calls", peers[leader].id, before)
-	h.run(t, 2*time.Second, 40)
-
-	stop()
-	checkLinearizable(t, h.Wait(), "leader-stop")
 }

@@ -1,0 +1,140 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	pb "github.com/loraft/loraft/proto/coordinatorpb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+)
+
+// Coordinator is one running member of the coordinator group: its raft
+// node, the gRPC API it serves and the leader's scheduler. Open builds
+// one; Close takes it down. Nothing else assembles a coordinator.
+type Coordinator struct {
+	cfg  Config
+	node *Node
+	api  *Server
+	srv  *grpc.Server
+	lis  net.Listener
+
+	stop context.CancelFunc // stops the scheduler
+	wg   sync.WaitGroup     // the Serve loop and the scheduler
+	// failed receives the Serve loop's error if it ends before Close.
+	failed chan error
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// drainTimeout bounds how long Close lets in-flight RPCs finish before it
+// cuts them off.
+const drainTimeout = 2 * time.Second
+
+// Open validates cfg (after filling its zero durations from DefaultConfig),
+// starts the raft node (bootstrapping the group from cfg.Peers when it has
+// no state yet), serves the API on cfg.APIAddr and starts the scheduler.
+// ctx bounds only the start-up; Close stops what Open started.
+func Open(ctx context.Context, cfg Config) (*Coordinator, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("opening coordinator %s: %w", cfg.ID, err)
+	}
+	node, err := openNode(cfg)
+	if err != nil {
+		return nil, err
+	}
+	apiAddrs := map[string]string{}
+	if len(cfg.Peers) > 0 {
+		servers := map[string]string{}
+		for _, p := range cfg.Peers {
+			servers[p.ID], apiAddrs[p.RaftAddr] = p.RaftAddr, p.APIAddr
+		}
+		if err := node.Bootstrap(servers); err != nil {
+			node.Close()
+			return nil, fmt.Errorf("bootstrapping the raft group: %w", err)
+		}
+	}
+	lis, err := net.Listen("tcp", cfg.APIAddr)
+	if err != nil {
+		node.Close()
+		return nil, fmt.Errorf("coordinator API on %s: %w", cfg.APIAddr, err)
+	}
+	opts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(cfg.UnaryInterceptors...)}
+	if cfg.ServerTLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.ServerTLS)))
+	}
+	c := &Coordinator{cfg: cfg, node: node, lis: lis, srv: grpc.NewServer(opts...), failed: make(chan error, 1),
+		api: newServer(node, ServerConfig{APIAddrs: apiAddrs, Scheduler: cfg.Scheduler})}
+	pb.RegisterCoordinatorServer(c.srv, c.api)
+
+	sctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	c.stop = stop
+	c.wg.Add(2)
+	go func() {
+		defer c.wg.Done()
+		if err := c.srv.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			cfg.Logger.Error("coordinator API stopped serving", "id", cfg.ID, "addr", lis.Addr().String(), "err", err)
+			c.failed <- fmt.Errorf("coordinator %s API on %s: %w", cfg.ID, lis.Addr(), err)
+		}
+	}()
+	go func() {
+		defer c.wg.Done()
+		c.api.runScheduler(sctx)
+	}()
+	return c, nil
+}
+
+// ID is the coordinator's raft server ID.
+func (c *Coordinator) ID() string { return c.cfg.ID }
+
+// APIAddr is the address the gRPC API listens on (with the port chosen
+// when the configured one was 0).
+func (c *Coordinator) APIAddr() string { return c.lis.Addr().String() }
+
+// RaftAddr is the raft address as configured and advertised.
+func (c *Coordinator) RaftAddr() string { return c.cfg.RaftAddr }
+
+// Node is the coordinator's raft node (leadership and applied state).
+func (c *Coordinator) Node() *Node { return c.node }
+
+// Failed delivers the API server's error should it stop serving before
+// Close; a process should then exit.
+func (c *Coordinator) Failed() <-chan error { return c.failed }
+
+// Close shuts the coordinator down in order: the API stops accepting calls
+// (in-flight ones get drainTimeout to finish), the scheduler drains, then
+// raft shuts down and its stores close. It waits for every goroutine Open
+// started and is safe to call more than once.
+func (c *Coordinator) Close() error {
+	c.closeOnce.Do(func() {
+		done := make(chan struct{})
+		go func() { c.srv.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(drainTimeout):
+			c.srv.Stop()
+			<-done
+		}
+		c.stop()
+		c.wg.Wait()
+		var serveErr error
+		select {
+		case serveErr = <-c.failed:
+		default:
+		}
+		c.closeErr = errors.Join(serveErr, c.node.Close())
+		if c.closeErr != nil {
+			c.cfg.Logger.Warn("closing coordinator", "id", c.cfg.ID, "err", c.closeErr)
+		}
+	})
+	return c.closeErr
+}

@@ -1,0 +1,50 @@
+package coordinator
+
+import "errors"
+
+// Errors an applied command can return (as the raft.ApplyFuture's response).
+// The API maps each to its own gRPC code (see Server.status):
+//
+//	not the leader             Unavailable, with a LeaderHint detail: retry there
+//	ErrStaleGeneration,
+//	ErrNotRunning              Aborted: the caller's assignment is over (fenced;
+//	                           coordinatorpb.IsFenced)
+//	ErrNotPending,
+//	ErrNothingToResume         FailedPrecondition: refused by the state machine
+//	ErrNotFound                NotFound
+//	ErrExists                  AlreadyExists
+//	ErrBadCommand,
+//	ErrUnknownVersion          InvalidArgument
+var (
+	ErrUnknownVersion  = errors.New("unknown command version")
+	ErrBadCommand      = errors.New("malformed command")
+	ErrStaleGeneration = errors.New("stale generation")
+	ErrNotFound        = errors.New("not found")
+	ErrExists          = errors.New("already exists")
+	ErrNotPending      = errors.New("only a pending trial can be assigned")
+	ErrNotRunning      = errors.New("the trial is not running")
+	ErrNothingToResume = errors.New("nothing to resume")
+)
+
+// NotLeaderError is returned for writes on a follower; Leader is the
+// leader's raft address when known, so clients can retry there.
+type NotLeaderError struct {
+	Leader string
+}
+
+func (e *NotLeaderError) Error() string {
+	if e.Leader == "" {
+		return "not the leader (no leader elected yet)"
+	}
+	return "not the leader; the leader is " + e.Leader
+}
+
+// ErrNotLeader is what a *NotLeaderError matches with errors.Is.
+var ErrNotLeader = errors.New("not the leader")
+
+// Is lets errors.Is(err, ErrNotLeader) match.
+func (e *NotLeaderError) Is(target error) bool { return target == ErrNotLeader }
+
+// ErrNoLeader is returned by a Client that found no leader to answer
+// within its attempts or its context; it is never a refusal.
+var ErrNoLeader = errors.New("no coordinator leader answered")
