@@ -200,6 +200,31 @@ func (n *Node) ConsistentState(ctx context.Context) (*pb.State, error) {
 	return n.State(), nil
 }
 
+// verifyLeader confirms with a quorum that this node still leads, so an
+// answer built from its memory (a heartbeat's assignment) cannot come from
+// a deposed leader that was paused and has not noticed yet. Concurrent
+// calls share one round of raft heartbeats.
+func (n *Node) verifyLeader(ctx context.Context) error {
+	if n.raft.State() != raft.Leader {
+		return n.notLeader()
+	}
+	fut := n.raft.VerifyLeader()
+	done := make(chan error, 1)
+	go func() { done <- fut.Error() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+				return n.notLeader()
+			}
+			return fmt.Errorf("verifying raft leadership: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("verifying raft leadership: %w", ctx.Err())
+	}
+}
+
 func (n *Node) barrier(ctx context.Context) error {
 	if n.raft.State() != raft.Leader {
 		return n.notLeader()

@@ -182,10 +182,12 @@ func (s *Server) RegisterTrainer(ctx context.Context, req *pb.RegisterTrainerReq
 }
 
 // Heartbeat renews a trainer's lease and returns its assignment. Only the
-// leader holds leases, so followers redirect.
-func (s *Server) Heartbeat(_ context.Context, req *pb.HeartbeatRequest) (*pb.HeartbeatResponse, error) {
-	if !s.node.IsLeader() {
-		return nil, s.status(s.node.notLeader())
+// leader holds leases, so followers redirect; and the leader confirms with
+// a quorum that it still leads before it answers, so a paused leader that
+// wakes up deposed cannot hand out an assignment the group has moved past.
+func (s *Server) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (*pb.HeartbeatResponse, error) {
+	if err := s.node.verifyLeader(ctx); err != nil {
+		return nil, s.status(err)
 	}
 	var a *pb.Assignment
 	known := false

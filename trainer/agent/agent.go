@@ -70,6 +70,9 @@ type Agent struct {
 	// still assigns it its report is sent again (the first one may have been
 	// lost with a leader), at most every resendEvery.
 	finished map[jobKey]*finishedJob
+	// newest is the highest generation of each trial this trainer has been
+	// assigned; nothing older is ever obeyed.
+	newest   map[string]uint64
 	progress *pb.Progress
 }
 
@@ -103,7 +106,7 @@ func New(cfg Config) (*Agent, error) {
 	if lg == nil {
 		lg = slog.Default()
 	}
-	return &Agent{cfg: cfg, log: lg.With("trainer", cfg.ID), finished: map[jobKey]*finishedJob{}}, nil
+	return &Agent{cfg: cfg, log: lg.With("trainer", cfg.ID), finished: map[jobKey]*finishedJob{}, newest: map[string]uint64{}}, nil
 }
 
 // errLostContact cancels a job whose trainer could not renew its lease:
@@ -207,13 +210,24 @@ func (a *Agent) heartbeat(ctx context.Context, timeout time.Duration) (*pb.Heart
 	return a.cfg.Coordinator.Heartbeat(hctx, req)
 }
 
-// follow makes the running job match the assignment.
+// follow makes the running job match the assignment. An assignment of a
+// trial at an older generation than one this trainer has already seen
+// comes from a leader the group has moved past: it is ignored, whatever job
+// runs or ran here.
 func (a *Agent) follow(ctx context.Context, as *pb.Assignment) {
 	var want jobKey
 	if as != nil {
 		want = jobKey{as.GetTrial().GetName(), as.GetGeneration()}
 	}
 	a.mu.Lock()
+	if as != nil {
+		if seen := a.newest[want.trial]; want.generation < seen {
+			a.mu.Unlock()
+			a.log.Warn("ignoring an assignment older than one already seen", "trial", want.trial, "generation", want.generation, "seen", seen)
+			return
+		}
+		a.newest[want.trial] = want.generation
+	}
 	cur := a.job
 	a.mu.Unlock()
 	if cur != nil && cur.key == want {

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -135,5 +136,52 @@ func TestOnlyFencingStopsTheJob(t *testing.T) {
 				t.Fatalf("report answered %v: job stopped %v, want %v", tc.err, stopped, tc.stops)
 			}
 		})
+	}
+}
+
+// recordingRunner reports each assignment it starts and blocks until stopped.
+type recordingRunner struct{ started chan jobKey }
+
+func (r *recordingRunner) Run(ctx context.Context, a *pb.Assignment, _ Reporter) (*pb.TrialResult, error) {
+	r.started <- jobKey{a.GetTrial().GetName(), a.GetGeneration()}
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestIgnoresOlderAssignments: once a trainer has seen generation 3 of a
+// trial, an answer assigning generation 2 (from a leader the group has
+// moved past) neither stops the running job nor starts the old one, even
+// after the job was stopped for lost contact.
+func TestIgnoresOlderAssignments(t *testing.T) {
+	run := &recordingRunner{started: make(chan jobKey, 4)}
+	a, err := New(Config{ID: "t1", Address: "127.0.0.1:1", Coordinator: stubCoordinator{}, Runner: run})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	defer a.stopJob(errors.New("test over"))
+	as := func(gen uint64) *pb.Assignment { return &pb.Assignment{Trial: &pb.Trial{Name: "t"}, Generation: gen} }
+	a.follow(ctx, as(3))
+	if got := <-run.started; got.generation != 3 {
+		t.Fatalf("started %v, want generation 3", got)
+	}
+	a.follow(ctx, as(2))
+	a.stopJob(errLostContact)
+	a.follow(ctx, as(2))
+	a.mu.Lock()
+	running := a.job != nil
+	a.mu.Unlock()
+	select {
+	case got := <-run.started:
+		t.Fatalf("an older assignment started %v", got)
+	default:
+	}
+	if running {
+		t.Fatal("a job runs after an older assignment")
+	}
+	a.follow(ctx, as(4))
+	if got := <-run.started; got.generation != 4 {
+		t.Fatalf("started %v, want generation 4", got)
 	}
 }
