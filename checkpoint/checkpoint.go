@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"regexp"
 	"slices"
 	"sort"
@@ -202,11 +203,37 @@ func Load(ctx context.Context, s Store, c Checkpoint) (map[string][]byte, error)
 // LoadLatest loads the newest checkpoint of run that verifies. Each corrupt
 // or unreadable newer checkpoint is reported to warn (by name) and skipped.
 func LoadLatest(ctx context.Context, s Store, run string, warn func(error)) (*Checkpoint, map[string][]byte, error) {
+	ck, files, err := loadNewest(ctx, s, run, math.MaxInt, warn)
+	if errors.Is(err, ErrNoCheckpoint) {
+		return nil, nil, fmt.Errorf("%w for run %s in %s", ErrNoCheckpoint, run, s)
+	}
+	return ck, files, err
+}
+
+// LoadAtOrBefore loads the newest checkpoint of run with a step ≤ step that
+// verifies: where a resumed run continues when the coordinator has
+// committed step (later checkpoints are ignored). Each corrupt checkpoint is
+// reported to warn and skipped in favour of an older one. Without one it
+// returns an error wrapping ErrNoCheckpoint.
+func LoadAtOrBefore(ctx context.Context, s Store, run string, step int, warn func(error)) (*Checkpoint, map[string][]byte, error) {
+	ck, files, err := loadNewest(ctx, s, run, step, warn)
+	if errors.Is(err, ErrNoCheckpoint) {
+		return nil, nil, fmt.Errorf("%w for run %s at or before step %d in %s", ErrNoCheckpoint, run, step, s)
+	}
+	return ck, files, err
+}
+
+// loadNewest loads the newest verifying checkpoint with a step ≤ maxStep;
+// ErrNoCheckpoint when there is none.
+func loadNewest(ctx context.Context, s Store, run string, maxStep int, warn func(error)) (*Checkpoint, map[string][]byte, error) {
 	cks, err := List(ctx, s, run, warn)
 	if err != nil {
 		return nil, nil, err
 	}
 	for i := len(cks) - 1; i >= 0; i-- {
+		if cks[i].Step > maxStep {
+			continue
+		}
 		files, err := Load(ctx, s, cks[i])
 		if err == nil {
 			return &cks[i], files, nil
@@ -218,7 +245,7 @@ func LoadLatest(ctx context.Context, s Store, run string, warn func(error)) (*Ch
 			warn(err)
 		}
 	}
-	return nil, nil, fmt.Errorf("%w for run %s in %s", ErrNoCheckpoint, run, s)
+	return nil, nil, ErrNoCheckpoint
 }
 
 // Best returns the checkpoint with the highest metric among runs (ties: the

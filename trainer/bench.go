@@ -9,6 +9,7 @@ import (
 
 	"github.com/loraft/loraft/shard"
 	"github.com/loraft/loraft/trainer/model"
+	"github.com/loraft/loraft/trainer/optim"
 )
 
 // SyntheticData is a dataset of n random statements already tokenized to
@@ -38,14 +39,14 @@ type StepTimer struct {
 	m     *model.Model
 	d     *Data
 	h     Hyper
-	opt   *AdamW
+	opt   *optim.AdamW
 	batch int
 	step  int
 }
 
 // NewStepTimer prepares batch-row steps of m on d.
 func NewStepTimer(m *model.Model, d *Data, batch int) (*StepTimer, error) {
-	opt, err := NewAdamW(m.Params(), 0)
+	opt, err := optim.NewAdamW(m.Params(), 0)
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/loraft/loraft/checkpoint"
 	"github.com/loraft/loraft/shard"
 	"github.com/loraft/loraft/trainer/model"
 	"github.com/sugarme/gotch"
@@ -41,14 +42,6 @@ func ParseCompute(s string) (gotch.DType, error) {
 	return gotch.Float, fmt.Errorf("compute dtype %q: want fp32 or bf16", s)
 }
 
-// computeName is the inverse of ParseCompute.
-func computeName(d gotch.DType) string {
-	if d == gotch.BFloat16 {
-		return "bf16"
-	}
-	return "fp32"
-}
-
 // BaseWeights loads the frozen base the manifest's Base describes: the
 // weights file (verifying its sha256 when the manifest records one) or the
 // seeded random init. weightsPath overrides the recorded path.
@@ -71,34 +64,5 @@ func BaseWeights(b Base, weightsPath string) (model.Weights, *model.Tensor, *mod
 	return model.LoadWeights(weightsPath, b.Config, shard.NumLabels)
 }
 
-// OpenAdapter rebuilds the model an adapter directory was trained as: the
-// same base (weightsPath overrides the recorded weights file), the adapter's
-// LoRA tensors and classifier.
-func OpenAdapter(dir, weightsPath string, device gotch.Device) (*model.Model, Manifest, error) {
-	man, err := LoadManifest(dir)
-	if err != nil {
-		return nil, man, err
-	}
-	compute, err := ParseCompute(man.Base.Compute)
-	if err != nil {
-		return nil, man, fmt.Errorf("%w: %v", ErrAdapter, err)
-	}
-	params, err := LoadAdapterParams(dir)
-	if err != nil {
-		return nil, man, err
-	}
-	w, _, _, err := BaseWeights(man.Base, weightsPath)
-	if err != nil {
-		return nil, man, err
-	}
-	m, err := model.New(man.Base.Config, w, nil, nil, model.Options{Quant: man.Base.Quant, Compute: compute,
-		Device: device, LoRA: man.LoRA, Labels: len(man.Labels), Seed: man.Hyper.Seed})
-	if err != nil {
-		return nil, man, err
-	}
-	if err := m.SetParams(params); err != nil {
-		m.Drop()
-		return nil, man, fmt.Errorf("%w: %s: %v", ErrAdapter, dir, err)
-	}
-	return m, man, nil
-}
+// FileSHA256 hashes a file (the weights' identity in a manifest).
+func FileSHA256(path string) (string, error) { return checkpoint.FileSHA256(path) }

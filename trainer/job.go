@@ -182,7 +182,7 @@ func (j Job) resumeState(ctx context.Context, warn func(string, ...any)) (*State
 		err   error
 	)
 	if j.ResumeAt > 0 {
-		ck, files, err = LatestAtOrBefore(ctx, j.Store, j.Run, j.ResumeAt, skip)
+		ck, files, err = checkpoint.LoadAtOrBefore(ctx, j.Store, j.Run, j.ResumeAt, skip)
 	} else {
 		ck, files, err = checkpoint.LoadLatest(ctx, j.Store, j.Run, skip)
 	}
@@ -203,33 +203,6 @@ func (j Job) resumeState(ctx context.Context, warn func(string, ...any)) (*State
 	}
 	warn("resume: run %s from step %d (checkpoint %s)", j.Run, ck.Step, checkpoint.Prefix(j.Run, ck.Step))
 	return st, nil
-}
-
-// LatestAtOrBefore loads the newest checkpoint of run with a step ≤ step
-// that verifies. Each corrupt checkpoint is reported to warn and skipped in
-// favour of an older one; checkpoints after step are ignored. Without one it
-// returns an error wrapping checkpoint.ErrNoCheckpoint.
-func LatestAtOrBefore(ctx context.Context, s checkpoint.Store, run string, step int, warn func(error)) (*checkpoint.Checkpoint, map[string][]byte, error) {
-	cks, err := checkpoint.List(ctx, s, run, warn)
-	if err != nil {
-		return nil, nil, err
-	}
-	for i := len(cks) - 1; i >= 0; i-- {
-		if cks[i].Step > step {
-			continue
-		}
-		files, err := checkpoint.Load(ctx, s, cks[i])
-		if err == nil {
-			return &cks[i], files, nil
-		}
-		if !errors.Is(err, checkpoint.ErrCorrupt) {
-			return nil, nil, err
-		}
-		if warn != nil {
-			warn(err)
-		}
-	}
-	return nil, nil, fmt.Errorf("%w for run %s at or before step %d in %s", checkpoint.ErrNoCheckpoint, run, step, s)
 }
 
 // CheckpointMetrics are the validation scores recorded in a checkpoint's

@@ -261,37 +261,3 @@ func TestRunJobResumeChecksData(t *testing.T) {
 		t.Fatalf("RunJob resuming without a store: %v, want ErrJob", err)
 	}
 }
-
-// TestLatestAtOrBefore picks the newest verifying checkpoint at or before a
-// step, whatever comes later.
-func TestLatestAtOrBefore(t *testing.T) {
-	ctx := context.Background()
-	store, err := checkpoint.NewDirStore(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, step := range []int{2, 4, 6} {
-		if _, err := checkpoint.Save(ctx, store, "r", step, map[string][]byte{"x": []byte(fmt.Sprint(step))}, nil, time.Now()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := checkpoint.PutBytes(ctx, store, checkpoint.Prefix("r", 4)+"x", []byte("corrupt")); err != nil {
-		t.Fatal(err)
-	}
-	tests := []struct {
-		step, want, warnings int
-	}{{1, -1, 0}, {2, 2, 0}, {3, 2, 0}, {4, 2, 1}, {5, 2, 1}, {6, 6, 0}, {100, 6, 0}}
-	for _, tc := range tests {
-		warnings := 0
-		ck, files, err := LatestAtOrBefore(ctx, store, "r", tc.step, func(error) { warnings++ })
-		if tc.want < 0 {
-			if !errors.Is(err, checkpoint.ErrNoCheckpoint) {
-				t.Errorf("step %d: %v, want ErrNoCheckpoint", tc.step, err)
-			}
-			continue
-		}
-		if err != nil || ck.Step != tc.want || string(files["x"]) != fmt.Sprint(tc.want) || warnings != tc.warnings {
-			t.Errorf("step %d: checkpoint %v, files %q, %d warnings, %v; want step %d, %d warnings", tc.step, ck, files, warnings, err, tc.want, tc.warnings)
-		}
-	}
-}

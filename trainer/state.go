@@ -3,12 +3,13 @@ package trainer
 import (
 	"encoding/json"
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/loraft/loraft/checkpoint/safetensors"
 	"github.com/loraft/loraft/trainer/metrics"
 	"github.com/loraft/loraft/trainer/model"
+	"github.com/loraft/loraft/trainer/optim"
 )
 
 // State is everything a run needs to continue exactly where it stopped:
@@ -130,12 +131,18 @@ func StateFromFiles(files map[string][]byte) (*State, []byte, error) {
 	return s, files[ckptVocabFile], nil
 }
 
-// sortedNames lists a tensor map's keys in order.
-func sortedNames(m map[string]*model.Tensor) []string {
-	out := make([]string, 0, len(m))
-	for n := range m {
-		out = append(out, n)
+// snapshot copies the run's state to the host for a checkpoint.
+func snapshot(m *model.Model, opt *optim.AdamW, d *Data, step, stepsPerEpoch int, lr float64, res *Result, man Manifest) (*State, error) {
+	params, err := m.ParamValues()
+	if err != nil {
+		return nil, err
 	}
-	sort.Strings(out)
-	return out
+	mm, vv, err := opt.Moments()
+	if err != nil {
+		return nil, err
+	}
+	man.Temperature = res.Temperature
+	return &State{Step: step, Epoch: step / stepsPerEpoch, Batch: step % stepsPerEpoch, OptStep: opt.Step, LR: lr,
+		WorldSize: 1, DatasetSHA256: d.DS.SHA256, Losses: slices.Clone(res.Losses), History: slices.Clone(res.History),
+		Val: res.Val, Test: res.Test, Manifest: man, Params: params, M: mm, V: vv}, nil
 }

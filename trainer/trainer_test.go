@@ -6,86 +6,15 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"runtime"
 	"testing"
 
+	"github.com/loraft/loraft/checkpoint/peft"
 	"github.com/loraft/loraft/shard"
 	"github.com/loraft/loraft/shard/wordpiece"
-	"github.com/loraft/loraft/trainer/libtorch"
 	"github.com/loraft/loraft/trainer/lora"
 	"github.com/loraft/loraft/trainer/model"
 	"github.com/sugarme/gotch"
-	"github.com/sugarme/gotch/ts"
 )
-
-func TestLinearSchedule(t *testing.T) {
-	tests := []struct {
-		step, warmup, total int
-		want                float64
-	}{
-		{0, 4, 20, 0}, {1, 4, 20, 0.25}, {3, 4, 20, 0.75}, {4, 4, 20, 1},
-		{12, 4, 20, 0.5}, {19, 4, 20, 1.0 / 16}, {20, 4, 20, 0},
-		{0, 0, 10, 1}, {5, 0, 10, 0.5},
-	}
-	for _, tc := range tests {
-		if got := LinearSchedule(1, tc.step, tc.warmup, tc.total); math.Abs(got-tc.want) > 1e-12 {
-			t.Errorf("LinearSchedule(step %d, warmup %d, total %d) = %v, want %v", tc.step, tc.warmup, tc.total, got, tc.want)
-		}
-	}
-}
-
-// TestAdamWClosedForm applies two AdamW steps to a parameter with a known
-// gradient and compares with torch.optim.AdamW's update written out in float64.
-func TestAdamWClosedForm(t *testing.T) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	p0 := []float64{0.5, -1.0, 2.0}
-	grads := [][]float64{{0.1, -0.2, 0.3}, {-0.05, 0.4, 0.0}}
-	p := ts.MustOfSlice([]float32{0.5, -1.0, 2.0}).MustSetRequiresGrad(true, true)
-	defer p.MustDrop()
-	opt, err := NewAdamW([]model.Param{{Name: "p", T: p}}, 0.01)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer opt.Drop()
-	const lr = 0.1
-	want := append([]float64(nil), p0...)
-	m, v := make([]float64, 3), make([]float64, 3)
-	for step, g := range grads {
-		// Set p.grad = g by backpropagating Σ g·p.
-		gt := ts.MustOfSlice([]float32{float32(g[0]), float32(g[1]), float32(g[2])})
-		if err := zeroGrads([]model.Param{{Name: "p", T: p}}); err != nil {
-			t.Fatal(err)
-		}
-		s := p.MustMul(gt, false).MustSum(gotch.Float, true)
-		if err := s.Backward(); err != nil {
-			t.Fatal(err)
-		}
-		s.MustDrop()
-		gt.MustDrop()
-		func() {
-			defer libtorch.NoGrad()()
-			if err := opt.Update(lr); err != nil {
-				t.Fatal(err)
-			}
-		}()
-		n := float64(step + 1)
-		for i := range want {
-			want[i] *= 1 - lr*0.01
-			gi := float64(float32(g[i]))
-			m[i] = 0.9*m[i] + 0.1*gi
-			v[i] = 0.999*v[i] + 0.001*gi*gi
-			denom := math.Sqrt(v[i])/math.Sqrt(1-math.Pow(0.999, n)) + 1e-8
-			want[i] -= lr / (1 - math.Pow(0.9, n)) * m[i] / denom
-		}
-	}
-	got := p.Float64Values()
-	for i := range want {
-		if math.Abs(got[i]-want[i]) > 1e-6 {
-			t.Errorf("p[%d] = %v, want %v", i, got[i], want[i])
-		}
-	}
-}
 
 // demoData reads the project's shipped demo dataset.
 func demoData(t *testing.T, path string, maxLen int) *Data {
@@ -163,8 +92,8 @@ func TestTrainLowersLossDeterministically(t *testing.T) {
 	if err := SaveAdapter(dir2, m2, man, r1, vocab); err != nil {
 		t.Fatal(err)
 	}
-	a, _ := os.ReadFile(filepath.Join(dir1, AdapterWeightsFile))
-	b, _ := os.ReadFile(filepath.Join(dir2, AdapterWeightsFile))
+	a, _ := os.ReadFile(filepath.Join(dir1, peft.WeightsFile))
+	b, _ := os.ReadFile(filepath.Join(dir2, peft.WeightsFile))
 	if len(a) == 0 || !bytes.Equal(a, b) {
 		t.Fatalf("two runs with the same seed wrote different adapters (%d vs %d bytes)", len(a), len(b))
 	}

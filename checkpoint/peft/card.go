@@ -1,8 +1,9 @@
-package checkpoint
+package peft
 
 import (
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -10,6 +11,8 @@ import (
 // the README.md of a PEFT adapter directory (YAML front matter that the
 // Hugging Face Hub reads, then the card).
 type Card struct {
+	// BaseModel is the base's Hub id or local path (the adapter config's
+	// base_model_name_or_path).
 	BaseModel   string
 	Labels      []string
 	Run         string
@@ -29,7 +32,7 @@ type Card struct {
 func ModelCard(c Card) string {
 	var b strings.Builder
 	b.WriteString("---\n")
-	fmt.Fprintf(&b, "base_model: %s\n", c.BaseModel)
+	fmt.Fprintf(&b, "base_model: %s\n", yamlScalar(c.BaseModel))
 	b.WriteString("library_name: peft\npipeline_tag: text-classification\nlicense: apache-2.0\ntags:\n")
 	for _, t := range []string{"peft", "lora", "qlora", "text-classification", "mental-health", "loraft"} {
 		fmt.Fprintf(&b, "- %s\n", t)
@@ -74,7 +77,12 @@ func ModelCard(c Card) string {
 		fmt.Fprintf(&b, "| %s | %.4f |\n", k, c.Metrics[k])
 	}
 	b.WriteString("\n" + c.EvalTables + "\n")
-	b.WriteString("## How to load\n\n```python\n" +
+	b.WriteString("## How to load\n\n")
+	if c.RandomBase {
+		b.WriteString("The base above is not a published model: PEFT can load this adapter only on a base rebuilt with the same " +
+			"config and init seed (loraft does that). The snippet shows the shape of the call.\n\n")
+	}
+	b.WriteString("```python\n" +
 		"from transformers import AutoModelForSequenceClassification\nfrom peft import PeftModel\n" +
 		fmt.Sprintf("labels = %s\n", pyList(c.Labels)) +
 		fmt.Sprintf("base = AutoModelForSequenceClassification.from_pretrained(%q, num_labels=%d,\n", c.BaseModel, len(c.Labels)) +
@@ -107,4 +115,18 @@ func pyList(s []string) string {
 		q[i] = fmt.Sprintf("%q", x)
 	}
 	return "[" + strings.Join(q, ", ") + "]"
+}
+
+// yamlScalar writes s plain when it is a Hub-id-like word, else
+// double-quoted (Go's quoting is valid YAML for these strings).
+func yamlScalar(s string) string {
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._/-", r)) {
+			return strconv.Quote(s)
+		}
+	}
+	if s == "" {
+		return `""`
+	}
+	return s
 }

@@ -30,6 +30,10 @@ type Config struct {
 	NumLabels        int     `json:"num_labels,omitempty"`
 	// ClassifierDropout is the dropout before the head; nil (JSON null) means hidden_dropout_prob.
 	ClassifierDropout *float64 `json:"classifier_dropout"`
+	// NameOrPath is the config.json's _name_or_path: the Hub id or path
+	// transformers saved the model from (empty for Tiny and Base). It names
+	// the base of an exported adapter; it does not shape the model.
+	NameOrPath string `json:"_name_or_path,omitempty"`
 }
 
 // Base is bert-base-uncased's configuration.

@@ -1,4 +1,4 @@
-package trainer
+package optim
 
 import (
 	"fmt"
@@ -150,20 +150,6 @@ func (o *AdamW) Drop() {
 		_ = t.Drop()
 	}
 	o.M, o.V = nil, nil
-}
-
-// LinearSchedule is HF's get_linear_schedule_with_warmup: the learning rate
-// rises linearly from 0 to peak over warmup steps, then falls linearly to 0
-// at total steps. step is 0-based (the rate for the update about to happen),
-// so with warmup the first update has rate 0, exactly as in HF's Trainer.
-func LinearSchedule(peak float64, step, warmup, total int) float64 {
-	if step < warmup {
-		return peak * float64(step) / float64(warmup)
-	}
-	if total <= warmup {
-		return peak
-	}
-	return peak * max(0, float64(total-step)/float64(total-warmup))
 }
 
 // Moments copies the first and second moments to the host, by parameter name.
