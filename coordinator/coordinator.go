@@ -11,6 +11,7 @@ import (
 	pb "github.com/loraft/loraft/proto/coordinatorpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
 )
 
 // Coordinator is one running member of the coordinator group: its raft
@@ -68,7 +69,11 @@ func Open(ctx context.Context, cfg Config) (*Coordinator, error) {
 		node.Close()
 		return nil, fmt.Errorf("coordinator API on %s: %w", cfg.APIAddr, err)
 	}
-	opts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(cfg.UnaryInterceptors...)}
+	opts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(cfg.UnaryInterceptors...),
+		// Clients ping every 5 s to notice a dead coordinator (see the
+		// Client's keepalive); allow it, and drop clients that vanish.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second})}
 	if cfg.ServerTLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.ServerTLS)))
 	}

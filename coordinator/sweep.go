@@ -4,41 +4,21 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	pb "github.com/loraft/loraft/proto/coordinatorpb"
+	"github.com/loraft/loraft/shard"
+	"github.com/loraft/loraft/trainer/lora/loraconfig"
+	"github.com/loraft/loraft/trainer/metrics"
 	"go.yaml.in/yaml/v3"
 )
-
-// ErrSpec reports an invalid sweep spec; a *SpecError wraps it with the
-// file, line and field.
-var ErrSpec = errors.New("invalid sweep spec")
-
-// SpecError locates a problem in a sweep spec, like encoding/csv.ParseError.
-type SpecError struct {
-	File  string
-	Line  int
-	Field string
-	Msg   string
-}
-
-func (e *SpecError) Error() string {
-	loc := e.File
-	if e.Line > 0 {
-		loc = fmt.Sprintf("%s:%d", e.File, e.Line)
-	}
-	if e.Field != "" {
-		return fmt.Sprintf("%s: field %s: %s", loc, e.Field, e.Msg)
-	}
-	return fmt.Sprintf("%s: %s", loc, e.Msg)
-}
-
-func (e *SpecError) Unwrap() error { return ErrSpec }
 
 // Search strategies.
 const (
@@ -79,8 +59,10 @@ type EarlyStopping struct {
 
 // TrainSettings are the fixed training settings every trial shares.
 type TrainSettings struct {
-	Config    string `yaml:"config"`  // tiny, base or a config.json
-	Weights   string `yaml:"weights"` // HF model.safetensors, empty for random init
+	// Config is tiny, base or a config.json on the trainers; empty: base
+	// with Weights, tiny without (model.ResolveConfig, on each trainer).
+	Config    string `yaml:"config"`
+	Weights   string `yaml:"weights"` // HF model.safetensors on the trainers, empty for random init
 	Epochs    int    `yaml:"epochs"`
 	BatchSize int    `yaml:"batch_size"`
 	MaxLen    int    `yaml:"max_len"`
@@ -90,7 +72,9 @@ type TrainSettings struct {
 	WarmupRatio *float64 `yaml:"warmup_ratio"`
 	// CheckpointEvery saves (and reports) a checkpoint every N steps; EvalEvery defaults to it.
 	CheckpointEvery int `yaml:"checkpoint_every"`
-	// SplitSeed and Split fix the train/validation/test split every trial shares.
+	// SplitSeed and Split fix the train/validation/test split every trial
+	// shares; Split is any spelling shard.ParseRatios reads ("80/10/10",
+	// "0.8,0.1,0.1").
 	SplitSeed uint64 `yaml:"split_seed"`
 	Split     string `yaml:"split"`
 }
@@ -121,165 +105,284 @@ type TrialSpec struct {
 	Seed          uint64  `json:"seed"`
 }
 
-var splitRatios = regexp.MustCompile(`^\s*[0-9.]+\s*,\s*[0-9.]+\s*,\s*[0-9.]+\s*$`)
-
 var sweepName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
 // ParseSweepSpec reads a YAML sweep spec; file names it in errors. Unknown
-// fields are errors (a typo must not silently fall back to a default).
-// Defaults: grid search, 1 trainer per trial, every trial concurrently,
-// metric macro_f1, rank 8, alpha 16, learning rate 2e-4, dropout 0.05,
-// targets query,value, seed 42, tiny config, 3 epochs, batch 16, max length 128.
+// fields are errors (a typo must not silently fall back to a default). It
+// decodes the spec, applies the defaults (see applyDefaults), then validates
+// every field; on failure the error is SpecErrors, one *SpecError per bad
+// field or list entry, each with its file, line and field.
 func ParseSweepSpec(data []byte, file string) (*SweepSpec, error) {
+	s, lines, err := decodeSweepSpec(data, file)
+	if err != nil {
+		return nil, err
+	}
+	s.applyDefaults()
+	v := &specCheck{file: file, lines: lines}
+	s.validate(v)
+	if len(v.errs) > 0 {
+		return nil, v.errs
+	}
+	return s, nil
+}
+
+// decodeSweepSpec decodes the YAML strictly (unknown fields are errors) and
+// keeps its node tree for the lines of fields.
+func decodeSweepSpec(data []byte, file string) (*SweepSpec, specLines, error) {
+	var root yaml.Node
+	_ = yaml.Unmarshal(data, &root) // a syntax error is reported by Decode below
 	s := &SweepSpec{}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(s); err != nil {
-		return nil, yamlError(file, err)
+		if errors.Is(err, io.EOF) {
+			err = errors.New("empty spec")
+		}
+		return nil, specLines{}, yamlErrors(file, &root, err)
 	}
-	var root yaml.Node
-	_ = yaml.Unmarshal(data, &root)
-	line := func(path ...string) int { return lineOf(&root, path...) }
-	fail := func(field, format string, args ...any) error {
-		return &SpecError{File: file, Line: line(strings.Split(field, ".")...), Field: field, Msg: fmt.Sprintf(format, args...)}
-	}
-	if s.Name == "" {
-		return nil, &SpecError{File: file, Field: "name", Msg: "is required"}
-	}
-	if !sweepName.MatchString(s.Name) {
-		return nil, fail("name", "%q: letters, digits, '.', '_' and '-', at most 64", s.Name)
-	}
+	return s, specLines{root: &root}, nil
+}
+
+// Sweep-only defaults: the trial seed, and the checkpoint interval (the
+// same as `loraft train --checkpoint-every`). The other settings' defaults
+// come from the packages that own them: the LoRA space from loraconfig, the
+// metric from metrics, the split and max_len from shard, the base model
+// config from model.ResolveConfig on the trainer. Epochs, batch size and
+// learning rate are those of trainer.DefaultHyper, which the coordinator
+// cannot import (it links libtorch); a test in trainer/agent keeps them equal.
+const (
+	defaultTrialSeed       = 42
+	defaultCheckpointEvery = 50
+	defaultEpochs          = 3
+	defaultBatchSize       = 16
+	defaultLearningRate    = 2e-4
+	defaultQuant           = "nf4"
+	defaultASHAReduction   = 3
+	maxTrainersPerTrial    = 64
+)
+
+// applyDefaults fills what the spec leaves out: grid search, 1 trainer per
+// trial, every trial concurrently, metric macro_f1, the LoRA defaults of
+// loraconfig (rank 8, alpha 16, dropout 0.05, targets query,value), learning
+// rate 2e-4, seed 42; train: 3 epochs, batch 16, max length 128, NF4, a
+// checkpoint (and evaluation) every 50 steps, split 80/10/10 with seed 42.
+// train.config stays empty unless given: each trainer resolves it with
+// model.ResolveConfig, as `loraft train` does (base with train.weights,
+// tiny without).
+func (s *SweepSpec) applyDefaults() {
 	if s.Search == "" {
 		s.Search = SearchGrid
-	}
-	if s.Search != SearchGrid && s.Search != SearchRandom {
-		return nil, fail("search", "%q, want grid or random", s.Search)
-	}
-	if s.Trials < 0 || (s.Search == SearchRandom && s.Trials == 0) {
-		return nil, fail("trials", "%d, want a positive number (random search needs one)", s.Trials)
 	}
 	if s.TrainersPerTrial == 0 {
 		s.TrainersPerTrial = 1
 	}
-	if s.TrainersPerTrial < 0 || s.TrainersPerTrial > 64 {
-		return nil, fail("trainers_per_trial", "%d, want 1..64", s.TrainersPerTrial)
-	}
-	if s.MaxConcurrent < 0 {
-		return nil, fail("max_concurrent", "%d, want ≥ 0 (0: no limit)", s.MaxConcurrent)
-	}
 	if s.Metric == "" {
-		s.Metric = "macro_f1"
+		s.Metric = metrics.DefaultSelection
 	}
-	if !slices.Contains([]string{"macro_f1", "accuracy", "weighted_f1"}, s.Metric) {
-		return nil, fail("metric", "%q, want macro_f1, accuracy or weighted_f1 (all maximised)", s.Metric)
-	}
-	if es := s.EarlyStopping; es != nil {
-		if es.Rule != "median" && es.Rule != "asha" {
-			return nil, fail("early_stopping.rule", "%q, want median or asha", es.Rule)
-		}
-		if es.Rule == "asha" && es.ReductionFactor == 0 {
-			es.ReductionFactor = 3
-		}
-		if es.GraceSteps < 0 || es.ReductionFactor < 0 || (es.Rule == "asha" && es.ReductionFactor < 2) {
-			return nil, fail("early_stopping", "grace_steps must be ≥ 0 and reduction_factor ≥ 2")
-		}
+	if es := s.EarlyStopping; es != nil && es.Rule == "asha" && es.ReductionFactor == 0 {
+		es.ReductionFactor = defaultASHAReduction
 	}
 	sp := &s.Space
 	if len(sp.Rank) == 0 {
-		sp.Rank = []int{8}
+		sp.Rank = []int{loraconfig.DefaultRank}
 	}
 	if len(sp.Alpha) == 0 {
-		sp.Alpha = []float64{16}
+		sp.Alpha = []float64{loraconfig.DefaultAlpha}
 	}
 	if len(sp.LearningRate) == 0 && sp.LRRange == nil {
-		sp.LearningRate = []float64{2e-4}
+		sp.LearningRate = []float64{defaultLearningRate}
 	}
 	if len(sp.Dropout) == 0 {
-		sp.Dropout = []float64{0.05}
+		sp.Dropout = []float64{loraconfig.DefaultDropout}
 	}
 	if len(sp.TargetModules) == 0 {
-		sp.TargetModules = []string{"query,value"}
+		sp.TargetModules = []string{loraconfig.DefaultTargets}
 	}
 	if len(sp.Seed) == 0 {
-		sp.Seed = []uint64{42}
+		sp.Seed = []uint64{defaultTrialSeed}
 	}
-	for _, r := range sp.Rank {
-		if r < 1 || r > 1024 {
-			return nil, fail("space.rank", "%d, want 1..1024", r)
+	tr := &s.Train
+	if tr.Epochs == 0 {
+		tr.Epochs = defaultEpochs
+	}
+	if tr.BatchSize == 0 {
+		tr.BatchSize = defaultBatchSize
+	}
+	if tr.MaxLen == 0 {
+		tr.MaxLen = shard.DefaultMaxLen
+	}
+	if tr.Quant == "" {
+		tr.Quant = defaultQuant
+	}
+	if tr.CheckpointEvery == 0 {
+		tr.CheckpointEvery = defaultCheckpointEvery
+	}
+	if tr.EvalEvery == 0 && tr.CheckpointEvery > 0 {
+		tr.EvalEvery = tr.CheckpointEvery
+	}
+	if tr.SplitSeed == 0 {
+		tr.SplitSeed = shard.DefaultSplitSeed
+	}
+	if tr.Split == "" {
+		tr.Split = shard.DefaultRatios.String()
+	}
+}
+
+// specCheck collects the problems validation finds.
+type specCheck struct {
+	file  string
+	lines specLines
+	errs  SpecErrors
+}
+
+// fail records a problem with the field at the dotted path.
+func (v *specCheck) fail(field, format string, args ...any) {
+	v.errs = append(v.errs, &SpecError{File: v.file, Line: v.lines.line(field), Field: field, Msg: fmt.Sprintf(format, args...)})
+}
+
+// failItem records a problem with the index-th entry of a list field.
+func (v *specCheck) failItem(field string, index int, err error) {
+	v.errs = append(v.errs, &SpecError{File: v.file, Line: v.lines.item(field, index), Field: field, Msg: err.Error()})
+}
+
+// validate checks every field (defaults applied), in file order.
+func (s *SweepSpec) validate(v *specCheck) {
+	s.validateHeader(v)
+	s.validateEarlyStopping(v)
+	s.validateSpace(v)
+	s.validateTrain(v)
+	slices.SortStableFunc(v.errs, func(a, b *SpecError) int { return a.Line - b.Line })
+}
+
+// validateHeader checks the top-level scalars.
+func (s *SweepSpec) validateHeader(v *specCheck) {
+	switch {
+	case s.Name == "":
+		v.fail("name", "is required")
+	case !sweepName.MatchString(s.Name):
+		v.fail("name", "%q: letters, digits, '.', '_' and '-', at most 64", s.Name)
+	}
+	if s.Search != SearchGrid && s.Search != SearchRandom {
+		v.fail("search", "%q, want grid or random", s.Search)
+	}
+	if s.Trials < 0 || (s.Search == SearchRandom && s.Trials == 0) {
+		v.fail("trials", "%d, want a positive number (random search needs one)", s.Trials)
+	}
+	if s.TrainersPerTrial < 1 || s.TrainersPerTrial > maxTrainersPerTrial {
+		v.fail("trainers_per_trial", "%d, want 1..%d", s.TrainersPerTrial, maxTrainersPerTrial)
+	}
+	if s.MaxConcurrent < 0 {
+		v.fail("max_concurrent", "%d, want ≥ 0 (0: no limit)", s.MaxConcurrent)
+	}
+	if _, err := metrics.ParseSelection(s.Metric); err != nil {
+		v.fail("metric", "%v", err)
+	}
+}
+
+// validateEarlyStopping checks the early-stopping rule, when there is one.
+func (s *SweepSpec) validateEarlyStopping(v *specCheck) {
+	es := s.EarlyStopping
+	if es == nil {
+		return
+	}
+	if es.Rule != "median" && es.Rule != "asha" {
+		v.fail("early_stopping.rule", "%q, want median or asha", es.Rule)
+	}
+	if es.GraceSteps < 0 {
+		v.fail("early_stopping.grace_steps", "%d, want ≥ 0", es.GraceSteps)
+	}
+	if es.ReductionFactor < 0 || (es.Rule == "asha" && es.ReductionFactor < 2) {
+		v.fail("early_stopping.reduction_factor", "%d, want ≥ 2", es.ReductionFactor)
+	}
+}
+
+// validateSpace checks every listed value of the search space; the LoRA
+// fields with loraconfig's checks, the same as `loraft train`'s flags.
+func (s *SweepSpec) validateSpace(v *specCheck) {
+	sp := &s.Space
+	for i, r := range sp.Rank {
+		if err := loraconfig.CheckRank(r); err != nil {
+			v.failItem("space.rank", i, err)
 		}
 	}
-	for _, a := range sp.Alpha {
-		if !(a > 0) || math.IsInf(a, 0) {
-			return nil, fail("space.alpha", "%v, want > 0", a)
+	for i, a := range sp.Alpha {
+		if err := loraconfig.CheckAlpha(a); err != nil {
+			v.failItem("space.alpha", i, err)
 		}
 	}
-	for _, lr := range sp.LearningRate {
+	for i, lr := range sp.LearningRate {
 		if !(lr > 0) || lr > 1 {
-			return nil, fail("space.learning_rate", "%v, want in (0, 1]", lr)
+			v.failItem("space.learning_rate", i, fmt.Errorf("%v, want in (0, 1]", lr))
 		}
 	}
 	if r := sp.LRRange; r != nil {
 		if s.Search == SearchGrid {
-			return nil, fail("space.learning_rate_range", "ranges need random search; give a list for grid search")
-		}
-		if !(r.Min > 0) || !(r.Max > r.Min) || r.Max > 1 {
-			return nil, fail("space.learning_rate_range", "min %v max %v, want 0 < min < max ≤ 1", r.Min, r.Max)
-		}
-	}
-	for _, d := range sp.Dropout {
-		if d < 0 || d >= 1 {
-			return nil, fail("space.lora_dropout", "%v, want in [0, 1)", d)
+			v.fail("space.learning_rate_range", "ranges need random search; give a list for grid search")
+		} else if !(r.Min > 0) || !(r.Max > r.Min) || r.Max > 1 {
+			v.fail("space.learning_rate_range", "min %v max %v, want 0 < min < max ≤ 1", r.Min, r.Max)
 		}
 	}
-	for _, t := range sp.TargetModules {
-		if strings.TrimSpace(t) == "" {
-			return nil, fail("space.target_modules", "an entry is empty")
+	for i, d := range sp.Dropout {
+		if err := loraconfig.CheckDropout(d); err != nil {
+			v.failItem("space.lora_dropout", i, err)
 		}
 	}
+	for i, t := range sp.TargetModules {
+		if err := loraconfig.CheckTargets(loraconfig.ParseTargets(t)); err != nil {
+			v.failItem("space.target_modules", i, fmt.Errorf("entry %q: %w", t, err))
+		}
+	}
+}
+
+// validateTrain checks the shared training settings.
+func (s *SweepSpec) validateTrain(v *specCheck) {
 	tr := &s.Train
-	if tr.Config == "" {
-		tr.Config = "tiny"
+	if tr.Epochs < 1 {
+		v.fail("train.epochs", "%d, want ≥ 1", tr.Epochs)
 	}
-	if tr.Epochs == 0 {
-		tr.Epochs = 3
+	if tr.BatchSize < 1 {
+		v.fail("train.batch_size", "%d, want ≥ 1", tr.BatchSize)
+	} else if s.TrainersPerTrial > 1 && tr.BatchSize < s.TrainersPerTrial {
+		v.fail("train.batch_size", "%d is smaller than trainers_per_trial %d", tr.BatchSize, s.TrainersPerTrial)
 	}
-	if tr.BatchSize == 0 {
-		tr.BatchSize = 16
+	if err := shard.CheckMaxLen(tr.MaxLen); err != nil {
+		v.fail("train.max_len", "%v", err)
 	}
-	if tr.MaxLen == 0 {
-		tr.MaxLen = 128
+	if tr.EvalEvery < 0 {
+		v.fail("train.eval_every", "%d, want ≥ 0 (0: at the end)", tr.EvalEvery)
 	}
-	if tr.Quant == "" {
-		tr.Quant = "nf4"
+	if w := tr.WarmupRatio; w != nil && !(*w >= 0 && *w < 1) {
+		v.fail("train.warmup_ratio", "%v, want in [0, 1)", *w)
 	}
-	if tr.CheckpointEvery == 0 {
-		tr.CheckpointEvery = 50
-	}
-	if tr.EvalEvery == 0 {
-		tr.EvalEvery = tr.CheckpointEvery
-	}
-	if tr.SplitSeed == 0 {
-		tr.SplitSeed = 42
-	}
-	if tr.Split == "" {
-		tr.Split = "0.8,0.1,0.1"
-	}
-	if tr.CheckpointEvery < 0 {
-		return nil, fail("train.checkpoint_every", "%d, want ≥ 1", tr.CheckpointEvery)
-	}
-	if !splitRatios.MatchString(tr.Split) {
-		return nil, fail("train.split", "%q, want three ratios like 0.8,0.1,0.1", tr.Split)
-	}
-	if tr.Epochs < 1 || tr.BatchSize < 1 || tr.MaxLen < 2 || tr.MaxLen > 512 || tr.EvalEvery < 0 || (tr.WarmupRatio != nil && (*tr.WarmupRatio < 0 || *tr.WarmupRatio >= 1)) {
-		return nil, fail("train", "epochs, batch_size ≥ 1; max_len in 2..512; eval_every ≥ 0; warmup_ratio in [0, 1)")
+	if tr.CheckpointEvery < 1 {
+		v.fail("train.checkpoint_every", "%d, want ≥ 1", tr.CheckpointEvery)
 	}
 	if tr.Quant != "nf4" && tr.Quant != "fp32" {
-		return nil, fail("train.quant", "%q, want nf4 or fp32", tr.Quant)
+		v.fail("train.quant", "%q, want nf4 or fp32", tr.Quant)
 	}
-	if s.TrainersPerTrial > 1 && tr.BatchSize < s.TrainersPerTrial {
-		return nil, fail("train.batch_size", "%d is smaller than trainers_per_trial %d", tr.BatchSize, s.TrainersPerTrial)
+	if _, err := shard.ParseRatios(tr.Split); err != nil {
+		v.fail("train.split", "%v", err)
 	}
-	return s, nil
+}
+
+// TrialName is the name of a sweep's index-th trial, <sweep>-tNNN, which is
+// also its run name in the store. Trial names are unique across sweeps.
+func TrialName(sweep string, index int) string { return fmt.Sprintf("%s-t%03d", sweep, index) }
+
+// TrialSweep is the sweep whose trial TrialName named run, and false for a
+// run name TrialName cannot give. It is exact where a prefix is not: the
+// trials of sweep "demo-2" (demo-2-t000) are not trials of sweep "demo".
+func TrialSweep(run string) (string, bool) {
+	i := strings.LastIndex(run, "-t")
+	if i < 0 {
+		return "", false
+	}
+	sweep, digits := run[:i], run[i+2:]
+	index, err := strconv.Atoi(digits)
+	if err != nil || index < 0 || digits != fmt.Sprintf("%03d", index) || !sweepName.MatchString(sweep) {
+		return "", false
+	}
+	return sweep, true
 }
 
 // GridSize is the number of points in the cartesian product of the space's lists.
@@ -296,7 +399,7 @@ func (s *SweepSpec) Expand() []TrialSpec {
 	var out []TrialSpec
 	add := func(t TrialSpec) {
 		t.Index = len(out)
-		t.Name = fmt.Sprintf("%s-t%03d", s.Name, t.Index)
+		t.Name = TrialName(s.Name, t.Index)
 		out = append(out, t)
 	}
 	if s.Search == SearchGrid {
@@ -337,47 +440,6 @@ func (s *SweepSpec) Expand() []TrialSpec {
 		add(t)
 	}
 	return out
-}
-
-var yamlLine = regexp.MustCompile(`line (\d+): `)
-
-// yamlError turns a YAML decoding error into a SpecError with its line.
-func yamlError(file string, err error) error {
-	msg := err.Error()
-	var te *yaml.TypeError
-	line := 0
-	if errors.As(err, &te) && len(te.Errors) > 0 {
-		msg = te.Errors[0]
-	}
-	if m := yamlLine.FindStringSubmatch(msg); m != nil {
-		fmt.Sscanf(m[1], "%d", &line)
-		msg = strings.Replace(msg, m[0], "", 1)
-	}
-	msg = strings.TrimPrefix(msg, "yaml: ")
-	msg = strings.TrimSuffix(msg, " in type coordinator.SweepSpec")
-	return &SpecError{File: file, Line: line, Msg: msg}
-}
-
-// lineOf finds the line of the key at path in a YAML document, or 0.
-func lineOf(n *yaml.Node, path ...string) int {
-	if n == nil {
-		return 0
-	}
-	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
-		return lineOf(n.Content[0], path...)
-	}
-	if len(path) == 0 || n.Kind != yaml.MappingNode {
-		return n.Line
-	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		if n.Content[i].Value == path[0] {
-			if len(path) == 1 {
-				return n.Content[i].Line
-			}
-			return lineOf(n.Content[i+1], path[1:]...)
-		}
-	}
-	return 0
 }
 
 // Sweep is the sweep record to launch: the spec's trials (pending), its

@@ -80,9 +80,9 @@ func TestSweepSpecErrors(t *testing.T) {
 	}{
 		{"missing name", "search: grid\n", "s.yaml: field name: is required"},
 		{"bad search", "name: a\nsearch: bayes\n", "s.yaml:2: field search: \"bayes\", want grid or random"},
-		{"unknown field", "name: a\nranks: [4]\n", "s.yaml:2: field ranks not found"},
-		{"bad rank", "name: a\nspace:\n  rank: [0, 8]\n", "s.yaml:3: field space.rank: 0, want 1..1024"},
-		{"bad type", "name: a\nspace:\n  rank: [eight]\n", "s.yaml:3: cannot unmarshal"},
+		{"unknown field", "name: a\nranks: [4]\n", "s.yaml:2: field ranks: unknown field"},
+		{"bad rank", "name: a\nspace:\n  rank: [0, 8]\n", "s.yaml:3: field space.rank: rank 0, want 1..1024"},
+		{"bad type", "name: a\nspace:\n  rank: [eight]\n", "s.yaml:3: field space.rank: cannot unmarshal"},
 		{"random without trials", "name: a\nsearch: random\n", "field trials"},
 		{"range on grid", "name: a\nspace:\n  learning_rate_range: {min: 1.0e-5, max: 1.0e-3}\n", "ranges need random search"},
 		{"bad metric", "name: a\nmetric: loss\n", "field metric"},
@@ -146,6 +146,31 @@ func TestSweepWarmupDefault(t *testing.T) {
 		got := s.Sweep(nil, "x", time.Unix(0, 0)).GetTrain().WarmupRatio
 		if (got == nil) != (tc.want == nil) || (got != nil && *got != *tc.want) {
 			t.Fatalf("%q: warmup %v, want %v (unset means the trainer's default)", tc.yaml, got, tc.want)
+		}
+	}
+}
+
+func TestTrialSweep(t *testing.T) {
+	for _, tc := range []struct {
+		run, sweep string
+		ok         bool
+	}{
+		{TrialName("demo", 0), "demo", true},
+		{TrialName("demo", 12), "demo", true},
+		{TrialName("demo", 1234), "demo", true},
+		{TrialName("demo-2", 0), "demo-2", true},
+		{TrialName("a-t001", 3), "a-t001", true},
+		{"demo-t0001", "", false}, // TrialName pads to three digits, no more
+		{"demo-t01", "", false},
+		{"demo-t", "", false},
+		{"demo-tx01", "", false},
+		{"demo", "", false},
+		{"-t000", "", false},
+		{"my-run", "", false},
+	} {
+		sweep, ok := TrialSweep(tc.run)
+		if sweep != tc.sweep || ok != tc.ok {
+			t.Errorf("TrialSweep(%q) = %q, %v; want %q, %v", tc.run, sweep, ok, tc.sweep, tc.ok)
 		}
 	}
 }

@@ -681,7 +681,10 @@ type SweepStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Sweep *Sweep                 `protobuf:"bytes,1,opt,name=sweep,proto3" json:"sweep,omitempty"`
 	// progress maps trial names to live progress (running trials, leader only).
-	Progress      map[string]*Progress `protobuf:"bytes,2,rep,name=progress,proto3" json:"progress,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Progress map[string]*Progress `protobuf:"bytes,2,rep,name=progress,proto3" json:"progress,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// stale is set by the client when no leader answered in time and this is
+	// one coordinator's applied state, which may lag the group's.
+	Stale         bool `protobuf:"varint,3,opt,name=stale,proto3" json:"stale,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -728,6 +731,13 @@ func (x *SweepStatus) GetProgress() map[string]*Progress {
 		return x.Progress
 	}
 	return nil
+}
+
+func (x *SweepStatus) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
 }
 
 type RegisterTrainerRequest struct {
@@ -1388,10 +1398,11 @@ const file_coordinatorpb_coordinator_proto_rawDesc = "" +
 	"has_metric\x18\x04 \x01(\bR\thasMetric\x12\x16\n" +
 	"\x06metric\x18\x05 \x01(\x01R\x06metric\x12\x15\n" +
 	"\x06eta_ms\x18\x06 \x01(\x03R\x05etaMs\x12\x14\n" +
-	"\x05epoch\x18\a \x01(\x03R\x05epoch\"\xed\x01\n" +
+	"\x05epoch\x18\a \x01(\x03R\x05epoch\"\x83\x02\n" +
 	"\vSweepStatus\x122\n" +
 	"\x05sweep\x18\x01 \x01(\v2\x1c.loraft.coordinator.v1.SweepR\x05sweep\x12L\n" +
-	"\bprogress\x18\x02 \x03(\v20.loraft.coordinator.v1.SweepStatus.ProgressEntryR\bprogress\x1a\\\n" +
+	"\bprogress\x18\x02 \x03(\v20.loraft.coordinator.v1.SweepStatus.ProgressEntryR\bprogress\x12\x14\n" +
+	"\x05stale\x18\x03 \x01(\bR\x05stale\x1a\\\n" +
 	"\rProgressEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x125\n" +
 	"\x05value\x18\x02 \x01(\v2\x1f.loraft.coordinator.v1.ProgressR\x05value:\x028\x01\"X\n" +
