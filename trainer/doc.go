@@ -6,6 +6,11 @@
 // into jobs and reports back) all go through RunJob. It knows nothing of
 // raft or gRPC.
 //
+// DESIGN.md's package table gives this package the agent loop too; it lives
+// in trainer/agent instead because it speaks the coordinator's gRPC API, so
+// that `loraft train` and every test of the training math build without a
+// coordinator client, and a job runs the same whoever launched it.
+//
 // Where things are:
 //
 //	job.go       Job and RunJob: build the model, pick the checkpoint to resume
