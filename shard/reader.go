@@ -27,6 +27,30 @@ var (
 	ErrEmptyFile = errors.New("empty file")
 )
 
+// missingColumns is the error for a header without the statement or the
+// status column (nil when it has both): it names every missing column, in
+// the order statement, status, so the same file always gives the same error.
+func missingColumns(file string, header []string, stmtCol, statusCol int) error {
+	var missing []string
+	for _, c := range []struct {
+		name string
+		idx  int
+	}{{"statement", stmtCol}, {"status", statusCol}} {
+		if c.idx < 0 {
+			missing = append(missing, c.name)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	want := fmt.Sprintf("a %q column", missing[0])
+	if len(missing) == 2 {
+		want = fmt.Sprintf("%q and %q columns", missing[0], missing[1])
+	}
+	return &RowError{File: file, Line: 1, Field: strings.Join(missing, ","), Err: ErrMissingColumn,
+		Detail: fmt.Sprintf("header is %q, want %s", strings.Join(header, ","), want)}
+}
+
 // RowError names the file, the line and the record of a bad row, the way
 // encoding/csv.ParseError does. It unwraps to one of the sentinels above.
 type RowError struct {
@@ -183,11 +207,8 @@ func Read(r io.Reader, name string, opts Options) (*Dataset, error) {
 			statusCol = i
 		}
 	}
-	for col, idx := range map[string]int{"statement": stmtCol, "status": statusCol} {
-		if idx < 0 {
-			return nil, &RowError{File: name, Line: 1, Field: col, Err: ErrMissingColumn,
-				Detail: fmt.Sprintf("header is %q, want a %q column", strings.Join(header, ","), col)}
-		}
+	if err := missingColumns(name, header, stmtCol, statusCol); err != nil {
+		return nil, err
 	}
 	need := max(stmtCol, statusCol) + 1
 

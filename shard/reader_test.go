@@ -231,3 +231,20 @@ func TestParseLabel(t *testing.T) {
 		}
 	}
 }
+
+// TestReadMissingColumnsDeterministic: a header without either column names
+// both, in a fixed order, every time (it once named one of them at random).
+func TestReadMissingColumnsDeterministic(t *testing.T) {
+	path := writeFixture(t, "data.csv", ",text,label\n0,a,Normal\n")
+	const want = `data.csv:1 field "statement,status": missing column: header is ",text,label", want "statement" and "status" columns`
+	for range 50 {
+		_, err := ReadFile(path, Options{})
+		if !errors.Is(err, ErrMissingColumn) {
+			t.Fatalf("err = %v, want ErrMissingColumn", err)
+		}
+		var re *RowError
+		if !errors.As(err, &re) || re.Field != "statement,status" || !strings.HasSuffix(err.Error(), want) {
+			t.Fatalf("err = %q, want it to end with %q", err, want)
+		}
+	}
+}

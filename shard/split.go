@@ -21,11 +21,14 @@ type Ratios struct {
 	Train, Val, Test float64
 }
 
-// DefaultRatios is the 80/10/10 split.
+// DefaultRatios is the 80/10/10 split of a run that names none; flags and
+// sweep specs write it as DefaultRatios.String().
 var DefaultRatios = Ratios{0.8, 0.1, 0.1}
 
-// ParseRatios reads "80/10/10" (percentages) or "0.8/0.1/0.1" (fractions);
-// commas work as separators too.
+// ParseRatios reads split ratios as flags, sweep specs and trainers take
+// them: "80/10/10" (percentages) or "0.8/0.1/0.1" (fractions), with '/' or
+// ',' between the shares ("0.8,0.1,0.1"). It is the one parser of split
+// ratios.
 func ParseRatios(s string) (Ratios, error) {
 	parts := strings.FieldsFunc(s, func(r rune) bool { return r == '/' || r == ',' })
 	if len(parts) != 3 {

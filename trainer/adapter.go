@@ -118,7 +118,7 @@ func cardFor(man Manifest, r Reports, run string, step int) peft.Card {
 			"lr": fmt.Sprint(h.LR), "warmup_ratio": fmt.Sprint(h.WarmupRatio), "weight_decay": fmt.Sprint(h.WeightDecay),
 			"max_grad_norm": fmt.Sprint(h.MaxGradNorm), "class_weights": fmt.Sprint(h.ClassWeights), "seed": fmt.Sprint(h.Seed),
 			"max_len": fmt.Sprint(man.Tokenizer.MaxLen)},
-		Metrics:    map[string]float64{"accuracy": rep.Accuracy, "macro_f1": rep.MacroF1, "weighted_f1": rep.WeightedF1, "ece": rep.ECE, "nll": rep.NLL},
+		Metrics:    rep.Scores(),
 		EvalTables: rep.MarkdownTable(),
 	}
 }

@@ -216,5 +216,5 @@ func CheckpointMetrics(st *State) map[string]float64 {
 	if rep.N == 0 {
 		return nil
 	}
-	return map[string]float64{"macro_f1": rep.MacroF1, "accuracy": rep.Accuracy, "weighted_f1": rep.WeightedF1, "ece": rep.ECE, "nll": rep.NLL}
+	return rep.Scores()
 }

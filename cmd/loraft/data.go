@@ -22,12 +22,17 @@ func datasetFlags() []cli.Flag {
 		&cli.PathFlag{Name: "data", Required: true, Usage: "dataset CSV in the Kaggle `Combined Data.csv` layout"},
 		&cli.PathFlag{Name: "vocab", Usage: "WordPiece vocab.txt (default: bert-base-uncased's, embedded)"},
 		&cli.IntFlag{Name: "max-len", Value: shard.DefaultMaxLen, Usage: "maximum sequence length in tokens, [CLS] and [SEP] included"},
-		&cli.Uint64Flag{Name: "seed", Value: 42, Usage: "split seed"},
-		&cli.StringFlag{Name: "split", Value: "80/10/10", Usage: "train/val/test shares"},
+		&cli.Uint64Flag{Name: "seed", Value: shard.DefaultSplitSeed, Usage: "split seed"},
+		splitFlag(),
 		&cli.BoolFlag{Name: "drop-bad", Usage: "drop rows with an unknown label or malformed CSV (reported) instead of failing"},
 		&cli.PathFlag{Name: "cache-dir", Usage: "token cache directory (default: $LORAFT_CACHE/tokens or ~/.cache/loraft/tokens)"},
 		&cli.BoolFlag{Name: "no-cache", Usage: "tokenize without reading or writing the token cache"},
 	}
+}
+
+// splitFlag is --split, read by shard.ParseRatios like a sweep's train.split.
+func splitFlag() cli.Flag {
+	return &cli.StringFlag{Name: "split", Value: shard.DefaultRatios.String(), Usage: "train/val/test shares: 80/10/10 or 0.8,0.1,0.1"}
 }
 
 // loadedData is a dataset read, split and tokenized from datasetFlags.
@@ -44,8 +49,8 @@ func loadData(c *cli.Context) (*loadedData, error) {
 	if err != nil {
 		return nil, fmt.Errorf("flag --split: %w", err)
 	}
-	if c.Int("max-len") < 2 || c.Int("max-len") > 512 {
-		return nil, fmt.Errorf("flag --max-len: %d is outside 2..512 (BERT's position table has 512 entries)", c.Int("max-len"))
+	if err := shard.CheckMaxLen(c.Int("max-len")); err != nil {
+		return nil, fmt.Errorf("flag --max-len: %w", err)
 	}
 	ds, err := shard.ReadFile(c.Path("data"), shard.Options{DropBad: c.Bool("drop-bad")})
 	if err != nil {
@@ -200,8 +205,8 @@ func splitCommand() *cli.Command {
 		Usage: "write the train/val/test split of a dataset as three CSVs in the Kaggle layout (for baselines and other tools)",
 		Flags: []cli.Flag{
 			&cli.PathFlag{Name: "data", Required: true, Usage: "dataset CSV"},
-			&cli.Uint64Flag{Name: "seed", Value: 42, Usage: "split seed"},
-			&cli.StringFlag{Name: "split", Value: "80/10/10", Usage: "train/val/test shares"},
+			&cli.Uint64Flag{Name: "seed", Value: shard.DefaultSplitSeed, Usage: "split seed"},
+			splitFlag(),
 			&cli.BoolFlag{Name: "drop-bad", Usage: "drop rows with an unknown label or malformed CSV"},
 			&cli.PathFlag{Name: "out", Required: true, Usage: "directory for train.csv, val.csv and test.csv"},
 		},

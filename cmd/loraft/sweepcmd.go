@@ -28,188 +28,239 @@ func sweepCommand() *cli.Command {
 		Name:  "sweep",
 		Usage: "launch, watch and cancel sweeps of LoRA hyperparameters",
 		Subcommands: []*cli.Command{
-			{
-				Name:  "launch",
-				Usage: "upload the dataset to the store (once, by sha256) and launch a sweep from a YAML spec",
-				Flags: clientFlags(append([]cli.Flag{
-					&cli.PathFlag{Name: "spec", Required: true, Usage: "sweep spec (YAML), e.g. experiments/rank-alpha.yaml"},
-					&cli.PathFlag{Name: "data", Required: true, Usage: "dataset CSV in the Kaggle layout (statement,status)"},
-					&cli.BoolFlag{Name: "drop-bad", Usage: "accept a dataset with malformed rows (trainers drop them too)"},
-					&cli.BoolFlag{Name: "wait", Usage: "watch the sweep until every trial ends"},
-				}, storeFlags()...)...),
-				Action: withCoordinators(func(c *cli.Context, cl *coordinator.Client) error {
-					store, err := openStore(c, true)
-					if err != nil {
-						return err
-					}
-					sw, err := launchSweep(c.Context, cl, store, c.Path("spec"), c.Path("data"), c.App.Writer)
-					if err != nil {
-						return err
-					}
-					if c.Bool("wait") {
-						return watchSweep(c.Context, cl, sw.GetName(), c.App.Writer, time.Second)
-					}
-					return nil
-				}),
-			},
-			{
-				Name:      "status",
-				Usage:     "a sweep's trials: hyperparameters, state, step and best metric",
-				ArgsUsage: "SWEEP",
-				Flags:     clientFlags(&cli.BoolFlag{Name: "json", Usage: "print JSON"}, &cli.BoolFlag{Name: "watch", Usage: "refresh until every trial ends"}),
-				Action: withCoordinators(func(c *cli.Context, cl *coordinator.Client) error {
-					name, err := oneArg(c, "sweep status", "SWEEP")
-					if err != nil {
-						return err
-					}
-					if c.Bool("watch") {
-						return watchSweep(c.Context, cl, name, c.App.Writer, time.Second)
-					}
-					st, err := cl.Sweep(c.Context, name)
-					if err != nil {
-						return fmt.Errorf("sweep %s: %w", name, err)
-					}
-					if c.Bool("json") {
-						return printJSON(c.App.Writer, sweepJSON(st))
-					}
-					return printSweep(c.App.Writer, st)
-				}),
-			},
-			{
-				Name:      "report",
-				Usage:     "write the sweep report (final metrics from the coordinators, loss and metric curves from the store) as JSON for `loraft plot`",
-				ArgsUsage: "SWEEP",
-				Flags:     clientFlags(append([]cli.Flag{&cli.PathFlag{Name: "out", Required: true, Usage: "report file to write"}}, storeFlags()...)...),
-				Action: withCoordinators(func(c *cli.Context, cl *coordinator.Client) error {
-					name, err := oneArg(c, "sweep report", "SWEEP")
-					if err != nil {
-						return err
-					}
-					store, err := openStore(c, true)
-					if err != nil {
-						return err
-					}
-					st, err := cl.Sweep(c.Context, name)
-					if err != nil {
-						return fmt.Errorf("sweep %s: %w", name, err)
-					}
-					rep, err := sweepReport(c.Context, store, st.GetSweep())
-					if err != nil {
-						return err
-					}
-					if err := writeReport(c.Path("out"), rep); err != nil {
-						return err
-					}
-					fmt.Fprintf(c.App.Writer, "sweep report written to %s\n", c.Path("out"))
-					return nil
-				}),
-			},
-			{
-				Name:  "ls",
-				Usage: "every sweep with its trial counts and best metric",
-				Flags: clientFlags(&cli.BoolFlag{Name: "json", Usage: "print JSON"}),
-				Action: withCoordinators(func(c *cli.Context, cl *coordinator.Client) error {
-					st, err := cl.State(c.Context)
-					if err != nil {
-						return err
-					}
-					if c.Bool("json") {
-						var out []sweepStatusJSON
-						for _, sw := range st.GetSweeps() {
-							out = append(out, sweepJSON(&pb.SweepStatus{Sweep: sw}))
-						}
-						return printJSON(c.App.Writer, out)
-					}
-					tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-					fmt.Fprintln(tw, "sweep\ttrials\tsucceeded\trunning\tpending\tfailed/cancelled/stopped\tbest trial\tbest")
-					for _, sw := range st.GetSweeps() {
-						n := countStates(sw)
-						best, bestName := "-", "-"
-						if t := bestTrial(sw); t != nil {
-							best, bestName = fmt.Sprintf("%.4f", t.GetBestMetric()), t.GetName()
-						}
-						fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", sw.GetName(), len(sw.GetTrials()), n[pb.TrialState_TRIAL_STATE_SUCCEEDED],
-							n[pb.TrialState_TRIAL_STATE_RUNNING], n[pb.TrialState_TRIAL_STATE_PENDING],
-							n[pb.TrialState_TRIAL_STATE_FAILED]+n[pb.TrialState_TRIAL_STATE_CANCELLED]+n[pb.TrialState_TRIAL_STATE_STOPPED_EARLY], bestName, best)
-					}
-					return tw.Flush()
-				}),
-			},
-			{
-				Name:      "cancel",
-				Usage:     "cancel a sweep's pending and running trials",
-				ArgsUsage: "SWEEP",
-				Flags:     clientFlags(),
-				Action: withCoordinators(func(c *cli.Context, cl *coordinator.Client) error {
-					name, err := oneArg(c, "sweep cancel", "SWEEP")
-					if err != nil {
-						return err
-					}
-					if err := cl.CancelSweep(c.Context, name); err != nil {
-						return fmt.Errorf("cancelling sweep %s: %w", name, err)
-					}
-					fmt.Fprintf(c.App.Writer, "sweep %s cancelled (resume a run with `loraft run resume RUN`)\n", name)
-					return nil
-				}),
-			},
+			sweepLaunchCommand(),
+			sweepStatusCommand(),
+			sweepReportCommand(),
+			sweepLsCommand(),
+			sweepCancelCommand(),
 		},
 	}
 }
 
+func sweepLaunchCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "launch",
+		Usage: "upload the dataset to the store (once, by sha256) and launch a sweep from a YAML spec",
+		Flags: clientFlags(append([]cli.Flag{
+			&cli.PathFlag{Name: "spec", Required: true, Usage: "sweep spec (YAML), e.g. experiments/rank-alpha.yaml"},
+			&cli.PathFlag{Name: "data", Required: true, Usage: "dataset CSV in the Kaggle layout (statement,status)"},
+			&cli.BoolFlag{Name: "drop-bad", Usage: "accept a dataset with malformed rows (trainers drop them too)"},
+			&cli.BoolFlag{Name: "wait", Usage: "watch the sweep until every trial ends"},
+		}, storeFlags()...)...),
+		Action: withCoordinators(sweepLaunch),
+	}
+}
+
+// sweepLaunch is `loraft sweep launch`.
+func sweepLaunch(c *cli.Context, cl *coordinator.Client) error {
+	store, err := openStore(c, true)
+	if err != nil {
+		return err
+	}
+	sw, err := launchSweep(c.Context, cl, store, c.Path("spec"), c.Path("data"), c.App.Writer)
+	if err != nil {
+		return err
+	}
+	if c.Bool("wait") {
+		return watchSweep(c.Context, cl, sw.GetName(), c.App.Writer, time.Second)
+	}
+	return nil
+}
+
+func sweepStatusCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "status",
+		Usage:     "a sweep's trials: hyperparameters, state, step and best metric",
+		ArgsUsage: "SWEEP",
+		Flags:     clientFlags(&cli.BoolFlag{Name: "json", Usage: "print JSON"}, &cli.BoolFlag{Name: "watch", Usage: "refresh until every trial ends"}),
+		Action:    withCoordinators(sweepStatus),
+	}
+}
+
+// sweepStatus is `loraft sweep status`.
+func sweepStatus(c *cli.Context, cl *coordinator.Client) error {
+	name, err := oneArg(c, "sweep status", "SWEEP")
+	if err != nil {
+		return err
+	}
+	if c.Bool("watch") {
+		return watchSweep(c.Context, cl, name, c.App.Writer, time.Second)
+	}
+	st, err := cl.Sweep(c.Context, name)
+	if err != nil {
+		return fmt.Errorf("sweep %s: %w", name, err)
+	}
+	if c.Bool("json") {
+		return printJSON(c.App.Writer, sweepJSON(st))
+	}
+	return printSweep(c.App.Writer, st)
+}
+
+func sweepReportCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "report",
+		Usage:     "write the sweep report (final metrics from the coordinators, loss and metric curves from the store) as JSON for `loraft plot`",
+		ArgsUsage: "SWEEP",
+		Flags:     clientFlags(append([]cli.Flag{&cli.PathFlag{Name: "out", Required: true, Usage: "report file to write"}}, storeFlags()...)...),
+		Action:    withCoordinators(sweepReportAction),
+	}
+}
+
+// sweepReportAction is `loraft sweep report`.
+func sweepReportAction(c *cli.Context, cl *coordinator.Client) error {
+	name, err := oneArg(c, "sweep report", "SWEEP")
+	if err != nil {
+		return err
+	}
+	store, err := openStore(c, true)
+	if err != nil {
+		return err
+	}
+	st, err := cl.Sweep(c.Context, name)
+	if err != nil {
+		return fmt.Errorf("sweep %s: %w", name, err)
+	}
+	rep, err := sweepReport(c.Context, store, st.GetSweep())
+	if err != nil {
+		return err
+	}
+	if err := writeReport(c.Path("out"), rep); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.App.Writer, "sweep report written to %s\n", c.Path("out"))
+	return nil
+}
+
+func sweepLsCommand() *cli.Command {
+	return &cli.Command{
+		Name:   "ls",
+		Usage:  "every sweep with its trial counts and best metric",
+		Flags:  clientFlags(&cli.BoolFlag{Name: "json", Usage: "print JSON"}),
+		Action: withCoordinators(sweepLs),
+	}
+}
+
+// sweepLs is `loraft sweep ls`.
+func sweepLs(c *cli.Context, cl *coordinator.Client) error {
+	st, err := cl.State(c.Context)
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		var out []sweepStatusJSON
+		for _, sw := range st.GetSweeps() {
+			out = append(out, sweepJSON(&pb.SweepStatus{Sweep: sw}))
+		}
+		return printJSON(c.App.Writer, out)
+	}
+	return printSweeps(c.App.Writer, st.GetSweeps())
+}
+
+// printSweeps is the table of `sweep ls`.
+func printSweeps(w io.Writer, sweeps []*pb.Sweep) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "sweep\ttrials\tsucceeded\trunning\tpending\tfailed/cancelled/stopped\tbest trial\tbest")
+	for _, sw := range sweeps {
+		n := countStates(sw)
+		best, bestName := "-", "-"
+		if t := bestTrial(sw); t != nil {
+			best, bestName = fmt.Sprintf("%.4f", t.GetBestMetric()), t.GetName()
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", sw.GetName(), len(sw.GetTrials()), n[pb.TrialState_TRIAL_STATE_SUCCEEDED],
+			n[pb.TrialState_TRIAL_STATE_RUNNING], n[pb.TrialState_TRIAL_STATE_PENDING],
+			n[pb.TrialState_TRIAL_STATE_FAILED]+n[pb.TrialState_TRIAL_STATE_CANCELLED]+n[pb.TrialState_TRIAL_STATE_STOPPED_EARLY], bestName, best)
+	}
+	return tw.Flush()
+}
+
+func sweepCancelCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "cancel",
+		Usage:     "cancel a sweep's pending and running trials",
+		ArgsUsage: "SWEEP",
+		Flags:     clientFlags(),
+		Action:    withCoordinators(sweepCancel),
+	}
+}
+
+// sweepCancel is `loraft sweep cancel`.
+func sweepCancel(c *cli.Context, cl *coordinator.Client) error {
+	name, err := oneArg(c, "sweep cancel", "SWEEP")
+	if err != nil {
+		return err
+	}
+	if err := cl.CancelSweep(c.Context, name); err != nil {
+		return fmt.Errorf("cancelling sweep %s: %w", name, err)
+	}
+	fmt.Fprintf(c.App.Writer, "sweep %s cancelled (resume a run with `loraft run resume RUN`)\n", name)
+	return nil
+}
+
 func runCommand() *cli.Command {
 	return &cli.Command{
-		Name:  "run",
-		Usage: "list runs (trials) and resume failed or cancelled ones",
-		Subcommands: []*cli.Command{
-			{
-				Name:  "ls",
-				Usage: "every run: sweep, state, generation, attempts, committed checkpoint, best metric",
-				Flags: clientFlags(&cli.StringFlag{Name: "sweep", Usage: "only this sweep's runs"}, &cli.BoolFlag{Name: "json", Usage: "print JSON"}),
-				Action: withCoordinators(func(c *cli.Context, cl *coordinator.Client) error {
-					st, err := cl.State(c.Context)
-					if err != nil {
-						return err
-					}
-					var rows []trialJSON
-					for _, sw := range st.GetSweeps() {
-						if s := c.String("sweep"); s != "" && sw.GetName() != s {
-							continue
-						}
-						for _, t := range sw.GetTrials() {
-							rows = append(rows, trialRow(sw, t, nil))
-						}
-					}
-					if c.Bool("json") {
-						return printJSON(c.App.Writer, rows)
-					}
-					tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-					fmt.Fprintln(tw, "run\tsweep\tstate\tgeneration\tattempts\tcheckpoint step\tbest\ttrainers\treason")
-					for _, r := range rows {
-						fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\n", r.Name, r.Sweep, r.State, r.Generation, r.Attempts, r.CheckpointStep,
-							metricCell(r.BestMetric), strings.Join(r.Trainers, ","), oneLine(r.Reason, 50))
-					}
-					return tw.Flush()
-				}),
-			},
-			{
-				Name:      "resume",
-				Usage:     "put a failed, cancelled or early-stopped run back in the queue; it continues from its last committed checkpoint",
-				ArgsUsage: "RUN",
-				Flags:     clientFlags(),
-				Action: withCoordinators(func(c *cli.Context, cl *coordinator.Client) error {
-					run, err := oneArg(c, "run resume", "RUN")
-					if err != nil {
-						return err
-					}
-					if err := cl.ResumeRun(c.Context, run); err != nil {
-						return fmt.Errorf("resuming run %s: %w", run, err)
-					}
-					fmt.Fprintf(c.App.Writer, "run %s queued; it resumes from its last committed checkpoint\n", run)
-					return nil
-				}),
-			},
-		},
+		Name:        "run",
+		Usage:       "list runs (trials) and resume failed or cancelled ones",
+		Subcommands: []*cli.Command{runLsCommand(), runResumeCommand()},
 	}
+}
+
+func runLsCommand() *cli.Command {
+	return &cli.Command{
+		Name:   "ls",
+		Usage:  "every run: sweep, state, generation, attempts, committed checkpoint, best metric",
+		Flags:  clientFlags(&cli.StringFlag{Name: "sweep", Usage: "only this sweep's runs"}, &cli.BoolFlag{Name: "json", Usage: "print JSON"}),
+		Action: withCoordinators(runLs),
+	}
+}
+
+// runLs is `loraft run ls`.
+func runLs(c *cli.Context, cl *coordinator.Client) error {
+	st, err := cl.State(c.Context)
+	if err != nil {
+		return err
+	}
+	var rows []trialJSON
+	for _, sw := range st.GetSweeps() {
+		if s := c.String("sweep"); s != "" && sw.GetName() != s {
+			continue
+		}
+		for _, t := range sw.GetTrials() {
+			rows = append(rows, trialRow(sw, t, nil))
+		}
+	}
+	if c.Bool("json") {
+		return printJSON(c.App.Writer, rows)
+	}
+	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "run\tsweep\tstate\tgeneration\tattempts\tcheckpoint step\tbest\ttrainers\treason")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\n", r.Name, r.Sweep, r.State, r.Generation, r.Attempts, r.CheckpointStep,
+			metricCell(r.BestMetric), strings.Join(r.Trainers, ","), oneLine(r.Reason, 50))
+	}
+	return tw.Flush()
+}
+
+func runResumeCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "resume",
+		Usage:     "put a failed, cancelled or early-stopped run back in the queue; it continues from its last committed checkpoint",
+		ArgsUsage: "RUN",
+		Flags:     clientFlags(),
+		Action:    withCoordinators(runResume),
+	}
+}
+
+// runResume is `loraft run resume`.
+func runResume(c *cli.Context, cl *coordinator.Client) error {
+	run, err := oneArg(c, "run resume", "RUN")
+	if err != nil {
+		return err
+	}
+	if err := cl.ResumeRun(c.Context, run); err != nil {
+		return fmt.Errorf("resuming run %s: %w", run, err)
+	}
+	fmt.Fprintf(c.App.Writer, "run %s queued; it resumes from its last committed checkpoint\n", run)
+	return nil
 }
 
 // launchSweep uploads the dataset (unless the store has it) and launches the spec.
@@ -241,7 +292,23 @@ func launchSweep(ctx context.Context, cl *coordinator.Client, store checkpoint.S
 		return nil, fmt.Errorf("launching sweep %s: %w", sw.GetName(), err)
 	}
 	fmt.Fprintf(w, "sweep %s launched: %d trials, %d trainer(s) each, metric %s\n", sw.GetName(), len(sw.GetTrials()), max(1, sw.GetTrainersPerTrial()), sw.GetMetric())
+	if err := checkpoint.PutSweep(ctx, store, sweepRecord(sw)); err != nil {
+		// The sweep runs without it; only `adapter pull --sweep` without
+		// coordinators reads it, and falls back to the trial names.
+		fmt.Fprintf(w, "warning: %v\n", err)
+	}
 	return sw, nil
+}
+
+// sweepRecord is what the store keeps of a launched sweep: its own trial
+// list, so the store alone can tell its runs from another sweep's.
+func sweepRecord(sw *pb.Sweep) checkpoint.SweepRecord {
+	r := checkpoint.SweepRecord{Name: sw.GetName(), Metric: sw.GetMetric(), DatasetSHA256: sw.GetDatasetSha256(),
+		Created: time.UnixMilli(sw.GetCreatedUnixMs()).UTC()}
+	for _, t := range sw.GetTrials() {
+		r.Trials = append(r.Trials, t.GetName())
+	}
+	return r
 }
 
 // sweepDone reports whether every trial of the sweep has ended.

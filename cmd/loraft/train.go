@@ -32,8 +32,8 @@ func trainFlags(rankFlag string) []cli.Flag {
 		&cli.StringFlag{Name: "config", Usage: "tiny, base or a config.json (default: base with --weights, tiny without)"},
 		&cli.Uint64Flag{Name: "init-seed", Value: 0, Usage: "seed of a random-init base (without --weights)"},
 		&cli.IntFlag{Name: rankFlag, Value: l.Rank, Usage: "LoRA rank r"},
-		&cli.Float64Flag{Name: "alpha", Value: 16, Usage: "LoRA alpha (scaling alpha/r)"},
-		&cli.Float64Flag{Name: "lora-dropout", Value: 0.05, Usage: "dropout on the LoRA input"},
+		&cli.Float64Flag{Name: "alpha", Value: l.Alpha, Usage: "LoRA alpha (scaling alpha/r; PEFT's default is 8)"},
+		&cli.Float64Flag{Name: "lora-dropout", Value: l.Dropout, Usage: "dropout on the LoRA input (PEFT's default is 0)"},
 		&cli.StringFlag{Name: "targets", Value: strings.Join(l.Targets, ","), Usage: "comma-separated target modules, or all-linear"},
 		&cli.BoolFlag{Name: "rslora", Usage: "scale by alpha/√r (rsLoRA)"},
 		&cli.IntFlag{Name: "epochs", Value: d.Epochs},
@@ -54,7 +54,7 @@ func trainFlags(rankFlag string) []cli.Flag {
 		&cli.IntFlag{Name: "checkpoint-every", Value: 50, Usage: "checkpoint to --store every N steps (and at the end)"},
 		&cli.BoolFlag{Name: "resume", Usage: "continue the run from its latest valid checkpoint in --store, with the settings it recorded"},
 		&cli.IntFlag{Name: "keep-latest", Value: 3, Usage: "checkpoints kept by recency"},
-		&cli.IntFlag{Name: "keep-best", Value: 1, Usage: "checkpoints kept by validation macro-F1"},
+		&cli.IntFlag{Name: "keep-best", Value: 1, Usage: "checkpoints kept by validation macro-F1 (under --coordinators: by the sweep's metric)"},
 	}
 }
 
@@ -164,7 +164,7 @@ func runTrain(c *cli.Context, dp *dataParallel) error {
 		},
 	}
 	if store != nil {
-		job.Retention = checkpoint.Retention{KeepLatest: c.Int("keep-latest"), KeepBest: c.Int("keep-best"), Metric: "macro_f1", Grace: time.Hour}
+		job.Retention = retentionFlags(c)
 	}
 	if dp != nil {
 		job.Rank, job.World, job.Reducer = dp.rank, dp.world, dp.reducer
@@ -183,15 +183,17 @@ func runTrain(c *cli.Context, dp *dataParallel) error {
 	return nil
 }
 
+// retentionFlags is the checkpoint retention of --keep-latest and
+// --keep-best, ranking by the default metric.
+func retentionFlags(c *cli.Context) checkpoint.Retention {
+	return checkpoint.Retention{KeepLatest: c.Int("keep-latest"), KeepBest: c.Int("keep-best"), Metric: metrics.DefaultSelection, Grace: time.Hour}
+}
+
+// baseFromFlags is the frozen base of --config, --weights, --init-seed,
+// --quant and --compute-dtype; the config resolves as a sweep's does on a
+// trainer (model.ResolveConfig).
 func baseFromFlags(c *cli.Context) (trainer.Base, error) {
-	cfgName := c.String("config")
-	if cfgName == "" {
-		cfgName = "tiny"
-		if c.Path("weights") != "" {
-			cfgName = "base"
-		}
-	}
-	cfg, err := model.LoadConfig(cfgName)
+	cfgName, cfg, err := model.ResolveConfig(c.String("config"), c.Path("weights") != "")
 	if err != nil {
 		return trainer.Base{}, fmt.Errorf("flag --config: %w", err)
 	}

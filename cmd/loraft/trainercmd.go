@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/loraft/loraft/checkpoint"
 	"github.com/loraft/loraft/trainer"
 	"github.com/loraft/loraft/trainer/agent"
 	"github.com/loraft/loraft/trainer/allreduce"
@@ -93,43 +92,96 @@ func trainerCommand() *cli.Command {
 		Flags: flags,
 		Action: func(c *cli.Context) error {
 			if c.String("coordinators") != "" {
+				if err := refuseFlags(c, func(name string) bool { return agentFlags()[name] },
+					"not used under --coordinators: the sweep spec sets the training settings and the assignment the rank, world and peers (drop them, or run a static rank without --coordinators)"); err != nil {
+					return err
+				}
 				return runAgent(c)
 			}
-			for _, f := range []string{"data", "out", "peers"} {
-				if c.String(f) == "" {
-					return fmt.Errorf("flag --%s is required without --coordinators", f)
-				}
-			}
-			if !c.IsSet("rank") || !c.IsSet("world") {
-				return errors.New("flags --rank and --world are required without --coordinators")
-			}
-			peers := splitList(c.String("peers"))
-			serverTLS, clientTLS, err := mutualTLS(c)
-			if err != nil {
+			if err := refuseFlags(c, func(name string) bool { return !agentOnlyFlags()[name] }, "only used under --coordinators"); err != nil {
 				return err
 			}
-			runID := c.String("run-id")
-			if runID == "" {
-				runID = c.String("run")
-			}
-			if runID == "" {
-				// Identical on every rank (unlike --out, which may differ).
-				runID = "peers=" + strings.Join(peers, ",")
-			}
-			cfg := allreduce.Config{Rank: c.Int("rank"), World: c.Int("world"), Peers: peers, RunID: runID,
-				Generation: c.Uint64("generation"), StepTimeout: c.Duration("step-timeout"), ServerTLS: serverTLS, ClientTLS: clientTLS}
-			if err := cfg.Validate(); err != nil {
-				return fmt.Errorf("flags --rank/--world/--peers: %w", err)
-			}
-			ring, err := allreduce.Listen(c.Context, cfg)
-			if err != nil {
-				return fmt.Errorf("all-reduce server on %s: %w", peers[cfg.Rank], err)
-			}
-			defer ring.Close()
-			fmt.Fprintf(c.App.ErrWriter, "trainer: rank %d of %d listening on %s (peers %s)\n", cfg.Rank, cfg.World, ring.Addr(), strings.Join(peers, ","))
-			return runTrain(c, &dataParallel{rank: cfg.Rank, world: cfg.World, reducer: ring})
+			return runStaticRank(c)
 		},
 	}
+}
+
+// agentFlags are the flags `loraft trainer --coordinators` reads: where it
+// registers and listens, its store, device, caches and retention. Every
+// other trainer flag is a training setting (the sweep's) or a static-mode
+// ring setting (the assignment's), and is refused under --coordinators.
+func agentFlags() map[string]bool {
+	names := map[string]bool{"coordinators": true, "id": true, "listen": true, "events": true, "device": true, "compute-dtype": true,
+		"cache-dir": true, "no-cache": true, "step-timeout": true, "keep-latest": true, "keep-best": true}
+	for _, fs := range [][]cli.Flag{storeFlags(), tlsFlags()} {
+		for _, f := range fs {
+			names[f.Names()[0]] = true
+		}
+	}
+	return names
+}
+
+// agentOnlyFlags are the agent's flags that a static rank does not read
+// (an empty --coordinators, e.g. from the environment, means static mode).
+func agentOnlyFlags() map[string]bool {
+	return map[string]bool{"id": true, "listen": true, "events": true}
+}
+
+// refuseFlags fails, naming them in the command's flag order, when flags
+// that allowed rejects were given (on the command line or through their
+// environment variables).
+func refuseFlags(c *cli.Context, allowed func(name string) bool, why string) error {
+	var bad []string
+	for _, f := range c.Command.Flags {
+		if name := f.Names()[0]; c.IsSet(name) && !allowed(name) {
+			bad = append(bad, "--"+name)
+		}
+	}
+	switch len(bad) {
+	case 0:
+		return nil
+	case 1:
+		return fmt.Errorf("flag %s is %s", bad[0], why)
+	}
+	return fmt.Errorf("flags %s are %s", strings.Join(bad, ", "), why)
+}
+
+// runStaticRank is `loraft trainer` without --coordinators: one rank of a
+// ring of static peers.
+func runStaticRank(c *cli.Context) error {
+	for _, f := range []string{"data", "out", "peers"} {
+		if c.String(f) == "" {
+			return fmt.Errorf("flag --%s is required without --coordinators", f)
+		}
+	}
+	if !c.IsSet("rank") || !c.IsSet("world") {
+		return errors.New("flags --rank and --world are required without --coordinators")
+	}
+	peers := splitList(c.String("peers"))
+	serverTLS, clientTLS, err := mutualTLS(c)
+	if err != nil {
+		return err
+	}
+	runID := c.String("run-id")
+	if runID == "" {
+		runID = c.String("run")
+	}
+	if runID == "" {
+		// Identical on every rank (unlike --out, which may differ).
+		runID = "peers=" + strings.Join(peers, ",")
+	}
+	cfg := allreduce.Config{Rank: c.Int("rank"), World: c.Int("world"), Peers: peers, RunID: runID,
+		Generation: c.Uint64("generation"), StepTimeout: c.Duration("step-timeout"), ServerTLS: serverTLS, ClientTLS: clientTLS}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("flags --rank/--world/--peers: %w", err)
+	}
+	ring, err := allreduce.Listen(c.Context, cfg)
+	if err != nil {
+		return fmt.Errorf("all-reduce server on %s: %w", peers[cfg.Rank], err)
+	}
+	defer ring.Close()
+	fmt.Fprintf(c.App.ErrWriter, "trainer: rank %d of %d listening on %s (peers %s)\n", cfg.Rank, cfg.World, ring.Addr(), strings.Join(peers, ","))
+	return runTrain(c, &dataParallel{rank: cfg.Rank, world: cfg.World, reducer: ring})
 }
 
 // runAgent is `loraft trainer --coordinators …`.
@@ -175,10 +227,9 @@ func runAgent(c *cli.Context) error {
 	if _, err := trainer.ParseCompute(c.String("compute-dtype")); err != nil {
 		return fmt.Errorf("flag --compute-dtype: %w", err)
 	}
-	runner := &agent.JobRunner{Store: store, CacheDir: cacheDir, Device: device, Compute: c.String("compute-dtype"), StepTimeout: c.Duration("step-timeout"),
-		ServerTLS: serverTLS, ClientTLS: clientTLS,
-		Retention: checkpoint.Retention{KeepLatest: c.Int("keep-latest"), KeepBest: c.Int("keep-best"), Metric: "macro_f1", Grace: time.Hour},
-		Log:       func(msg string) { slog.Info(msg, "trainer", id) }}
+	runner := &agent.JobRunner{Store: store, CacheDir: cacheDir, NoTokenCache: c.Bool("no-cache"), Device: device, Compute: c.String("compute-dtype"),
+		StepTimeout: c.Duration("step-timeout"), ServerTLS: serverTLS, ClientTLS: clientTLS, Retention: retentionFlags(c),
+		Log: func(msg string) { slog.Info(msg, "trainer", id) }}
 	a, err := agent.New(agent.Config{ID: id, Address: c.String("listen"), Coordinator: cl, Runner: runner, Events: events})
 	if err != nil {
 		return err

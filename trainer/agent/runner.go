@@ -15,12 +15,10 @@ import (
 	"github.com/loraft/loraft/trainer"
 	"github.com/loraft/loraft/trainer/allreduce"
 	"github.com/loraft/loraft/trainer/lora"
+	"github.com/loraft/loraft/trainer/metrics"
 	"github.com/loraft/loraft/trainer/model"
 	"github.com/sugarme/gotch"
 )
-
-// DefaultSplit is the split of a sweep that names none.
-const DefaultSplit = "0.8,0.1,0.1"
 
 // JobRunner trains assignments with libtorch: it fetches the sweep's
 // dataset from the store, splits and tokenizes it exactly as every other
@@ -29,7 +27,10 @@ type JobRunner struct {
 	Store checkpoint.Store
 	// CacheDir holds fetched datasets and token caches.
 	CacheDir string
-	Device   gotch.Device
+	// NoTokenCache tokenizes every dataset afresh instead of using the
+	// token cache under CacheDir.
+	NoTokenCache bool
+	Device       gotch.Device
 	// Compute is the compute dtype, fp32 (default) or bf16.
 	Compute string
 	// StepTimeout bounds each all-reduce; TLS configures the ring's mutual TLS (nil: plaintext).
@@ -52,13 +53,9 @@ func (r *JobRunner) Run(ctx context.Context, a *pb.Assignment, rep Reporter) (*p
 	if err != nil {
 		return nil, err
 	}
-	ratioSpec := ts.GetSplitRatios()
-	if ratioSpec == "" {
-		ratioSpec = DefaultSplit
-	}
-	ratios, err := shard.ParseRatios(ratioSpec)
+	ratios, err := splitRatios(ts)
 	if err != nil {
-		return nil, fmt.Errorf("sweep split ratios: %w", err)
+		return nil, err
 	}
 	sp, err := shard.NewSplit(ds, ts.GetSplitSeed(), ratios)
 	if err != nil {
@@ -69,7 +66,11 @@ func (r *JobRunner) Run(ctx context.Context, a *pb.Assignment, rep Reporter) (*p
 		return nil, err
 	}
 	maxLen := int(ts.GetMaxLen())
-	tokens, _, err := shard.LoadOrTokenize(ctx, filepath.Join(r.CacheDir, "tokens"), ds, tok, maxLen, nil)
+	tokenCache := filepath.Join(r.CacheDir, "tokens")
+	if r.NoTokenCache {
+		tokenCache = ""
+	}
+	tokens, _, err := shard.LoadOrTokenize(ctx, tokenCache, ds, tok, maxLen, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -93,9 +94,9 @@ func (r *JobRunner) Run(ctx context.Context, a *pb.Assignment, rep Reporter) (*p
 	if err := lc.Validate(); err != nil {
 		return nil, fmt.Errorf("trial %s: %w", t.GetName(), err)
 	}
-	metric := a.GetMetric()
-	if metric == "" {
-		metric = "macro_f1"
+	metric, err := metrics.ParseSelection(a.GetMetric())
+	if err != nil {
+		return nil, fmt.Errorf("trial %s: %w", t.GetName(), err)
 	}
 	retention := r.Retention
 	if retention.KeepBest > 0 {
@@ -134,8 +135,8 @@ func (r *JobRunner) Run(ctx context.Context, a *pb.Assignment, rep Reporter) (*p
 		}
 		rep.Progress(pp)
 	}
-	job.Saved = func(ctx context.Context, step int, metrics map[string]float64) {
-		v, ok := metrics[metric]
+	job.Saved = func(ctx context.Context, step int, scores map[string]float64) {
+		v, ok := scores[metric]
 		rep.Checkpoint(ctx, int64(step), v, ok)
 	}
 	m, _, res, err := trainer.RunJob(ctx, job)
@@ -149,13 +150,23 @@ func (r *JobRunner) Run(ctx context.Context, a *pb.Assignment, rep Reporter) (*p
 		TestMacroF1: res.Test.MacroF1, TestAccuracy: res.Test.Accuracy, Temperature: res.Temperature, ValEce: res.Val.ECE, FinalLoss: last.loss}, nil
 }
 
-// BaseFor is the frozen base a sweep's train settings describe.
-func BaseFor(ts *pb.TrainSettings) (trainer.Base, error) {
-	name := ts.GetConfig()
-	if name == "" {
-		name = "tiny"
+// splitRatios are the sweep's split ratios, read as `loraft train --split`
+// reads them; a sweep record without them gets shard.DefaultRatios.
+func splitRatios(ts *pb.TrainSettings) (shard.Ratios, error) {
+	if ts.GetSplitRatios() == "" {
+		return shard.DefaultRatios, nil
 	}
-	cfg, err := model.LoadConfig(name)
+	r, err := shard.ParseRatios(ts.GetSplitRatios())
+	if err != nil {
+		return shard.Ratios{}, fmt.Errorf("sweep train.split: %w", err)
+	}
+	return r, nil
+}
+
+// BaseFor is the frozen base a sweep's train settings describe; its config
+// resolves as `loraft train --config` does (model.ResolveConfig).
+func BaseFor(ts *pb.TrainSettings) (trainer.Base, error) {
+	name, cfg, err := model.ResolveConfig(ts.GetConfig(), ts.GetWeights() != "")
 	if err != nil {
 		return trainer.Base{}, fmt.Errorf("sweep train.config: %w", err)
 	}

@@ -10,92 +10,35 @@
 package lora
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"strings"
 
 	"github.com/loraft/loraft/trainer/graph"
+	"github.com/loraft/loraft/trainer/lora/loraconfig"
 	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
 )
 
 // AllLinear is the target_modules shorthand for every Linear layer but the
 // classifier head (PEFT's "all-linear").
-const AllLinear = "all-linear"
+const AllLinear = loraconfig.AllLinear
 
-// Config is a LoRA configuration, with PEFT's adapter_config.json names.
-type Config struct {
-	Rank    int      `json:"r"`
-	Alpha   float64  `json:"lora_alpha"`
-	Dropout float64  `json:"lora_dropout"`
-	Targets []string `json:"target_modules"`
-	RSLoRA  bool     `json:"use_rslora"`
-}
+// Config is a LoRA configuration, with PEFT's adapter_config.json names; its
+// defaults and validation live in package loraconfig.
+type Config = loraconfig.Config
 
-// DefaultConfig is PEFT's default for BERT: r=8, alpha=8, no dropout, on
-// query and value.
-func DefaultConfig() Config {
-	return Config{Rank: 8, Alpha: 8, Dropout: 0, Targets: []string{"query", "value"}}
-}
+// DefaultConfig is loraft's default LoRA configuration: r=8, alpha=16,
+// dropout 0.05, on query and value (see loraconfig for why alpha and dropout
+// differ from PEFT's).
+func DefaultConfig() Config { return loraconfig.Default() }
 
 // ErrConfig reports an invalid LoRA configuration.
-var ErrConfig = errors.New("invalid lora config")
+var ErrConfig = loraconfig.ErrConfig
 
 // ParseTargets reads target modules as flags and sweep specs write them:
 // comma-separated names ("query,value") or "all-linear"; blanks are dropped.
-func ParseTargets(s string) []string {
-	var out []string
-	for _, t := range strings.Split(s, ",") {
-		if t = strings.TrimSpace(t); t != "" {
-			out = append(out, t)
-		}
-	}
-	return out
-}
-
-// Validate checks the configuration's fields.
-func (c Config) Validate() error {
-	switch {
-	case c.Rank < 1:
-		return fmt.Errorf("%w: rank %d, want ≥ 1", ErrConfig, c.Rank)
-	case c.Alpha <= 0 || math.IsNaN(c.Alpha) || math.IsInf(c.Alpha, 0):
-		return fmt.Errorf("%w: alpha %v, want > 0", ErrConfig, c.Alpha)
-	case c.Dropout < 0 || c.Dropout >= 1 || math.IsNaN(c.Dropout):
-		return fmt.Errorf("%w: dropout %v, want in [0, 1)", ErrConfig, c.Dropout)
-	case len(c.Targets) == 0:
-		return fmt.Errorf("%w: no target modules", ErrConfig)
-	}
-	return nil
-}
-
-// Scaling is the factor on B·A: alpha/r, or alpha/√r with rsLoRA.
-func (c Config) Scaling() float64 {
-	if c.RSLoRA {
-		return c.Alpha / math.Sqrt(float64(c.Rank))
-	}
-	return c.Alpha / float64(c.Rank)
-}
-
-// Matches reports whether the Linear module named name (HF dotted path, e.g.
-// "bert.encoder.layer.0.attention.self.query") gets an adapter: PEFT matches
-// a target when it equals the name or is its last dotted components.
-// "all-linear" matches every Linear except the classifier.
-func (c Config) Matches(name string) bool {
-	for _, t := range c.Targets {
-		if t == AllLinear {
-			if name != "classifier" {
-				return true
-			}
-			continue
-		}
-		if name == t || strings.HasSuffix(name, "."+t) {
-			return true
-		}
-	}
-	return false
-}
+func ParseTargets(s string) []string { return loraconfig.ParseTargets(s) }
 
 // Frozen supplies a frozen base weight ([out, in]) in a compute dtype for one
 // forward pass; the returned tensor belongs to g or outlives it (never the caller's to drop).

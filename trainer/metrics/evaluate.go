@@ -230,17 +230,3 @@ func ratio(num, den int) float64 {
 	}
 	return float64(num) / float64(den)
 }
-
-// Metric returns the named score ("macro_f1", "accuracy", "weighted_f1";
-// all are maximised), and false for an unknown name.
-func (r Report) Metric(name string) (float64, bool) {
-	switch name {
-	case "macro_f1":
-		return r.MacroF1, true
-	case "accuracy":
-		return r.Accuracy, true
-	case "weighted_f1":
-		return r.WeightedF1, true
-	}
-	return 0, false
-}

@@ -54,12 +54,43 @@ func Tiny() Config {
 // ErrConfig reports an unusable model configuration.
 var ErrConfig = errors.New("invalid model config")
 
+// Config names LoadConfig knows besides the path of a config.json.
+const (
+	// ConfigTiny is Tiny (bert-tiny).
+	ConfigTiny = "tiny"
+	// ConfigBase is Base (bert-base-uncased, also accepted by that name).
+	ConfigBase = "base"
+)
+
+// DefaultConfigName is the config of a run that names none: ConfigBase when
+// pretrained weights are given (loraft's weights are bert-base-uncased's),
+// else ConfigTiny, a random-init base small enough for a demo on a CPU.
+func DefaultConfigName(withWeights bool) string {
+	if withWeights {
+		return ConfigBase
+	}
+	return ConfigTiny
+}
+
+// ResolveConfig is how every run resolves its base model config — `loraft
+// train` and `loraft trainer` flags (--config, --weights) and a sweep's
+// train.config and train.weights on the trainer: an empty name becomes
+// DefaultConfigName(withWeights), then LoadConfig reads it. It returns the
+// name used, as manifests record it.
+func ResolveConfig(name string, withWeights bool) (string, Config, error) {
+	if name == "" {
+		name = DefaultConfigName(withWeights)
+	}
+	c, err := LoadConfig(name)
+	return name, c, err
+}
+
 // LoadConfig resolves "tiny", "base" or the path of an HF config.json.
 func LoadConfig(spec string) (Config, error) {
 	switch spec {
-	case "tiny":
+	case ConfigTiny:
 		return Tiny(), nil
-	case "base", "bert-base-uncased":
+	case ConfigBase, "bert-base-uncased":
 		return Base(), nil
 	}
 	data, err := os.ReadFile(spec)
