@@ -125,7 +125,7 @@ func TestResumeAfterSIGKILL(t *testing.T) {
 		t.Fatalf("adapter pull: %v\n%s", err, out)
 	}
 	card, err := os.ReadFile(filepath.Join(pulled, "README.md"))
-	if err != nil || !strings.HasPrefix(string(card), "---\nbase_model: google/bert_uncased_L-2_H-128_A-2\nlibrary_name: peft\n") ||
+	if err != nil || !strings.HasPrefix(string(card), "---\nbase_model: \"random-init bert-tiny (loraft test config, init seed 0)\"\nlibrary_name: peft\n") ||
 		!strings.Contains(string(card), "Not a diagnostic tool") || !strings.Contains(string(card), "Confusion matrix") {
 		t.Fatalf("model card:\n%s (%v)", card, err)
 	}
