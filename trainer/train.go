@@ -119,10 +119,11 @@ type Options struct {
 // Train fine-tunes m on d's train split. It must run on a goroutine locked to
 // its OS thread (gotch's error and grad state are per thread); Train locks it.
 //
-// A run goes through four named steps: startRun sets it up (schedule,
-// class weights, optimizer, resumed state), each epoch runs step after step
-// (run.step: one optimizer update, then any evaluation and checkpoint due),
-// and finish evaluates, calibrates and saves the final checkpoint.
+// A run goes through named steps: startRun sets it up (schedule, class
+// weights, optimizer, resumed state); run.epoch runs the epoch's remaining
+// steps, each a run.stepOn (one optimizer update, then the evaluation and
+// run.checkpoint that fall on it); run.finish evaluates, calibrates and
+// saves the final checkpoint.
 func Train(ctx context.Context, m *model.Model, d *Data, h Hyper, o Options) (*Result, error) {
 	if err := checkRun(d, h, o); err != nil {
 		return nil, err
