@@ -142,7 +142,38 @@ func coordinatorConfig(c *cli.Context) (coordinator.Config, error) {
 	cfg.Raft, cfg.Scheduler.Lease = timing, c.Duration("lease")
 	cfg.ServerTLS, cfg.ClientTLS = serverTLS, clientTLS
 	cfg.Logger = slog.Default()
-	return cfg, nil
+	return cfg, flagErrors(cfg.Validate())
+}
+
+// configFlags names the flag behind each coordinator.Config field.
+var configFlags = map[string]string{"ID": "--id", "RaftAddr": "--raft-addr", "APIAddr": "--api-addr", "Dir": "--dir",
+	"Peers": "--peers", "Raft": "--raft-profile", "Scheduler": "--lease", "ServerTLS": "--tls-cert", "ClientTLS": "--tls-cert"}
+
+// flagErrors rewrites a Config's field errors in terms of the flags that set them.
+func flagErrors(err error) error {
+	if err == nil {
+		return nil
+	}
+	var msgs []string
+	errs := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	}
+	for _, e := range errs {
+		var fe *coordinator.FieldError
+		if !errors.As(e, &fe) {
+			msgs = append(msgs, e.Error())
+			continue
+		}
+		top, _, _ := strings.Cut(fe.Field, ".")
+		top, _, _ = strings.Cut(top, "[")
+		if flag, ok := configFlags[top]; ok {
+			msgs = append(msgs, fmt.Sprintf("flag %s: %s", flag, fe.Msg))
+		} else {
+			msgs = append(msgs, e.Error())
+		}
+	}
+	return errors.New(strings.Join(msgs, "; "))
 }
 
 func runCoordinator(c *cli.Context) error {

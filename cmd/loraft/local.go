@@ -23,6 +23,7 @@ import (
 	"github.com/loraft/loraft/internal/loopback"
 	pb "github.com/loraft/loraft/proto/coordinatorpb"
 	"github.com/loraft/loraft/trainer"
+	"github.com/loraft/loraft/trainer/metrics"
 	"github.com/sugarme/gotch"
 	"github.com/urfave/cli/v2"
 )
@@ -302,7 +303,7 @@ func pullAndPredict(ctx context.Context, c *cli.Context, cl *coordinator.Client,
 	}
 	metric := sw.GetMetric()
 	if metric == "" {
-		metric = "macro_f1"
+		metric = metrics.DefaultSelection
 	}
 	ck, err := checkpoint.Best(ctx, store, []string{best.GetName()}, metric, func(err error) { fmt.Fprintf(c.App.ErrWriter, "warning: %v\n", err) })
 	if err != nil {
