@@ -406,12 +406,14 @@ type pointJSON struct {
 }
 
 type sweepStatusJSON struct {
-	Name      string      `json:"name"`
-	Metric    string      `json:"metric"`
-	Dataset   string      `json:"dataset_sha256"`
-	Cancelled bool        `json:"cancelled"`
-	Done      bool        `json:"done"`
-	Trials    []trialJSON `json:"trials"`
+	Name      string `json:"name"`
+	Metric    string `json:"metric"`
+	Dataset   string `json:"dataset_sha256"`
+	Cancelled bool   `json:"cancelled"`
+	Done      bool   `json:"done"`
+	// Stale: no leader answered; this is one coordinator's applied state.
+	Stale  bool        `json:"stale"`
+	Trials []trialJSON `json:"trials"`
 }
 
 func trialRow(sw *pb.Sweep, t *pb.Trial, p *pb.Progress) trialJSON {
@@ -441,7 +443,7 @@ func trialRow(sw *pb.Sweep, t *pb.Trial, p *pb.Progress) trialJSON {
 
 func sweepJSON(st *pb.SweepStatus) sweepStatusJSON {
 	sw := st.GetSweep()
-	out := sweepStatusJSON{Name: sw.GetName(), Metric: sw.GetMetric(), Dataset: sw.GetDatasetSha256(), Cancelled: sw.GetCancelled(), Done: sweepDone(sw)}
+	out := sweepStatusJSON{Name: sw.GetName(), Metric: sw.GetMetric(), Dataset: sw.GetDatasetSha256(), Cancelled: sw.GetCancelled(), Done: sweepDone(sw), Stale: st.GetStale()}
 	for _, t := range sw.GetTrials() {
 		out.Trials = append(out.Trials, trialRow(sw, t, st.GetProgress()[t.GetName()]))
 	}
@@ -452,6 +454,9 @@ func printSweep(w io.Writer, st *pb.SweepStatus) error {
 	sw := st.GetSweep()
 	metric := strings.ReplaceAll(sw.GetMetric(), "_", "-")
 	fmt.Fprintf(w, "sweep %s (%d trials, metric %s)\n", sw.GetName(), len(sw.GetTrials()), metric)
+	if st.GetStale() {
+		fmt.Fprintln(w, "STALE: no coordinator leader answered; this is one coordinator's last applied state, without live progress")
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "trial\trank\talpha\tlr\tstate\tstep\tloss\tbest %s\teta\tattempts\n", metric)
 	for _, t := range sw.GetTrials() {
