@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // DirStore is a Store in a local directory: the object at key "a/b/c" is
@@ -25,7 +27,18 @@ import (
 //
 // A DirStore is safe for concurrent use, including by several processes
 // sharing the directory.
+//
+// Every call has a deadline (CallTimeout): a Put's copy and a List's walk
+// stop at it, though a single system call blocked in the kernel (a hung
+// network filesystem) cannot be interrupted.
 type DirStore struct {
+	// CallTimeout bounds each Put (plus a second per MiB), Stat, List and
+	// Delete; zero means DefaultCallTimeout. Set it before first use.
+	CallTimeout time.Duration
+	// Log receives a WARN line for every failed call, naming the
+	// operation, the key and the directory; nil uses slog.Default().
+	Log *slog.Logger
+
 	root string // absolute, cleaned
 }
 
@@ -71,7 +84,11 @@ func (s *DirStore) path(key string) string {
 }
 
 // Put implements Store.
-func (s *DirStore) Put(ctx context.Context, key string, r io.Reader, size int64) error {
+func (s *DirStore) Put(ctx context.Context, key string, r io.Reader, size int64) (err error) {
+	start := time.Now()
+	defer func() { logFailure(s.Log, s, "put", key, start, err) }()
+	ctx, cancel := context.WithTimeout(ctx, putTimeout(s.CallTimeout, size))
+	defer cancel()
 	if err := ValidateKey(key); err != nil {
 		return err
 	}
@@ -188,7 +205,9 @@ func (s *DirStore) mkdirs(dir string) (string, error) {
 }
 
 // Get implements Store.
-func (s *DirStore) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+func (s *DirStore) Get(ctx context.Context, key string) (_ io.ReadCloser, err error) {
+	start := time.Now()
+	defer func() { logFailure(s.Log, s, "get", key, start, err) }()
 	if err := ValidateKey(key); err != nil {
 		return nil, err
 	}
@@ -212,7 +231,9 @@ func (s *DirStore) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 }
 
 // Stat implements Store.
-func (s *DirStore) Stat(ctx context.Context, key string) (ObjectInfo, error) {
+func (s *DirStore) Stat(ctx context.Context, key string) (_ ObjectInfo, err error) {
+	start := time.Now()
+	defer func() { logFailure(s.Log, s, "stat", key, start, err) }()
 	if err := ValidateKey(key); err != nil {
 		return ObjectInfo{}, err
 	}
@@ -241,7 +262,11 @@ func (s *DirStore) notFound(op, key string, err error) error {
 // List implements Store. It walks the directory that the prefix's last
 // '/' names, skipping temporary files, files that are not regular and names
 // that are not valid keys.
-func (s *DirStore) List(ctx context.Context, prefix string) ([]ObjectInfo, error) {
+func (s *DirStore) List(ctx context.Context, prefix string) (_ []ObjectInfo, err error) {
+	began := time.Now()
+	defer func() { logFailure(s.Log, s, "list", prefix, began, err) }()
+	ctx, cancel := context.WithTimeout(ctx, callTimeout(s.CallTimeout))
+	defer cancel()
 	if err := validateListPrefix(prefix); err != nil {
 		return nil, err
 	}
@@ -250,7 +275,7 @@ func (s *DirStore) List(ctx context.Context, prefix string) ([]ObjectInfo, error
 		start = s.path(prefix[:i])
 	}
 	var out []ObjectInfo
-	err := filepath.WalkDir(start, func(p string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(start, func(p string, d fs.DirEntry, err error) error {
 		if cerr := ctx.Err(); cerr != nil {
 			return cerr
 		}
@@ -296,7 +321,9 @@ func (s *DirStore) List(ctx context.Context, prefix string) ([]ObjectInfo, error
 
 // Delete implements Store. It also removes the directories the deletion
 // leaves empty, up to (not including) the root.
-func (s *DirStore) Delete(ctx context.Context, key string) error {
+func (s *DirStore) Delete(ctx context.Context, key string) (err error) {
+	start := time.Now()
+	defer func() { logFailure(s.Log, s, "delete", key, start, err) }()
 	if err := ValidateKey(key); err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/url"
 	"slices"
@@ -54,9 +55,19 @@ type S3Config struct {
 	// errors or in String.
 	AccessKey, SecretKey string
 	// Timeout bounds connecting and waiting for a response's headers on
-	// each attempt of a request; zero means DefaultS3Timeout. Reading a
-	// body (a Get's reader) has no time limit beyond the context.
+	// each attempt of a request; zero means DefaultS3Timeout.
 	Timeout time.Duration
+	// CallTimeout bounds each store call as a whole, retries included:
+	// a Stat, List or Delete, and a Put (which gets one more second per
+	// MiB of its size). A Get's request must answer within it, and its
+	// reader then fails when no data arrives for CallTimeout. Zero means
+	// DefaultCallTimeout. A paused or black-holed server thus becomes an
+	// error within CallTimeout instead of a hang.
+	CallTimeout time.Duration
+	// Log receives a WARN line for every failed call, naming the
+	// operation, the key and the endpoint (never credentials); nil uses
+	// slog.Default().
+	Log *slog.Logger
 }
 
 // String describes the configuration without credentials, as
@@ -92,8 +103,10 @@ func (c S3Config) GoString() string { return "S3Config(" + c.String() + ")" }
 type S3Store struct {
 	client *minio.Client
 	bucket string
-	prefix string // "" or ending in '/'
-	desc   string // String's result
+	prefix string        // "" or ending in '/'
+	desc   string        // String's result
+	call   time.Duration // CallTimeout, defaulted
+	log    *slog.Logger  // nil: slog.Default()
 }
 
 var _ Store = (*S3Store)(nil)
@@ -142,7 +155,8 @@ func NewS3Store(ctx context.Context, cfg S3Config) (*S3Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("s3 client for %s: %w", cfg, err)
 	}
-	s := &S3Store{client: client, bucket: cfg.Bucket, prefix: prefix, desc: cfg.String()}
+	s := &S3Store{client: client, bucket: cfg.Bucket, prefix: prefix, desc: cfg.String(),
+		call: callTimeout(cfg.CallTimeout), log: cfg.Log}
 	if err := s.ensureBucket(ctx, cfg.Region); err != nil {
 		return nil, err
 	}
@@ -180,7 +194,9 @@ func (s *S3Store) ensureBucket(ctx context.Context, region string) error {
 	var ok bool
 	for {
 		var err error
-		ok, err = s.client.BucketExists(ctx, s.bucket)
+		cctx, cancel := context.WithTimeout(ctx, s.call)
+		ok, err = s.client.BucketExists(cctx, s.bucket)
+		cancel()
 		if err == nil {
 			break
 		}
@@ -196,7 +212,9 @@ func (s *S3Store) ensureBucket(ctx context.Context, region string) error {
 	if ok {
 		return nil
 	}
-	err := s.client.MakeBucket(ctx, s.bucket, minio.MakeBucketOptions{Region: region})
+	cctx, cancel := context.WithTimeout(ctx, s.call)
+	defer cancel()
+	err := s.client.MakeBucket(cctx, s.bucket, minio.MakeBucketOptions{Region: region})
 	if err != nil {
 		code := minio.ToErrorResponse(err).Code
 		if code == minio.BucketAlreadyOwnedByYou || code == minio.BucketAlreadyExists {
@@ -230,7 +248,11 @@ func (s *S3Store) wrap(op, key string, err error) error {
 // completes. Readers that can seek and read at offsets (bytes.Reader,
 // os.File) are checked against size up front and replayed when a request
 // is retried; other readers are streamed once.
-func (s *S3Store) Put(ctx context.Context, key string, r io.Reader, size int64) error {
+func (s *S3Store) Put(ctx context.Context, key string, r io.Reader, size int64) (err error) {
+	start := time.Now()
+	defer func() { logFailure(s.log, s, "put", key, start, err) }()
+	ctx, cancel := context.WithTimeout(ctx, putTimeout(s.call, size))
+	defer cancel()
 	if err := ValidateKey(key); err != nil {
 		return err
 	}
@@ -292,23 +314,37 @@ func s3Body(ctx context.Context, r io.Reader, size int64) (io.Reader, error) {
 
 // Get implements Store. It makes the request before returning, so a
 // missing key fails here rather than at the first Read.
-func (s *S3Store) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+func (s *S3Store) Get(ctx context.Context, key string) (_ io.ReadCloser, err error) {
+	start := time.Now()
+	defer func() { logFailure(s.log, s, "get", key, start, err) }()
 	if err := ValidateKey(key); err != nil {
 		return nil, err
 	}
+	// The timer ends the call when the request, or later the body, makes
+	// no progress for the call timeout.
+	ctx, cancel := context.WithCancel(ctx)
+	timer := time.AfterFunc(s.call, cancel)
 	obj, err := s.client.GetObject(ctx, s.bucket, s.objectName(key), minio.GetObjectOptions{})
+	if err == nil {
+		if _, err = obj.Stat(); err != nil {
+			obj.Close()
+		}
+	}
 	if err != nil {
+		timer.Stop()
+		cancel()
 		return nil, s.wrap("get", key, err)
 	}
-	if _, err := obj.Stat(); err != nil {
-		obj.Close()
-		return nil, s.wrap("get", key, err)
-	}
-	return obj, nil
+	timer.Reset(s.call)
+	return &stallReader{ReadCloser: obj, timer: timer, timeout: s.call, cancel: cancel}, nil
 }
 
 // Stat implements Store.
-func (s *S3Store) Stat(ctx context.Context, key string) (ObjectInfo, error) {
+func (s *S3Store) Stat(ctx context.Context, key string) (_ ObjectInfo, err error) {
+	start := time.Now()
+	defer func() { logFailure(s.log, s, "stat", key, start, err) }()
+	ctx, cancel := context.WithTimeout(ctx, s.call)
+	defer cancel()
 	if err := ValidateKey(key); err != nil {
 		return ObjectInfo{}, err
 	}
@@ -320,7 +356,11 @@ func (s *S3Store) Stat(ctx context.Context, key string) (ObjectInfo, error) {
 }
 
 // List implements Store.
-func (s *S3Store) List(ctx context.Context, prefix string) ([]ObjectInfo, error) {
+func (s *S3Store) List(ctx context.Context, prefix string) (_ []ObjectInfo, err error) {
+	start := time.Now()
+	defer func() { logFailure(s.log, s, "list", prefix, start, err) }()
+	ctx, cancel := context.WithTimeout(ctx, s.call)
+	defer cancel()
 	if err := validateListPrefix(prefix); err != nil {
 		return nil, err
 	}
@@ -345,11 +385,15 @@ func (s *S3Store) List(ctx context.Context, prefix string) ([]ObjectInfo, error)
 }
 
 // Delete implements Store.
-func (s *S3Store) Delete(ctx context.Context, key string) error {
+func (s *S3Store) Delete(ctx context.Context, key string) (err error) {
+	start := time.Now()
+	defer func() { logFailure(s.log, s, "delete", key, start, err) }()
+	ctx, cancel := context.WithTimeout(ctx, s.call)
+	defer cancel()
 	if err := ValidateKey(key); err != nil {
 		return err
 	}
-	err := s.client.RemoveObject(ctx, s.bucket, s.objectName(key), minio.RemoveObjectOptions{})
+	err = s.client.RemoveObject(ctx, s.bucket, s.objectName(key), minio.RemoveObjectOptions{})
 	if err != nil && minio.ToErrorResponse(err).Code != minio.NoSuchKey {
 		return s.wrap("delete", key, err)
 	}

@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -279,5 +281,97 @@ func mustMissing(t *testing.T, s checkpoint.Store, key string) {
 	t.Helper()
 	if _, err := s.Stat(context.Background(), key); !errors.Is(err, checkpoint.ErrNotFound) {
 		t.Fatalf("Stat(%q) = %v, want ErrNotFound", key, err)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestS3StorePausedServer pauses MinIO (SIGSTOP: it keeps its sockets but
+// never answers) and checks that every store call fails within its call
+// timeout instead of hanging, and is logged at WARN with the key and the
+// endpoint but not the credentials. After a resume the store works again.
+func TestS3StorePausedServer(t *testing.T) {
+	srv := miniotest.Start(t)
+	var logs syncBuffer
+	const callTimeout = 2 * time.Second
+	cfg := s3Config(srv, "paused", "p")
+	// The per-attempt header timeout alone would let retries run for a minute.
+	cfg.Timeout, cfg.CallTimeout = 20*time.Second, callTimeout
+	cfg.Log = slog.New(slog.NewTextHandler(&logs, nil))
+	s := newS3Store(t, cfg)
+	ctx := context.Background()
+	if err := checkpoint.PutBytes(ctx, s, "a/b", []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	// Signalled by PID, which every version of miniotest's Server has.
+	pid := srv.PID()
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	t.Cleanup(func() {
+		if !resumed {
+			_ = syscall.Kill(pid, syscall.SIGCONT)
+		}
+	})
+	calls := []struct {
+		op, key string
+		call    func() error
+	}{
+		{"put", "a/new", func() error { return checkpoint.PutBytes(ctx, s, "a/new", []byte("during")) }},
+		{"get", "a/b", func() error { _, err := checkpoint.GetBytes(ctx, s, "a/b"); return err }},
+		{"stat", "a/b", func() error { _, err := s.Stat(ctx, "a/b"); return err }},
+		{"list", "a/", func() error { _, err := s.List(ctx, "a/"); return err }},
+		{"delete", "a/b", func() error { return s.Delete(ctx, "a/b") }},
+	}
+	for _, c := range calls {
+		start := time.Now()
+		err := c.call()
+		took := time.Since(start)
+		if err == nil {
+			t.Fatalf("%s %s on a paused server succeeded", c.op, c.key)
+		}
+		// The deadline plus time to unwind; a hang would take minutes.
+		if took > callTimeout+3*time.Second {
+			t.Errorf("%s %s failed after %v, want within about %v: %v", c.op, c.key, took, callTimeout, err)
+		}
+		noSecret(t, srv, c.op+" error", err.Error())
+		line := ""
+		for l := range strings.SplitSeq(logs.String(), "\n") {
+			if strings.Contains(l, "op="+c.op) && strings.Contains(l, "key="+c.key) {
+				line = l
+			}
+		}
+		if !strings.Contains(line, "level=WARN") || !strings.Contains(line, srv.Endpoint) {
+			t.Errorf("no WARN log line for %s %s naming the endpoint %s; logs:\n%s", c.op, c.key, srv.Endpoint, logs.String())
+		}
+	}
+	noSecret(t, srv, "log", logs.String())
+	if strings.Contains(logs.String(), srv.AccessKey) {
+		t.Errorf("the log shows the access key:\n%s", logs.String())
+	}
+
+	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	resumed = true
+	if b, err := checkpoint.GetBytes(ctx, s, "a/b"); err != nil || string(b) != "before" {
+		t.Fatalf("after resume: get = %q, %v", b, err)
 	}
 }

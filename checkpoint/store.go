@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -228,4 +229,67 @@ func (e *exactReader) checkEnd() error {
 		}
 	}
 	return fmt.Errorf("reader returned no data and no error after %d bytes: %w", e.size, io.ErrNoProgress)
+}
+
+// DefaultCallTimeout bounds each store call (a Put, Get, Stat, List or
+// Delete) when the store's CallTimeout is zero, so that a paused or
+// black-holed store becomes an error within seconds instead of a hang
+// (DESIGN invariant 7).
+const DefaultCallTimeout = 30 * time.Second
+
+// putThroughput is the slowest upload rate a Put is allowed before its
+// deadline: a Put of size bytes gets CallTimeout plus size/putThroughput.
+const putThroughput = 1 << 20 // bytes per second
+
+// callTimeout returns d, or DefaultCallTimeout when d is not positive.
+func callTimeout(d time.Duration) time.Duration {
+	if d <= 0 {
+		return DefaultCallTimeout
+	}
+	return d
+}
+
+// putTimeout is the deadline of a Put of size bytes with per-call bound d.
+func putTimeout(d time.Duration, size int64) time.Duration {
+	return callTimeout(d) + time.Duration(size/putThroughput)*time.Second
+}
+
+// logFailure logs a failed store call at WARN with the operation, the key
+// (or List prefix) and the store's description, which names the endpoint
+// but never credentials. A missing object and a rejected key are the
+// caller's business, not the store's health, and are not logged.
+func logFailure(lg *slog.Logger, store Store, op, key string, start time.Time, err error) {
+	if err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, ErrBadKey) {
+		return
+	}
+	if lg == nil {
+		lg = slog.Default()
+	}
+	lg.Warn("object store call failed", "op", op, "key", key, "store", store.String(),
+		"elapsed", time.Since(start).Round(time.Millisecond), "err", err)
+}
+
+// stallReader is a Get's body with an idle deadline: when no Read returns
+// data for timeout, cancel ends the request (and the next Read fails).
+// Close stops the timer and cancels.
+type stallReader struct {
+	io.ReadCloser
+	timer   *time.Timer
+	timeout time.Duration
+	cancel  context.CancelFunc
+}
+
+func (r *stallReader) Read(p []byte) (int, error) {
+	n, err := r.ReadCloser.Read(p)
+	if n > 0 {
+		r.timer.Reset(r.timeout)
+	}
+	return n, err
+}
+
+func (r *stallReader) Close() error {
+	r.timer.Stop()
+	err := r.ReadCloser.Close()
+	r.cancel()
+	return err
 }
