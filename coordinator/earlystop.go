@@ -60,10 +60,7 @@ func shouldStop(sw *pb.Sweep, t *pb.Trial, step int64) (bool, string) {
 		}
 	case "asha":
 		eta := int64(max(2, es.GetReductionFactor()))
-		rung := max(1, es.GetGraceSteps())
-		for rung*eta <= step {
-			rung *= eta
-		}
+		rung := ashaRung(max(1, es.GetGraceSteps()), eta, step)
 		// Only judge at the first report on or past this rung.
 		h := t.GetHistory()
 		if len(h) >= 2 && h[len(h)-2].GetStep() >= rung {
@@ -89,4 +86,16 @@ func shouldStop(sw *pb.Sweep, t *pb.Trial, step int64) (bool, string) {
 		}
 	}
 	return false, ""
+}
+
+// ashaRung is the highest rung grace·η^k (k ≥ 0) at or below step, or
+// grace when step is below it. It compares rung with step/η rather than
+// rung·η with step, so no product can overflow whatever step a report
+// carries: the loop ends after at most 63 rounds.
+func ashaRung(grace, eta, step int64) int64 {
+	rung := grace
+	for rung <= step/eta {
+		rung *= eta
+	}
+	return rung
 }

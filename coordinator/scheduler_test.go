@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -249,6 +250,46 @@ func TestNewLeaderGrace(t *testing.T) {
 		}
 		if got := stateOf("g-t001"); got != st.live {
 			t.Fatalf("at +%s the heartbeating trainer's trial is %s, want %s", st.at, got, st.live)
+		}
+	}
+}
+
+// TestASHARungNoOverflow: the rung search ends, without overflowing, for
+// any step a report can carry (a step near 2^63 used to loop forever while
+// holding the FSM's read lock).
+func TestASHARungNoOverflow(t *testing.T) {
+	tests := []struct {
+		grace, eta, step, want int64
+	}{
+		{10, 2, 5, 10},
+		{10, 2, 10, 10},
+		{10, 2, 19, 10},
+		{10, 2, 20, 20},
+		{10, 2, 45, 40},
+		{1, 3, 26, 9},
+		{1, 3, 27, 27},
+		{1, 2, math.MaxInt64, 1 << 62},
+		{1, 3, math.MaxInt64, 4052555153018976267}, // 3^39
+		{7, 2, math.MaxInt64 - 1, 7 << 60},
+		{math.MaxInt64, 2, math.MaxInt64, math.MaxInt64},
+		{1, math.MaxInt32, math.MaxInt64, math.MaxInt32 * math.MaxInt32},
+	}
+	for _, tc := range tests {
+		if got := ashaRung(tc.grace, tc.eta, tc.step); got != tc.want {
+			t.Errorf("ashaRung(%d, %d, %d) = %d, want %d", tc.grace, tc.eta, tc.step, got, tc.want)
+		}
+	}
+	// shouldStop itself returns on a hostile step.
+	for _, step := range []int64{math.MaxInt64, math.MaxInt64 - 1, 1 << 62, math.MinInt64} {
+		sw := &pb.Sweep{EarlyStopping: &pb.EarlyStopping{Rule: "asha", GraceSteps: 1, ReductionFactor: 3}}
+		me := &pb.Trial{Name: "me", History: []*pb.MetricPoint{{Step: step, Metric: 0.5}}}
+		sw.Trials = []*pb.Trial{me, {Name: "o", History: []*pb.MetricPoint{{Step: step, Metric: 0.9}}}}
+		done := make(chan struct{})
+		go func() { shouldStop(sw, me, step); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("shouldStop at step %d did not return", step)
 		}
 	}
 }
