@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/loraft/loraft/checkpoint"
@@ -42,6 +43,17 @@ type Job struct {
 	// Retention is applied after every committed checkpoint; the zero
 	// Retention keeps every checkpoint.
 	Retention checkpoint.Retention
+	// Checkpoints are written to Store in the background, in order, while
+	// training goes on; a failed write is retried with backoff.
+	// PendingCheckpoints bounds how many (encoded, in memory) wait at once:
+	// beyond it the oldest waiting one is dropped as superseded (zero:
+	// DefaultPendingCheckpoints).
+	PendingCheckpoints int
+	// StoreOutage is how long checkpoint writes may keep failing before the
+	// job stops with an error wrapping ErrStoreUnreachable (zero:
+	// DefaultStoreOutage). RunJob returns success only once the final
+	// checkpoint is committed.
+	StoreOutage time.Duration
 	// ResumeLatest continues from the newest valid checkpoint of Run.
 	ResumeLatest bool
 	// ResumeAt > 0 continues from the newest valid checkpoint with step ≤
@@ -62,13 +74,19 @@ type Job struct {
 	Progress func(Progress)
 	// Saved is called on the saving rank after a checkpoint is committed to
 	// Store, with its step and the metrics recorded with it (nil when the
-	// step had no validation evaluation).
+	// step had no validation evaluation); checkpoints are reported in step
+	// order, each only once its manifest is stored.
 	Saved func(ctx context.Context, step int, metrics map[string]float64)
-	// SaveFailed is called when a checkpoint could not be saved; training goes on.
+	// SaveFailed is called after every failed attempt to write a checkpoint
+	// (it is retried; training goes on), and when a checkpoint is given up
+	// (the error wraps ErrCheckpointDropped).
+	//
+	// Saved and SaveFailed are called from the job's checkpoint writer
+	// goroutine, one at a time, possibly while Progress runs.
 	SaveFailed func(step int, err error)
 	// Warn receives notices that do not stop the job, one line each without
 	// a trailing newline: checkpoints skipped on resume, where the run
-	// resumes, failed retention.
+	// resumes, failed retention. Calls never overlap.
 	Warn func(msg string)
 }
 
@@ -96,8 +114,11 @@ func RunJob(ctx context.Context, j Job) (*model.Model, Manifest, *Result, error)
 			return nil, Manifest{}, nil, fmt.Errorf("%w: %w", ErrJob, err)
 		}
 	}
+	var warnMu sync.Mutex // the checkpoint writer warns too
 	warn := func(format string, args ...any) {
 		if j.Warn != nil {
+			warnMu.Lock()
+			defer warnMu.Unlock()
 			j.Warn(fmt.Sprintf(format, args...))
 		}
 	}
@@ -138,18 +159,19 @@ func RunJob(ctx context.Context, j Job) (*model.Model, Manifest, *Result, error)
 
 	opts := Options{Manifest: man, Resume: resume, CheckpointEvery: j.CheckpointEvery, Progress: j.Progress,
 		Rank: j.Rank, World: j.World, Reducer: j.Reducer}
+	trainCtx, stopTraining := context.WithCancelCause(ctx)
+	defer stopTraining(nil)
+	var sv *saver
+	var cbMu sync.Mutex // Saved and SaveFailed calls never overlap
 	if j.Store != nil {
-		opts.Save = func(ctx context.Context, st *State) error {
-			files, err := st.Files(j.Vocab)
-			if err != nil {
-				return err
-			}
-			metrics := CheckpointMetrics(st)
-			if _, err := checkpoint.Save(ctx, j.Store, run, st.Step, files, metrics, time.Now()); err != nil {
+		commit := func(ctx context.Context, p *pendingSave) error {
+			if _, err := checkpoint.Save(ctx, j.Store, run, p.step, p.files, p.metrics, p.at); err != nil {
 				return err
 			}
 			if j.Saved != nil {
-				j.Saved(ctx, st.Step, metrics)
+				cbMu.Lock()
+				j.Saved(ctx, p.step, p.metrics)
+				cbMu.Unlock()
 			}
 			if j.Retention != (checkpoint.Retention{}) {
 				if _, err := checkpoint.Retain(ctx, j.Store, run, j.Retention, time.Now()); err != nil {
@@ -158,10 +180,39 @@ func RunJob(ctx context.Context, j Job) (*model.Model, Manifest, *Result, error)
 			}
 			return nil
 		}
-		opts.SaveFailed = j.SaveFailed
+		failed := func(step int, err error) {
+			if j.SaveFailed != nil {
+				cbMu.Lock()
+				defer cbMu.Unlock()
+				j.SaveFailed(step, err)
+			}
+		}
+		committed := 0
+		if resume != nil {
+			committed = resume.Step
+		}
+		sv = newSaver(ctx, j.Store.String(), j.PendingCheckpoints, j.StoreOutage, committed, commit, failed, stopTraining)
+		opts.Save = func(_ context.Context, st *State) error {
+			files, err := st.Files(j.Vocab)
+			if err != nil {
+				return err
+			}
+			return sv.add(&pendingSave{step: st.Step, files: files, metrics: CheckpointMetrics(st), at: time.Now()})
+		}
+		opts.SaveFailed = failed
 	}
-	res, err := Train(ctx, m, d, man.Hyper, opts)
+	res, err := Train(trainCtx, m, d, man.Hyper, opts)
+	if err == nil && sv != nil {
+		// Success means the final checkpoint is in the store.
+		err = sv.wait()
+	}
 	if err != nil {
+		if sv != nil {
+			sv.abort()
+			if serr := sv.stopped(); serr != nil {
+				err = serr // training stopped because the store is gone
+			}
+		}
 		m.Drop()
 		return nil, Manifest{}, nil, err
 	}

@@ -8,6 +8,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,14 +18,15 @@ import (
 	"github.com/sugarme/gotch"
 )
 
-// failingStore fails every Put under one checkpoint's prefix.
+// failingStore fails the first failures Puts under prefix.
 type failingStore struct {
 	checkpoint.Store
-	prefix string
+	prefix   string
+	failures atomic.Int64
 }
 
 func (f *failingStore) Put(ctx context.Context, key string, r io.Reader, size int64) error {
-	if f.prefix != "" && strings.HasPrefix(key, f.prefix) {
+	if f.prefix != "" && strings.HasPrefix(key, f.prefix) && f.failures.Add(-1) >= 0 {
 		return errors.New("injected put failure")
 	}
 	return f.Store.Put(ctx, key, r, size)
@@ -155,15 +157,15 @@ func TestRunJob(t *testing.T) {
 		resumeAt     int
 		resumeLatest bool
 		corrupt      []int // checkpoints whose adapter tensors are overwritten
-		failSave     int   // a step whose checkpoint cannot be written
+		failSave     int   // a step whose checkpoint fails to be written twice, then is
 		wantFrom     int   // the step the run resumes from (0: from scratch)
 		wantSaved    []int
 		wantSkipped  int // "skipping checkpoint" warnings
 	}{
 		{name: "at a checkpoint", resumeAt: 4, wantFrom: 4, wantSaved: []int{6, 7}},
 		{name: "between checkpoints, later ones exist", resumeAt: 5, wantFrom: 4, wantSaved: []int{6, 7}},
-		{name: "corrupt falls back to older, a failed save is not reported", resumeAt: 5, corrupt: []int{4}, failSave: 6,
-			wantFrom: 2, wantSaved: []int{4, 7}, wantSkipped: 1},
+		{name: "corrupt falls back to older, a failed save is retried and reported once written", resumeAt: 5, corrupt: []int{4}, failSave: 6,
+			wantFrom: 2, wantSaved: []int{4, 6, 7}, wantSkipped: 1},
 		{name: "latest", resumeLatest: true, wantFrom: 7, wantSaved: []int{7}},
 		{name: "latest skips corrupt", resumeLatest: true, corrupt: []int{7, 6}, wantFrom: 4, wantSaved: []int{6, 7}, wantSkipped: 2},
 		{name: "none at or before", resumeAt: 1, wantFrom: 0, wantSaved: []int{2, 4, 6, 7}},
@@ -180,6 +182,7 @@ func TestRunJob(t *testing.T) {
 			fs := &failingStore{Store: store}
 			if tc.failSave > 0 {
 				fs.prefix = checkpoint.Prefix("r", tc.failSave)
+				fs.failures.Store(2)
 			}
 			j := tinyJob(d, fs, &rec)
 			j.ResumeAt, j.ResumeLatest = tc.resumeAt, tc.resumeLatest
@@ -191,8 +194,8 @@ func TestRunJob(t *testing.T) {
 			if !slices.Equal(rec.saved, tc.wantSaved) {
 				t.Errorf("Saved reported %v, want %v", rec.saved, tc.wantSaved)
 			}
-			if tc.failSave > 0 && !slices.Equal(rec.saveFailed, []int{tc.failSave}) {
-				t.Errorf("SaveFailed reported %v, want [%d]", rec.saveFailed, tc.failSave)
+			if tc.failSave > 0 && !slices.Equal(rec.saveFailed, []int{tc.failSave, tc.failSave}) {
+				t.Errorf("SaveFailed reported %v, want [%d %d]", rec.saveFailed, tc.failSave, tc.failSave)
 			}
 			notice := fmt.Sprintf("resume: run r from step %d ", tc.wantFrom)
 			if tc.wantFrom == 0 {
