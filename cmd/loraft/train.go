@@ -160,7 +160,7 @@ func runTrain(c *cli.Context, dp *dataParallel) error {
 			}
 		},
 		SaveFailed: func(step int, err error) {
-			warn(fmt.Sprintf("warning: checkpoint at step %d not saved (training goes on): %v", step, err))
+			warn(fmt.Sprintf("warning: checkpoint at step %d not written yet (retrying; training goes on): %v", step, err))
 		},
 	}
 	if store != nil {

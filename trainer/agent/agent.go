@@ -15,6 +15,7 @@ import (
 	"time"
 
 	pb "github.com/loraft/loraft/proto/coordinatorpb"
+	"github.com/loraft/loraft/trainer"
 	"github.com/loraft/loraft/trainer/allreduce"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -328,10 +329,10 @@ var ErrRetryable = errors.New("retryable")
 const maxAttempts = 10
 
 // ringBroken reports whether err came from the all-reduce ring or the
-// infrastructure rather than the trial itself.
+// infrastructure (an unreachable store) rather than the trial itself.
 func ringBroken(err error) bool {
 	var re *allreduce.RemoteError
-	return errors.Is(err, ErrRetryable) || errors.As(err, &re) || errors.Is(err, allreduce.ErrPeerLost) || errors.Is(err, allreduce.ErrTimeout) ||
+	return errors.Is(err, ErrRetryable) || errors.Is(err, trainer.ErrStoreUnreachable) || errors.As(err, &re) || errors.Is(err, allreduce.ErrPeerLost) || errors.Is(err, allreduce.ErrTimeout) ||
 		errors.Is(err, allreduce.ErrStaleGeneration) || errors.Is(err, allreduce.ErrWrongRun) || errors.Is(err, allreduce.ErrClosed) ||
 		errors.Is(err, allreduce.ErrStepOrder) || errors.Is(err, allreduce.ErrProtocol)
 }
