@@ -3,6 +3,7 @@ package coordinator
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -53,6 +54,18 @@ type scheduler struct {
 	leaderSince time.Time // zero while this node does not lead
 	seen        map[string]time.Time
 	progress    map[string]liveProgress // by trial name
+	// refused holds the decisions the FSM refused this term, by trial and
+	// generation: plan skips them, so a refused proposal (each one a
+	// committed raft entry) is not made again on every tick.
+	refused map[trialGen]bool
+	// warned holds the problems already logged this term, so each is logged once.
+	warned map[string]bool
+}
+
+// trialGen names one generation of a trial.
+type trialGen struct {
+	trial string
+	gen   uint64
 }
 
 type liveProgress struct {
@@ -61,7 +74,8 @@ type liveProgress struct {
 }
 
 func newScheduler(n *Node, cfg SchedulerConfig) *scheduler {
-	return &scheduler{node: n, cfg: cfg.withDefaults(), seen: map[string]time.Time{}, progress: map[string]liveProgress{}}
+	return &scheduler{node: n, cfg: cfg.withDefaults(), seen: map[string]time.Time{}, progress: map[string]liveProgress{},
+		refused: map[trialGen]bool{}, warned: map[string]bool{}}
 }
 
 // beat records a heartbeat; it is called on the leader only.
@@ -98,16 +112,20 @@ func (s *scheduler) run(ctx context.Context) {
 	}
 }
 
-// decision is one write the leader's tick wants to make.
+// decision is one write the leader's tick wants to make, about one
+// generation of one trial.
 type decision struct {
-	cmd  *pb.Command
-	what string
+	cmd   *pb.Command
+	what  string
+	trial trialGen
 }
 
 // tick requeues the trials of lost trainers and places pending trials on
 // free trainers. Decisions are taken on a consistent view and applied
 // through raft, where the FSM checks them again (a trial already moved on
-// rejects them).
+// rejects them). A decision the FSM refuses is logged once and not made
+// again this term; the others still go ahead, so one trial that cannot be
+// placed never holds up the rest.
 func (s *scheduler) tick(ctx context.Context, now time.Time) {
 	if !s.node.IsLeader() {
 		s.mu.Lock()
@@ -119,11 +137,16 @@ func (s *scheduler) tick(ctx context.Context, now time.Time) {
 	if s.leaderSince.IsZero() {
 		// A new term: forget soft state from any earlier one.
 		s.leaderSince, s.seen, s.progress = now, map[string]time.Time{}, map[string]liveProgress{}
+		s.refused, s.warned = map[trialGen]bool{}, map[string]bool{}
 	}
 	inGrace := now.Sub(s.leaderSince) < s.cfg.Grace
 	seen := make(map[string]time.Time, len(s.seen))
 	for id, t := range s.seen {
 		seen[id] = t
+	}
+	refused := make(map[trialGen]bool, len(s.refused))
+	for k := range s.refused {
+		refused[k] = true
 	}
 	s.mu.Unlock()
 	heard := func(id string) bool { t, ok := seen[id]; return ok && now.Sub(t) < s.cfg.Lease }
@@ -134,20 +157,93 @@ func (s *scheduler) tick(ctx context.Context, now time.Time) {
 		return heard(id)
 	}
 	var ds []decision
-	s.node.view(func(f *fsm) { ds = plan(f, now, alive, heard, s.cfg.Lease) })
+	var stuck []string
+	running := map[string]uint64{}
+	s.node.view(func(f *fsm) {
+		ds, stuck = plan(f, now, alive, heard, s.cfg.Lease, func(k trialGen) bool { return refused[k] })
+		running = runningTrials(f)
+	})
+	s.pruneProgress(running)
+	for _, msg := range stuck {
+		s.warnOnce(msg)
+	}
 	for _, d := range ds {
-		if err := s.node.Apply(ctx, d.cmd); err != nil {
+		err := s.node.Apply(ctx, d.cmd)
+		switch {
+		case err == nil:
+			s.node.cfg.Logger.Info("scheduler", "decision", d.what)
+		case refusal(err):
+			s.mu.Lock()
+			s.refused[d.trial] = true
+			s.mu.Unlock()
+			s.warnOnce(fmt.Sprintf("scheduler decision refused, not retried this term: %s: %v", d.what, err))
+		default:
 			s.node.cfg.Logger.Debug("scheduler decision not applied", "decision", d.what, "err", err)
-			return // the state moved on (or leadership did): decide again next tick
+			return // leadership moved on, or raft is slow: decide again next tick
 		}
-		s.node.cfg.Logger.Info("scheduler", "decision", d.what)
 	}
 }
 
+// refusal reports whether err is the FSM's refusal of a command (rather
+// than raft failing to commit it).
+func refusal(err error) bool {
+	for _, e := range []error{ErrBadCommand, ErrUnknownVersion, ErrNotFound, ErrExists, ErrNotPending, ErrNotRunning, ErrStaleGeneration, ErrNothingToResume} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// warnOnce logs msg at WARN the first time this term.
+func (s *scheduler) warnOnce(msg string) {
+	s.mu.Lock()
+	first := !s.warned[msg]
+	if first && len(s.warned) < maxWarned {
+		s.warned[msg] = true
+	}
+	s.mu.Unlock()
+	if first {
+		s.node.cfg.Logger.Warn(msg)
+	}
+}
+
+// maxWarned bounds the messages remembered by warnOnce.
+const maxWarned = 10000
+
+// pruneProgress forgets live progress of every trial that is not running
+// at the generation the progress was reported for.
+func (s *scheduler) pruneProgress(running map[string]uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for trial, lp := range s.progress {
+		if gen, ok := running[trial]; !ok || gen != lp.generation {
+			delete(s.progress, trial)
+		}
+	}
+}
+
+// runningTrials maps each running trial to its generation.
+func runningTrials(f *fsm) map[string]uint64 {
+	out := map[string]uint64{}
+	for name, t := range f.trials {
+		if t.GetState() == pb.TrialState_TRIAL_STATE_RUNNING {
+			out[name] = t.GetGeneration()
+		}
+	}
+	return out
+}
+
 // plan decides, from the applied state, which running trials lost a trainer
-// and which pending trials go to which free trainers.
-func plan(f *fsm, now time.Time, alive, placeable func(string) bool, lease time.Duration) []decision {
-	var ds []decision
+// and which pending trials go to which free trainers. It skips the trial
+// generations skip names (decisions the FSM refused before) and pending
+// trials the FSM cannot address by name (a second trial of the same name,
+// from a sweep recorded before names had to be unique), and says why in
+// stuck.
+func plan(f *fsm, now time.Time, alive, placeable func(string) bool, lease time.Duration, skip func(trialGen) bool) (ds []decision, stuck []string) {
+	if skip == nil {
+		skip = func(trialGen) bool { return false }
+	}
 	busy := map[string]bool{}
 	sweeps := sortedSweeps(f)
 	for _, sw := range sweeps {
@@ -162,8 +258,8 @@ func plan(f *fsm, now time.Time, alive, placeable func(string) bool, lease time.
 					lost = id
 				}
 			}
-			if lost != "" {
-				ds = append(ds, decision{
+			if k := (trialGen{t.GetName(), t.GetGeneration()}); lost != "" && !skip(k) {
+				ds = append(ds, decision{trial: k,
 					cmd: &pb.Command{Cmd: &pb.Command_SetTrialState{SetTrialState: &pb.SetTrialState{Trial: t.GetName(), Generation: t.GetGeneration(),
 						State: pb.TrialState_TRIAL_STATE_PENDING, Reason: fmt.Sprintf("trainer %s lost (no heartbeat for %s)", lost, lease), UnixMs: now.UnixMilli()}}},
 					what: fmt.Sprintf("requeue %s: trainer %s lost", t.GetName(), lost)})
@@ -189,18 +285,26 @@ func plan(f *fsm, now time.Time, alive, placeable func(string) bool, lease time.
 			if t.GetState() != pb.TrialState_TRIAL_STATE_PENDING {
 				continue
 			}
+			k := trialGen{t.GetName(), t.GetGeneration()}
+			if f.trials[t.GetName()] != t {
+				stuck = append(stuck, fmt.Sprintf("sweep %s: trial %s shares its name with another trial and cannot be placed", sw.GetName(), t.GetName()))
+				continue
+			}
+			if skip(k) {
+				continue
+			}
 			if (sw.GetMaxConcurrent() > 0 && running >= int(sw.GetMaxConcurrent())) || len(free) < need {
 				break
 			}
 			ring := slices.Clone(free[:need])
 			free = free[need:]
 			running++
-			ds = append(ds, decision{
+			ds = append(ds, decision{trial: k,
 				cmd:  &pb.Command{Cmd: &pb.Command_AssignTrial{AssignTrial: &pb.AssignTrial{Trial: t.GetName(), Trainers: ring, UnixMs: now.UnixMilli()}}},
 				what: fmt.Sprintf("assign %s (generation %d) to %v", t.GetName(), t.GetGeneration()+1, ring)})
 		}
 	}
-	return ds
+	return ds, stuck
 }
 
 // sortedSweeps lists sweeps oldest first (then by name), the order they are served in.

@@ -1,13 +1,18 @@
 package coordinator
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"math"
 	"strings"
 	"testing"
 	"time"
 
 	pb "github.com/loraft/loraft/proto/coordinatorpb"
+	"google.golang.org/protobuf/proto"
 )
 
 // planFSM builds an FSM with one sweep of n trials and the given trainers.
@@ -69,12 +74,13 @@ func TestPlan(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			got := decisionsOf(plan(f, now, tc.alive, tc.placeable, time.Second))
+			ds, _ := plan(f, now, tc.alive, tc.placeable, time.Second, nil)
+			got := decisionsOf(ds)
 			if strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
 				t.Fatalf("decisions:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
 			}
 			// Every decision is one the FSM accepts.
-			for _, d := range plan(f, now, tc.alive, tc.placeable, time.Second) {
+			for _, d := range ds {
 				if err := applyCmd(t, f, d.cmd); err != nil {
 					t.Fatalf("%s: %v", d.what, err)
 				}
@@ -290,6 +296,108 @@ func TestASHARungNoOverflow(t *testing.T) {
 		case <-done:
 		case <-time.After(5 * time.Second):
 			t.Fatalf("shouldStop at step %d did not return", step)
+		}
+	}
+}
+
+// legacyDuplicateState is a state recorded before trial names had to be
+// unique: sweep "dup" has two trials named dup-t000 (the FSM indexes the
+// last, running one; the first stays pending and cannot be addressed), and a later sweep "next" waits behind it.
+func legacyDuplicateState(t *testing.T) []byte {
+	t.Helper()
+	st := &pb.State{Version: StateVersion,
+		Sweeps: []*pb.Sweep{
+			{Name: "dup", CreatedUnixMs: 1, Trials: []*pb.Trial{
+				{Name: "dup-t000", Rank: 8, Alpha: 16, State: pb.TrialState_TRIAL_STATE_PENDING},
+				{Name: "dup-t000", Index: 1, Rank: 8, Alpha: 16, State: pb.TrialState_TRIAL_STATE_RUNNING, Generation: 1, Trainers: []string{"a"}}}},
+			{Name: "next", CreatedUnixMs: 2, Trials: []*pb.Trial{{Name: "next-t000", Rank: 8, Alpha: 16, State: pb.TrialState_TRIAL_STATE_PENDING}}},
+		},
+		Trainers: []*pb.TrainerRecord{{Id: "a", Address: "a:1"}, {Id: "b", Address: "b:1"}}}
+	data, err := proto.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// TestPlanSkipsWhatCannotBePlaced: a pending trial the FSM cannot address
+// (a duplicate name) and a trial whose decision was refused are skipped,
+// and the trainers go to the next trial instead.
+func TestPlanSkipsWhatCannotBePlaced(t *testing.T) {
+	now := time.Unix(1000, 0)
+	all := func(string) bool { return true }
+	tests := []struct {
+		name      string
+		skip      func(trialGen) bool
+		want      []string
+		wantStuck int
+	}{
+		{"duplicate name skipped", nil, []string{"assign next-t000 (generation 1) to [b]"}, 1},
+		{"refused decision skipped", func(k trialGen) bool { return k.trial == "next-t000" }, nil, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFSM()
+			if err := f.Restore(io.NopCloser(bytes.NewReader(legacyDuplicateState(t)))); err != nil {
+				t.Fatal(err)
+			}
+			ds, stuck := plan(f, now, all, all, time.Second, tc.skip)
+			if got := decisionsOf(ds); strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
+				t.Fatalf("decisions %q, want %q", got, tc.want)
+			}
+			if len(stuck) != tc.wantStuck {
+				t.Fatalf("stuck %q, want %d", stuck, tc.wantStuck)
+			}
+		})
+	}
+}
+
+// TestTickDoesNotStallOnABadSweep: on a leader whose state holds a sweep
+// with a trial it cannot place, the scheduler still places the next
+// sweep's trial, and later ticks write nothing more to the raft log.
+func TestTickDoesNotStallOnABadSweep(t *testing.T) {
+	n := singleNode(t)
+	if err := n.fsm.Restore(io.NopCloser(bytes.NewReader(legacyDuplicateState(t)))); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	s := newScheduler(n, SchedulerConfig{Lease: time.Minute})
+	now := time.Now()
+	s.tick(ctx, now) // the term starts
+	s.beat("a", "", 0, nil, now)
+	s.beat("b", "", 0, nil, now)
+	s.tick(ctx, now)
+	if st := n.fsm.trials["next-t000"].GetState(); st != pb.TrialState_TRIAL_STATE_RUNNING {
+		t.Fatalf("the next sweep's trial is %s, want RUNNING", st)
+	}
+	last := n.raft.LastIndex()
+	for i := range 20 {
+		s.tick(ctx, now.Add(time.Duration(i)*time.Millisecond))
+	}
+	if got := n.raft.LastIndex(); got != last {
+		t.Fatalf("20 idle ticks wrote %d raft entries", got-last)
+	}
+	if err := n.Apply(ctx, sweepCmd("again", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Apply(ctx, &pb.Command{Cmd: &pb.Command_CreateSweep{CreateSweep: &pb.CreateSweep{Sweep: &pb.Sweep{Name: "twice",
+		Trials: []*pb.Trial{{Name: "twice-t0", Rank: 8, Alpha: 16}, {Name: "twice-t0", Rank: 8, Alpha: 16}}}}}}); !errors.Is(err, ErrBadCommand) {
+		t.Fatalf("a sweep with two trials of one name: %v, want ErrBadCommand", err)
+	}
+}
+
+func TestRefusal(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("trial x is RUNNING: %w", ErrNotPending), true},
+		{fmt.Errorf("trial x: %w", ErrNotFound), true},
+		{&NotLeaderError{}, false},
+		{context.DeadlineExceeded, false},
+	} {
+		if got := refusal(tc.err); got != tc.want {
+			t.Errorf("refusal(%v) = %v, want %v", tc.err, got, tc.want)
 		}
 	}
 }
