@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/minio/minio-go/v7/pkg/s3utils"
 )
@@ -44,6 +45,9 @@ type S3Options struct {
 	// section with aws_access_key_id and aws_secret_access_key. When set,
 	// it is used instead of the environment.
 	CredentialsFile string
+	// CallTimeout bounds each store call (S3Config.CallTimeout,
+	// DirStore.CallTimeout); zero means DefaultCallTimeout.
+	CallTimeout time.Duration
 }
 
 // Open returns the store that spec names: "s3://bucket" or
@@ -57,12 +61,18 @@ func Open(ctx context.Context, spec string, opt S3Options) (Store, error) {
 		return nil, errors.New("store: empty spec (want a directory or s3://bucket/prefix)")
 	}
 	if !strings.Contains(spec, "://") {
-		return NewDirStore(spec)
+		s, err := NewDirStore(spec)
+		if err != nil {
+			return nil, err
+		}
+		s.CallTimeout = opt.CallTimeout
+		return s, nil
 	}
 	cfg, err := s3ConfigFor(spec, opt)
 	if err != nil {
 		return nil, err
 	}
+	cfg.CallTimeout = opt.CallTimeout
 	return NewS3Store(ctx, cfg)
 }
 

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/loraft/loraft/checkpoint"
 	"github.com/loraft/loraft/checkpoint/miniotest"
@@ -216,5 +217,16 @@ func TestOpenErrors(t *testing.T) {
 				t.Errorf("error holds the secret: %q", msg)
 			}
 		})
+	}
+}
+
+// TestOpenCallTimeout: Open hands S3Options.CallTimeout to the store.
+func TestOpenCallTimeout(t *testing.T) {
+	s, err := checkpoint.Open(context.Background(), t.TempDir(), checkpoint.S3Options{CallTimeout: 7 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, ok := s.(*checkpoint.DirStore); !ok || d.CallTimeout != 7*time.Second {
+		t.Fatalf("Open = %#v, want a DirStore with CallTimeout 7s", s)
 	}
 }

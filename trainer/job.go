@@ -46,8 +46,8 @@ type Job struct {
 	// Checkpoints are written to Store in the background, in order, while
 	// training goes on; a failed write is retried with backoff.
 	// PendingCheckpoints bounds how many (encoded, in memory) wait at once:
-	// beyond it the oldest waiting one is dropped as superseded (zero:
-	// DefaultPendingCheckpoints).
+	// beyond it the oldest waiting one is dropped as superseded, never the
+	// newest (zero: DefaultPendingCheckpoints; at least 2).
 	PendingCheckpoints int
 	// StoreOutage is how long checkpoint writes may keep failing before the
 	// job stops with an error wrapping ErrStoreUnreachable (zero:

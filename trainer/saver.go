@@ -83,8 +83,11 @@ type saver struct {
 // none). The caller ends it with wait or abort.
 func newSaver(ctx context.Context, store string, max int, outage time.Duration, committed int,
 	commit func(context.Context, *pendingSave) error, failed func(int, error), stop func(error)) *saver {
-	if max <= 0 {
+	switch {
+	case max <= 0:
 		max = DefaultPendingCheckpoints
+	case max < 2:
+		max = 2 // the one being written and the newest, which is never dropped
 	}
 	if outage <= 0 {
 		outage = DefaultStoreOutage

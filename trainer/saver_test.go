@@ -214,3 +214,30 @@ func TestRunJobSurvivesStoreOutage(t *testing.T) {
 		t.Fatalf("LoadLatest = %v, %v; want step 7", ck, err)
 	}
 }
+
+// TestSaverGivesUp: a store that keeps failing makes the saver give up
+// after its outage bound, stop the job with the cause, and name the last
+// committed step and the checkpoints left unwritten.
+func TestSaverGivesUp(t *testing.T) {
+	var stopped error
+	stop := func(err error) { stopped = err }
+	commit := func(context.Context, *pendingSave) error { return errors.New("connection refused") }
+	s := newSaver(context.Background(), "s3://b at http://h:9000", 1, 300*time.Millisecond, 4, commit, func(int, error) {}, stop)
+	for _, step := range []int{6, 8} {
+		if err := s.add(&pendingSave{step: step}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := s.wait()
+	if !errors.Is(err, ErrStoreUnreachable) || stopped != err {
+		t.Fatalf("wait = %v, stop got %v; want ErrStoreUnreachable for both", err, stopped)
+	}
+	for _, want := range []string{"store unreachable for 300ms (s3://b at http://h:9000)", "last committed step 4", "steps [6 8] not written", "connection refused"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+	if err := s.add(&pendingSave{step: 10}); !errors.Is(err, ErrStoreUnreachable) {
+		t.Errorf("add after giving up = %v, want ErrStoreUnreachable", err)
+	}
+}
