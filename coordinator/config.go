@@ -59,6 +59,10 @@ type Config struct {
 	// ServerTLS and ClientTLS, when set, require mutual TLS on the gRPC API
 	// and on raft's transport. Set both or neither.
 	ServerTLS, ClientTLS *tls.Config
+	// MaxTrialsPerSweep bounds the trials of one launched sweep
+	// (0: DefaultMaxTrialsPerSweep); a larger sweep is InvalidArgument.
+	MaxTrialsPerSweep int
+
 	// UnaryInterceptors run, in order, around every unary RPC of the API.
 	UnaryInterceptors []grpc.UnaryServerInterceptor
 
@@ -182,6 +186,9 @@ func (c Config) Validate() error {
 		bad("Scheduler.Grace", "%v is shorter than Scheduler.HeartbeatInterval %v: a new leader would drop live trainers", s.Grace, s.HeartbeatInterval)
 	case s.Tick <= 0 || s.Tick > s.Lease:
 		bad("Scheduler.Tick", "%v, want a positive duration of at most Scheduler.Lease %v", s.Tick, s.Lease)
+	}
+	if c.MaxTrialsPerSweep < 0 {
+		bad("MaxTrialsPerSweep", "%d, want ≥ 0 (0: %d)", c.MaxTrialsPerSweep, DefaultMaxTrialsPerSweep)
 	}
 	if (c.ServerTLS == nil) != (c.ClientTLS == nil) {
 		bad("ClientTLS", "ServerTLS and ClientTLS must be set together (mutual TLS)")

@@ -78,7 +78,7 @@ func Open(ctx context.Context, cfg Config) (*Coordinator, error) {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.ServerTLS)))
 	}
 	c := &Coordinator{cfg: cfg, node: node, lis: lis, srv: grpc.NewServer(opts...), failed: make(chan error, 1),
-		api: newServer(node, ServerConfig{APIAddrs: apiAddrs, Scheduler: cfg.Scheduler})}
+		api: newServer(node, ServerConfig{APIAddrs: apiAddrs, Scheduler: cfg.Scheduler, MaxTrialsPerSweep: cfg.MaxTrialsPerSweep})}
 	pb.RegisterCoordinatorServer(c.srv, c.api)
 
 	sctx, stop := context.WithCancel(context.WithoutCancel(ctx))

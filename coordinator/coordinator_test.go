@@ -146,7 +146,7 @@ func TestDistinctCodes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	cl := c.Client()
-	if err := cl.LaunchSweep(ctx, &pb.Sweep{Name: "codes", DatasetSha256: "x", Trials: []*pb.Trial{{Name: "codes-t0"}}}); err != nil {
+	if err := cl.LaunchSweep(ctx, &pb.Sweep{Name: "codes", DatasetSha256: "x", Trials: []*pb.Trial{{Name: "codes-t0", Rank: 8, Alpha: 16}}}); err != nil {
 		t.Fatal(err)
 	}
 	follower := (leader + 1) % 3

@@ -14,7 +14,11 @@ import "errors"
 //	ErrNotFound                NotFound
 //	ErrExists                  AlreadyExists
 //	ErrBadCommand,
-//	ErrUnknownVersion          InvalidArgument
+//	ErrUnknownVersion,
+//	ErrInvalidArgument         InvalidArgument: a field out of bounds; an
+//	                           *ArgumentError names it (validate.go). The
+//	                           server checks every request before proposing
+//	                           it, and the FSM checks every command again.
 var (
 	ErrUnknownVersion  = errors.New("unknown command version")
 	ErrBadCommand      = errors.New("malformed command")

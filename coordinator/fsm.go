@@ -67,8 +67,8 @@ func (f *fsm) apply(c *pb.Command) error {
 		if t.State != pb.TrialState_TRIAL_STATE_PENDING {
 			return fmt.Errorf("trial %s is %s: %w", t.GetName(), stateName(t.State), ErrNotPending)
 		}
-		if len(cmd.AssignTrial.GetTrainers()) == 0 {
-			return fmt.Errorf("%w: trial %s assigned to no trainer", ErrBadCommand, t.GetName())
+		if err := checkRing(cmd.AssignTrial.GetTrainers()); err != nil {
+			return fmt.Errorf("%w: trial %s: %w", ErrBadCommand, t.GetName(), err)
 		}
 		t.Generation++
 		t.Attempts++
@@ -80,6 +80,9 @@ func (f *fsm) apply(c *pb.Command) error {
 		return f.setTrialState(cmd.SetTrialState)
 	case *pb.Command_RecordCheckpoint:
 		m := cmd.RecordCheckpoint
+		if err := checkReport(f, m); err != nil {
+			return fmt.Errorf("%w: %w", ErrBadCommand, err)
+		}
 		t, err := f.trial(m.GetTrial())
 		if err != nil {
 			return err
@@ -135,15 +138,15 @@ func (f *fsm) apply(c *pb.Command) error {
 		return nil
 	case *pb.Command_RegisterTrainer:
 		tr := cmd.RegisterTrainer.GetTrainer()
-		if tr.GetId() == "" {
-			return fmt.Errorf("%w: trainer without an id", ErrBadCommand)
+		if err := checkTrainer(tr); err != nil {
+			return fmt.Errorf("%w: %w", ErrBadCommand, err)
 		}
 		f.trainers[tr.GetId()] = proto.Clone(tr).(*pb.TrainerRecord)
 		return nil
 	case *pb.Command_SetMember:
 		m := cmd.SetMember.GetMember()
-		if m.GetId() == "" || m.GetRaftAddress() == "" {
-			return fmt.Errorf("%w: member without an id or raft address", ErrBadCommand)
+		if err := checkMember(m, false); err != nil {
+			return fmt.Errorf("%w: %w", ErrBadCommand, err)
 		}
 		f.members[m.GetId()] = proto.Clone(m).(*pb.Member)
 		return nil
@@ -160,8 +163,11 @@ func (f *fsm) apply(c *pb.Command) error {
 // answer it lost.
 func (f *fsm) createSweep(m *pb.CreateSweep) error {
 	s := m.GetSweep()
-	if s.GetName() == "" {
-		return fmt.Errorf("%w: sweep without a name", ErrBadCommand)
+	if err := checkSweep(s, 0); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadCommand, err)
+	}
+	if err := checkDataset(m.GetDataset()); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadCommand, err)
 	}
 	if old, ok := f.sweeps[s.GetName()]; ok {
 		if sameLaunch(old, s) {
@@ -210,6 +216,12 @@ func sameLaunch(a, b *pb.Sweep) bool {
 // was lost), or to an end state. Repeating the current state is a no-op so
 // reports can be retried.
 func (f *fsm) setTrialState(m *pb.SetTrialState) error {
+	if len(m.GetReason()) > MaxReasonBytes {
+		return fmt.Errorf("%w: %w", ErrBadCommand, argErr("reason", "%d bytes, want at most %d", len(m.GetReason()), MaxReasonBytes))
+	}
+	if err := checkResult(m.GetResult()); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadCommand, err)
+	}
 	t, err := f.trial(m.GetTrial())
 	if err != nil {
 		return err

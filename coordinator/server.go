@@ -18,6 +18,8 @@ type ServerConfig struct {
 	// leader hints; the replicated member table is consulted first.
 	APIAddrs  map[string]string
 	Scheduler SchedulerConfig
+	// MaxTrialsPerSweep bounds the trials of a launched sweep (0: DefaultMaxTrialsPerSweep).
+	MaxTrialsPerSweep int
 }
 
 // Server serves the Coordinator gRPC API on one node. Reads are answered
@@ -26,14 +28,19 @@ type ServerConfig struct {
 // runs the scheduler. Open assembles it with its node.
 type Server struct {
 	pb.UnimplementedCoordinatorServer
-	node     *Node
-	apiAddrs map[string]string
-	sched    *scheduler
+	node      *Node
+	apiAddrs  map[string]string
+	sched     *scheduler
+	maxTrials int
 }
 
 // newServer serves node.
 func newServer(node *Node, cfg ServerConfig) *Server {
-	return &Server{node: node, apiAddrs: cfg.APIAddrs, sched: newScheduler(node, cfg.Scheduler)}
+	maxTrials := cfg.MaxTrialsPerSweep
+	if maxTrials <= 0 {
+		maxTrials = DefaultMaxTrialsPerSweep
+	}
+	return &Server{node: node, apiAddrs: cfg.APIAddrs, sched: newScheduler(node, cfg.Scheduler), maxTrials: maxTrials}
 }
 
 // runScheduler runs the leader's placement and lease loop until ctx ends;
@@ -54,6 +61,9 @@ func (s *Server) GetState(ctx context.Context, req *pb.GetStateRequest) (*pb.Sta
 
 // GetSweep returns a sweep, with live progress when this node leads.
 func (s *Server) GetSweep(ctx context.Context, req *pb.GetSweepRequest) (*pb.SweepStatus, error) {
+	if err := checkName("name", req.GetName()); err != nil {
+		return nil, s.status(err)
+	}
 	if req.GetConsistent() {
 		if err := s.node.barrier(ctx); err != nil {
 			return nil, s.status(err)
@@ -83,6 +93,12 @@ func (s *Server) GetSweep(ctx context.Context, req *pb.GetSweepRequest) (*pb.Swe
 
 // LaunchSweep records a sweep and its trials.
 func (s *Server) LaunchSweep(ctx context.Context, req *pb.LaunchSweepRequest) (*pb.LaunchSweepResponse, error) {
+	if err := checkSweep(req.GetSweep(), s.maxTrials); err != nil {
+		return nil, s.status(err)
+	}
+	if err := checkDataset(req.GetDataset()); err != nil {
+		return nil, s.status(err)
+	}
 	if err := s.apply(ctx, &pb.Command{Cmd: &pb.Command_CreateSweep{CreateSweep: &pb.CreateSweep{Sweep: req.GetSweep(), Dataset: req.GetDataset()}}}); err != nil {
 		return nil, err
 	}
@@ -91,6 +107,9 @@ func (s *Server) LaunchSweep(ctx context.Context, req *pb.LaunchSweepRequest) (*
 
 // CancelSweep cancels a sweep.
 func (s *Server) CancelSweep(ctx context.Context, req *pb.CancelSweepRequest) (*pb.CancelSweepResponse, error) {
+	if err := checkName("name", req.GetName()); err != nil {
+		return nil, s.status(err)
+	}
 	if err := s.apply(ctx, &pb.Command{Cmd: &pb.Command_CancelSweep{CancelSweep: &pb.CancelSweep{Name: req.GetName()}}}); err != nil {
 		return nil, err
 	}
@@ -99,6 +118,9 @@ func (s *Server) CancelSweep(ctx context.Context, req *pb.CancelSweepRequest) (*
 
 // ResumeRun requeues a failed, cancelled or early-stopped trial.
 func (s *Server) ResumeRun(ctx context.Context, req *pb.ResumeRunRequest) (*pb.ResumeRunResponse, error) {
+	if err := checkName("run", req.GetRun()); err != nil {
+		return nil, s.status(err)
+	}
 	if err := s.apply(ctx, &pb.Command{Cmd: &pb.Command_ResumeTrial{ResumeTrial: &pb.ResumeTrial{Trial: req.GetRun()}}}); err != nil {
 		return nil, err
 	}
@@ -108,6 +130,9 @@ func (s *Server) ResumeRun(ctx context.Context, req *pb.ResumeRunRequest) (*pb.R
 // BestTrial returns the sweep's trial with the highest best metric (ties:
 // the lowest index).
 func (s *Server) BestTrial(_ context.Context, req *pb.BestTrialRequest) (*pb.Trial, error) {
+	if err := checkName("sweep", req.GetSweep()); err != nil {
+		return nil, s.status(err)
+	}
 	var best *pb.Trial
 	found := false
 	s.node.view(func(f *fsm) {
@@ -137,8 +162,8 @@ func (s *Server) BestTrial(_ context.Context, req *pb.BestTrialRequest) (*pb.Tri
 // AddVoter adds a coordinator to the raft group and records its API address.
 func (s *Server) AddVoter(ctx context.Context, req *pb.AddVoterRequest) (*pb.AddVoterResponse, error) {
 	m := req.GetMember()
-	if m.GetId() == "" || m.GetRaftAddress() == "" || m.GetApiAddress() == "" {
-		return nil, status.Error(codes.InvalidArgument, "add voter: id, raft address and API address are required")
+	if err := checkMember(m, true); err != nil {
+		return nil, s.status(fmt.Errorf("add voter: %w", err))
 	}
 	if err := s.node.Join(m.GetId(), m.GetRaftAddress()); err != nil {
 		return nil, s.status(fmt.Errorf("adding voter %s at %s: %w", m.GetId(), m.GetRaftAddress(), err))
@@ -151,6 +176,9 @@ func (s *Server) AddVoter(ctx context.Context, req *pb.AddVoterRequest) (*pb.Add
 
 // RemoveVoter removes a coordinator from the raft group.
 func (s *Server) RemoveVoter(ctx context.Context, req *pb.RemoveVoterRequest) (*pb.RemoveVoterResponse, error) {
+	if err := checkName("id", req.GetId()); err != nil {
+		return nil, s.status(err)
+	}
 	if err := s.node.Remove(req.GetId()); err != nil {
 		return nil, s.status(fmt.Errorf("removing voter %s: %w", req.GetId(), err))
 	}
@@ -163,8 +191,8 @@ func (s *Server) RemoveVoter(ctx context.Context, req *pb.RemoveVoterRequest) (*
 // RegisterTrainer records a trainer (a no-op write when nothing changed).
 func (s *Server) RegisterTrainer(ctx context.Context, req *pb.RegisterTrainerRequest) (*pb.RegisterTrainerResponse, error) {
 	tr := req.GetTrainer()
-	if tr.GetId() == "" || tr.GetAddress() == "" {
-		return nil, status.Error(codes.InvalidArgument, "register trainer: id and address are required")
+	if err := checkTrainer(tr); err != nil {
+		return nil, s.status(fmt.Errorf("register trainer: %w", err))
 	}
 	if !s.node.IsLeader() {
 		return nil, s.status(s.node.notLeader())
@@ -185,7 +213,13 @@ func (s *Server) RegisterTrainer(ctx context.Context, req *pb.RegisterTrainerReq
 // leader holds leases, so followers redirect; and the leader confirms with
 // a quorum that it still leads before it answers, so a paused leader that
 // wakes up deposed cannot hand out an assignment the group has moved past.
+// Live progress is kept only for the trial and generation the trainer is
+// assigned (and only when its numbers are sane); other progress is
+// ignored, never an error, so the lease is renewed all the same.
 func (s *Server) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (*pb.HeartbeatResponse, error) {
+	if err := checkName("trainer_id", req.GetTrainerId()); err != nil {
+		return nil, s.status(err)
+	}
 	if err := s.node.verifyLeader(ctx); err != nil {
 		return nil, s.status(err)
 	}
@@ -200,15 +234,24 @@ func (s *Server) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (*pb.H
 	if !known {
 		return nil, status.Errorf(codes.NotFound, "trainer %s is not registered", req.GetTrainerId())
 	}
-	s.sched.beat(req.GetTrainerId(), req.GetTrial(), req.GetGeneration(), req.GetProgress(), time.Now())
+	trial, p := req.GetTrial(), req.GetProgress()
+	if a == nil || a.GetTrial().GetName() != trial || a.GetGeneration() != req.GetGeneration() || !progressOK(p) {
+		trial, p = "", nil
+	}
+	s.sched.beat(req.GetTrainerId(), trial, req.GetGeneration(), p, time.Now())
 	return &pb.HeartbeatResponse{Assignment: a, LeaseMs: s.sched.cfg.Lease.Milliseconds()}, nil
 }
 
 // ReportCheckpoint records a committed checkpoint, then applies the sweep's
 // early-stopping rule.
 func (s *Server) ReportCheckpoint(ctx context.Context, req *pb.ReportCheckpointRequest) (*pb.ReportCheckpointResponse, error) {
-	err := s.apply(ctx, &pb.Command{Cmd: &pb.Command_RecordCheckpoint{RecordCheckpoint: &pb.RecordCheckpoint{
-		Trial: req.GetTrial(), Generation: req.GetGeneration(), Step: req.GetStep(), HasMetric: req.GetHasMetric(), Metric: req.GetMetric()}}})
+	rc := &pb.RecordCheckpoint{Trial: req.GetTrial(), Generation: req.GetGeneration(), Step: req.GetStep(), HasMetric: req.GetHasMetric(), Metric: req.GetMetric()}
+	var err error
+	s.node.view(func(f *fsm) { err = checkReport(f, rc) })
+	if err != nil {
+		return nil, s.status(err)
+	}
+	err = s.apply(ctx, &pb.Command{Cmd: &pb.Command_RecordCheckpoint{RecordCheckpoint: rc}})
 	if err != nil {
 		return nil, err
 	}
@@ -251,10 +294,16 @@ func (s *Server) ReportResult(ctx context.Context, req *pb.ReportResultRequest) 
 	switch req.GetState() {
 	case pb.TrialState_TRIAL_STATE_SUCCEEDED, pb.TrialState_TRIAL_STATE_FAILED, pb.TrialState_TRIAL_STATE_PENDING:
 	default:
-		return nil, status.Errorf(codes.InvalidArgument, "report result: state %s, want SUCCEEDED, FAILED or PENDING", req.GetState())
+		return nil, status.Errorf(codes.InvalidArgument, "state: %s, want SUCCEEDED, FAILED or PENDING", req.GetState())
+	}
+	if err := checkName("trial", req.GetTrial()); err != nil {
+		return nil, s.status(err)
+	}
+	if err := checkResult(req.GetResult()); err != nil {
+		return nil, s.status(err)
 	}
 	err := s.apply(ctx, &pb.Command{Cmd: &pb.Command_SetTrialState{SetTrialState: &pb.SetTrialState{Trial: req.GetTrial(), Generation: req.GetGeneration(),
-		State: req.GetState(), Reason: req.GetReason(), Result: req.GetResult(), UnixMs: time.Now().UnixMilli()}}})
+		State: req.GetState(), Reason: cutReason(req.GetReason()), Result: req.GetResult(), UnixMs: time.Now().UnixMilli()}}})
 	if err != nil {
 		return nil, err
 	}
@@ -296,7 +345,7 @@ func (s *Server) status(err error) error {
 		return status.Error(pb.FencedCode, err.Error())
 	case errors.Is(err, ErrNotPending), errors.Is(err, ErrNothingToResume):
 		return status.Error(codes.FailedPrecondition, err.Error())
-	case errors.Is(err, ErrBadCommand), errors.Is(err, ErrUnknownVersion):
+	case errors.Is(err, ErrInvalidArgument), errors.Is(err, ErrBadCommand), errors.Is(err, ErrUnknownVersion):
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
 	return status.Error(codes.Unavailable, err.Error())

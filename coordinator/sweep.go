@@ -267,12 +267,16 @@ func (s *SweepSpec) validateHeader(v *specCheck) {
 	}
 	if s.Trials < 0 || (s.Search == SearchRandom && s.Trials == 0) {
 		v.fail("trials", "%d, want a positive number (random search needs one)", s.Trials)
+	} else if s.Trials > maxSpecTrials {
+		v.fail("trials", "%d, want at most %d", s.Trials, maxSpecTrials)
+	} else if n, ok := s.gridSize(); s.Search == SearchGrid && s.Trials == 0 && (!ok || n > maxSpecTrials) {
+		v.fail("space", "the grid has more than %d points; set trials to take its first ones", maxSpecTrials)
 	}
 	if s.TrainersPerTrial < 1 || s.TrainersPerTrial > maxTrainersPerTrial {
 		v.fail("trainers_per_trial", "%d, want 1..%d", s.TrainersPerTrial, maxTrainersPerTrial)
 	}
-	if s.MaxConcurrent < 0 {
-		v.fail("max_concurrent", "%d, want ≥ 0 (0: no limit)", s.MaxConcurrent)
+	if s.MaxConcurrent < 0 || s.MaxConcurrent > MaxConcurrent {
+		v.fail("max_concurrent", "%d, want 0..%d (0: no limit)", s.MaxConcurrent, MaxConcurrent)
 	}
 	if _, err := metrics.ParseSelection(s.Metric); err != nil {
 		v.fail("metric", "%v", err)
@@ -288,11 +292,11 @@ func (s *SweepSpec) validateEarlyStopping(v *specCheck) {
 	if es.Rule != "median" && es.Rule != "asha" {
 		v.fail("early_stopping.rule", "%q, want median or asha", es.Rule)
 	}
-	if es.GraceSteps < 0 {
-		v.fail("early_stopping.grace_steps", "%d, want ≥ 0", es.GraceSteps)
+	if es.GraceSteps < 0 || es.GraceSteps > MaxStep {
+		v.fail("early_stopping.grace_steps", "%d, want 0..%d", es.GraceSteps, MaxStep)
 	}
-	if es.ReductionFactor < 0 || (es.Rule == "asha" && es.ReductionFactor < 2) {
-		v.fail("early_stopping.reduction_factor", "%d, want ≥ 2", es.ReductionFactor)
+	if es.ReductionFactor < 0 || (es.Rule == "asha" && es.ReductionFactor < 2) || es.ReductionFactor > MaxReductionFactor {
+		v.fail("early_stopping.reduction_factor", "%d, want 2..%d", es.ReductionFactor, MaxReductionFactor)
 	}
 }
 
@@ -337,25 +341,25 @@ func (s *SweepSpec) validateSpace(v *specCheck) {
 // validateTrain checks the shared training settings.
 func (s *SweepSpec) validateTrain(v *specCheck) {
 	tr := &s.Train
-	if tr.Epochs < 1 {
-		v.fail("train.epochs", "%d, want ≥ 1", tr.Epochs)
+	if tr.Epochs < 1 || tr.Epochs > MaxEpochs {
+		v.fail("train.epochs", "%d, want 1..%d", tr.Epochs, MaxEpochs)
 	}
-	if tr.BatchSize < 1 {
-		v.fail("train.batch_size", "%d, want ≥ 1", tr.BatchSize)
+	if tr.BatchSize < 1 || tr.BatchSize > MaxBatchSize {
+		v.fail("train.batch_size", "%d, want 1..%d", tr.BatchSize, MaxBatchSize)
 	} else if s.TrainersPerTrial > 1 && tr.BatchSize < s.TrainersPerTrial {
 		v.fail("train.batch_size", "%d is smaller than trainers_per_trial %d", tr.BatchSize, s.TrainersPerTrial)
 	}
 	if err := shard.CheckMaxLen(tr.MaxLen); err != nil {
 		v.fail("train.max_len", "%v", err)
 	}
-	if tr.EvalEvery < 0 {
-		v.fail("train.eval_every", "%d, want ≥ 0 (0: at the end)", tr.EvalEvery)
+	if tr.EvalEvery < 0 || tr.EvalEvery > math.MaxInt32 {
+		v.fail("train.eval_every", "%d, want 0..%d (0: at the end)", tr.EvalEvery, math.MaxInt32)
 	}
 	if w := tr.WarmupRatio; w != nil && !(*w >= 0 && *w < 1) {
 		v.fail("train.warmup_ratio", "%v, want in [0, 1)", *w)
 	}
-	if tr.CheckpointEvery < 1 {
-		v.fail("train.checkpoint_every", "%d, want ≥ 1", tr.CheckpointEvery)
+	if tr.CheckpointEvery < 1 || tr.CheckpointEvery > math.MaxInt32 {
+		v.fail("train.checkpoint_every", "%d, want 1..%d", tr.CheckpointEvery, math.MaxInt32)
 	}
 	if tr.Quant != "nf4" && tr.Quant != "fp32" {
 		v.fail("train.quant", "%q, want nf4 or fp32", tr.Quant)
@@ -385,11 +389,32 @@ func TrialSweep(run string) (string, bool) {
 	return sweep, true
 }
 
-// GridSize is the number of points in the cartesian product of the space's lists.
+// GridSize is the number of points in the cartesian product of the space's
+// lists (math.MaxInt when that does not fit an int).
 func (s *SweepSpec) GridSize() int {
-	sp := s.Space
-	return len(sp.Rank) * len(sp.Alpha) * max(1, len(sp.LearningRate)) * len(sp.Dropout) * len(sp.TargetModules) * len(sp.Seed)
+	n, ok := s.gridSize()
+	if !ok {
+		return math.MaxInt
+	}
+	return n
 }
+
+// gridSize is GridSize, and false when the product overflows.
+func (s *SweepSpec) gridSize() (int, bool) {
+	sp := s.Space
+	n := 1
+	for _, k := range []int{len(sp.Rank), len(sp.Alpha), max(1, len(sp.LearningRate)), len(sp.Dropout), len(sp.TargetModules), len(sp.Seed)} {
+		if k != 0 && n > math.MaxInt/k {
+			return 0, false
+		}
+		n *= k
+	}
+	return n, true
+}
+
+// maxSpecTrials bounds the trials a spec expands to, so Expand stays
+// small; the coordinator refuses sweeps above its own MaxTrialsPerSweep.
+const maxSpecTrials = 1 << 20
 
 // Expand lists the sweep's trials, deterministically: grid search walks the
 // cartesian product (rank slowest, seed fastest), truncated to Trials when
@@ -443,20 +468,28 @@ func (s *SweepSpec) Expand() []TrialSpec {
 }
 
 // Sweep is the sweep record to launch: the spec's trials (pending), its
-// shared settings and the dataset's hash. specYAML is kept verbatim.
+// shared settings and the dataset's hash. specYAML is kept verbatim. The
+// spec is valid (ParseSweepSpec's bounds keep every count within int32);
+// should one not be, a count beyond int32 saturates rather than wraps, so
+// the coordinator refuses it instead of reading 2^32 epochs as 0.
 func (s *SweepSpec) Sweep(specYAML []byte, datasetSHA string, now time.Time) *pb.Sweep {
 	tr := s.Train
 	sw := &pb.Sweep{Name: s.Name, SpecYaml: specYAML, DatasetSha256: datasetSHA, CreatedUnixMs: now.UnixMilli(),
-		TrainersPerTrial: int32(s.TrainersPerTrial), MaxConcurrent: int32(s.MaxConcurrent), Metric: s.Metric,
-		Train: &pb.TrainSettings{Config: tr.Config, Weights: tr.Weights, Epochs: int32(tr.Epochs), BatchSize: int32(tr.BatchSize),
-			MaxLen: int32(tr.MaxLen), EvalEvery: int32(tr.EvalEvery), Quant: tr.Quant, WarmupRatio: tr.WarmupRatio,
-			CheckpointEvery: int32(tr.CheckpointEvery), SplitSeed: tr.SplitSeed, SplitRatios: tr.Split}}
+		TrainersPerTrial: sat32(s.TrainersPerTrial), MaxConcurrent: sat32(s.MaxConcurrent), Metric: s.Metric,
+		Train: &pb.TrainSettings{Config: tr.Config, Weights: tr.Weights, Epochs: sat32(tr.Epochs), BatchSize: sat32(tr.BatchSize),
+			MaxLen: sat32(tr.MaxLen), EvalEvery: sat32(tr.EvalEvery), Quant: tr.Quant, WarmupRatio: tr.WarmupRatio,
+			CheckpointEvery: sat32(tr.CheckpointEvery), SplitSeed: tr.SplitSeed, SplitRatios: tr.Split}}
 	if es := s.EarlyStopping; es != nil {
-		sw.EarlyStopping = &pb.EarlyStopping{Rule: es.Rule, GraceSteps: int64(es.GraceSteps), ReductionFactor: int32(es.ReductionFactor)}
+		sw.EarlyStopping = &pb.EarlyStopping{Rule: es.Rule, GraceSteps: int64(es.GraceSteps), ReductionFactor: sat32(es.ReductionFactor)}
 	}
 	for _, t := range s.Expand() {
-		sw.Trials = append(sw.Trials, &pb.Trial{Name: t.Name, Index: int32(t.Index), Rank: int32(t.Rank), Alpha: t.Alpha,
+		sw.Trials = append(sw.Trials, &pb.Trial{Name: t.Name, Index: sat32(t.Index), Rank: sat32(t.Rank), Alpha: t.Alpha,
 			LearningRate: t.LearningRate, LoraDropout: t.Dropout, TargetModules: t.TargetModules, Seed: t.Seed})
 	}
 	return sw
+}
+
+// sat32 converts n to int32, saturating at its bounds instead of wrapping.
+func sat32(n int) int32 {
+	return int32(min(max(n, math.MinInt32), math.MaxInt32))
 }
