@@ -1,0 +1,275 @@
+package coordinator_test
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/loraft/loraft/coordinator"
+	"github.com/loraft/loraft/coordinator/coordinatortest"
+	pb "github.com/loraft/loraft/proto/coordinatorpb"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+)
+
+// hostileSweep is a valid sweep as the CLI sends it: n trials, every train
+// setting, ASHA early stopping; with 95 dataset rows, 2 epochs of batch 10
+// make 20 steps per trial.
+func hostileSweep(name string, n int) *pb.Sweep {
+	sw := &pb.Sweep{Name: name, DatasetSha256: "hostile", TrainersPerTrial: 1, Metric: "macro_f1",
+		EarlyStopping: &pb.EarlyStopping{Rule: "asha", GraceSteps: 1, ReductionFactor: 3},
+		Train:         &pb.TrainSettings{Epochs: 2, BatchSize: 10, MaxLen: 128, EvalEvery: 5, CheckpointEvery: 5, Quant: "nf4", SplitSeed: 42, SplitRatios: "80/10/10"}}
+	for i := range n {
+		sw.Trials = append(sw.Trials, &pb.Trial{Name: fmt.Sprintf("%s-t%03d", name, i), Index: int32(i), Rank: 8, Alpha: 16, LearningRate: 2e-4, LoraDropout: 0.05, TargetModules: "query,value", Seed: 42})
+	}
+	return sw
+}
+
+// TestHostileClient sends a table of malformed and malicious requests to
+// the leader of a real 3-coordinator group. Each gets its documented code;
+// a refused one leaves the replicated state exactly as it was; and a
+// well-behaved trainer's heartbeats are answered promptly throughout.
+func TestHostileClient(t *testing.T) {
+	base := coordinator.DefaultConfig() // hashicorp/raft's timeouts: no elections from a loaded test machine
+	base.MaxTrialsPerSweep = 50
+	base.Scheduler.Tick = 20 * time.Millisecond
+	c := coordinatortest.NewCluster(t, 3, coordinatortest.Options{Base: &base})
+	leader := c.WaitForLeader(20 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	api := dial(t, c.APIAddrs[leader])
+
+	if _, err := api.LaunchSweep(ctx, &pb.LaunchSweepRequest{Sweep: hostileSweep("ok", 2), Dataset: &pb.Dataset{Sha256: "hostile", Name: "d.csv", Rows: 95, Size: 1000}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"good", "evil"} {
+		if _, err := api.RegisterTrainer(ctx, &pb.RegisterTrainerRequest{Trainer: &pb.TrainerRecord{Id: id, Address: id + ":7500"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Both trainers heartbeat in the background, "good" with live progress
+	// for its own trial; every answer is timed.
+	var mu sync.Mutex
+	assigned := map[string]*pb.Assignment{}
+	var beats int
+	var slowest time.Duration
+	var beatErrs []error
+	bctx, stopBeats := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for bctx.Err() == nil {
+			for _, id := range []string{"good", "evil"} {
+				req := &pb.HeartbeatRequest{TrainerId: id}
+				mu.Lock()
+				if a := assigned[id]; a != nil {
+					req.Trial, req.Generation = a.GetTrial().GetName(), a.GetGeneration()
+					if id == "good" {
+						req.Progress = &pb.Progress{Step: 3, Steps: 20}
+					}
+				}
+				mu.Unlock()
+				start := time.Now()
+				hctx, hcancel := context.WithTimeout(bctx, 5*time.Second)
+				resp, err := api.Heartbeat(hctx, req)
+				hcancel()
+				took := time.Since(start)
+				mu.Lock()
+				if err != nil && bctx.Err() == nil {
+					beatErrs = append(beatErrs, fmt.Errorf("%s: %w", id, err))
+				} else if err == nil {
+					beats++
+					slowest = max(slowest, took)
+					assigned[id] = resp.GetAssignment()
+				}
+				mu.Unlock()
+			}
+			select {
+			case <-bctx.Done():
+			case <-tick.C:
+			}
+		}
+	}()
+	defer wg.Wait()
+	defer stopBeats()
+
+	var good, evil *pb.Assignment
+	coordinatortest.Eventually(t, 20*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		good, evil = assigned["good"], assigned["evil"]
+		if good == nil || evil == nil {
+			return fmt.Errorf("assignments: good %v, evil %v", good, evil)
+		}
+		return nil
+	})
+	gt, gg := good.GetTrial().GetName(), good.GetGeneration()
+	// A legitimate report first, so the trial has history.
+	if _, err := api.ReportCheckpoint(ctx, &pb.ReportCheckpointRequest{Trial: gt, Generation: gg, Step: 5, HasMetric: true, Metric: 0.5}); err != nil {
+		t.Fatal(err)
+	}
+
+	dup := hostileSweep("dup", 3)
+	dup.Trials[2].Name = dup.Trials[0].Name
+	rank := hostileSweep("rank", 5)
+	rank.Trials[3].Rank = 4096
+	epochs := hostileSweep("epochs", 1)
+	epochs.Train.Epochs = 0 // what 2^32 epochs became through int32
+	conc := hostileSweep("conc", 1)
+	conc.MaxConcurrent = -1 // what 2^32-1 became: "no limit"
+	nan := hostileSweep("nan", 1)
+	nan.Trials[0].Alpha = math.NaN()
+	owned := hostileSweep("owned", 1)
+	owned.Trials[0].State, owned.Trials[0].Generation = pb.TrialState_TRIAL_STATE_SUCCEEDED, 7
+	bigSpec := hostileSweep("bigspec", 1)
+	bigSpec.SpecYaml = make([]byte, coordinator.MaxSpecYAMLBytes+1)
+	slash := hostileSweep("slash", 1)
+	slash.Trials[0].Name = "../../etc/passwd"
+	taken := hostileSweep("taken", 1)
+	taken.Trials[0].Name = gt // another sweep's trial
+	launch := func(sw *pb.Sweep) func() error {
+		return func() error { _, err := api.LaunchSweep(ctx, &pb.LaunchSweepRequest{Sweep: sw}); return err }
+	}
+	report := func(trial string, gen uint64, step int64, metric float64) func() error {
+		return func() error {
+			_, err := api.ReportCheckpoint(ctx, &pb.ReportCheckpointRequest{Trial: trial, Generation: gen, Step: step, HasMetric: true, Metric: metric})
+			return err
+		}
+	}
+	attacks := []struct {
+		name string
+		call func() error
+		code codes.Code
+		msg  string // a substring of the status message
+	}{
+		{"checkpoint at step 2^63-1 (froze ASHA)", report(gt, gg, math.MaxInt64, 0.9), codes.InvalidArgument, "step: 9223372036854775807, want 0..20"},
+		{"checkpoint past the trial's total steps", report(gt, gg, 21, 0.9), codes.InvalidArgument, "step: 21"},
+		{"checkpoint at a negative step", report(gt, gg, -1, 0.9), codes.InvalidArgument, "step: -1"},
+		{"checkpoint with a NaN metric", report(gt, gg, 10, math.NaN()), codes.InvalidArgument, "metric: NaN"},
+		{"checkpoint with an infinite metric", report(gt, gg, 10, math.Inf(1)), codes.InvalidArgument, "metric: +Inf"},
+		{"checkpoint of a future generation", report(gt, gg+100, 10, 0.9), pb.FencedCode, "stale generation"},
+		{"checkpoint of an unknown trial", report("nope-t000", 1, 10, 0.9), codes.NotFound, "not found"},
+		{"sweep with two trials of one name", launch(dup), codes.InvalidArgument, "sweep.trials[2].name: dup-t000, the same as sweep.trials[0]"},
+		{"rank 4096", launch(rank), codes.InvalidArgument, "sweep.trials[3].rank: 4096, want 1..1024"},
+		{"epochs 0", launch(epochs), codes.InvalidArgument, "sweep.train.epochs: 0"},
+		{"max_concurrent -1", launch(conc), codes.InvalidArgument, "sweep.max_concurrent: -1"},
+		{"alpha NaN", launch(nan), codes.InvalidArgument, "sweep.trials[0].alpha: NaN"},
+		{"trial state set by the client", launch(owned), codes.InvalidArgument, "sweep.trials[0].state"},
+		{"spec_yaml over 1 MiB", launch(bigSpec), codes.InvalidArgument, "sweep.spec_yaml: 1048577 bytes"},
+		{"more trials than the limit", launch(hostileSweep("many", 51)), codes.InvalidArgument, "sweep.trials: 51 trials, want at most 50"},
+		{"trial name with a path", launch(slash), codes.InvalidArgument, "sweep.trials[0].name"},
+		{"trial name of another sweep", launch(taken), codes.AlreadyExists, gt},
+		{"no sweep", launch(nil), codes.InvalidArgument, "sweep: required"},
+		{"sweep name too long", launch(hostileSweep(strings.Repeat("s", 200), 1)), codes.InvalidArgument, "sweep.name: 200 bytes"},
+		{"dataset with negative rows", func() error {
+			_, err := api.LaunchSweep(ctx, &pb.LaunchSweepRequest{Sweep: hostileSweep("ds", 1), Dataset: &pb.Dataset{Sha256: "x", Rows: -5}})
+			return err
+		}, codes.InvalidArgument, "dataset.rows: -5"},
+		{"result with a NaN metric", func() error {
+			_, err := api.ReportResult(ctx, &pb.ReportResultRequest{Trial: gt, Generation: gg, State: pb.TrialState_TRIAL_STATE_SUCCEEDED, Result: &pb.TrialResult{ValMacroF1: math.NaN()}})
+			return err
+		}, codes.InvalidArgument, "result.val_macro_f1: NaN"},
+		{"result in a state a trainer cannot set", func() error {
+			_, err := api.ReportResult(ctx, &pb.ReportResultRequest{Trial: gt, Generation: gg, State: pb.TrialState_TRIAL_STATE_CANCELLED})
+			return err
+		}, codes.InvalidArgument, "state"},
+		{"trainer id with a slash", func() error {
+			_, err := api.RegisterTrainer(ctx, &pb.RegisterTrainerRequest{Trainer: &pb.TrainerRecord{Id: "a/b", Address: "h:1"}})
+			return err
+		}, codes.InvalidArgument, "trainer.id"},
+		{"trainer address without a port", func() error {
+			_, err := api.RegisterTrainer(ctx, &pb.RegisterTrainerRequest{Trainer: &pb.TrainerRecord{Id: "t9", Address: "nowhere"}})
+			return err
+		}, codes.InvalidArgument, "trainer.address"},
+		{"heartbeat without a trainer id", func() error { _, err := api.Heartbeat(ctx, &pb.HeartbeatRequest{}); return err }, codes.InvalidArgument, "trainer_id: required"},
+		{"heartbeat of an unknown trainer", func() error { _, err := api.Heartbeat(ctx, &pb.HeartbeatRequest{TrainerId: "ghost"}); return err }, codes.NotFound, "ghost"},
+		{"cancel without a name", func() error { _, err := api.CancelSweep(ctx, &pb.CancelSweepRequest{}); return err }, codes.InvalidArgument, "name: required"},
+		{"resume a path", func() error { _, err := api.ResumeRun(ctx, &pb.ResumeRunRequest{Run: "../ok-t000"}); return err }, codes.InvalidArgument, "run"},
+		{"sweep status of a huge name", func() error {
+			_, err := api.GetSweep(ctx, &pb.GetSweepRequest{Name: strings.Repeat("x", 10000)})
+			return err
+		}, codes.InvalidArgument, "name: 10000 bytes"},
+		{"best trial of a bad name", func() error { _, err := api.BestTrial(ctx, &pb.BestTrialRequest{Sweep: "a b"}); return err }, codes.InvalidArgument, "sweep"},
+		{"add a voter at a bad address", func() error {
+			_, err := api.AddVoter(ctx, &pb.AddVoterRequest{Member: &pb.Member{Id: "n9", RaftAddress: "bad", ApiAddress: "h:1"}})
+			return err
+		}, codes.InvalidArgument, "member.raft_address"},
+		{"remove a voter without an id", func() error { _, err := api.RemoveVoter(ctx, &pb.RemoveVoterRequest{}); return err }, codes.InvalidArgument, "id: required"},
+	}
+	consistent := func() *pb.State {
+		t.Helper()
+		st, err := api.GetState(ctx, &pb.GetStateRequest{Consistent: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	for _, a := range attacks {
+		t.Run(a.name, func(t *testing.T) {
+			before := consistent()
+			err := a.call()
+			st, _ := status.FromError(err)
+			if st.Code() != a.code || !strings.Contains(st.Message(), a.msg) {
+				t.Fatalf("%v, want %s containing %q", err, a.code, a.msg)
+			}
+			if after := consistent(); !proto.Equal(before, after) {
+				t.Fatalf("the refused request changed the state:\nbefore %v\nafter  %v", before, after)
+			}
+		})
+	}
+
+	// A heartbeat's progress counts only for the caller's own trial at its
+	// generation: "evil" cannot spoof "good"'s live progress, nor grow the
+	// leader's progress map with trials of its invention.
+	coordinatortest.Eventually(t, 10*time.Second, func() error {
+		s, err := api.GetSweep(ctx, &pb.GetSweepRequest{Name: "ok"})
+		if err != nil {
+			return err
+		}
+		if s.GetProgress()[gt].GetStep() != 3 {
+			return fmt.Errorf("good's live progress: %v, want step 3", s.GetProgress()[gt])
+		}
+		return nil
+	})
+	for i := range 20 {
+		for _, spoof := range []*pb.HeartbeatRequest{
+			{TrainerId: "evil", Trial: gt, Generation: gg, Progress: &pb.Progress{Step: 12345}},
+			{TrainerId: "evil", Trial: fmt.Sprintf("invented-t%03d", i), Generation: 1, Progress: &pb.Progress{Step: 12345}},
+			{TrainerId: "good", Trial: gt, Generation: gg, Progress: &pb.Progress{Step: 12345, Loss: math.NaN()}},
+		} {
+			if _, err := api.Heartbeat(ctx, spoof); err != nil {
+				t.Fatalf("a heartbeat with progress to ignore: %v, want it answered", err)
+			}
+		}
+		s, err := api.GetSweep(ctx, &pb.GetSweepRequest{Name: "ok"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for trial, p := range s.GetProgress() {
+			if p.GetStep() == 12345 {
+				t.Fatalf("spoofed progress shown for %s: %v", trial, p)
+			}
+		}
+	}
+
+	stopBeats()
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(beatErrs) > 0 {
+		t.Fatalf("heartbeats failed during the attacks: %v", beatErrs)
+	}
+	if slowest > 2*time.Second || beats == 0 {
+		t.Fatalf("%d heartbeats answered, the slowest in %v: the leader stalled", beats, slowest)
+	}
+	t.Logf("%d heartbeats answered during the attacks, the slowest in %v", beats, slowest)
+}
