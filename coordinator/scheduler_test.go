@@ -401,3 +401,45 @@ func TestRefusal(t *testing.T) {
 		}
 	}
 }
+
+// TestTickPrunesProgress: live progress is forgotten once its trial no
+// longer runs at the generation it was reported for.
+func TestTickPrunesProgress(t *testing.T) {
+	n := singleNode(t)
+	ctx := context.Background()
+	for _, c := range []*pb.Command{
+		{Cmd: &pb.Command_RegisterTrainer{RegisterTrainer: &pb.RegisterTrainer{Trainer: &pb.TrainerRecord{Id: "a", Address: "a:1"}}}},
+		sweepCmd("p", 2),
+		{Cmd: &pb.Command_AssignTrial{AssignTrial: &pb.AssignTrial{Trial: "p-t000", Trainers: []string{"a"}}}},
+	} {
+		if err := n.Apply(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := newScheduler(n, SchedulerConfig{Lease: time.Minute})
+	now := time.Now()
+	s.tick(ctx, now) // the term starts
+	s.beat("a", "p-t000", 1, &pb.Progress{Step: 3}, now)
+	s.beat("a", "p-t001", 0, &pb.Progress{Step: 4}, now) // not running
+	s.beat("a", "gone", 1, &pb.Progress{Step: 5}, now)   // no such trial
+	s.tick(ctx, now)
+	if s.live("p-t000", 1).GetStep() != 3 {
+		t.Fatal("the running trial's progress was pruned")
+	}
+	s.mu.Lock()
+	kept := len(s.progress)
+	s.mu.Unlock()
+	if kept != 1 {
+		t.Fatalf("%d trials' progress kept, want only the running one's", kept)
+	}
+	if err := n.Apply(ctx, &pb.Command{Cmd: &pb.Command_SetTrialState{SetTrialState: &pb.SetTrialState{Trial: "p-t000", Generation: 1, State: pb.TrialState_TRIAL_STATE_FAILED}}}); err != nil {
+		t.Fatal(err)
+	}
+	s.tick(ctx, now)
+	s.mu.Lock()
+	kept = len(s.progress)
+	s.mu.Unlock()
+	if kept != 0 {
+		t.Fatalf("%d trials' progress kept after the trial failed, want none", kept)
+	}
+}
