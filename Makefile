@@ -8,7 +8,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # MinIO for tests and the demo: path of the cached server binary (deploy/minio.sh).
 MINIO = $$(deploy/minio.sh)
 
-.PHONY: all setup build test demo proto lint bench bench-libtorch bench-shard bench-trainer bench-checkpoint bench-allreduce bench-failover gpu-check clean
+.PHONY: all setup build test demo proto lint bench bench-libtorch bench-shard bench-trainer bench-checkpoint bench-allreduce bench-failover chaos gpu-check clean
 
 all: build
 
@@ -79,6 +79,16 @@ bench-allreduce: build
 # timeouts) until a new leader reads and schedules again, and heartbeats/s on the leader.
 bench-failover: build
 	bin/loraft bench failover --out bench/results/failover.json --kills 10
+
+## chaos: the gray-failure suite (real coordinator, trainer and MinIO processes; paused and
+## black-holed processes, store outages): an undisturbed sweep, then the same sweep under each
+## fault; results in bench/results/chaos.json. CHAOS_RUNS=5 repeats each scenario,
+## CHAOS_SCENARIO=regexp picks some. Not part of `make test` (it takes many minutes).
+CHAOS_RUNS ?= 1
+CHAOS_SCENARIO ?=
+chaos: build
+	LORAFT_BIN=$(CURDIR)/bin/loraft LORAFT_MINIO=$(MINIO) $(GO) test -tags chaos -count=1 -timeout 120m -v ./chaos/ \
+		-args -runs=$(CHAOS_RUNS) -scenario='$(CHAOS_SCENARIO)' -out=$(CURDIR)/bench/results/chaos.json
 
 ## gpu-check: on a CUDA machine without Go (see deploy/gpu-check.sh); not part of `make test`
 gpu-check:

@@ -1,0 +1,537 @@
+//go:build chaos
+
+package chaos
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/loraft/loraft/checkpoint"
+	"github.com/loraft/loraft/coordinator"
+	"github.com/loraft/loraft/coordinator/coordinatortest"
+	"github.com/loraft/loraft/internal/atomicfile"
+	"github.com/loraft/loraft/internal/proc"
+	"github.com/loraft/loraft/internal/proccluster"
+	pb "github.com/loraft/loraft/proto/coordinatorpb"
+	"github.com/loraft/loraft/trainer"
+	"github.com/loraft/loraft/trainer/agent"
+)
+
+var (
+	runs     = flag.Int("runs", 1, "how many times each scenario runs")
+	only     = flag.String("scenario", "", "run only the scenarios whose name matches this regexp")
+	outFile  = flag.String("out", "", "write the results (JSON) here")
+	dataFile = flag.String("data", "../experiments/data/demo.csv", "dataset the sweep trains on")
+)
+
+// spec is the sweep every run trains: four tiny trials on two trainers,
+// long enough (a minute or so) for a fault to land mid-training.
+const spec = `name: chaos
+search: grid
+trainers_per_trial: 1
+metric: macro_f1
+space:
+  rank: [4, 8]
+  alpha: [16, 32]
+  learning_rate: [3.0e-3]
+  lora_dropout: [0.0]
+  seed: [7]
+train:
+  config: tiny
+  epochs: 10
+  batch_size: 16
+  max_len: 48
+  checkpoint_every: 7
+`
+
+// lease is the trainers' lease: the coordinators' default.
+const lease = 3 * time.Second
+
+// scenario is one fault. inject starts it once the sweep trains, and returns
+// when the fault is over (the process resumed, the store back).
+type scenario struct {
+	name   string
+	inject func(ctx context.Context, r *runCtx) error
+}
+
+// Result is one scenario run, as written to chaos.json.
+type Result struct {
+	Scenario string `json:"scenario"`
+	Run      int    `json:"run"`
+	Passed   bool   `json:"passed"`
+	// NoTrainingMs is the longest time after the fault began during which no
+	// trainer ran a job (the undisturbed run's own longest gap is in the
+	// baseline entry).
+	NoTrainingMs int64 `json:"no_training_ms"`
+	// CLIAnswerMs is the longest a fresh client's sweep read took while the
+	// fault lasted (the CLI's `sweep status`).
+	CLIAnswerMs int64 `json:"cli_answer_ms"`
+	// CLIStaleReads counts the reads labelled stale.
+	CLIStaleReads int `json:"cli_stale_reads"`
+	// TrialsLost counts trials that did not succeed with the undisturbed
+	// run's adapter and metrics.
+	TrialsLost          int      `json:"trials_lost"`
+	DuplicateExecutions int      `json:"duplicate_executions"`
+	AdapterBytesEqual   bool     `json:"adapter_bytes_equal"`
+	BestTrialEqual      bool     `json:"best_trial_equal"`
+	Linearizable        bool     `json:"linearizable"`
+	ProcessesLeft       int      `json:"processes_left"`
+	WallS               float64  `json:"wall_s"`
+	Failures            []string `json:"failures,omitempty"`
+}
+
+// outcome is what a finished sweep left: each trial's state, result and
+// final adapter, and the best trial.
+type outcome struct {
+	trials map[string]trialOutcome
+	best   string
+}
+
+type trialOutcome struct {
+	state   pb.TrialState
+	result  string // the metrics of the result, formatted
+	step    int
+	adapter string // the final checkpoint's parameters, bit-exact
+}
+
+func TestChaos(t *testing.T) {
+	bin := os.Getenv("LORAFT_BIN")
+	if bin == "" {
+		t.Fatal("LORAFT_BIN is not set: run the suite with `make chaos`, which builds bin/loraft and passes it")
+	}
+	if _, err := proc.MinIOBinary(); err != nil {
+		t.Fatalf("%v (run the suite with `make chaos`, which builds MinIO once)", err)
+	}
+	var pick *regexp.Regexp
+	if *only != "" {
+		pick = regexp.MustCompile(*only)
+	}
+	base := &runCtx{t: t, bin: proc.Binary{Path: bin, Env: []string{"OMP_NUM_THREADS=1"}}}
+	want, baseRes := base.sweep(t, nil)
+	results := []Result{baseRes}
+	t.Logf("baseline: %d trials, best %s, longest gap without training %d ms", len(want.trials), want.best, baseRes.NoTrainingMs)
+	for _, s := range scenarios() {
+		if pick != nil && !pick.MatchString(s.name) {
+			continue
+		}
+		for i := range *runs {
+			t.Run(fmt.Sprintf("%s/%d", s.name, i+1), func(t *testing.T) {
+				r := &runCtx{t: t, bin: base.bin}
+				got, res := r.sweep(t, &s)
+				res.Run = i + 1
+				compare(t, want, got, &res)
+				res.Passed = !t.Failed()
+				results = append(results, res)
+				t.Logf("%s: passed %v, no training %d ms, CLI answered within %d ms (%d stale), lost %d, duplicates %d",
+					s.name, res.Passed, res.NoTrainingMs, res.CLIAnswerMs, res.CLIStaleReads, res.TrialsLost, res.DuplicateExecutions)
+			})
+		}
+	}
+	if *outFile != "" {
+		b, _ := json.MarshalIndent(map[string]any{"date": time.Now().UTC().Format(time.RFC3339), "runs_per_scenario": *runs,
+			"lease_ms": lease.Milliseconds(), "raft_profile": "default", "results": results}, "", "  ")
+		if err := atomicfile.WriteFile(*outFile, append(b, '\n'), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// compare checks a disturbed run's outcome against the undisturbed one.
+func compare(t *testing.T, want, got *outcome, res *Result) {
+	res.AdapterBytesEqual, res.BestTrialEqual = true, got.best == want.best
+	for name, w := range want.trials {
+		g, ok := got.trials[name]
+		switch {
+		case !ok || g.state != pb.TrialState_TRIAL_STATE_SUCCEEDED:
+			res.TrialsLost++
+			fail(t, res, "trial %s ended %v, want SUCCEEDED", name, g.state)
+		case g.adapter != w.adapter || g.step != w.step:
+			res.TrialsLost++
+			res.AdapterBytesEqual = false
+			fail(t, res, "trial %s: final adapter at step %d differs from the undisturbed run's (step %d)", name, g.step, w.step)
+		case g.result != w.result:
+			res.TrialsLost++
+			fail(t, res, "trial %s: result %s, want %s", name, g.result, w.result)
+		}
+	}
+	if !res.BestTrialEqual {
+		fail(t, res, "best trial %s, want %s", got.best, want.best)
+	}
+}
+
+func fail(t *testing.T, res *Result, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	res.Failures = append(res.Failures, msg)
+	t.Error(msg)
+}
+
+// runCtx is one sweep on a fresh cluster.
+type runCtx struct {
+	t   *testing.T
+	bin proc.Binary
+	c   *proccluster.Cluster
+	dir string
+}
+
+// sweep starts a cluster, launches the sweep, injects s's fault (none for
+// the baseline) once the first trial has made progress, waits for the end
+// and collects what it left.
+func (r *runCtx) sweep(t *testing.T, s *scenario) (*outcome, Result) {
+	t.Helper()
+	name := "baseline"
+	if s != nil {
+		name = s.name
+	}
+	res := Result{Scenario: name, Linearizable: true}
+	start := time.Now()
+	r.dir = t.TempDir()
+	c, err := proccluster.Start(proccluster.Config{Bin: r.bin, Dir: r.dir, Trainers: 2, Lease: lease, MinIO: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.c = c
+	closed := false
+	closeCluster := func() {
+		if closed {
+			return
+		}
+		closed = true
+		if err := c.Close(); err != nil {
+			t.Logf("closing the cluster: %v", err)
+		}
+	}
+	defer closeCluster()
+	defer func() {
+		if t.Failed() {
+			t.Log(c.LogTails(30))
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	if _, err := c.WaitHealthy(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	r.launch(t)
+
+	linCtx, stopLin := context.WithCancel(ctx)
+	h := coordinatortest.StartClients(t, linCtx, c.APIAddrs(), 3, "lin")
+	defer func() { stopLin(); h.Wait() }()
+
+	waitProgress(t, ctx, c)
+	faultStart := time.Now()
+	if s != nil {
+		probe := startProbe(ctx, c.APIAddrs())
+		if err := s.inject(ctx, r); err != nil {
+			t.Fatalf("injecting %s: %v", s.name, err)
+		}
+		res.CLIAnswerMs, res.CLIStaleReads = probe.stop()
+		t.Logf("%s: fault over after %v", s.name, time.Since(faultStart).Round(time.Millisecond))
+	}
+	st, err := c.WaitState(ctx, func(st *pb.State) bool { sw := sweepOf(st, "chaos"); return sw != nil && done(sw) })
+	if err != nil {
+		t.Fatalf("the sweep did not finish: %v\n%s", err, describe(st))
+	}
+	stopLin()
+	ops := h.Wait()
+	coordinatortest.CheckLinearizable(t, ops, name)
+	res.Linearizable = !t.Failed()
+
+	out := r.collect(t, ctx, st)
+	spans, err := readSpans(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.DuplicateExecutions = overlaps(t, spans)
+	res.NoTrainingMs = longestIdle(spans, faultStart, time.Now()).Milliseconds()
+	closeCluster()
+	if left := leftBehind(r.dir); len(left) > 0 {
+		res.ProcessesLeft = len(left)
+		fail(t, &res, "processes left behind: %v", left)
+	}
+	res.WallS = math.Round(time.Since(start).Seconds()*10) / 10
+	return out, res
+}
+
+// launch runs `loraft sweep launch` against the cluster.
+func (r *runCtx) launch(t *testing.T) {
+	t.Helper()
+	specPath := filepath.Join(r.dir, "chaos.yaml")
+	if err := os.WriteFile(specPath, []byte(spec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	data, err := filepath.Abs(*dataFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := r.bin.Command(ctx, "sweep", "launch", "--spec", specPath, "--data", data)
+	cmd.Env = append(cmd.Env, r.c.Env...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sweep launch: %v\n%s", err, out)
+	}
+}
+
+// waitProgress waits until some trial has committed a checkpoint: the
+// fault then lands mid-training, with something to resume from.
+func waitProgress(t *testing.T, ctx context.Context, c *proccluster.Cluster) {
+	t.Helper()
+	st, err := c.WaitState(ctx, func(st *pb.State) bool {
+		for _, tr := range sweepOf(st, "chaos").GetTrials() {
+			if tr.GetCheckpointStep() > 0 {
+				return true
+			}
+		}
+		return false
+	})
+	if err != nil {
+		t.Fatalf("no trial made progress: %v\n%s", err, describe(st))
+	}
+}
+
+// collect reads each trial's final adapter from the store.
+func (r *runCtx) collect(t *testing.T, ctx context.Context, st *pb.State) *outcome {
+	t.Helper()
+	store, err := r.c.OpenStore(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := &outcome{trials: map[string]trialOutcome{}}
+	sw := sweepOf(st, "chaos")
+	var best *pb.Trial
+	for _, tr := range sw.GetTrials() {
+		o := trialOutcome{state: tr.GetState()}
+		if res := tr.GetResult(); res != nil {
+			o.result = fmt.Sprintf("steps %d val macro-F1 %v accuracy %v test macro-F1 %v", res.GetSteps(), res.GetValMacroF1(), res.GetValAccuracy(), res.GetTestMacroF1())
+		}
+		ck, files, err := checkpoint.LoadLatest(ctx, store, tr.GetName(), nil)
+		if err == nil {
+			o.step = ck.Step
+			if ts, _, err := trainer.StateFromFiles(files); err == nil {
+				o.adapter = paramsDigest(ts)
+			}
+		}
+		out.trials[tr.GetName()] = o
+		if tr.GetHasMetric() && (best == nil || tr.GetBestMetric() > best.GetBestMetric()) {
+			best = tr
+		}
+	}
+	if best != nil {
+		out.best = best.GetName()
+	}
+	return out
+}
+
+// paramsDigest is a bit-exact rendering of a checkpoint's parameters.
+func paramsDigest(st *trainer.State) string {
+	names := make([]string, 0, len(st.Params))
+	for n := range st.Params {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	var b strings.Builder
+	for _, n := range names {
+		fmt.Fprintf(&b, "%s:", n)
+		for _, v := range st.Params[n].Data {
+			fmt.Fprintf(&b, "%08x", math.Float32bits(v))
+		}
+		b.WriteByte(';')
+	}
+	return b.String()
+}
+
+// probe reads the sweep with a fresh client every 250 ms, as `loraft sweep
+// status` does, and keeps the slowest answer.
+type probe struct {
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	worst  time.Duration
+	stale  int
+}
+
+func startProbe(ctx context.Context, addrs []string) *probe {
+	ctx, cancel := context.WithCancel(ctx)
+	p := &probe{cancel: cancel}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for ctx.Err() == nil {
+			cl, err := coordinator.NewClient(addrs)
+			if err != nil {
+				return
+			}
+			rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
+			begin := time.Now()
+			st, err := cl.Sweep(rctx, "chaos")
+			took := time.Since(begin)
+			rcancel()
+			cl.Close()
+			if ctx.Err() != nil {
+				return
+			}
+			p.mu.Lock()
+			if err != nil {
+				took = 30 * time.Second
+			}
+			p.worst = max(p.worst, took)
+			if st.GetStale() {
+				p.stale++
+			}
+			p.mu.Unlock()
+			select {
+			case <-ctx.Done():
+			case <-time.After(250 * time.Millisecond):
+			}
+		}
+	}()
+	return p
+}
+
+func (p *probe) stop() (worstMs int64, stale int) {
+	p.cancel()
+	p.wg.Wait()
+	return p.worst.Milliseconds(), p.stale
+}
+
+// span is one job a trainer ran.
+type span struct {
+	trainer    string
+	trial      string
+	generation uint64
+	from, to   int64
+}
+
+// readSpans reads every trainer's events. A job without an end event ran
+// until the trainer was last seen (the cluster is closed by then).
+func readSpans(c *proccluster.Cluster) ([]span, error) {
+	var out []span
+	for _, tr := range c.Trainers {
+		f, err := os.Open(tr.Events)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		open := map[string]agent.Event{}
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			var e agent.Event
+			if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+				f.Close()
+				return nil, fmt.Errorf("events of %s: %w", tr.ID, err)
+			}
+			switch e.Event {
+			case "start":
+				open[e.Trial] = e
+			case "end":
+				s := open[e.Trial]
+				delete(open, e.Trial)
+				out = append(out, span{tr.ID, e.Trial, e.Generation, s.UnixNano, e.UnixNano})
+			}
+		}
+		f.Close()
+		for trial, s := range open {
+			out = append(out, span{tr.ID, trial, s.Generation, s.UnixNano, time.Now().UnixNano()})
+		}
+	}
+	return out, nil
+}
+
+// overlaps reports (as test errors) and counts trials that two trainers ran
+// at the same time.
+func overlaps(t *testing.T, spans []span) int {
+	byTrial := map[string][]span{}
+	for _, s := range spans {
+		byTrial[s.trial] = append(byTrial[s.trial], s)
+	}
+	n := 0
+	for trial, ss := range byTrial {
+		slices.SortFunc(ss, func(a, b span) int { return int(a.from - b.from) })
+		for i := 1; i < len(ss); i++ {
+			if ss[i].from < ss[i-1].to {
+				n++
+				t.Errorf("trial %s ran twice at once: %s (generation %d) and %s (generation %d)", trial, ss[i-1].trainer, ss[i-1].generation, ss[i].trainer, ss[i].generation)
+			}
+		}
+	}
+	return n
+}
+
+// longestIdle is the longest stretch within [from, to] in which no trainer
+// ran a job.
+func longestIdle(spans []span, from, to time.Time) time.Duration {
+	lo, hi := from.UnixNano(), to.UnixNano()
+	slices.SortFunc(spans, func(a, b span) int { return int(a.from - b.from) })
+	covered, longest := lo, int64(0)
+	for _, s := range spans {
+		if s.to <= covered {
+			continue
+		}
+		if s.from > covered {
+			longest = max(longest, min(s.from, hi)-covered)
+		}
+		covered = max(covered, s.to)
+		if covered >= hi {
+			break
+		}
+	}
+	// The tail after the last job is the sweep's own end, not idleness.
+	return time.Duration(longest)
+}
+
+// leftBehind lists processes whose command line names dir.
+func leftBehind(dir string) []string {
+	var left []string
+	pids, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range pids {
+		b, err := os.ReadFile(p)
+		if err != nil || !strings.Contains(string(b), dir) {
+			continue
+		}
+		left = append(left, strings.ReplaceAll(string(b), "\x00", " "))
+	}
+	return left
+}
+
+func sweepOf(st *pb.State, name string) *pb.Sweep {
+	for _, s := range st.GetSweeps() {
+		if s.GetName() == name {
+			return s
+		}
+	}
+	return nil
+}
+
+func done(sw *pb.Sweep) bool {
+	for _, t := range sw.GetTrials() {
+		switch t.GetState() {
+		case pb.TrialState_TRIAL_STATE_PENDING, pb.TrialState_TRIAL_STATE_RUNNING:
+			return false
+		}
+	}
+	return true
+}
+
+func describe(st *pb.State) string {
+	var b strings.Builder
+	for _, t := range sweepOf(st, "chaos").GetTrials() {
+		fmt.Fprintf(&b, "  %s %s gen %d attempts %d ckpt %d trainers %v %s\n", t.GetName(), t.GetState(), t.GetGeneration(), t.GetAttempts(), t.GetCheckpointStep(), t.GetTrainers(), t.GetReason())
+	}
+	return b.String()
+}
