@@ -121,6 +121,7 @@ func TestChaos(t *testing.T) {
 	}
 	base := &runCtx{t: t, bin: proc.Binary{Path: bin, Env: []string{"OMP_NUM_THREADS=1"}}}
 	want, baseRes := base.sweep(t, nil)
+	baseRes.Passed, baseRes.AdapterBytesEqual, baseRes.BestTrialEqual = !t.Failed(), true, true
 	results := []Result{baseRes}
 	t.Logf("baseline: %d trials, best %s, longest gap without training %d ms", len(want.trials), want.best, baseRes.NoTrainingMs)
 	for _, s := range scenarios() {
