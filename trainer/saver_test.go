@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -94,8 +95,8 @@ func TestRunJobStoreUnreachable(t *testing.T) {
 	}
 }
 
-// outageStore is the real S3 store with a hook: the killAt-th Put kills
-// the MinIO server first, so the store goes down in the middle of a save.
+// outageStore is the real S3 store with a hook: the killAt-th Put calls
+// kill first, which takes the MinIO server down in the middle of a save.
 type outageStore struct {
 	checkpoint.Store
 	puts   atomic.Int64
@@ -110,9 +111,10 @@ func (o *outageStore) Put(ctx context.Context, key string, r io.Reader, size int
 	return o.Store.Put(ctx, key, r, size)
 }
 
-// TestRunJobSurvivesStoreOutage kills MinIO during the first checkpoint's
-// save and restarts it (same data directory and port) only after training
-// has passed the second checkpoint: both checkpoints due during the outage
+// TestRunJobSurvivesStoreOutage takes MinIO down during the first
+// checkpoint's save (killed, or paused with SIGSTOP) and brings it back
+// (restarted on the same data directory and port, or resumed) only after
+// training has passed the second checkpoint: both checkpoints due during the outage
 // are retried and written, in order, every checkpoint is reported once it
 // is stored, and the final adapter is bit-identical to an undisturbed
 // run's.
@@ -131,87 +133,102 @@ func TestRunJobSurvivesStoreOutage(t *testing.T) {
 	want := paramBits(t, m)
 	m.Drop()
 
-	srv := miniotest.Start(t)
-	s3, err := checkpoint.NewS3Store(ctx, checkpoint.S3Config{Endpoint: srv.Endpoint, Bucket: "outage",
-		AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, Timeout: 2 * time.Second, CallTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
+	cases := []struct {
+		name     string
+		down, up func(*miniotest.Server) error
+	}{
+		{"killed then restarted on its port and data", (*miniotest.Server).Kill, (*miniotest.Server).Restart},
+		// SIGSTOP: the server keeps its sockets and never answers, the
+		// gray failure that used to hang trainers.
+		{"paused then resumed",
+			func(s *miniotest.Server) error { return syscall.Kill(s.PID(), syscall.SIGSTOP) },
+			func(s *miniotest.Server) error { return syscall.Kill(s.PID(), syscall.SIGCONT) }},
 	}
-	killed := make(chan struct{})
-	// Each save writes 4 objects then the manifest: Put 2 is inside step 2's save.
-	store := &outageStore{Store: s3, killAt: 2, kill: func() {
-		if err := srv.Kill(); err != nil {
-			t.Error(err)
-		}
-		close(killed)
-	}}
-	var rec jobRecord
-	j := tinyJob(d, store, &rec)
-	progress := j.Progress
-	firstFailure := make(chan struct{})
-	j.SaveFailed = func(step int, _ error) {
-		if len(rec.saveFailed) == 0 {
-			close(firstFailure)
-		}
-		rec.saveFailed = append(rec.saveFailed, step)
-	}
-	restarted := false
-	j.Progress = func(p Progress) {
-		progress(p)
-		// Step 5 comes after checkpoint 4 was taken and before 6: bring
-		// the store back once a write has failed.
-		if p.Step == 5 && !restarted {
-			restarted = true
-			select {
-			case <-killed:
-			default:
-				t.Error("the store was not killed before step 5")
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			srv := miniotest.Start(t)
+			s3, err := checkpoint.NewS3Store(context.Background(), checkpoint.S3Config{Endpoint: srv.Endpoint, Bucket: "outage",
+				AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, Timeout: 2 * time.Second, CallTimeout: 5 * time.Second})
+			if err != nil {
+				t.Fatal(err)
 			}
-			select {
-			case <-firstFailure:
-			case <-time.After(time.Minute):
-				t.Error("no checkpoint write failed within a minute of the store going down")
+			killed := make(chan struct{})
+			// Each save writes 4 objects then the manifest: Put 2 is inside step 2's save.
+			store := &outageStore{Store: s3, killAt: 2, kill: func() {
+				if err := c.down(srv); err != nil {
+					t.Error(err)
+				}
+				close(killed)
+			}}
+			var rec jobRecord
+			j := tinyJob(d, store, &rec)
+			progress := j.Progress
+			firstFailure := make(chan struct{})
+			j.SaveFailed = func(step int, _ error) {
+				if len(rec.saveFailed) == 0 {
+					close(firstFailure)
+				}
+				rec.saveFailed = append(rec.saveFailed, step)
 			}
-			if err := srv.Restart(); err != nil {
-				t.Errorf("restart minio: %v", err)
+			restarted := false
+			j.Progress = func(p Progress) {
+				progress(p)
+				// Step 5 comes after checkpoint 4 was taken and before 6: bring
+				// the store back once a write has failed.
+				if p.Step == 5 && !restarted {
+					restarted = true
+					select {
+					case <-killed:
+					default:
+						t.Error("the store was not killed before step 5")
+					}
+					select {
+					case <-firstFailure:
+					case <-time.After(time.Minute):
+						t.Error("no checkpoint write failed within a minute of the store going down")
+					}
+					if err := c.up(srv); err != nil {
+						t.Errorf("bringing minio back: %v", err)
+					}
+				}
 			}
-		}
-	}
-	m, _, _, err = RunJob(ctx, j)
-	if err != nil {
-		t.Fatalf("job with a store outage: %v", err)
-	}
-	got := paramBits(t, m)
-	m.Drop()
-	if !restarted || len(rec.saveFailed) == 0 || rec.saveFailed[0] != 2 {
-		t.Fatalf("restarted %v, failed writes %v; want step 2's write to fail during the outage", restarted, rec.saveFailed)
-	}
-	wantSteps := []int{2, 4, 6, 7}
-	if !slices.Equal(rec.saved, wantSteps) || !slices.Equal(listSteps(t, s3), wantSteps) {
-		t.Fatalf("Saved reported %v, the store lists %v; want %v", rec.saved, listSteps(t, s3), wantSteps)
-	}
-	for n, w := range want {
-		if !slices.Equal(got[n], w) {
-			t.Errorf("tensor %s differs from the undisturbed run's", n)
-		}
-	}
-	// Every stored checkpoint's tensors equal the undisturbed run's, byte for byte.
-	for _, step := range wantSteps {
-		key := checkpoint.Prefix("r", step) + paramsFile
-		a, err := checkpoint.GetBytes(ctx, ref, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := checkpoint.GetBytes(ctx, s3, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(a, b) {
-			t.Errorf("checkpoint %d: %s differs from the undisturbed run's", step, paramsFile)
-		}
-	}
-	if ck, _, err := checkpoint.LoadLatest(ctx, s3, "r", nil); err != nil || ck.Step != 7 {
-		t.Fatalf("LoadLatest = %v, %v; want step 7", ck, err)
+			m, _, _, err = RunJob(ctx, j)
+			if err != nil {
+				t.Fatalf("job with a store outage: %v", err)
+			}
+			got := paramBits(t, m)
+			m.Drop()
+			if !restarted || len(rec.saveFailed) == 0 || rec.saveFailed[0] != 2 {
+				t.Fatalf("restarted %v, failed writes %v; want step 2's write to fail during the outage", restarted, rec.saveFailed)
+			}
+			wantSteps := []int{2, 4, 6, 7}
+			if !slices.Equal(rec.saved, wantSteps) || !slices.Equal(listSteps(t, s3), wantSteps) {
+				t.Fatalf("Saved reported %v, the store lists %v; want %v", rec.saved, listSteps(t, s3), wantSteps)
+			}
+			for n, w := range want {
+				if !slices.Equal(got[n], w) {
+					t.Errorf("tensor %s differs from the undisturbed run's", n)
+				}
+			}
+			// Every stored checkpoint's tensors equal the undisturbed run's, byte for byte.
+			for _, step := range wantSteps {
+				key := checkpoint.Prefix("r", step) + paramsFile
+				a, err := checkpoint.GetBytes(ctx, ref, key)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, err := checkpoint.GetBytes(ctx, s3, key)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(a, b) {
+					t.Errorf("checkpoint %d: %s differs from the undisturbed run's", step, paramsFile)
+				}
+			}
+			if ck, _, err := checkpoint.LoadLatest(ctx, s3, "r", nil); err != nil || ck.Step != 7 {
+				t.Fatalf("LoadLatest = %v, %v; want step 7", ck, err)
+			}
+		})
 	}
 }
 
