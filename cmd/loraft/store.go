@@ -18,6 +18,8 @@ func storeFlags() []cli.Flag {
 		&cli.StringFlag{Name: "s3-region", EnvVars: []string{"LORAFT_S3_REGION"}},
 		&cli.PathFlag{Name: "s3-credentials-file", EnvVars: []string{"LORAFT_S3_CREDENTIALS_FILE"},
 			Usage: "file with access_key= and secret_key= lines (else AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"},
+		&cli.DurationFlag{Name: "store-timeout", EnvVars: []string{"LORAFT_STORE_TIMEOUT"}, Value: checkpoint.DefaultCallTimeout,
+			Usage: "deadline of each object-store call (a paused or unreachable store fails within it)"},
 	}
 }
 
@@ -30,8 +32,11 @@ func openStore(c *cli.Context, required bool) (checkpoint.Store, error) {
 		}
 		return nil, nil
 	}
+	if d := c.Duration("store-timeout"); d <= 0 {
+		return nil, fmt.Errorf("flag --store-timeout: %v is not a positive duration", d)
+	}
 	s, err := checkpoint.Open(c.Context, spec, checkpoint.S3Options{Endpoint: c.String("s3-endpoint"), Secure: c.Bool("s3-tls"),
-		Region: c.String("s3-region"), CredentialsFile: c.Path("s3-credentials-file")})
+		Region: c.String("s3-region"), CredentialsFile: c.Path("s3-credentials-file"), CallTimeout: c.Duration("store-timeout")})
 	if err != nil {
 		return nil, fmt.Errorf("flag --store: %w", err)
 	}

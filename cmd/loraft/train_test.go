@@ -79,6 +79,7 @@ func TestTrainBadFlags(t *testing.T) {
 		{[]string{"--config", "/nonexistent/config.json"}, "flag --config"},
 		{[]string{"--epochs", "0"}, "epochs 0"},
 		{[]string{"--weights", "/nonexistent/model.safetensors"}, "flag --weights"},
+		{[]string{"--store", t.TempDir(), "--store-timeout", "0s"}, "flag --store-timeout"},
 	}
 	for _, tc := range tests {
 		args := append([]string{"train", "--data", data, "--no-cache", "--out", filepath.Join(t.TempDir(), "a")}, tc.args...)
