@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"io"
 	"math"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,10 +14,27 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// fuzzBaseFSM is a state with something in every table: two sweeps (one
-// with early stopping), a running trial with history, a finished one,
+// fuzzBase is fuzzBaseFSM's state, encoded: built once, restored for each
+// input (building it parses a spec, too slow for the fuzzer's minimizer).
+var fuzzBase struct {
+	once sync.Once
+	data []byte
+}
+
+// fuzzBaseFSM is a fresh FSM with something in every table: two sweeps
+// (one with early stopping), a running trial with history, a finished one,
 // trainers, a dataset and a member.
 func fuzzBaseFSM(tb testing.TB) *fsm {
+	tb.Helper()
+	fuzzBase.once.Do(func() { fuzzBase.data = stateBytes(tb, buildFuzzBase(tb)) })
+	f := newFSM()
+	if err := f.Restore(io.NopCloser(bytes.NewReader(fuzzBase.data))); err != nil {
+		tb.Fatal(err)
+	}
+	return f
+}
+
+func buildFuzzBase(tb testing.TB) *fsm {
 	tb.Helper()
 	f := newFSM()
 	a := validSweep("fa", 3)
