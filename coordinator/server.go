@@ -176,7 +176,7 @@ func (s *Server) AddVoter(ctx context.Context, req *pb.AddVoterRequest) (*pb.Add
 
 // RemoveVoter removes a coordinator from the raft group.
 func (s *Server) RemoveVoter(ctx context.Context, req *pb.RemoveVoterRequest) (*pb.RemoveVoterResponse, error) {
-	if err := checkName("id", req.GetId()); err != nil {
+	if err := checkID("id", req.GetId()); err != nil {
 		return nil, s.status(err)
 	}
 	if err := s.node.Remove(req.GetId()); err != nil {
@@ -217,7 +217,7 @@ func (s *Server) RegisterTrainer(ctx context.Context, req *pb.RegisterTrainerReq
 // assigned (and only when its numbers are sane); other progress is
 // ignored, never an error, so the lease is renewed all the same.
 func (s *Server) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (*pb.HeartbeatResponse, error) {
-	if err := checkName("trainer_id", req.GetTrainerId()); err != nil {
+	if err := checkID("trainer_id", req.GetTrainerId()); err != nil {
 		return nil, s.status(err)
 	}
 	if err := s.node.verifyLeader(ctx); err != nil {

@@ -67,7 +67,12 @@ func argErr(field, format string, args ...any) error {
 	return &ArgumentError{Field: field, Msg: fmt.Sprintf(format, args...)}
 }
 
-var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+var (
+	namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+	// idPattern also allows ':' and brackets: a trainer's default ID is
+	// hostname-listen address ("gpu7-[::]:7500").
+	idPattern = regexp.MustCompile(`^[A-Za-z0-9_:\[\]-][A-Za-z0-9._:\[\]-]*$`)
+)
 
 // checkName checks a required name.
 func checkName(field, name string) error {
@@ -78,6 +83,21 @@ func checkName(field, name string) error {
 		return argErr(field, "%d bytes, want at most %d", len(name), MaxNameLen)
 	case !namePattern.MatchString(name):
 		return argErr(field, "%q: want letters, digits, '.', '_' and '-', starting with a letter or digit", name)
+	}
+	return nil
+}
+
+// checkID checks a required trainer or coordinator ID: a name that may
+// also hold ':', '[' and ']', at most MaxNameLen bytes. IDs never become
+// object-store keys.
+func checkID(field, id string) error {
+	switch {
+	case id == "":
+		return argErr(field, "required")
+	case len(id) > MaxNameLen:
+		return argErr(field, "%d bytes, want at most %d", len(id), MaxNameLen)
+	case !idPattern.MatchString(id):
+		return argErr(field, "%q: want letters, digits and '.', '_', '-', ':', '[', ']', not starting with '.'", id)
 	}
 	return nil
 }
@@ -416,7 +436,7 @@ func checkRing(ids []string) error {
 	seen := make(map[string]bool, len(ids))
 	for i, id := range ids {
 		field := fmt.Sprintf("trainers[%d]", i)
-		if err := checkName(field, id); err != nil {
+		if err := checkID(field, id); err != nil {
 			return err
 		}
 		if seen[id] {
@@ -429,7 +449,7 @@ func checkRing(ids []string) error {
 
 // checkTrainer checks a trainer to register.
 func checkTrainer(tr *pb.TrainerRecord) error {
-	if err := checkName("trainer.id", tr.GetId()); err != nil {
+	if err := checkID("trainer.id", tr.GetId()); err != nil {
 		return err
 	}
 	return checkAddr("trainer.address", tr.GetAddress())
@@ -438,7 +458,7 @@ func checkTrainer(tr *pb.TrainerRecord) error {
 // checkMember checks a coordinator's record; the API address is required
 // when needAPI is set (AddVoter) and optional in the FSM.
 func checkMember(m *pb.Member, needAPI bool) error {
-	if err := checkName("member.id", m.GetId()); err != nil {
+	if err := checkID("member.id", m.GetId()); err != nil {
 		return err
 	}
 	if err := checkAddr("member.raft_address", m.GetRaftAddress()); err != nil {

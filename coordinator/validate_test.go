@@ -132,6 +132,12 @@ func TestCheckRequests(t *testing.T) {
 		{"bad trial name", ck("", 1, 0.5), "trial: required"},
 		{"trainer", func() error { return checkTrainer(&pb.TrainerRecord{Id: "t1", Address: "10.0.0.1:7500"}) }, ""},
 		{"trainer id", func() error { return checkTrainer(&pb.TrainerRecord{Id: "t 1", Address: "h:1"}) }, "trainer.id"},
+		{"default trainer id", func() error {
+			return checkTrainer(&pb.TrainerRecord{Id: "gpu7-127.0.0.1:7500", Address: "127.0.0.1:7500"})
+		}, ""},
+		{"default trainer id, IPv6", func() error { return checkTrainer(&pb.TrainerRecord{Id: "gpu7-[::]:7500", Address: "[::1]:7500"}) }, ""},
+		{"trainer id with a slash", func() error { return checkTrainer(&pb.TrainerRecord{Id: "a/b", Address: "h:1"}) }, "trainer.id"},
+		{"trainer id of dots", func() error { return checkTrainer(&pb.TrainerRecord{Id: "..", Address: "h:1"}) }, "trainer.id"},
 		{"trainer address", func() error { return checkTrainer(&pb.TrainerRecord{Id: "t1", Address: "no-port"}) }, "trainer.address: \"no-port\": want host:port"},
 		{"trainer port", func() error { return checkTrainer(&pb.TrainerRecord{Id: "t1", Address: "h:99999"}) }, "trainer.address"},
 		{"member", func() error {
