@@ -219,8 +219,10 @@ func (f *fsm) setTrialState(m *pb.SetTrialState) error {
 	if len(m.GetReason()) > MaxReasonBytes {
 		return fmt.Errorf("%w: %w", ErrBadCommand, argErr("reason", "%d bytes, want at most %d", len(m.GetReason()), MaxReasonBytes))
 	}
-	if err := checkResult(m.GetResult()); err != nil {
-		return fmt.Errorf("%w: %w", ErrBadCommand, err)
+	if m.GetState() == pb.TrialState_TRIAL_STATE_SUCCEEDED {
+		if err := checkResult(m.GetResult()); err != nil {
+			return fmt.Errorf("%w: %w", ErrBadCommand, err)
+		}
 	}
 	t, err := f.trial(m.GetTrial())
 	if err != nil {

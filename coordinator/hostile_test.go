@@ -178,6 +178,7 @@ func TestHostileClient(t *testing.T) {
 			_, err := api.ReportResult(ctx, &pb.ReportResultRequest{Trial: gt, Generation: gg, State: pb.TrialState_TRIAL_STATE_SUCCEEDED, Result: &pb.TrialResult{ValMacroF1: math.NaN()}})
 			return err
 		}, codes.InvalidArgument, "result.val_macro_f1: NaN"},
+		{"checkpoint of a trial name with a path", report("../ok-t000", gg, 10, 0.9), codes.InvalidArgument, "trial"},
 		{"result in a state a trainer cannot set", func() error {
 			_, err := api.ReportResult(ctx, &pb.ReportResultRequest{Trial: gt, Generation: gg, State: pb.TrialState_TRIAL_STATE_CANCELLED})
 			return err

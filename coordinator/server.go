@@ -299,11 +299,16 @@ func (s *Server) ReportResult(ctx context.Context, req *pb.ReportResultRequest) 
 	if err := checkName("trial", req.GetTrial()); err != nil {
 		return nil, s.status(err)
 	}
-	if err := checkResult(req.GetResult()); err != nil {
+	// Only a success records its result, so only a success's is checked: a
+	// failure is never refused over numbers that would be thrown away.
+	result := req.GetResult()
+	if req.GetState() != pb.TrialState_TRIAL_STATE_SUCCEEDED {
+		result = nil
+	} else if err := checkResult(result); err != nil {
 		return nil, s.status(err)
 	}
 	err := s.apply(ctx, &pb.Command{Cmd: &pb.Command_SetTrialState{SetTrialState: &pb.SetTrialState{Trial: req.GetTrial(), Generation: req.GetGeneration(),
-		State: req.GetState(), Reason: cutReason(req.GetReason()), Result: req.GetResult(), UnixMs: time.Now().UnixMilli()}}})
+		State: req.GetState(), Reason: cutReason(req.GetReason()), Result: result, UnixMs: time.Now().UnixMilli()}}})
 	if err != nil {
 		return nil, err
 	}

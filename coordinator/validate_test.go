@@ -211,3 +211,25 @@ func TestSpecBoundsBeforeInt32(t *testing.T) {
 		t.Fatal("a saturated sweep passed the coordinator's checks")
 	}
 }
+
+// TestFailureWithNaNResult: only a success's result is checked (and
+// recorded); a failure carrying non-finite numbers still ends the trial.
+func TestFailureWithNaNResult(t *testing.T) {
+	f := planFSM(t, 1, 1, 0, "a")
+	if err := applyCmd(t, f, &pb.Command{Cmd: &pb.Command_AssignTrial{AssignTrial: &pb.AssignTrial{Trial: "sw-t000", Trainers: []string{"a"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	nan := &pb.TrialResult{FinalLoss: math.NaN()}
+	set := func(s pb.TrialState) error {
+		return applyCmd(t, f, &pb.Command{Cmd: &pb.Command_SetTrialState{SetTrialState: &pb.SetTrialState{Trial: "sw-t000", Generation: 1, State: s, Result: nan}}})
+	}
+	if err := set(pb.TrialState_TRIAL_STATE_SUCCEEDED); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("a success with a NaN result: %v, want invalid", err)
+	}
+	if err := set(pb.TrialState_TRIAL_STATE_FAILED); err != nil {
+		t.Fatalf("a failure with a NaN result: %v", err)
+	}
+	if st := f.trials["sw-t000"].GetState(); st != pb.TrialState_TRIAL_STATE_FAILED || f.trials["sw-t000"].GetResult() != nil {
+		t.Fatalf("trial %s result %v, want FAILED without a result", st, f.trials["sw-t000"].GetResult())
+	}
+}
