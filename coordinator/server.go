@@ -247,7 +247,11 @@ func (s *Server) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (*pb.H
 func (s *Server) ReportCheckpoint(ctx context.Context, req *pb.ReportCheckpointRequest) (*pb.ReportCheckpointResponse, error) {
 	rc := &pb.RecordCheckpoint{Trial: req.GetTrial(), Generation: req.GetGeneration(), Step: req.GetStep(), HasMetric: req.GetHasMetric(), Metric: req.GetMetric()}
 	var err error
-	s.node.view(func(f *fsm) { err = checkReport(f, rc) })
+	s.node.view(func(f *fsm) {
+		if err = checkReport(f, rc); err == nil {
+			err = staleReport(f, rc.GetTrial(), rc.GetGeneration())
+		}
+	})
 	if err != nil {
 		return nil, s.status(err)
 	}
@@ -279,6 +283,17 @@ func (s *Server) ReportCheckpoint(ctx context.Context, req *pb.ReportCheckpointR
 	return &pb.ReportCheckpointResponse{Stop: true}, nil
 }
 
+// staleReport refuses, without a raft entry, a report of a generation
+// older than the trial's applied one: generations only grow, so the FSM
+// would refuse it too. (A newer or equal generation, or an unknown trial,
+// goes to the FSM: this node's applied state may lag what is committed.)
+func staleReport(f *fsm, trial string, gen uint64) error {
+	if t, ok := f.trials[trial]; ok && gen < t.GetGeneration() {
+		return fmt.Errorf("trial %s: %w %d (current %d)", trial, ErrStaleGeneration, gen, t.GetGeneration())
+	}
+	return nil
+}
+
 func containsTrial(sw *pb.Sweep, t *pb.Trial) bool {
 	for _, x := range sw.GetTrials() {
 		if x == t {
@@ -298,6 +313,11 @@ func (s *Server) ReportResult(ctx context.Context, req *pb.ReportResultRequest) 
 	}
 	if err := checkName("trial", req.GetTrial()); err != nil {
 		return nil, s.status(err)
+	}
+	var stale error
+	s.node.view(func(f *fsm) { stale = staleReport(f, req.GetTrial(), req.GetGeneration()) })
+	if stale != nil {
+		return nil, s.status(stale)
 	}
 	// Only a success records its result, so only a success's is checked: a
 	// failure is never refused over numbers that would be thrown away.

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"context"
 	"errors"
 	"math"
 	"strconv"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	pb "github.com/loraft/loraft/proto/coordinatorpb"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -231,5 +234,54 @@ func TestFailureWithNaNResult(t *testing.T) {
 	}
 	if st := f.trials["sw-t000"].GetState(); st != pb.TrialState_TRIAL_STATE_FAILED || f.trials["sw-t000"].GetResult() != nil {
 		t.Fatalf("trial %s result %v, want FAILED without a result", st, f.trials["sw-t000"].GetResult())
+	}
+}
+
+// TestRefusedReportsWriteNothing: a report the server refuses before raft
+// (invalid, or of an older generation) adds no entry to the raft log.
+func TestRefusedReportsWriteNothing(t *testing.T) {
+	n := singleNode(t)
+	ctx := context.Background()
+	for _, c := range []*pb.Command{
+		{Cmd: &pb.Command_RegisterTrainer{RegisterTrainer: &pb.RegisterTrainer{Trainer: &pb.TrainerRecord{Id: "a", Address: "a:1"}}}},
+		sweepCmd("w", 1),
+		{Cmd: &pb.Command_AssignTrial{AssignTrial: &pb.AssignTrial{Trial: "w-t000", Trainers: []string{"a"}}}},
+		{Cmd: &pb.Command_SetTrialState{SetTrialState: &pb.SetTrialState{Trial: "w-t000", Generation: 1, State: pb.TrialState_TRIAL_STATE_PENDING}}},
+		{Cmd: &pb.Command_AssignTrial{AssignTrial: &pb.AssignTrial{Trial: "w-t000", Trainers: []string{"a"}}}},
+	} {
+		if err := n.Apply(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := newServer(n, ServerConfig{})
+	last := n.raft.LastIndex()
+	for _, tc := range []struct {
+		name string
+		call func() error
+		code codes.Code
+	}{
+		{"step past the bound", func() error {
+			_, err := s.ReportCheckpoint(ctx, &pb.ReportCheckpointRequest{Trial: "w-t000", Generation: 2, Step: math.MaxInt64})
+			return err
+		}, codes.InvalidArgument},
+		{"checkpoint of an old generation", func() error {
+			_, err := s.ReportCheckpoint(ctx, &pb.ReportCheckpointRequest{Trial: "w-t000", Generation: 1, Step: 5})
+			return err
+		}, pb.FencedCode},
+		{"result of an old generation", func() error {
+			_, err := s.ReportResult(ctx, &pb.ReportResultRequest{Trial: "w-t000", Generation: 1, State: pb.TrialState_TRIAL_STATE_FAILED})
+			return err
+		}, pb.FencedCode},
+		{"invalid sweep", func() error {
+			_, err := s.LaunchSweep(ctx, &pb.LaunchSweepRequest{Sweep: &pb.Sweep{Name: "x", Trials: []*pb.Trial{{Name: "x-t0", Rank: 0}}}})
+			return err
+		}, codes.InvalidArgument},
+	} {
+		if err := tc.call(); status.Code(err) != tc.code {
+			t.Fatalf("%s: %v, want %s", tc.name, err, tc.code)
+		}
+		if got := n.raft.LastIndex(); got != last {
+			t.Fatalf("%s: wrote %d raft entries", tc.name, got-last)
+		}
 	}
 }
