@@ -187,7 +187,7 @@ func (s *scheduler) tick(ctx context.Context, now time.Time) {
 // refusal reports whether err is the FSM's refusal of a command (rather
 // than raft failing to commit it).
 func refusal(err error) bool {
-	for _, e := range []error{ErrBadCommand, ErrUnknownVersion, ErrNotFound, ErrExists, ErrNotPending, ErrNotRunning, ErrStaleGeneration, ErrNothingToResume} {
+	for _, e := range []error{ErrBadCommand, ErrInvalidArgument, ErrUnknownVersion, ErrNotFound, ErrExists, ErrNotPending, ErrNotRunning, ErrStaleGeneration, ErrNothingToResume} {
 		if errors.Is(err, e) {
 			return true
 		}
@@ -199,7 +199,10 @@ func refusal(err error) bool {
 func (s *scheduler) warnOnce(msg string) {
 	s.mu.Lock()
 	first := !s.warned[msg]
-	if first && len(s.warned) < maxWarned {
+	if first {
+		if len(s.warned) >= maxWarned {
+			s.warned = map[string]bool{} // start over rather than grow
+		}
 		s.warned[msg] = true
 	}
 	s.mu.Unlock()
