@@ -175,15 +175,7 @@ func (f *fsm) createSweep(m *pb.CreateSweep) error {
 		}
 		return fmt.Errorf("sweep %s: %w with another spec", s.GetName(), ErrExists)
 	}
-	names := make(map[string]int, len(s.GetTrials()))
-	for i, t := range s.GetTrials() {
-		if t.GetName() == "" {
-			return fmt.Errorf("%w: sweep %s has a trial without a name", ErrBadCommand, s.GetName())
-		}
-		if j, ok := names[t.GetName()]; ok {
-			return fmt.Errorf("%w: sweep.trials[%d].name: %s, the same as sweep.trials[%d]", ErrBadCommand, i, t.GetName(), j)
-		}
-		names[t.GetName()] = i
+	for _, t := range s.GetTrials() { // named, and each name once: checkSweep
 		if _, ok := f.trials[t.GetName()]; ok {
 			return fmt.Errorf("trial %s: %w", t.GetName(), ErrExists)
 		}
