@@ -316,7 +316,23 @@ func (a *Agent) runJob(ctx context.Context, j *job, as *pb.Assignment) {
 func (a *Agent) report(ctx context.Context, req *pb.ReportResultRequest) {
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if _, err := a.cfg.Coordinator.ReportResult(rctx, req); err != nil && !pb.IsFenced(err) {
+	_, err := a.cfg.Coordinator.ReportResult(rctx, req)
+	if err != nil && status.Code(err) == codes.InvalidArgument && req.GetState() == pb.TrialState_TRIAL_STATE_SUCCEEDED {
+		// The coordinators refuse the result itself (a NaN metric, say):
+		// sending it again would keep the trial RUNNING forever. Fail the
+		// trial with their reason instead, and send that from now on.
+		failed := &pb.ReportResultRequest{Trial: req.GetTrial(), Generation: req.GetGeneration(), State: pb.TrialState_TRIAL_STATE_FAILED,
+			Reason: "result refused by the coordinators: " + status.Convert(err).Message()}
+		a.log.Error("the coordinators refused the trial's result; reporting it failed", "trial", req.GetTrial(), "err", err)
+		a.mu.Lock()
+		if f, ok := a.finished[jobKey{req.GetTrial(), req.GetGeneration()}]; ok {
+			f.report = failed
+		}
+		a.mu.Unlock()
+		_, err = a.cfg.Coordinator.ReportResult(rctx, failed)
+		req = failed
+	}
+	if err != nil && !pb.IsFenced(err) {
 		a.log.Warn("reporting the result", "trial", req.GetTrial(), "state", req.GetState(), "err", err)
 	}
 }

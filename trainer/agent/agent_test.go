@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -183,5 +185,46 @@ func TestIgnoresOlderAssignments(t *testing.T) {
 	a.follow(ctx, as(4))
 	if got := <-run.started; got.generation != 4 {
 		t.Fatalf("started %v, want generation 4", got)
+	}
+}
+
+// resultCoordinator refuses SUCCEEDED results with InvalidArgument and
+// records what it was sent.
+type resultCoordinator struct {
+	Coordinator
+	mu   sync.Mutex
+	sent []*pb.ReportResultRequest
+}
+
+func (c *resultCoordinator) ReportResult(_ context.Context, req *pb.ReportResultRequest) (*pb.ReportResultResponse, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sent = append(c.sent, req)
+	if req.GetState() == pb.TrialState_TRIAL_STATE_SUCCEEDED {
+		return nil, status.Error(codes.InvalidArgument, "result.val_macro_f1: NaN, want a finite number")
+	}
+	return &pb.ReportResultResponse{}, nil
+}
+
+// TestRefusedResultFailsTheTrial: a result the coordinators refuse as
+// invalid is reported as a failure with their reason, and that failure is
+// what is re-sent from then on, so the trial does not stay RUNNING.
+func TestRefusedResultFailsTheTrial(t *testing.T) {
+	co := &resultCoordinator{}
+	a, err := New(Config{ID: "t1", Address: "127.0.0.1:1", Coordinator: co, Runner: &blockingRunner{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := jobKey{"t", 3}
+	req := &pb.ReportResultRequest{Trial: "t", Generation: 3, State: pb.TrialState_TRIAL_STATE_SUCCEEDED, Result: &pb.TrialResult{ValMacroF1: math.NaN()}}
+	a.finished[key] = &finishedJob{report: req}
+	a.report(context.Background(), req)
+	co.mu.Lock()
+	defer co.mu.Unlock()
+	if len(co.sent) != 2 || co.sent[1].GetState() != pb.TrialState_TRIAL_STATE_FAILED || !strings.Contains(co.sent[1].GetReason(), "NaN") {
+		t.Fatalf("reports sent: %v, want the refused success then a failure naming the reason", co.sent)
+	}
+	if got := a.finished[key].report; got.GetState() != pb.TrialState_TRIAL_STATE_FAILED {
+		t.Fatalf("the report kept for re-sending is %v, want the failure", got)
 	}
 }
