@@ -3,66 +3,192 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
-	"runtime"
+	"strconv"
 	"time"
 
+	"github.com/loraft/loraft/bench"
+	"github.com/loraft/loraft/coordinator"
 	"github.com/loraft/loraft/internal/atomicfile"
+	"github.com/loraft/loraft/internal/proc"
 	"github.com/loraft/loraft/shard"
-	"github.com/loraft/loraft/shard/wordpiece"
-	"github.com/loraft/loraft/trainer/libtorch"
-	"github.com/sugarme/gotch"
+	"github.com/loraft/loraft/trainer/allreduce"
 	"github.com/urfave/cli/v2"
 )
 
+// The `loraft bench` commands parse flags, call package bench and write its
+// report; the benchmarks themselves live there.
+
 func benchCommand() *cli.Command {
+	out := &cli.StringFlag{Name: "out", Usage: "write the JSON here (default: stdout)"}
 	return &cli.Command{
 		Name:  "bench",
 		Usage: "measure this machine (results as JSON)",
-		Subcommands: []*cli.Command{benchShardCommand(), benchStepCommand(), benchTrainerCommand(), benchCheckpointCommand(), benchAllreduceCommand(), benchAllreduceRankCommand(), benchFailoverCommand(), {
+		Subcommands: []*cli.Command{{
 			Name:  "libtorch",
 			Usage: "matrix-multiply throughput of the linked libtorch: f32 on 1 thread (baseline) and all threads, bf16 on all threads",
+			Flags: []cli.Flag{out, &cli.DurationFlag{Name: "min-time", Value: 2 * time.Second, Usage: "time each measurement at least this long"}},
+			Action: func(c *cli.Context) error {
+				return benchReport(c)(benchRunner(c).Libtorch(c.Context, bench.LibtorchConfig{MinTime: c.Duration("min-time")}))
+			},
+		}, {
+			Name:  "shard",
+			Usage: "time reading + splitting, tokenizing (cache off) and loading cached tokens of a dataset",
 			Flags: []cli.Flag{
-				&cli.StringFlag{Name: "out", Usage: "write the JSON here (default: stdout)"},
-				&cli.DurationFlag{Name: "min-time", Value: 2 * time.Second, Usage: "time each measurement at least this long"},
+				&cli.PathFlag{Name: "data", Required: true, Usage: "dataset CSV"},
+				&cli.IntFlag{Name: "max-len", Value: shard.DefaultMaxLen},
+				&cli.IntFlag{Name: "repeat", Value: 3, Usage: "best of this many runs"},
+				out,
 			},
 			Action: func(c *cli.Context) error {
-				threads, err := libtorch.SetThreads()
+				return benchReport(c)(benchRunner(c).Shard(c.Context, bench.ShardConfig{Data: c.Path("data"), MaxLen: c.Int("max-len"), Repeat: c.Int("repeat")}))
+			},
+		}, {
+			Name:  "step",
+			Usage: "time training steps of one model on synthetic batches in this process (JSON); bench trainer runs it",
+			Flags: []cli.Flag{
+				&cli.StringFlag{Name: "config", Value: "base"},
+				&cli.StringFlag{Name: "base", Value: "nf4", Usage: "nf4 or fp32"},
+				&cli.StringFlag{Name: "compute-dtype", Value: "fp32"},
+				&cli.StringFlag{Name: "device", Value: "cpu"},
+				&cli.IntFlag{Name: "seq", Value: 128},
+				&cli.IntFlag{Name: "batch", Value: 8},
+				&cli.IntFlag{Name: "steps", Value: 3},
+				&cli.IntFlag{Name: "warmup", Value: 1},
+				&cli.IntSliceFlag{Name: "rss-at", Usage: "record RSS after these step numbers (soak)"},
+			},
+			Action: func(c *cli.Context) error {
+				res, err := bench.Step(c.Context, bench.StepConfig{Config: c.String("config"), Base: c.String("base"),
+					Compute: c.String("compute-dtype"), Device: c.String("device"), Seq: c.Int("seq"), Batch: c.Int("batch"),
+					Steps: c.Int("steps"), Warmup: c.Int("warmup"), RSSAt: c.IntSlice("rss-at")})
 				if err != nil {
 					return err
 				}
-				// 512×768 · 768×768: one bert-base projection of a batch of 4×128 tokens.
-				const m, k, n = 512, 768, 768
-				cases := []struct {
-					dtype   gotch.DType
-					threads int
-				}{{gotch.Float, 1}, {gotch.Float, threads}, {gotch.BFloat16, threads}}
-				var results []libtorch.MatmulResult
-				for _, cs := range cases {
-					r, err := libtorch.MeasureMatmul(c.Context, m, k, n, cs.dtype, cs.threads, c.Duration("min-time"))
-					if err != nil {
-						return err
+				return json.NewEncoder(c.App.Writer).Encode(res)
+			},
+		}, {
+			Name:  "trainer",
+			Usage: "QLoRA step speed and memory vs PyTorch eager on the same libtorch, and an RSS soak (JSON)",
+			Flags: []cli.Flag{
+				&cli.StringFlag{Name: "config", Value: "base"},
+				&cli.StringFlag{Name: "device", Value: "cpu"},
+				&cli.StringFlag{Name: "compute-dtype", Value: "fp32"},
+				&cli.IntFlag{Name: "seq", Value: 128},
+				&cli.IntFlag{Name: "batch", Value: 8},
+				&cli.IntFlag{Name: "steps", Value: 3},
+				&cli.IntFlag{Name: "soak-steps", Value: 2200, Usage: "tiny-config steps of the RSS soak (0: skip)"},
+				&cli.StringFlag{Name: "python", Value: "/usr/bin/python3", Usage: "python with torch for the reference"},
+				&cli.PathFlag{Name: "reference", Value: "bench/reference/qlora_step.py"},
+				out,
+			},
+			Action: func(c *cli.Context) error {
+				return benchReport(c)(benchRunner(c).Trainer(c.Context, bench.TrainerConfig{Config: c.String("config"),
+					Device: c.String("device"), Compute: c.String("compute-dtype"), Seq: c.Int("seq"), Batch: c.Int("batch"),
+					Steps: c.Int("steps"), SoakSteps: c.Int("soak-steps"), Python: c.String("python"), Reference: c.Path("reference")}))
+			},
+		}, {
+			Name:  "checkpoint",
+			Usage: "save and load a bert-base r=8 checkpoint (adapter + AdamW state) to a local store and to MinIO on loopback (JSON)",
+			Flags: []cli.Flag{&cli.IntFlag{Name: "repeat", Value: 5, Usage: "median of this many saves and loads"}, out},
+			Action: func(c *cli.Context) error {
+				return benchReport(c)(benchRunner(c).Checkpoint(c.Context, bench.CheckpointConfig{Repeat: c.Int("repeat")}))
+			},
+		}, {
+			Name:  "allreduce",
+			Usage: "ring all-reduce vs naive gather/broadcast with ranks as separate processes on loopback, against raw TCP (JSON)",
+			Flags: []cli.Flag{
+				&cli.StringFlag{Name: "ranks", Value: "2,4"},
+				&cli.IntFlag{Name: "chunk-bytes", Usage: "allreduce.Config.ChunkBytes of every rank (0: the default)"},
+				&cli.PathFlag{Name: "trainer-json", Value: "bench/results/trainer.json", Usage: "bert-base step time for the all-reduce share"},
+				out,
+			},
+			Action: func(c *cli.Context) error {
+				var ranks []int
+				for _, s := range splitList(c.String("ranks")) {
+					n, err := strconv.Atoi(s)
+					if err != nil || n < 2 {
+						return fmt.Errorf("flag --ranks: %q", s)
 					}
-					fmt.Fprintf(os.Stderr, "matmul %dx%dx%d %-8s threads=%d: %.1f GFLOP/s\n", m, k, n, r.DType, r.Threads, r.GFLOPS)
-					results = append(results, r)
+					ranks = append(ranks, n)
 				}
-				info := libtorch.Describe()
-				report := map[string]any{
-					"date":                  time.Now().UTC().Format(time.RFC3339),
-					"loraft":                version,
-					"torch_version":         info.TorchVersion,
-					"cpus":                  runtime.NumCPU(),
-					"threads":               threads,
-					"matmul":                results,
-					"f32_thread_speedup":    results[1].GFLOPS / results[0].GFLOPS,
-					"bf16_over_f32_speedup": results[2].GFLOPS / results[1].GFLOPS,
-					"note":                  "threads sizes libtorch's intra-op pool; f32 matmul runs in the BLAS (OpenBLAS with Debian's libtorch), whose own pool follows OPENBLAS_NUM_THREADS, so the 1-thread f32 baseline is 1 thread only with OPENBLAS_NUM_THREADS=1",
+				return benchReport(c)(benchRunner(c).Allreduce(c.Context, bench.AllreduceConfig{Ranks: ranks,
+					ChunkBytes: c.Int("chunk-bytes"), TrainerJSON: c.Path("trainer-json")}))
+			},
+		}, {
+			Name:   "allreduce-rank",
+			Usage:  "one rank process of bench allreduce",
+			Hidden: true,
+			Flags: []cli.Flag{
+				&cli.IntFlag{Name: "rank"}, &cli.IntFlag{Name: "world"}, &cli.StringFlag{Name: "peers"}, &cli.IntFlag{Name: "chunk-bytes"},
+			},
+			Action: func(c *cli.Context) error {
+				return bench.AllreduceRank(c.Context, allreduce.Config{Rank: c.Int("rank"), World: c.Int("world"),
+					Peers: splitList(c.String("peers")), RunID: "bench", Generation: 1, StepTimeout: 2 * time.Minute,
+					ChunkBytes: c.Int("chunk-bytes")}, c.App.Writer, os.Stdin)
+			},
+		}, {
+			Name: "failover",
+			Usage: "SIGKILL the leader of 3 coordinator processes on loopback: time until a new leader answers a consistent read " +
+				"and until its scheduler places a trial again, per raft profile; and leader heartbeat throughput (JSON)",
+			Flags: []cli.Flag{
+				out,
+				&cli.IntFlag{Name: "kills", Value: 10, Usage: "leader kills per raft profile"},
+				&cli.StringFlag{Name: "profiles", Value: "default,fast", Usage: "raft profiles to measure"},
+				&cli.DurationFlag{Name: "lease", Value: 2 * time.Second, Usage: "the coordinators' trainer --lease"},
+				&cli.IntFlag{Name: "trainers", Value: 200, Usage: "simulated trainers registered for the heartbeat measurement"},
+				&cli.IntFlag{Name: "heartbeat-goroutines", Value: 64, Usage: "concurrent heartbeat senders"},
+				&cli.DurationFlag{Name: "heartbeat-time", Value: 5 * time.Second, Usage: "how long heartbeats are measured"},
+			},
+			Action: func(c *cli.Context) error {
+				if c.Int("kills") < 1 {
+					return fmt.Errorf("flag --kills: %d, want at least 1", c.Int("kills"))
 				}
-				return writeJSON(c, c.String("out"), report)
+				var profiles []bench.RaftProfile
+				for _, name := range splitList(c.String("profiles")) {
+					t, err := coordinator.Profile(name)
+					if err != nil {
+						return fmt.Errorf("flag --profiles: %w", err)
+					}
+					profiles = append(profiles, bench.RaftProfile{Name: name, Heartbeat: t.HeartbeatTimeout,
+						Election: t.ElectionTimeout, LeaderLease: t.LeaderLeaseTimeout})
+				}
+				if len(profiles) == 0 {
+					return fmt.Errorf("flag --profiles: none")
+				}
+				res, err := benchRunner(c).Failover(c.Context, bench.FailoverConfig{Profiles: profiles, Kills: c.Int("kills"),
+					Lease: c.Duration("lease"), Trainers: c.Int("trainers"), HeartbeatGoroutines: c.Int("heartbeat-goroutines"),
+					HeartbeatTime: c.Duration("heartbeat-time")})
+				if err != nil {
+					return err
+				}
+				summary := c.App.ErrWriter // stdout is the JSON's without --out
+				if c.String("out") != "" {
+					summary = c.App.Writer
+				}
+				fmt.Fprint(summary, res.Summary)
+				return writeJSON(c, c.String("out"), res.Report)
 			},
 		}},
+	}
+}
+
+// benchRunner runs benchmarks as this binary, with progress on stderr.
+func benchRunner(c *cli.Context) *bench.Runner {
+	self, err := os.Executable()
+	if err != nil {
+		self = os.Args[0]
+	}
+	return &bench.Runner{Version: version, Bin: proc.Binary{Path: self}, Log: c.App.ErrWriter}
+}
+
+// benchReport writes a benchmark's report to --out, or returns its error.
+func benchReport(c *cli.Context) func(bench.Report, error) error {
+	return func(r bench.Report, err error) error {
+		if err != nil {
+			return err
+		}
+		return writeJSON(c, c.String("out"), r)
 	}
 }
 
@@ -84,93 +210,4 @@ func writeJSON(c *cli.Context, path string, v any) error {
 		return fmt.Errorf("flag --out: %w", err)
 	}
 	return nil
-}
-
-func benchShardCommand() *cli.Command {
-	return &cli.Command{
-		Name:  "shard",
-		Usage: "time reading + splitting, tokenizing (cache off) and loading cached tokens of a dataset",
-		Flags: []cli.Flag{
-			&cli.PathFlag{Name: "data", Required: true, Usage: "dataset CSV"},
-			&cli.IntFlag{Name: "max-len", Value: shard.DefaultMaxLen},
-			&cli.IntFlag{Name: "repeat", Value: 3, Usage: "best of this many runs"},
-			&cli.StringFlag{Name: "out", Usage: "write the JSON here (default: stdout)"},
-		},
-		Action: func(c *cli.Context) error {
-			tok, err := wordpiece.BertBaseUncased()
-			if err != nil {
-				return err
-			}
-			best := func(f func() error) (float64, error) {
-				b := math.Inf(1)
-				for range max(1, c.Int("repeat")) {
-					start := time.Now()
-					if err := f(); err != nil {
-						return 0, err
-					}
-					b = min(b, time.Since(start).Seconds())
-				}
-				return b, nil
-			}
-			var ds *shard.Dataset
-			readSplit, err := best(func() error {
-				var err error
-				if ds, err = shard.ReadFile(c.Path("data"), shard.Options{}); err != nil {
-					return err
-				}
-				_, err = shard.NewSplit(ds, 42, shard.DefaultRatios)
-				return err
-			})
-			if err != nil {
-				return err
-			}
-			var toks *shard.Tokens
-			tokenize, err := best(func() error {
-				var err error
-				toks, err = shard.Tokenize(c.Context, ds, tok, c.Int("max-len"), nil)
-				return err
-			})
-			if err != nil {
-				return err
-			}
-			cacheDir, err := os.MkdirTemp("", "loraft-bench-tokens-")
-			if err != nil {
-				return err
-			}
-			defer os.RemoveAll(cacheDir)
-			if _, _, err := shard.LoadOrTokenize(c.Context, cacheDir, ds, tok, c.Int("max-len"), nil); err != nil {
-				return err
-			}
-			cachedLoad, err := best(func() error {
-				_, cached, err := shard.LoadOrTokenize(c.Context, cacheDir, ds, tok, c.Int("max-len"), nil)
-				if err == nil && !cached {
-					err = fmt.Errorf("token cache in %s was not used", cacheDir)
-				}
-				return err
-			})
-			if err != nil {
-				return err
-			}
-			tokens := 0
-			for _, l := range toks.FullLen {
-				tokens += int(l)
-			}
-			report := map[string]any{
-				"date":          time.Now().UTC().Format(time.RFC3339),
-				"loraft":        version,
-				"file":          filepath.Base(c.Path("data")),
-				"rows":          len(ds.Rows),
-				"threads":       runtime.GOMAXPROCS(0),
-				"read_split_s":  readSplit,
-				"tokenize_s":    tokenize,
-				"rows_per_s":    float64(len(ds.Rows)) / tokenize,
-				"tokens_per_s":  float64(tokens) / tokenize,
-				"tokens":        tokens,
-				"cached_load_s": cachedLoad,
-				"cache_speedup": tokenize / cachedLoad,
-				"note":          "best of --repeat runs; tokenize_s is with the cache off, on all threads; tokens count every WordPiece before truncation",
-			}
-			return writeJSON(c, c.String("out"), report)
-		},
-	}
 }

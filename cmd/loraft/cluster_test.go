@@ -6,18 +6,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/loraft/loraft/checkpoint"
-	"github.com/loraft/loraft/checkpoint/miniotest"
-	"github.com/loraft/loraft/coordinator"
+	"github.com/loraft/loraft/coordinator/coordinatortest"
 	"github.com/loraft/loraft/internal/chart"
+	"github.com/loraft/loraft/internal/proc"
+	"github.com/loraft/loraft/internal/proccluster"
 	pb "github.com/loraft/loraft/proto/coordinatorpb"
 	"github.com/loraft/loraft/trainer"
 	"github.com/loraft/loraft/trainer/agent"
@@ -28,70 +27,14 @@ import (
 // loopback: three `loraft coordinator`s, trainers under them, and a real
 // MinIO as the store.
 
-// proc is one loraft child process with its output in a log file.
-type proc struct {
-	name string
-	args []string
-	env  []string
-	log  string
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-func (p *proc) start(t *testing.T) {
-	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.OpenFile(p.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.cmd = exec.Command(self, p.args...)
-	p.cmd.Env = append(append(os.Environ(), "LORAFT_TEST_MAIN=1", "OMP_NUM_THREADS=1"), p.env...)
-	p.cmd.Stdout, p.cmd.Stderr = f, f
-	if err := p.cmd.Start(); err != nil {
-		f.Close()
-		t.Fatal(err)
-	}
-	p.done = make(chan struct{})
-	go func() { _ = p.cmd.Wait(); f.Close(); close(p.done) }()
-}
-
-func (p *proc) signal(sig syscall.Signal) {
-	if p.cmd == nil {
-		return
-	}
-	_ = p.cmd.Process.Signal(sig)
-	select {
-	case <-p.done:
-	case <-time.After(20 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-	p.cmd = nil
-}
-
-func (p *proc) tail(n int) string {
-	b, _ := os.ReadFile(p.log)
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-// cluster is a loopback loraft cluster for one test.
+// cluster is a proccluster.Cluster tied to one test: it fails the test on
+// an error, and kills every process when the test ends, showing the ends of
+// their logs when it failed.
 type cluster struct {
-	t        *testing.T
-	dir      string
-	env      []string
-	apis     []string
-	coords   []*proc
-	trainers []*proc
-	store    checkpoint.Store
-	data     string
+	*proccluster.Cluster
+	t     *testing.T
+	store checkpoint.Store
+	data  string
 }
 
 // clusterData is the dataset the cluster tests train on: the real sample
@@ -105,107 +48,59 @@ func clusterData(t *testing.T) string {
 	return "../../experiments/data/demo.csv"
 }
 
-// newCluster starts MinIO, coordinators and trainers.
+// newCluster starts MinIO, coordinators (fast raft timeouts, debug logs)
+// and trainers.
 func newCluster(t *testing.T, coordinators, trainers int, lease time.Duration) *cluster {
 	t.Helper()
-	srv := miniotest.Start(t)
-	c := &cluster{t: t, dir: t.TempDir(), data: clusterData(t)}
-	c.env = []string{"LORAFT_STORE=s3://loraft/test", "LORAFT_S3_ENDPOINT=" + srv.Endpoint,
-		"AWS_ACCESS_KEY_ID=" + srv.AccessKey, "AWS_SECRET_ACCESS_KEY=" + srv.SecretKey, "LORAFT_CACHE=" + filepath.Join(c.dir, "cache")}
-	var err error
-	c.store, err = checkpoint.NewS3Store(context.Background(), checkpoint.S3Config{Endpoint: srv.Endpoint, Bucket: "loraft", Prefix: "test",
-		AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, Timeout: 10 * time.Second})
+	bin := testBinary(t)
+	bin.Env = append(bin.Env, "OMP_NUM_THREADS=1", "LORAFT_LOG_LEVEL=debug")
+	pc, err := proccluster.Start(proccluster.Config{Bin: bin, Dir: t.TempDir(), Coordinators: coordinators, Trainers: trainers,
+		RaftProfile: "fast", Lease: lease, TrainerArgs: []string{"--step-timeout", "5s"}, MinIO: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ports := freePorts(t, 2*coordinators+trainers)
-	var peers []string
-	for i := range coordinators {
-		raft, api := ports[2*i], ports[2*i+1]
-		c.apis = append(c.apis, api)
-		peers = append(peers, fmt.Sprintf("n%d=%s/%s", i+1, raft, api))
-	}
-	c.env = append(c.env, "LORAFT_COORDINATORS="+strings.Join(c.apis, ","))
-	for i := range coordinators {
-		p := &proc{name: fmt.Sprintf("n%d", i+1), log: filepath.Join(c.dir, fmt.Sprintf("coordinator-n%d.log", i+1)), env: c.env,
-			args: []string{"--log-level", "debug", "coordinator", "--id", fmt.Sprintf("n%d", i+1), "--raft-addr", ports[2*i], "--api-addr", c.apis[i],
-				"--dir", filepath.Join(c.dir, fmt.Sprintf("raft-n%d", i+1)), "--peers", strings.Join(peers, ","),
-				"--raft-profile", "fast", "--lease", lease.String()}}
-		p.start(t)
-		c.coords = append(c.coords, p)
-	}
-	for i := range trainers {
-		id := fmt.Sprintf("t%d", i+1)
-		p := &proc{name: id, log: filepath.Join(c.dir, "trainer-"+id+".log"), env: c.env,
-			args: []string{"trainer", "--id", id, "--listen", ports[2*coordinators+i], "--events", filepath.Join(c.dir, "events-"+id+".jsonl"),
-				"--step-timeout", "5s"}}
-		p.start(t)
-		c.trainers = append(c.trainers, p)
-	}
 	t.Cleanup(func() {
-		for _, p := range append(slices.Clone(c.trainers), c.coords...) {
-			p.signal(syscall.SIGKILL)
+		if err := pc.Close(); err != nil {
+			t.Error(err)
 		}
 		if t.Failed() {
-			for _, p := range append(slices.Clone(c.coords), c.trainers...) {
-				t.Logf("--- %s (last lines of %s)\n%s", p.name, p.log, p.tail(25))
-			}
+			t.Log(pc.LogTails(25))
 		}
 	})
-	return c
-}
-
-func (c *cluster) client() *coordinator.Client {
-	cl, err := coordinator.NewClient(c.apis)
-	if err != nil {
-		c.t.Fatal(err)
+	c := &cluster{Cluster: pc, t: t, data: clusterData(t)}
+	if c.store, err = pc.OpenStore(context.Background()); err != nil {
+		t.Fatal(err)
 	}
-	c.t.Cleanup(func() { cl.Close() })
-	return cl
+	return c
 }
 
 // waitFor polls the consistent state until cond holds, or fails after limit.
 func (c *cluster) waitFor(what string, limit time.Duration, cond func(*pb.State) bool) *pb.State {
 	c.t.Helper()
-	cl := c.client()
-	deadline := time.Now().Add(limit)
-	var last *pb.State
-	for time.Now().Before(deadline) {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		st, err := cl.ConsistentState(ctx)
-		cancel()
-		if err == nil {
-			last = st
-			if cond(st) {
-				return st
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	st, err := c.WaitState(ctx, cond)
+	if err != nil {
+		c.t.Fatalf("%s: not reached in %s: %v; last state:\n%s", what, limit, err, describeState(st))
 	}
-	c.t.Fatalf("%s: not reached in %s; last state:\n%s", what, limit, describeState(last))
-	return nil
+	return st
 }
 
-// leader returns the index of the coordinator that leads now.
-func (c *cluster) leader() int {
+// leader returns the coordinator that leads now.
+func (c *cluster) leader() *proccluster.Coordinator {
 	c.t.Helper()
-	cl := c.client()
-	c.waitFor("a leader", 30*time.Second, func(*pb.State) bool { return true })
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := cl.ConsistentState(ctx); err != nil {
+	co, err := c.Leader(ctx)
+	if err != nil {
 		c.t.Fatal(err)
 	}
-	i := slices.Index(c.apis, cl.Leader())
-	if i < 0 {
-		c.t.Fatalf("leader %q is not one of %v", cl.Leader(), c.apis)
-	}
-	return i
+	return co
 }
 
 // writeSpec writes a sweep spec for the tiny model into the cluster's dir.
 func (c *cluster) writeSpec(name, body string) string {
-	p := filepath.Join(c.dir, name+".yaml")
+	p := filepath.Join(c.Dir, name+".yaml")
 	if err := os.WriteFile(p, []byte("name: "+name+"\n"+body), 0o644); err != nil {
 		c.t.Fatal(err)
 	}
@@ -215,12 +110,20 @@ func (c *cluster) writeSpec(name, body string) string {
 // launch runs `loraft sweep launch` in-process against the cluster.
 func (c *cluster) launch(spec string) {
 	c.t.Helper()
-	for _, kv := range c.env {
+	for _, kv := range c.Env {
 		k, v, _ := strings.Cut(kv, "=")
 		c.t.Setenv(k, v)
 	}
 	if out, err := run(c.t, "sweep", "launch", "--spec", spec, "--data", c.data); err != nil {
 		c.t.Fatalf("sweep launch: %v\n%s", err, out)
+	}
+}
+
+// kill SIGKILLs p, failing the test on an error.
+func (c *cluster) kill(p *proc.Proc) {
+	c.t.Helper()
+	if err := p.Kill(); err != nil {
+		c.t.Fatal(err)
 	}
 }
 
@@ -262,35 +165,35 @@ func (c *cluster) checkNoOverlap(killed map[string]time.Time) {
 	}
 	spans := map[string][]span{}
 	open := map[string]map[string]agent.Event{} // trainer → trial → start
-	for _, p := range c.trainers {
-		f, err := os.Open(filepath.Join(c.dir, "events-"+p.name+".jsonl"))
+	for _, p := range c.Trainers {
+		f, err := os.Open(p.Events)
 		if err != nil {
 			continue // never started a job
 		}
 		sc := bufio.NewScanner(f)
-		open[p.name] = map[string]agent.Event{}
+		open[p.ID] = map[string]agent.Event{}
 		for sc.Scan() {
 			var e agent.Event
 			if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-				c.t.Fatalf("events of %s: %v", p.name, err)
+				c.t.Fatalf("events of %s: %v", p.ID, err)
 			}
 			switch e.Event {
 			case "start":
-				open[p.name][e.Trial] = e
+				open[p.ID][e.Trial] = e
 			case "end":
-				s := open[p.name][e.Trial]
-				delete(open[p.name], e.Trial)
-				spans[e.Trial] = append(spans[e.Trial], span{p.name, e.Generation, s.UnixNano, e.UnixNano})
+				s := open[p.ID][e.Trial]
+				delete(open[p.ID], e.Trial)
+				spans[e.Trial] = append(spans[e.Trial], span{p.ID, e.Generation, s.UnixNano, e.UnixNano})
 			}
 		}
 		f.Close()
-		for trial, s := range open[p.name] {
-			end, ok := killed[p.name]
+		for trial, s := range open[p.ID] {
+			end, ok := killed[p.ID]
 			if !ok {
-				c.t.Errorf("trainer %s never ended its job on %s", p.name, trial)
+				c.t.Errorf("trainer %s never ended its job on %s", p.ID, trial)
 				continue
 			}
-			spans[trial] = append(spans[trial], span{p.name, s.Generation, s.UnixNano, end.UnixNano()})
+			spans[trial] = append(spans[trial], span{p.ID, s.Generation, s.UnixNano, end.UnixNano()})
 		}
 	}
 	for trial, ss := range spans {
@@ -334,7 +237,7 @@ func TestClusterSweep(t *testing.T) {
 			best = tr
 		}
 	}
-	out := filepath.Join(c.dir, "best")
+	out := filepath.Join(c.Dir, "best")
 	got, err := run(t, "adapter", "pull", "--best", "--sweep", "grid", "--out", out)
 	if err != nil {
 		t.Fatalf("adapter pull: %v\n%s", err, got)
@@ -351,7 +254,7 @@ func TestClusterSweep(t *testing.T) {
 	if err != nil || !strings.Contains(out2, "SUCCEEDED") || !strings.Contains(out2, "best macro-f1") {
 		t.Fatalf("sweep status: %v\n%s", err, out2)
 	}
-	report := filepath.Join(c.dir, "report.json")
+	report := filepath.Join(c.Dir, "report.json")
 	if out, err := run(t, "sweep", "report", "--out", report, "grid"); err != nil {
 		t.Fatalf("sweep report: %v\n%s", err, out)
 	}
@@ -421,13 +324,8 @@ train:
 		return tr.GetState() == pb.TrialState_TRIAL_STATE_RUNNING && tr.GetCheckpointStep() >= 6
 	})
 	victim := trialOf(st, "victim-t000").GetTrainers()[0]
-	var killedAt time.Time
-	for _, p := range c.trainers {
-		if p.name == victim {
-			p.signal(syscall.SIGKILL)
-			killedAt = time.Now()
-		}
-	}
+	c.kill(c.Trainer(victim).Proc)
+	killedAt := time.Now()
 	// The reference: the same trial, never interrupted.
 	c.launch(c.writeSpec("reference", spec))
 	st = c.waitFor("both sweeps finished", 4*time.Minute, func(st *pb.State) bool {
@@ -453,8 +351,8 @@ train:
 		}
 	}
 	resumed := false
-	for _, p := range c.trainers {
-		if p.name != victim && strings.Contains(p.tail(200), "from step") {
+	for _, p := range c.Trainers {
+		if p.ID != victim && strings.Contains(p.Tail(200), "from step") {
 			resumed = true
 		}
 	}
@@ -474,11 +372,13 @@ func TestClusterFullRestart(t *testing.T) {
 		n := countStates(sweepOf(st, "restart"))
 		return n[pb.TrialState_TRIAL_STATE_SUCCEEDED] >= 1 && n[pb.TrialState_TRIAL_STATE_SUCCEEDED] < 4
 	})
-	for _, p := range c.coords {
-		p.signal(syscall.SIGKILL)
+	for _, p := range c.Coordinators {
+		c.kill(p.Proc)
 	}
-	for _, p := range c.coords {
-		p.start(t)
+	for _, p := range c.Coordinators {
+		if err := p.Start(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	after := c.waitFor("state back after the restart", time.Minute, func(st *pb.State) bool { return sweepOf(st, "restart") != nil })
 	for _, tb := range sweepOf(before, "restart").GetTrials() {
@@ -509,7 +409,7 @@ func TestClusterFullRestart(t *testing.T) {
 func TestClusterLeaderKill(t *testing.T) {
 	c := newCluster(t, 3, 3, 2*time.Second)
 	ctx, stop := context.WithCancel(context.Background())
-	h := startLinClients(t, ctx, c.apis, 4, "lin")
+	h := coordinatortest.StartClients(t, ctx, c.APIAddrs(), 4, "lin")
 	t.Cleanup(func() { stop(); h.Wait() })
 	c.launch(c.writeSpec("failover", fmt.Sprintf(clusterSpec, 4)))
 	c.waitFor("a trial past a checkpoint", 3*time.Minute, func(st *pb.State) bool {
@@ -520,12 +420,12 @@ func TestClusterLeaderKill(t *testing.T) {
 		}
 		return false
 	})
-	h.run(t, 500*time.Millisecond, 20)
+	h.Run(t, 500*time.Millisecond, 20)
 	old := c.leader()
-	c.coords[old].signal(syscall.SIGKILL)
-	h.run(t, 2*time.Second, 40)
+	c.kill(old.Proc)
+	h.Run(t, 2*time.Second, 40)
 	if now := c.leader(); now == old {
-		t.Fatalf("coordinator %d still leads after being killed", old)
+		t.Fatalf("coordinator %s still leads after being killed", old.ID)
 	}
 	st := c.waitFor("sweep finished after the leader was killed", 4*time.Minute, sweepFinished("failover"))
 	stop()
@@ -535,7 +435,7 @@ func TestClusterLeaderKill(t *testing.T) {
 		}
 	}
 	c.checkNoOverlap(nil)
-	checkLinearizable(t, h.Wait(), "leader-kill")
+	coordinatortest.CheckLinearizable(t, h.Wait(), "leader-kill")
 }
 
 // TestClusterRing: a trial with trainers_per_trial 2 is placed on two
@@ -560,10 +460,10 @@ train:
 		t.Fatalf("ring trial: %v", tr)
 	}
 	ranks := map[int32]bool{}
-	for _, p := range c.trainers {
-		b, err := os.ReadFile(filepath.Join(c.dir, "events-"+p.name+".jsonl"))
+	for _, p := range c.Trainers {
+		b, err := os.ReadFile(p.Events)
 		if err != nil {
-			t.Fatalf("trainer %s ran nothing: %v", p.name, err)
+			t.Fatalf("trainer %s ran nothing: %v", p.ID, err)
 		}
 		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
 			var e agent.Event
@@ -572,7 +472,7 @@ train:
 			}
 			if e.Event == "end" {
 				if e.World != 2 || e.Err != "" {
-					t.Errorf("trainer %s: %+v", p.name, e)
+					t.Errorf("trainer %s: %+v", p.ID, e)
 				}
 				ranks[e.Rank] = true
 			}

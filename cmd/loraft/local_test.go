@@ -1,19 +1,17 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/loraft/loraft/coordinator"
+	"github.com/loraft/loraft/internal/proc"
 	pb "github.com/loraft/loraft/proto/coordinatorpb"
 )
 
@@ -22,10 +20,6 @@ import (
 // the sweep continues from its committed checkpoints instead of starting
 // over, and ends with the best adapter written.
 func TestLocalResumesAfterKill(t *testing.T) {
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
 	spec := filepath.Join(dir, "spec.yaml")
 	if err := os.WriteFile(spec, []byte(`name: local
@@ -44,18 +38,17 @@ train:
 	}
 	state, out := filepath.Join(dir, "state"), filepath.Join(dir, "best")
 	args := []string{"local", "--spec", spec, "--data", "../../experiments/data/demo.csv", "--trainers", "1", "--state-dir", state, "--out", out}
-	start := func() (*exec.Cmd, *bytes.Buffer) {
-		cmd := exec.Command(self, args...)
-		cmd.Env = append(os.Environ(), "LORAFT_TEST_MAIN=1", "LORAFT_CACHE="+filepath.Join(dir, "cache"))
-		var buf bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &buf, &buf
-		if err := cmd.Start(); err != nil {
+	// Each run logs to a file of its own.
+	start := func(name string) *proc.Proc {
+		p := &proc.Proc{Name: name, Bin: testBinary(t), Args: args, Env: []string{"LORAFT_CACHE=" + filepath.Join(dir, "cache")},
+			Log: filepath.Join(dir, name+".log")}
+		if err := p.Start(); err != nil {
 			t.Fatal(err)
 		}
-		return cmd, &buf
+		t.Cleanup(func() { _ = p.Kill() })
+		return p
 	}
-	first, firstOut := start()
-	t.Cleanup(func() { _ = first.Process.Kill(); _ = first.Wait() })
+	first := start("first")
 
 	// Watch the local cluster through its coordinators until the first
 	// trial has a committed checkpoint, then kill the whole thing.
@@ -74,7 +67,7 @@ train:
 	var before *pb.Trial
 	for before == nil {
 		if time.Now().After(deadline) {
-			t.Fatalf("no committed checkpoint in 3 minutes; output:\n%s", firstOut)
+			t.Fatalf("no committed checkpoint in 3 minutes; output:\n%s", first.Tail(50))
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		st, err := cl.ConsistentState(ctx)
@@ -86,22 +79,22 @@ train:
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := first.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	_ = first.Wait()
 
-	second, secondOut := start()
-	t.Cleanup(func() { _ = second.Process.Kill() })
-	done := make(chan error, 1)
-	go func() { done <- second.Wait() }()
+	second := start("second")
 	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("second loraft local: %v\n%s", err, secondOut)
+	case <-second.Done():
+		if err := second.ExitErr(); err != nil {
+			t.Fatalf("second loraft local: %v\n%s", err, second.Tail(50))
 		}
 	case <-time.After(5 * time.Minute):
-		t.Fatalf("second loraft local did not finish in 5 minutes:\n%s", secondOut)
+		t.Fatalf("second loraft local did not finish in 5 minutes:\n%s", second.Tail(50))
+	}
+	secondOut, err := os.ReadFile(second.Log)
+	if err != nil {
+		t.Fatal(err)
 	}
 	logs, _ := os.ReadFile(filepath.Join(state, "logs", "local-t1.log"))
 	resumed := fmt.Sprintf("resume: run local-t000 from step %d", before.GetCheckpointStep())
@@ -112,7 +105,7 @@ train:
 		t.Errorf("local-t000 started over from step 0 after the restart:\n%s", logs)
 	}
 	for _, want := range []string{"sweep local finished", "best: local-t00", "predictions"} {
-		if !strings.Contains(secondOut.String(), want) {
+		if !strings.Contains(string(secondOut), want) {
 			t.Errorf("second run's output lacks %q:\n%s", want, secondOut)
 		}
 	}

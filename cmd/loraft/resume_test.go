@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -12,16 +13,14 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/loraft/loraft/internal/proc"
 )
 
 // TestResumeAfterSIGKILL kills a real `loraft train` process with SIGKILL
 // after a randomly chosen checkpoint, resumes it with --resume, and checks
 // that the final adapter is byte-identical to an uninterrupted run's.
 func TestResumeAfterSIGKILL(t *testing.T) {
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	tmp := t.TempDir()
 	common := []string{"train", "--data", "../../experiments/data/demo.csv", "--no-cache", "--config", "tiny",
 		"--epochs", "3", "--batch-size", "32", "--max-len", "32", "--lr", "2e-3", "--checkpoint-every", "3",
@@ -35,13 +34,11 @@ func TestResumeAfterSIGKILL(t *testing.T) {
 	killAfter := 3 * (2 + rand.IntN(4)) // a checkpoint step in 6..15: one before it to fall back to
 	store := filepath.Join(tmp, "storeB")
 	got := filepath.Join(tmp, "resumed")
-	cmd := exec.Command(self, append(common, "--store", store, "--out", got)...)
-	cmd.Env = append(os.Environ(), "LORAFT_TEST_MAIN=1")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
+	train := &proc.Proc{Name: "train", Bin: testBinary(t), Args: append(common, "--store", store, "--out", got), Log: filepath.Join(tmp, "train.log")}
+	if err := train.Start(); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = train.Kill() })
 	manifest := filepath.Join(store, "runs", "r", "ckpt", fmt.Sprintf("%012d", killAfter), "MANIFEST.json")
 	deadline := time.Now().Add(3 * time.Minute)
 	for {
@@ -49,16 +46,15 @@ func TestResumeAfterSIGKILL(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			t.Fatalf("no checkpoint at step %d after 3 minutes; stderr:\n%s", killAfter, stderr.String())
+			t.Fatalf("no checkpoint at step %d after 3 minutes; its log:\n%s", killAfter, train.Tail(30))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := train.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	err = cmd.Wait()
-	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+	var exit *exec.ExitError
+	if err := train.ExitErr(); !errors.As(err, &exit) || exit.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
 		t.Fatalf("train was not killed by SIGKILL (it may have finished first): %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(got, "adapter_model.safetensors")); err == nil {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/loraft/loraft/checkpoint/safetensors"
 	"github.com/loraft/loraft/internal/loopback"
+	"github.com/loraft/loraft/internal/proc"
 )
 
 // freePorts reserves n loopback addresses for trainer ranks.
@@ -40,29 +40,25 @@ func noDropoutConfig(t *testing.T) string {
 	return p
 }
 
-// startRanks starts world real trainer processes and returns them with their output buffers.
-func startRanks(t *testing.T, world int, extra func(rank int) []string, common []string) ([]*exec.Cmd, []*bytes.Buffer) {
+// startRanks starts world real trainer processes; each one's output goes
+// to its log.
+func startRanks(t *testing.T, world int, extra func(rank int) []string, common []string) []*proc.Proc {
 	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := testBinary(t)
+	bin.Env = append(bin.Env, "OMP_NUM_THREADS=1")
 	peers := strings.Join(freePorts(t, world), ",")
-	var cmds []*exec.Cmd
-	var outs []*bytes.Buffer
+	logs := t.TempDir()
+	var ranks []*proc.Proc
 	for r := range world {
-		args := append(append([]string{"trainer", "--rank", strconv.Itoa(r), "--world", strconv.Itoa(world), "--peers", peers}, common...), extra(r)...)
-		cmd := exec.Command(self, args...)
-		cmd.Env = append(os.Environ(), "LORAFT_TEST_MAIN=1", "OMP_NUM_THREADS=1")
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Start(); err != nil {
+		p := &proc.Proc{Name: fmt.Sprintf("rank %d", r), Bin: bin, Log: filepath.Join(logs, fmt.Sprintf("rank-%d.log", r)),
+			Args: append(append([]string{"trainer", "--rank", strconv.Itoa(r), "--world", strconv.Itoa(world), "--peers", peers}, common...), extra(r)...)}
+		if err := p.Start(); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-		cmds, outs = append(cmds, cmd), append(outs, &out)
+		t.Cleanup(func() { _ = p.Kill() })
+		ranks = append(ranks, p)
 	}
-	return cmds, outs
+	return ranks
 }
 
 func readAdapter(t *testing.T, dir string) map[string][]float32 {
@@ -96,13 +92,16 @@ func TestDataParallelEquivalence(t *testing.T) {
 	want := readAdapter(t, single)
 	for _, world := range []int{2, 3} {
 		dirs := make([]string, world)
-		cmds, outs := startRanks(t, world, func(r int) []string {
+		ranks := startRanks(t, world, func(r int) []string {
 			dirs[r] = filepath.Join(tmp, fmt.Sprintf("w%d-r%d", world, r))
 			return []string{"--out", dirs[r]}
 		}, common)
-		for r, cmd := range cmds {
-			if err := cmd.Wait(); err != nil {
-				t.Fatalf("world %d rank %d: %v\n%s\nall ranks:\n%v", world, r, err, outs[r], outs)
+		for r, p := range ranks {
+			if err := p.Wait(); err != nil {
+				for _, q := range ranks {
+					t.Logf("--- %s:\n%s", q.Name, q.Tail(20))
+				}
+				t.Fatalf("world %d rank %d: %v", world, r, err)
 			}
 		}
 		rank0, _ := os.ReadFile(filepath.Join(dirs[0], "adapter_model.safetensors"))
@@ -133,7 +132,7 @@ func TestDeadRankFailsOthers(t *testing.T) {
 	common := []string{"--data", "../../experiments/data/demo.csv", "--no-cache", "--config", "tiny", "--epochs", "50",
 		"--batch-size", "32", "--max-len", "24", "--step-timeout", "5s", "--store", filepath.Join(tmp, "store"), "--run", "dp",
 		"--checkpoint-every", "2"}
-	cmds, outs := startRanks(t, 3, func(r int) []string { return []string{"--out", filepath.Join(tmp, fmt.Sprint(r))} }, common)
+	ranks := startRanks(t, 3, func(r int) []string { return []string{"--out", filepath.Join(tmp, fmt.Sprint(r))} }, common)
 	manifest := filepath.Join(tmp, "store", "runs", "dp", "ckpt", fmt.Sprintf("%012d", 2), "MANIFEST.json")
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
@@ -141,16 +140,16 @@ func TestDeadRankFailsOthers(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the run made no checkpoint at step 2 in 2 minutes:\n%s", outs[0])
+			t.Fatalf("the run made no checkpoint at step 2 in 2 minutes:\n%s", ranks[0].Tail(30))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if err := cmds[2].Process.Signal(syscall.SIGKILL); err != nil {
+	if err := ranks[2].Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	killed := time.Now()
 	for r := range 2 {
-		err := cmds[r].Wait()
+		err := ranks[r].Wait()
 		took := time.Since(killed)
 		if err == nil {
 			t.Fatalf("rank %d finished without error after its peer died", r)
@@ -158,16 +157,11 @@ func TestDeadRankFailsOthers(t *testing.T) {
 		if took > 5*time.Second+10*time.Second {
 			t.Fatalf("rank %d took %v to fail (step timeout 5s)", r, took)
 		}
-		if !strings.Contains(outs[r].String(), "all-reduce") {
-			t.Fatalf("rank %d's error does not mention the all-reduce:\n%s", r, outs[r])
+		if out := ranks[r].Tail(1000); !strings.Contains(out, "all-reduce") {
+			t.Fatalf("rank %d's error does not mention the all-reduce:\n%s", r, out)
 		}
-		t.Logf("rank %d failed %v after the kill: %s", r, took.Round(time.Millisecond), lastLineOf(outs[r].String()))
+		t.Logf("rank %d failed %v after the kill: %s", r, took.Round(time.Millisecond), ranks[r].Tail(1))
 	}
-}
-
-func lastLineOf(s string) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	return lines[len(lines)-1]
 }
 
 func slicesWithout(s []string, drop ...string) []string {

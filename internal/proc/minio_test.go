@@ -1,4 +1,4 @@
-package miniotest
+package proc_test
 
 import (
 	"bytes"
@@ -13,11 +13,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/loraft/loraft/checkpoint/miniotest"
+	"github.com/loraft/loraft/internal/proc"
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 )
 
-func client(t *testing.T, s *Server) *minio.Client {
+func minioClient(t *testing.T, s *miniotest.Server) *minio.Client {
 	t.Helper()
 	c, err := minio.New(s.Endpoint, &minio.Options{
 		Creds:  credentials.NewStaticV4(s.AccessKey, s.SecretKey, ""),
@@ -29,13 +31,13 @@ func client(t *testing.T, s *Server) *minio.Client {
 	return c
 }
 
-// TestRoundTrip starts a real server, writes an object through minio-go and
+// TestMinIORoundTrip starts a real server, writes an object through minio-go and
 // reads the same bytes back.
-func TestRoundTrip(t *testing.T) {
-	s := Start(t)
+func TestMinIORoundTrip(t *testing.T) {
+	s := miniotest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c := client(t, s)
+	c := minioClient(t, s)
 	if err := c.MakeBucket(ctx, "loraft", minio.MakeBucketOptions{}); err != nil {
 		t.Fatalf("make bucket: %v", err)
 	}
@@ -60,13 +62,13 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
-// TestStopAndRestart checks the helper's lifecycle: Stop ends the process by
+// TestMinIOStopAndRestart checks the server's lifecycle: Stop ends the process by
 // PID, Kill then Restart keeps the data directory's objects.
-func TestStopAndRestart(t *testing.T) {
-	s := Start(t)
+func TestMinIOStopAndRestart(t *testing.T) {
+	s := miniotest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	c := client(t, s)
+	c := minioClient(t, s)
 	if err := c.MakeBucket(ctx, "keep", minio.MakeBucketOptions{}); err != nil {
 		t.Fatalf("make bucket: %v", err)
 	}
@@ -110,10 +112,10 @@ func TestStopAndRestart(t *testing.T) {
 	}
 }
 
-// TestSecretsNotInArgv guards the rule that credentials never appear in a
+// TestMinIOSecretsNotInArgv guards the rule that credentials never appear in a
 // command line that ps shows.
-func TestSecretsNotInArgv(t *testing.T) {
-	s := Start(t)
+func TestMinIOSecretsNotInArgv(t *testing.T) {
+	s := miniotest.Start(t)
 	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(s.PID()) + "/cmdline")
 	if err != nil {
 		t.Fatalf("reading minio's command line: %v", err)
@@ -123,10 +125,10 @@ func TestSecretsNotInArgv(t *testing.T) {
 	}
 }
 
-func TestBinaryMissing(t *testing.T) {
+func TestMinIOBinaryMissing(t *testing.T) {
 	t.Setenv("LORAFT_MINIO", "/nonexistent/minio")
-	_, err := Binary()
+	_, err := proc.MinIOBinary()
 	if err == nil || !strings.Contains(err.Error(), "deploy/minio.sh") {
-		t.Fatalf("Binary() with a bad LORAFT_MINIO = %v, want an error naming deploy/minio.sh", err)
+		t.Fatalf("MinIOBinary() with a bad LORAFT_MINIO = %v, want an error naming deploy/minio.sh", err)
 	}
 }
