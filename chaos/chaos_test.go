@@ -23,6 +23,7 @@ import (
 	"github.com/loraft/loraft/coordinator"
 	"github.com/loraft/loraft/coordinator/coordinatortest"
 	"github.com/loraft/loraft/internal/atomicfile"
+	"github.com/loraft/loraft/internal/faultproxy"
 	"github.com/loraft/loraft/internal/proc"
 	"github.com/loraft/loraft/internal/proccluster"
 	pb "github.com/loraft/loraft/proto/coordinatorpb"
@@ -65,6 +66,11 @@ const lease = 3 * time.Second
 type scenario struct {
 	name   string
 	inject func(ctx context.Context, r *runCtx) error
+	// proxied puts a fault proxy (r.proxies) between the trainers and each
+	// coordinator and the store.
+	proxied bool
+	// prepare, when set, runs on the run's directory before the cluster starts.
+	prepare func(t *testing.T, dir string)
 }
 
 // Result is one scenario run, as written to chaos.json.
@@ -182,10 +188,28 @@ func fail(t *testing.T, res *Result, format string, args ...any) {
 
 // runCtx is one sweep on a fresh cluster.
 type runCtx struct {
-	t   *testing.T
-	bin proc.Binary
-	c   *proccluster.Cluster
-	dir string
+	t       *testing.T
+	bin     proc.Binary
+	c       *proccluster.Cluster
+	dir     string
+	proxies []*faultproxy.Proxy
+}
+
+// route starts a fault proxy in front of target for the trainers.
+func (r *runCtx) route(target string) (string, error) {
+	p, err := faultproxy.Start("127.0.0.1:0", target)
+	if err != nil {
+		return "", err
+	}
+	r.proxies = append(r.proxies, p)
+	return p.Addr(), nil
+}
+
+// setFaults sets the faults of every proxy.
+func (r *runCtx) setFaults(f faultproxy.Faults) {
+	for _, p := range r.proxies {
+		p.Set(f)
+	}
 }
 
 // sweep starts a cluster, launches the sweep, injects s's fault (none for
@@ -200,7 +224,19 @@ func (r *runCtx) sweep(t *testing.T, s *scenario) (*outcome, Result) {
 	res := Result{Scenario: name, Linearizable: true}
 	start := time.Now()
 	r.dir = t.TempDir()
-	c, err := proccluster.Start(proccluster.Config{Bin: r.bin, Dir: r.dir, Trainers: 2, Lease: lease, MinIO: true})
+	cfg := proccluster.Config{Bin: r.bin, Dir: r.dir, Trainers: 2, Lease: lease, MinIO: true}
+	if s != nil && s.prepare != nil {
+		s.prepare(t, r.dir)
+	}
+	if s != nil && s.proxied {
+		cfg.TrainerRoute = r.route
+		defer func() {
+			for _, p := range r.proxies {
+				p.Close()
+			}
+		}()
+	}
+	c, err := proccluster.Start(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,8 +4,16 @@ package chaos
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
 	"time"
+
+	"github.com/loraft/loraft/internal/faultproxy"
 
 	"github.com/loraft/loraft/internal/proc"
 )
@@ -13,12 +21,12 @@ import (
 // scenarios are the faults the suite injects, each on a fresh cluster.
 func scenarios() []scenario {
 	return []scenario{
-		{"first-coordinator-paused-30s", func(ctx context.Context, r *runCtx) error {
+		{name: "first-coordinator-paused-30s", inject: func(ctx context.Context, r *runCtx) error {
 			// First in every trainer's and client's list (a follower or the
 			// leader, whichever it is now).
 			return pauseFor(ctx, r.c.Coordinators[0].Proc, 30*time.Second)
 		}},
-		{"leader-paused-twice-the-lease", func(ctx context.Context, r *runCtx) error {
+		{name: "leader-paused-twice-the-lease", inject: func(ctx context.Context, r *runCtx) error {
 			co, err := r.c.Leader(ctx)
 			if err != nil {
 				return err
@@ -26,14 +34,14 @@ func scenarios() []scenario {
 			// Resumed, it wakes a zombie: deposed, still believing it leads.
 			return pauseFor(ctx, co.Proc, 2*lease)
 		}},
-		{"trainer-paused-past-its-lease", func(ctx context.Context, r *runCtx) error {
+		{name: "trainer-paused-past-its-lease", inject: func(ctx context.Context, r *runCtx) error {
 			// A paused trainer's trial moves on; resumed, it must commit nothing.
 			return pauseFor(ctx, r.c.Trainers[0].Proc, 3*lease)
 		}},
-		{"minio-paused-30s", func(ctx context.Context, r *runCtx) error {
+		{name: "minio-paused-30s", inject: func(ctx context.Context, r *runCtx) error {
 			return pauseFor(ctx, r.c.MinIO.Proc, 30*time.Second)
 		}},
-		{"minio-down-60s", func(ctx context.Context, r *runCtx) error {
+		{name: "minio-down-60s", inject: func(ctx context.Context, r *runCtx) error {
 			if err := r.c.MinIO.Proc.Kill(); err != nil {
 				return err
 			}
@@ -42,6 +50,63 @@ func scenarios() []scenario {
 			}
 			return r.c.MinIO.Restart()
 		}},
+		{name: "coordinator-disk-full-30s", prepare: tmpfsFor("raft-n1"), inject: func(ctx context.Context, r *runCtx) error {
+			// n1's raft directory is a small tmpfs: fill it, wait, free it.
+			filler := filepath.Join(r.dir, "raft-n1", "filler")
+			if err := fill(filler); err != nil {
+				return err
+			}
+			werr := wait(ctx, 30*time.Second)
+			if err := os.Remove(filler); err != nil {
+				return err
+			}
+			return werr
+		}},
+		{name: "latency-200ms-resets-1pct-60s", proxied: true, inject: func(ctx context.Context, r *runCtx) error {
+			// Between the trainers and the coordinators and the store.
+			r.setFaults(faultproxy.Faults{Latency: 200 * time.Millisecond, ResetRate: 0.01})
+			werr := wait(ctx, 60*time.Second)
+			r.setFaults(faultproxy.Faults{})
+			return werr
+		}},
+	}
+}
+
+// tmpfsFor mounts a 16 MiB tmpfs at dir/sub for the length of the test, so
+// that filling it gives a real "no space left on device".
+func tmpfsFor(sub string) func(t *testing.T, dir string) {
+	return func(t *testing.T, dir string) {
+		t.Helper()
+		mnt := filepath.Join(dir, sub)
+		if err := os.MkdirAll(mnt, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", mnt).CombinedOutput(); err != nil {
+			t.Fatalf("mounting a tmpfs at %s (the disk-full scenario needs root): %v\n%s", mnt, err, out)
+		}
+		t.Cleanup(func() {
+			if out, err := exec.Command("umount", "-l", mnt).CombinedOutput(); err != nil {
+				t.Errorf("unmounting %s: %v\n%s", mnt, err, out)
+			}
+		})
+	}
+}
+
+// fill writes path until its file system is full.
+func fill(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	buf := make([]byte, 64<<10)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			if errors.Is(err, syscall.ENOSPC) {
+				return nil
+			}
+			return fmt.Errorf("filling %s: %w", path, err)
+		}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -43,6 +44,10 @@ type Config struct {
 	// MinIO runs a MinIO server as the checkpoint store; without it the
 	// store is the directory Dir/store.
 	MinIO bool
+	// TrainerRoute, when set, gives the address trainers dial instead of
+	// each coordinator API address and the MinIO endpoint (host:port): a
+	// fault-injecting proxy in front of it, say.
+	TrainerRoute func(target string) (string, error)
 }
 
 // Coordinator is one `loraft coordinator` process of a cluster.
@@ -146,11 +151,15 @@ func Start(cfg Config) (cl *Cluster, err error) {
 			return nil, err
 		}
 	}
+	trainerEnv, err := c.trainerEnv(cfg, apis)
+	if err != nil {
+		return nil, err
+	}
 	for i := range cfg.Trainers {
 		tr := &Trainer{ID: fmt.Sprintf("t%d", i+1), Addr: addrs[2*cfg.Coordinators+i]}
 		tr.Events = filepath.Join(cfg.Dir, "events-"+tr.ID+".jsonl")
 		args := []string{"trainer", "--id", tr.ID, "--listen", tr.Addr, "--events", tr.Events}
-		tr.Proc = &proc.Proc{Name: "trainer " + tr.ID, Bin: cfg.Bin, Args: append(args, cfg.TrainerArgs...), Env: c.Env,
+		tr.Proc = &proc.Proc{Name: "trainer " + tr.ID, Bin: cfg.Bin, Args: append(args, cfg.TrainerArgs...), Env: trainerEnv,
 			Log: filepath.Join(cfg.Dir, "trainer-"+tr.ID+".log")}
 		if err := tr.Start(); err != nil {
 			return nil, err
@@ -158,6 +167,34 @@ func Start(cfg Config) (cl *Cluster, err error) {
 		c.Trainers = append(c.Trainers, tr)
 	}
 	return c, nil
+}
+
+// trainerEnv is Env with the coordinators' and the store's addresses
+// routed through cfg.TrainerRoute.
+func (c *Cluster) trainerEnv(cfg Config, apis []string) ([]string, error) {
+	env := slices.Clone(c.Env)
+	if cfg.TrainerRoute == nil {
+		return env, nil
+	}
+	routed := make([]string, len(apis))
+	for i, a := range apis {
+		r, err := cfg.TrainerRoute(a)
+		if err != nil {
+			return nil, fmt.Errorf("routing trainers to coordinator %s: %w", a, err)
+		}
+		routed[i] = r
+	}
+	env = append(env, "LORAFT_COORDINATORS="+strings.Join(routed, ","))
+	if c.MinIO != nil {
+		host := strings.TrimPrefix(strings.TrimPrefix(c.MinIO.Endpoint, "http://"), "https://")
+		r, err := cfg.TrainerRoute(host)
+		if err != nil {
+			return nil, fmt.Errorf("routing trainers to the store %s: %w", host, err)
+		}
+		env = append(env, checkpoint.EnvS3Endpoint+"="+strings.Replace(c.MinIO.Endpoint, host, r, 1))
+	}
+	// Later entries win: os/exec keeps the last value of a repeated key.
+	return env, nil
 }
 
 // Procs lists every process of the cluster: coordinators, trainers, MinIO.
