@@ -71,6 +71,8 @@ type scenario struct {
 	proxied bool
 	// prepare, when set, runs on the run's directory before the cluster starts.
 	prepare func(t *testing.T, dir string)
+	// netns runs each coordinator in a network namespace of its own (r.net).
+	netns bool
 }
 
 // Result is one scenario run, as written to chaos.json.
@@ -193,6 +195,7 @@ type runCtx struct {
 	c       *proccluster.Cluster
 	dir     string
 	proxies []*faultproxy.Proxy
+	net     *network
 }
 
 // route starts a fault proxy in front of target for the trainers.
@@ -227,6 +230,11 @@ func (r *runCtx) sweep(t *testing.T, s *scenario) (*outcome, Result) {
 	cfg := proccluster.Config{Bin: r.bin, Dir: r.dir, Trainers: 2, Lease: lease, MinIO: true}
 	if s != nil && s.prepare != nil {
 		s.prepare(t, r.dir)
+	}
+	if s != nil && s.netns {
+		r.net = newNetwork(t, 3)
+		cfg.CoordinatorNetns, cfg.CoordinatorHosts = r.net.netns, r.net.hosts
+		cfg.CoordinatorArgs = insecureFlag(r.bin)
 	}
 	if s != nil && s.proxied {
 		cfg.TrainerRoute = r.route
@@ -301,6 +309,16 @@ func (r *runCtx) sweep(t *testing.T, s *scenario) (*outcome, Result) {
 	}
 	res.WallS = math.Round(time.Since(start).Seconds()*10) / 10
 	return out, res
+}
+
+// insecureFlag is --insecure when the binary has it: coordinators on
+// addresses other than loopback refuse to run without TLS unless told.
+func insecureFlag(bin proc.Binary) []string {
+	out, _ := bin.Command(context.Background(), "coordinator", "--help").CombinedOutput()
+	if strings.Contains(string(out), "--insecure") {
+		return []string{"--insecure"}
+	}
+	return nil
 }
 
 // launch runs `loraft sweep launch` against the cluster.

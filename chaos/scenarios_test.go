@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -21,6 +22,23 @@ import (
 // scenarios are the faults the suite injects, each on a fresh cluster.
 func scenarios() []scenario {
 	return []scenario{
+		{name: "leader-cut-off-20s", netns: true, inject: func(ctx context.Context, r *runCtx) error {
+			// The leader's host loses its link: its followers, trainers and
+			// clients get no answer (packets dropped, connections open).
+			co, err := r.c.Leader(ctx)
+			if err != nil {
+				return err
+			}
+			i := slices.Index(r.c.Coordinators, co)
+			if err := r.net.cut(i, true); err != nil {
+				return err
+			}
+			werr := wait(ctx, 20*time.Second)
+			if err := r.net.cut(i, false); err != nil {
+				return err
+			}
+			return werr
+		}},
 		{name: "first-coordinator-paused-30s", inject: func(ctx context.Context, r *runCtx) error {
 			// First in every trainer's and client's list (a follower or the
 			// leader, whichever it is now).

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -44,6 +46,10 @@ type Config struct {
 	// MinIO runs a MinIO server as the checkpoint store; without it the
 	// store is the directory Dir/store.
 	MinIO bool
+	// CoordinatorNetns, when set, names a network namespace per coordinator
+	// (created by the caller) to run it in, and CoordinatorHosts the IP it
+	// binds there; the other processes reach it on that IP.
+	CoordinatorNetns, CoordinatorHosts []string
 	// TrainerRoute, when set, gives the address trainers dial instead of
 	// each coordinator API address and the MinIO endpoint (host:port): a
 	// fault-injecting proxy in front of it, say.
@@ -126,9 +132,17 @@ func Start(cfg Config) (cl *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if (len(cfg.CoordinatorNetns) > 0 || len(cfg.CoordinatorHosts) > 0) &&
+		(len(cfg.CoordinatorNetns) != cfg.Coordinators || len(cfg.CoordinatorHosts) != cfg.Coordinators) {
+		return nil, fmt.Errorf("proccluster: %d coordinators, %d namespaces and %d hosts", cfg.Coordinators, len(cfg.CoordinatorNetns), len(cfg.CoordinatorHosts))
+	}
 	var peers, apis []string
 	for i := range cfg.Coordinators {
-		co := &Coordinator{ID: fmt.Sprintf("n%d", i+1), RaftAddr: addrs[2*i], APIAddr: addrs[2*i+1]}
+		raftAddr, apiAddr := addrs[2*i], addrs[2*i+1]
+		if len(cfg.CoordinatorHosts) > 0 {
+			raftAddr, apiAddr = onHost(cfg.CoordinatorHosts[i], raftAddr), onHost(cfg.CoordinatorHosts[i], apiAddr)
+		}
+		co := &Coordinator{ID: fmt.Sprintf("n%d", i+1), RaftAddr: raftAddr, APIAddr: apiAddr}
 		co.Dir = filepath.Join(cfg.Dir, "raft-"+co.ID)
 		peers = append(peers, fmt.Sprintf("%s=%s/%s", co.ID, co.RaftAddr, co.APIAddr))
 		apis = append(apis, co.APIAddr)
@@ -136,16 +150,24 @@ func Start(cfg Config) (cl *Cluster, err error) {
 	}
 	c.Env = append(c.Env, "LORAFT_STORE="+c.Store, "LORAFT_COORDINATORS="+strings.Join(apis, ","),
 		"LORAFT_CACHE="+filepath.Join(cfg.Dir, "cache"))
-	for _, co := range c.Coordinators {
-		args := []string{"coordinator", "--id", co.ID, "--raft-addr", co.RaftAddr, "--api-addr", co.APIAddr, "--dir", co.Dir,
-			"--peers", strings.Join(peers, ",")}
+	for i, co := range c.Coordinators {
+		bin, args := cfg.Bin, []string{}
+		if len(cfg.CoordinatorNetns) > 0 {
+			ip, err := exec.LookPath("ip")
+			if err != nil {
+				return nil, fmt.Errorf("proccluster: running coordinators in network namespaces needs iproute2: %w", err)
+			}
+			bin, args = proc.Binary{Path: ip, Env: cfg.Bin.Env}, []string{"netns", "exec", cfg.CoordinatorNetns[i], cfg.Bin.Path}
+		}
+		args = append(args, "coordinator", "--id", co.ID, "--raft-addr", co.RaftAddr, "--api-addr", co.APIAddr, "--dir", co.Dir,
+			"--peers", strings.Join(peers, ","))
 		if cfg.RaftProfile != "" {
 			args = append(args, "--raft-profile", cfg.RaftProfile)
 		}
 		if cfg.Lease != 0 {
 			args = append(args, "--lease", cfg.Lease.String())
 		}
-		co.Proc = &proc.Proc{Name: "coordinator " + co.ID, Bin: cfg.Bin, Args: append(args, cfg.CoordinatorArgs...), Env: c.Env,
+		co.Proc = &proc.Proc{Name: "coordinator " + co.ID, Bin: bin, Args: append(args, cfg.CoordinatorArgs...), Env: c.Env,
 			Log: filepath.Join(cfg.Dir, "coordinator-"+co.ID+".log")}
 		if err := co.Start(); err != nil {
 			return nil, err
@@ -167,6 +189,12 @@ func Start(cfg Config) (cl *Cluster, err error) {
 		c.Trainers = append(c.Trainers, tr)
 	}
 	return c, nil
+}
+
+// onHost is addr's port on host.
+func onHost(host, addr string) string {
+	_, port, _ := net.SplitHostPort(addr)
+	return net.JoinHostPort(host, port)
 }
 
 // trainerEnv is Env with the coordinators' and the store's addresses
