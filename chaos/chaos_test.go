@@ -3,10 +3,8 @@
 package chaos
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"math"
@@ -28,7 +26,6 @@ import (
 	"github.com/loraft/loraft/internal/proccluster"
 	pb "github.com/loraft/loraft/proto/coordinatorpb"
 	"github.com/loraft/loraft/trainer"
-	"github.com/loraft/loraft/trainer/agent"
 )
 
 var (
@@ -296,12 +293,15 @@ func (r *runCtx) sweep(t *testing.T, s *scenario) (*outcome, Result) {
 	res.Linearizable = !t.Failed()
 
 	out := r.collect(t, ctx, st)
-	spans, err := readSpans(c)
+	jobs, err := c.Jobs(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	res.DuplicateExecutions = overlaps(t, spans)
-	res.NoTrainingMs = longestIdle(spans, faultStart, time.Now()).Milliseconds()
+	for _, o := range proccluster.Overlaps(jobs) {
+		res.DuplicateExecutions++
+		fail(t, &res, "trial %s ran twice at once: on %s (generation %d) and %s (generation %d)", o[0].Trial, o[0].Trainer, o[0].Generation, o[1].Trainer, o[1].Generation)
+	}
+	res.NoTrainingMs = proccluster.LongestIdle(jobs, faultStart, time.Now()).Milliseconds()
 	closeCluster()
 	if left := leftBehind(r.dir); len(left) > 0 {
 		res.ProcessesLeft = len(left)
@@ -461,93 +461,6 @@ func (p *probe) stop() (worstMs int64, stale int) {
 	p.cancel()
 	p.wg.Wait()
 	return p.worst.Milliseconds(), p.stale
-}
-
-// span is one job a trainer ran.
-type span struct {
-	trainer    string
-	trial      string
-	generation uint64
-	from, to   int64
-}
-
-// readSpans reads every trainer's events. A job without an end event ran
-// until the trainer was last seen (the cluster is closed by then).
-func readSpans(c *proccluster.Cluster) ([]span, error) {
-	var out []span
-	for _, tr := range c.Trainers {
-		f, err := os.Open(tr.Events)
-		if errors.Is(err, os.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		open := map[string]agent.Event{}
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			var e agent.Event
-			if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-				f.Close()
-				return nil, fmt.Errorf("events of %s: %w", tr.ID, err)
-			}
-			switch e.Event {
-			case "start":
-				open[e.Trial] = e
-			case "end":
-				s := open[e.Trial]
-				delete(open, e.Trial)
-				out = append(out, span{tr.ID, e.Trial, e.Generation, s.UnixNano, e.UnixNano})
-			}
-		}
-		f.Close()
-		for trial, s := range open {
-			out = append(out, span{tr.ID, trial, s.Generation, s.UnixNano, time.Now().UnixNano()})
-		}
-	}
-	return out, nil
-}
-
-// overlaps reports (as test errors) and counts trials that two trainers ran
-// at the same time.
-func overlaps(t *testing.T, spans []span) int {
-	byTrial := map[string][]span{}
-	for _, s := range spans {
-		byTrial[s.trial] = append(byTrial[s.trial], s)
-	}
-	n := 0
-	for trial, ss := range byTrial {
-		slices.SortFunc(ss, func(a, b span) int { return int(a.from - b.from) })
-		for i := 1; i < len(ss); i++ {
-			if ss[i].from < ss[i-1].to {
-				n++
-				t.Errorf("trial %s ran twice at once: %s (generation %d) and %s (generation %d)", trial, ss[i-1].trainer, ss[i-1].generation, ss[i].trainer, ss[i].generation)
-			}
-		}
-	}
-	return n
-}
-
-// longestIdle is the longest stretch within [from, to] in which no trainer
-// ran a job.
-func longestIdle(spans []span, from, to time.Time) time.Duration {
-	lo, hi := from.UnixNano(), to.UnixNano()
-	slices.SortFunc(spans, func(a, b span) int { return int(a.from - b.from) })
-	covered, longest := lo, int64(0)
-	for _, s := range spans {
-		if s.to <= covered {
-			continue
-		}
-		if s.from > covered {
-			longest = max(longest, min(s.from, hi)-covered)
-		}
-		covered = max(covered, s.to)
-		if covered >= hi {
-			break
-		}
-	}
-	// The tail after the last job is the sweep's own end, not idleness.
-	return time.Duration(longest)
 }
 
 // leftBehind lists processes whose command line names dir.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -153,57 +152,18 @@ func describeState(st *pb.State) string {
 	return b.String()
 }
 
-// checkNoOverlap reads every trainer's events and fails when two trainers
-// ran the same trial at the same time. killed gives the kill time of
-// trainers whose last job has no end event.
+// checkNoOverlap fails when two trainers ran the same trial at the same
+// time. killed gives the kill time of trainers whose last job has no end
+// event.
 func (c *cluster) checkNoOverlap(killed map[string]time.Time) {
 	c.t.Helper()
-	type span struct {
-		trainer    string
-		generation uint64
-		from, to   int64
+	jobs, err := c.Jobs(killed)
+	if err != nil {
+		c.t.Fatal(err)
 	}
-	spans := map[string][]span{}
-	open := map[string]map[string]agent.Event{} // trainer → trial → start
-	for _, p := range c.Trainers {
-		f, err := os.Open(p.Events)
-		if err != nil {
-			continue // never started a job
-		}
-		sc := bufio.NewScanner(f)
-		open[p.ID] = map[string]agent.Event{}
-		for sc.Scan() {
-			var e agent.Event
-			if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-				c.t.Fatalf("events of %s: %v", p.ID, err)
-			}
-			switch e.Event {
-			case "start":
-				open[p.ID][e.Trial] = e
-			case "end":
-				s := open[p.ID][e.Trial]
-				delete(open[p.ID], e.Trial)
-				spans[e.Trial] = append(spans[e.Trial], span{p.ID, e.Generation, s.UnixNano, e.UnixNano})
-			}
-		}
-		f.Close()
-		for trial, s := range open[p.ID] {
-			end, ok := killed[p.ID]
-			if !ok {
-				c.t.Errorf("trainer %s never ended its job on %s", p.ID, trial)
-				continue
-			}
-			spans[trial] = append(spans[trial], span{p.ID, s.Generation, s.UnixNano, end.UnixNano()})
-		}
-	}
-	for trial, ss := range spans {
-		slices.SortFunc(ss, func(a, b span) int { return int(a.from - b.from) })
-		for i := 1; i < len(ss); i++ {
-			if ss[i].from < ss[i-1].to {
-				c.t.Errorf("trial %s ran twice at once: %s (generation %d) until %d and %s (generation %d) from %d",
-					trial, ss[i-1].trainer, ss[i-1].generation, ss[i-1].to, ss[i].trainer, ss[i].generation, ss[i].from)
-			}
-		}
+	for _, o := range proccluster.Overlaps(jobs) {
+		c.t.Errorf("trial %s ran twice at once: %s (generation %d) until %d and %s (generation %d) from %d",
+			o[0].Trial, o[0].Trainer, o[0].Generation, o[0].To, o[1].Trainer, o[1].Generation, o[1].From)
 	}
 }
 
