@@ -172,7 +172,9 @@ func writeFiles(dir string, files []file) error {
 	return nil
 }
 
-func pemBytes(typ string, der []byte) []byte { return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}) }
+func pemBytes(typ string, der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
+}
 
 func readPEM(path, typ string) ([]byte, error) {
 	data, err := os.ReadFile(path)

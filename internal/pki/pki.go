@@ -77,7 +77,9 @@ type Identity struct {
 func (i Identity) String() string { return i.URI().String() }
 
 // URI is the identity as the URI SAN it is issued as.
-func (i Identity) URI() *url.URL { return &url.URL{Scheme: URIScheme, Host: string(i.Role), Path: "/" + i.ID} }
+func (i Identity) URI() *url.URL {
+	return &url.URL{Scheme: URIScheme, Host: string(i.Role), Path: "/" + i.ID}
+}
 
 // Validate checks the role and the id.
 func (i Identity) Validate() error {
