@@ -7,12 +7,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -20,7 +17,7 @@ import (
 	"github.com/loraft/loraft/coordinator"
 	"github.com/loraft/loraft/internal/atomicfile"
 	"github.com/loraft/loraft/internal/chart"
-	"github.com/loraft/loraft/internal/loopback"
+	"github.com/loraft/loraft/internal/localcluster"
 	pb "github.com/loraft/loraft/proto/coordinatorpb"
 	"github.com/loraft/loraft/trainer"
 	"github.com/loraft/loraft/trainer/metrics"
@@ -59,48 +56,6 @@ func localCommand() *cli.Command {
 	}
 }
 
-// localPorts are the loopback addresses of a local cluster, kept in the
-// state directory: raft remembers its members' addresses, so a restarted
-// local cluster must come back on the same ones.
-type localPorts struct {
-	Raft     []string `json:"raft"`
-	API      []string `json:"api"`
-	Trainers []string `json:"trainers"`
-}
-
-func loadPorts(path string, trainers int) (*localPorts, error) {
-	var p localPorts
-	b, err := os.ReadFile(path)
-	switch {
-	case err == nil:
-		if err := json.Unmarshal(b, &p); err != nil {
-			return nil, fmt.Errorf("local cluster ports %s: %w", path, err)
-		}
-	case errors.Is(err, os.ErrNotExist):
-	default:
-		return nil, fmt.Errorf("local cluster ports: %w", err)
-	}
-	need := 6 + max(0, trainers-len(p.Trainers))
-	if len(p.Raft) == 3 {
-		need -= 6
-	}
-	free, err := loopback.Addrs(need)
-	if err != nil {
-		return nil, err
-	}
-	if len(p.Raft) != 3 {
-		p.Raft, p.API, free = free[:3], free[3:6], free[6:]
-	}
-	for len(p.Trainers) < trainers {
-		p.Trainers, free = append(p.Trainers, free[0]), free[1:]
-	}
-	b, _ = json.MarshalIndent(p, "", "  ")
-	if err := atomicfile.WriteFile(path, b, 0o644); err != nil {
-		return nil, fmt.Errorf("local cluster ports: %w", err)
-	}
-	return &p, nil
-}
-
 func runLocal(c *cli.Context) error {
 	ctx := c.Context
 	w, ew := c.App.Writer, c.App.ErrWriter
@@ -126,27 +81,22 @@ func runLocal(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	ports, err := loadPorts(filepath.Join(stateDir, "ports.json"), n)
+	timing, err := coordinator.Profile(c.String("raft-profile"))
+	if err != nil {
+		return fmt.Errorf("flag --raft-profile: %w", err)
+	}
+	lc, err := localcluster.Start(ctx, localcluster.Config{StateDir: stateDir, Trainers: n, Store: storeSpec, Raft: timing, Lease: c.Duration("lease")})
 	if err != nil {
 		return err
 	}
-	stopCoordinators, err := startLocalCoordinators(ctx, c, ports, stateDir)
-	defer stopCoordinators()
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(ew, "local: 3 coordinators on %s (raft profile %s), store %s, state in %s\n", strings.Join(ports.API, ","), c.String("raft-profile"), store, stateDir)
-	cl, err := coordinator.NewClient(ports.API)
+	defer lc.Close()
+	fmt.Fprintf(ew, "local: 3 coordinators on %s (raft profile %s), %d trainer processes (logs in %s), store %s, state in %s\n",
+		strings.Join(lc.Ports.API, ","), c.String("raft-profile"), n, lc.Logs, store, stateDir)
+	cl, err := coordinator.NewClient(lc.Ports.API)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
-	stopTrainers, err := startLocalTrainers(ports, stateDir, storeSpec)
-	defer stopTrainers()
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(ew, "local: %d trainer processes (logs in %s)\n", n, filepath.Join(stateDir, "logs"))
 
 	sw, err := launchSweep(ctx, cl, store, c.Path("spec"), c.Path("data"), ew)
 	if err != nil {
@@ -178,86 +128,6 @@ func runLocal(c *cli.Context) error {
 		fmt.Fprintf(w, "sweep report written to %s (draw it with `loraft plot --report %s --out DIR`)\n", p, p)
 	}
 	return pullAndPredict(ctx, c, cl, store, st.GetSweep())
-}
-
-// startLocalCoordinators opens the three in-process coordinators of a local
-// cluster on its ports, with their raft data under stateDir. The returned
-// function closes those that started; call it even on error.
-func startLocalCoordinators(ctx context.Context, c *cli.Context, ports *localPorts, stateDir string) (func(), error) {
-	var members []*coordinator.Coordinator
-	stop := func() {
-		for _, m := range members {
-			_ = m.Close()
-		}
-	}
-	timing, err := coordinator.Profile(c.String("raft-profile"))
-	if err != nil {
-		return stop, fmt.Errorf("flag --raft-profile: %w", err)
-	}
-	var peers []coordinator.Peer
-	for i := range 3 {
-		peers = append(peers, coordinator.Peer{ID: fmt.Sprintf("n%d", i+1), RaftAddr: ports.Raft[i], APIAddr: ports.API[i]})
-	}
-	for i, p := range peers {
-		cfg := coordinator.DefaultConfig()
-		cfg.ID, cfg.RaftAddr, cfg.APIAddr, cfg.Dir, cfg.Peers = p.ID, p.RaftAddr, p.APIAddr, filepath.Join(stateDir, "raft", p.ID), peers
-		cfg.Raft, cfg.Scheduler.Lease = timing, c.Duration("lease")
-		m, err := coordinator.Open(ctx, cfg)
-		if err != nil {
-			return stop, fmt.Errorf("local coordinator %d: %w", i+1, err)
-		}
-		members = append(members, m)
-	}
-	return stop, nil
-}
-
-// startLocalTrainers starts one trainer process of this same binary per
-// trainer port: libtorch's random generator is per process, and exact
-// resume needs each trainer to own one. Their logs go under stateDir/logs.
-// The returned function stops those that started; call it even on error.
-func startLocalTrainers(ports *localPorts, stateDir, storeSpec string) (func(), error) {
-	var trainers []*exec.Cmd
-	stop := func() {
-		for _, t := range trainers {
-			_ = t.Process.Signal(syscall.SIGTERM)
-		}
-		for _, t := range trainers {
-			_ = t.Wait()
-		}
-	}
-	self, err := os.Executable()
-	if err != nil {
-		return stop, fmt.Errorf("finding the loraft binary for the trainers: %w", err)
-	}
-	n := len(ports.Trainers)
-	env := append(os.Environ(), "LORAFT_COORDINATORS="+strings.Join(ports.API, ","), "LORAFT_STORE="+storeSpec)
-	if _, ok := os.LookupEnv("OMP_NUM_THREADS"); !ok {
-		// Share the cores: n trainers each using every core oversubscribe
-		// the machine, and libtorch's thread pool slows down badly then.
-		env = append(env, fmt.Sprintf("OMP_NUM_THREADS=%d", max(1, runtime.NumCPU()/n)))
-	}
-	logs := filepath.Join(stateDir, "logs")
-	if err := os.MkdirAll(logs, 0o755); err != nil {
-		return stop, err
-	}
-	for i := range n {
-		id := fmt.Sprintf("local-t%d", i+1)
-		lf, err := os.OpenFile(filepath.Join(logs, id+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-		if err != nil {
-			return stop, err
-		}
-		cmd := exec.Command(self, "trainer", "--id", id, "--listen", ports.Trainers[i], "--events", filepath.Join(logs, id+".events.jsonl"))
-		cmd.Env, cmd.Stdout, cmd.Stderr = env, lf, lf
-		// The trainers die with this process, even when it is killed.
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		err = cmd.Start()
-		lf.Close()
-		if err != nil {
-			return stop, fmt.Errorf("starting trainer %s: %w", id, err)
-		}
-		trainers = append(trainers, cmd)
-	}
-	return stop, nil
 }
 
 // printResults is the end-of-sweep table.

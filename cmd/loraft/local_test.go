@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/loraft/loraft/coordinator"
+	"github.com/loraft/loraft/coordinator/coordinatortest"
+	"github.com/loraft/loraft/internal/localcluster"
 	"github.com/loraft/loraft/internal/proc"
 	pb "github.com/loraft/loraft/proto/coordinatorpb"
 )
@@ -52,33 +54,34 @@ train:
 
 	// Watch the local cluster through its coordinators until the first
 	// trial has a committed checkpoint, then kill the whole thing.
-	var ports localPorts
-	deadline := time.Now().Add(3 * time.Minute)
 	var cl *coordinator.Client
-	for cl == nil && time.Now().Before(deadline) {
-		if b, err := os.ReadFile(filepath.Join(state, "ports.json")); err == nil && json.Unmarshal(b, &ports) == nil {
-			if cl, err = coordinator.NewClient(ports.API); err != nil {
-				t.Fatal(err)
-			}
-			defer cl.Close()
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	var before *pb.Trial
-	for before == nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("no committed checkpoint in 3 minutes; output:\n%s", first.Tail(50))
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		st, err := cl.ConsistentState(ctx)
-		cancel()
+	coordinatortest.Eventually(t, 3*time.Minute, func() error {
+		var ports localcluster.Ports
+		b, err := os.ReadFile(filepath.Join(state, "ports.json"))
 		if err == nil {
-			if tr := trialOf(st, "local-t000"); tr.GetState() == pb.TrialState_TRIAL_STATE_RUNNING && tr.GetCheckpointStep() > 0 {
-				before = tr
-			}
+			err = json.Unmarshal(b, &ports)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		if err != nil {
+			return fmt.Errorf("no ports file yet (%v); output:\n%s", err, first.Tail(50))
+		}
+		cl, err = coordinator.NewClient(ports.API)
+		return err
+	})
+	defer cl.Close()
+	var before *pb.Trial
+	coordinatortest.Eventually(t, 3*time.Minute, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		st, err := cl.ConsistentState(ctx)
+		if err != nil {
+			return fmt.Errorf("reading the state: %v; output:\n%s", err, first.Tail(50))
+		}
+		if tr := trialOf(st, "local-t000"); tr.GetState() == pb.TrialState_TRIAL_STATE_RUNNING && tr.GetCheckpointStep() > 0 {
+			before = tr
+			return nil
+		}
+		return fmt.Errorf("no committed checkpoint yet; output:\n%s", first.Tail(50))
+	})
 	if err := first.Kill(); err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/loraft/loraft/coordinator/coordinatortest"
 	"github.com/loraft/loraft/internal/proc"
 )
 
@@ -40,16 +41,12 @@ func TestResumeAfterSIGKILL(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = train.Kill() })
 	manifest := filepath.Join(store, "runs", "r", "ckpt", fmt.Sprintf("%012d", killAfter), "MANIFEST.json")
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
-		if _, err := os.Stat(manifest); err == nil {
-			break
+	coordinatortest.Eventually(t, 3*time.Minute, func() error {
+		if _, err := os.Stat(manifest); err != nil {
+			return fmt.Errorf("no checkpoint at step %d yet; its log:\n%s", killAfter, train.Tail(30))
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no checkpoint at step %d after 3 minutes; its log:\n%s", killAfter, train.Tail(30))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	if err := train.Kill(); err != nil {
 		t.Fatal(err)
 	}

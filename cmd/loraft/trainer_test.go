@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/loraft/loraft/checkpoint/safetensors"
+	"github.com/loraft/loraft/coordinator/coordinatortest"
 	"github.com/loraft/loraft/internal/loopback"
 	"github.com/loraft/loraft/internal/proc"
 )
@@ -134,16 +135,12 @@ func TestDeadRankFailsOthers(t *testing.T) {
 		"--checkpoint-every", "2"}
 	ranks := startRanks(t, 3, func(r int) []string { return []string{"--out", filepath.Join(tmp, fmt.Sprint(r))} }, common)
 	manifest := filepath.Join(tmp, "store", "runs", "dp", "ckpt", fmt.Sprintf("%012d", 2), "MANIFEST.json")
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		if _, err := os.Stat(manifest); err == nil {
-			break
+	coordinatortest.Eventually(t, 2*time.Minute, func() error {
+		if _, err := os.Stat(manifest); err != nil {
+			return fmt.Errorf("the run made no checkpoint at step 2 yet:\n%s", ranks[0].Tail(30))
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the run made no checkpoint at step 2 in 2 minutes:\n%s", ranks[0].Tail(30))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	if err := ranks[2].Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
