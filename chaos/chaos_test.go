@@ -86,6 +86,9 @@ type Result struct {
 	CLIAnswerMs int64 `json:"cli_answer_ms"`
 	// CLIStaleReads counts the reads labelled stale.
 	CLIStaleReads int `json:"cli_stale_reads"`
+	// CLIWarnings counts the reads that showed a trainer's warning (failing
+	// checkpoint saves).
+	CLIWarnings int `json:"cli_warnings"`
 	// TrialsLost counts trials that did not succeed with the undisturbed
 	// run's adapter and metrics.
 	TrialsLost          int      `json:"trials_lost"`
@@ -280,7 +283,7 @@ func (r *runCtx) sweep(t *testing.T, s *scenario) (*outcome, Result) {
 		if err := s.inject(ctx, r); err != nil {
 			t.Fatalf("injecting %s: %v", s.name, err)
 		}
-		res.CLIAnswerMs, res.CLIStaleReads = probe.stop()
+		res.CLIAnswerMs, res.CLIStaleReads, res.CLIWarnings = probe.stop()
 		t.Logf("%s: fault over after %v", s.name, time.Since(faultStart).Round(time.Millisecond))
 	}
 	st, err := c.WaitState(ctx, func(st *pb.State) bool { sw := sweepOf(st, "chaos"); return sw != nil && done(sw) })
@@ -417,6 +420,7 @@ type probe struct {
 	mu     sync.Mutex
 	worst  time.Duration
 	stale  int
+	warned int
 }
 
 func startProbe(ctx context.Context, addrs []string) *probe {
@@ -447,6 +451,12 @@ func startProbe(ctx context.Context, addrs []string) *probe {
 			if st.GetStale() {
 				p.stale++
 			}
+			for _, pr := range st.GetProgress() {
+				if pr.GetWarning() != "" {
+					p.warned++
+					break
+				}
+			}
 			p.mu.Unlock()
 			select {
 			case <-ctx.Done():
@@ -457,10 +467,10 @@ func startProbe(ctx context.Context, addrs []string) *probe {
 	return p
 }
 
-func (p *probe) stop() (worstMs int64, stale int) {
+func (p *probe) stop() (worstMs int64, stale, warned int) {
 	p.cancel()
 	p.wg.Wait()
-	return p.worst.Milliseconds(), p.stale
+	return p.worst.Milliseconds(), p.stale, p.warned
 }
 
 // leftBehind lists processes whose command line names dir.

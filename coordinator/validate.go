@@ -424,8 +424,12 @@ func cutReason(s string) string {
 // its lease; its progress is just not shown.
 func progressOK(p *pb.Progress) bool {
 	return finite(p.GetLoss()) && finite(p.GetMetric()) && p.GetStep() >= 0 && p.GetSteps() >= 0 &&
-		p.GetEpoch() >= 0 && p.GetEtaMs() >= 0 && p.GetStep() <= MaxStep && p.GetSteps() <= MaxStep
+		p.GetEpoch() >= 0 && p.GetEtaMs() >= 0 && p.GetStep() <= MaxStep && p.GetSteps() <= MaxStep &&
+		len(p.GetWarning()) <= MaxWarningBytes && utf8.ValidString(p.GetWarning())
 }
+
+// MaxWarningBytes bounds a progress warning.
+const MaxWarningBytes = 512
 
 // checkRing checks the trainers of an assignment: 1..maxTrainersPerTrial
 // distinct names.

@@ -224,13 +224,15 @@ func runLs(c *cli.Context, cl *coordinator.Client) error {
 		if s := c.String("sweep"); s != "" && sw.GetName() != s {
 			continue
 		}
+		progress := liveProgress(c.Context, cl, sw)
 		for _, t := range sw.GetTrials() {
-			rows = append(rows, trialRow(sw, t, nil))
+			rows = append(rows, trialRow(sw, t, progress[t.GetName()]))
 		}
 	}
 	if c.Bool("json") {
 		return printJSON(c.App.Writer, rows)
 	}
+	defer printWarnings(c.App.Writer, rows)
 	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "run\tsweep\tstate\tgeneration\tattempts\tcheckpoint step\tbest\ttrainers\treason")
 	for _, r := range rows {
@@ -238,6 +240,29 @@ func runLs(c *cli.Context, cl *coordinator.Client) error {
 			metricCell(r.BestMetric), strings.Join(r.Trainers, ","), oneLine(r.Reason, 50))
 	}
 	return tw.Flush()
+}
+
+// liveProgress is the leader's live progress of sw's running trials (none
+// when no trial runs or no leader answers): it carries the trainers'
+// warnings, such as failing checkpoint saves.
+func liveProgress(ctx context.Context, cl *coordinator.Client, sw *pb.Sweep) map[string]*pb.Progress {
+	if countStates(sw)[pb.TrialState_TRIAL_STATE_RUNNING] == 0 {
+		return nil
+	}
+	st, err := cl.Sweep(ctx, sw.GetName())
+	if err != nil {
+		return nil
+	}
+	return st.GetProgress()
+}
+
+// printWarnings lists the trials whose trainers report a warning.
+func printWarnings(w io.Writer, rows []trialJSON) {
+	for _, r := range rows {
+		if r.Warning != "" {
+			fmt.Fprintf(w, "warning: %s: %s\n", r.Name, oneLine(r.Warning, 200))
+		}
+	}
 }
 
 func runResumeCommand() *cli.Command {
@@ -395,6 +420,7 @@ type trialJSON struct {
 	BestMetric     *float64        `json:"best_metric,omitempty"`
 	Trainers       []string        `json:"trainers,omitempty"`
 	Reason         string          `json:"reason,omitempty"`
+	Warning        string          `json:"warning,omitempty"`
 	Result         *pb.TrialResult `json:"-"`
 	ResultJSON     json.RawMessage `json:"result,omitempty"`
 	History        []pointJSON     `json:"history,omitempty"`
@@ -424,6 +450,7 @@ func trialRow(sw *pb.Sweep, t *pb.Trial, p *pb.Progress) trialJSON {
 	if p != nil && p.GetSteps() > 0 {
 		r.Step, r.Loss, r.EtaMs = fmt.Sprintf("%d/%d", p.GetStep(), p.GetSteps()), p.GetLoss(), p.GetEtaMs()
 	}
+	r.Warning = p.GetWarning()
 	if res := t.GetResult(); res != nil {
 		r.Step = fmt.Sprint(res.GetSteps())
 		r.Loss = res.GetFinalLoss()
@@ -459,11 +486,15 @@ func printSweep(w io.Writer, st *pb.SweepStatus) error {
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "trial\trank\talpha\tlr\tstate\tstep\tloss\tbest %s\teta\tattempts\n", metric)
+	var rows []trialJSON
 	for _, t := range sw.GetTrials() {
 		r := trialRow(sw, t, st.GetProgress()[t.GetName()])
+		rows = append(rows, r)
 		fmt.Fprintf(tw, "%s\t%d\t%g\t%.0e\t%s\t%s\t%s\t%s\t%s\t%d\n", r.Name, r.Rank, r.Alpha, r.LearningRate, r.State, r.Step, lossCell(r.Loss), metricCell(r.BestMetric), etaCell(r.EtaMs), r.Attempts)
 	}
-	return tw.Flush()
+	err := tw.Flush()
+	printWarnings(w, rows)
+	return err
 }
 
 func metricCell(v *float64) string {

@@ -592,8 +592,11 @@ type Progress struct {
 	HasMetric bool                   `protobuf:"varint,4,opt,name=has_metric,json=hasMetric,proto3" json:"has_metric,omitempty"`
 	Metric    float64                `protobuf:"fixed64,5,opt,name=metric,proto3" json:"metric,omitempty"`
 	// eta_ms is the trainer's estimate of the time left.
-	EtaMs         int64 `protobuf:"varint,6,opt,name=eta_ms,json=etaMs,proto3" json:"eta_ms,omitempty"`
-	Epoch         int64 `protobuf:"varint,7,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	EtaMs int64 `protobuf:"varint,6,opt,name=eta_ms,json=etaMs,proto3" json:"eta_ms,omitempty"`
+	Epoch int64 `protobuf:"varint,7,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// warning says what is going wrong without stopping the job yet, e.g.
+	// "checkpoint saves failing for 45s: …" (at most 512 bytes).
+	Warning       string `protobuf:"bytes,8,opt,name=warning,proto3" json:"warning,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -675,6 +678,13 @@ func (x *Progress) GetEpoch() int64 {
 		return x.Epoch
 	}
 	return 0
+}
+
+func (x *Progress) GetWarning() string {
+	if x != nil {
+		return x.Warning
+	}
+	return ""
 }
 
 type SweepStatus struct {
@@ -1389,7 +1399,7 @@ const file_coordinatorpb_coordinator_proto_rawDesc = "" +
 	"\x10AddVoterResponse\"$\n" +
 	"\x12RemoveVoterRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x15\n" +
-	"\x13RemoveVoterResponse\"\xac\x01\n" +
+	"\x13RemoveVoterResponse\"\xc6\x01\n" +
 	"\bProgress\x12\x12\n" +
 	"\x04step\x18\x01 \x01(\x03R\x04step\x12\x14\n" +
 	"\x05steps\x18\x02 \x01(\x03R\x05steps\x12\x12\n" +
@@ -1398,7 +1408,8 @@ const file_coordinatorpb_coordinator_proto_rawDesc = "" +
 	"has_metric\x18\x04 \x01(\bR\thasMetric\x12\x16\n" +
 	"\x06metric\x18\x05 \x01(\x01R\x06metric\x12\x15\n" +
 	"\x06eta_ms\x18\x06 \x01(\x03R\x05etaMs\x12\x14\n" +
-	"\x05epoch\x18\a \x01(\x03R\x05epoch\"\x83\x02\n" +
+	"\x05epoch\x18\a \x01(\x03R\x05epoch\x12\x18\n" +
+	"\awarning\x18\b \x01(\tR\awarning\"\x83\x02\n" +
 	"\vSweepStatus\x122\n" +
 	"\x05sweep\x18\x01 \x01(\v2\x1c.loraft.coordinator.v1.SweepR\x05sweep\x12L\n" +
 	"\bprogress\x18\x02 \x03(\v20.loraft.coordinator.v1.SweepStatus.ProgressEntryR\bprogress\x12\x14\n" +

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/loraft/loraft/coordinator"
 	"github.com/loraft/loraft/coordinator/coordinatortest"
@@ -226,5 +227,12 @@ func TestRefusedResultFailsTheTrial(t *testing.T) {
 	}
 	if got := a.finished[key].report; got.GetState() != pb.TrialState_TRIAL_STATE_FAILED {
 		t.Fatalf("the report kept for re-sending is %v, want the failure", got)
+	}
+}
+
+func TestStoreWarning(t *testing.T) {
+	w := storeWarning(45*time.Second+300*time.Millisecond, 14, errors.New("put runs/x/ckpt/14/MANIFEST.json: "+strings.Repeat("é", 400)))
+	if !strings.HasPrefix(w, "checkpoint saves failing for 45s (step 14 waits): put runs/x") || len(w) > 512 || !utf8.ValidString(w) {
+		t.Fatalf("warning %q (%d bytes)", w, len(w))
 	}
 }

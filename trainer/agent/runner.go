@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/loraft/loraft/trainer/metrics"
 	"github.com/loraft/loraft/trainer/model"
 	"github.com/sugarme/gotch"
+	"google.golang.org/protobuf/proto"
 )
 
 // JobRunner trains assignments with libtorch: it fetches the sweep's
@@ -121,23 +123,48 @@ func (r *JobRunner) Run(ctx context.Context, a *pb.Assignment, rep Reporter) (*p
 	var eta etaClock
 	var last struct {
 		sync.Mutex
-		loss float64
+		loss        float64
+		progress    *pb.Progress
+		failingFrom time.Time // first failed checkpoint write since the last stored one
+		warning     string
 	}
 	job.Progress = func(p trainer.Progress) {
 		pp := &pb.Progress{Step: int64(p.Step), Steps: int64(p.Steps), Loss: p.Loss, Epoch: int64(p.Epoch), EtaMs: eta.left(p.Step, p.Steps).Milliseconds()}
 		if p.Eval != nil {
 			pp.Metric, pp.HasMetric = p.Eval.Metric(metric)
 		}
+		last.Lock()
 		if p.Loss != 0 {
-			last.Lock()
 			last.loss = p.Loss
-			last.Unlock()
 		}
+		pp.Warning, last.progress = last.warning, pp
+		last.Unlock()
 		rep.Progress(pp)
 	}
 	job.Saved = func(ctx context.Context, step int, scores map[string]float64) {
+		last.Lock()
+		last.failingFrom, last.warning = time.Time{}, ""
+		last.Unlock()
 		v, ok := scores[metric]
 		rep.Checkpoint(ctx, int64(step), v, ok)
+	}
+	// Failed writes show in `sweep status` through the heartbeat's progress,
+	// even while training waits on the store for its final checkpoint.
+	job.SaveFailed = func(step int, err error) {
+		last.Lock()
+		if last.failingFrom.IsZero() {
+			last.failingFrom = time.Now()
+		}
+		last.warning = storeWarning(time.Since(last.failingFrom), step, err)
+		var pp *pb.Progress
+		if last.progress != nil {
+			pp = proto.Clone(last.progress).(*pb.Progress)
+			pp.Warning = last.warning
+		}
+		last.Unlock()
+		if pp != nil {
+			rep.Progress(pp)
+		}
 	}
 	m, _, res, err := trainer.RunJob(ctx, job)
 	if err != nil {
@@ -148,6 +175,16 @@ func (r *JobRunner) Run(ctx context.Context, a *pb.Assignment, rep Reporter) (*p
 	defer last.Unlock()
 	return &pb.TrialResult{Steps: int64(res.Steps), ValMacroF1: res.Val.MacroF1, ValAccuracy: res.Val.Accuracy,
 		TestMacroF1: res.Test.MacroF1, TestAccuracy: res.Test.Accuracy, Temperature: res.Temperature, ValEce: res.Val.ECE, FinalLoss: last.loss}, nil
+}
+
+// storeWarning says for how long checkpoint writes have been failing, in at
+// most coordinator.MaxWarningBytes (the error is cut to fit).
+func storeWarning(failing time.Duration, step int, err error) string {
+	w := fmt.Sprintf("checkpoint saves failing for %s (step %d waits): %v", failing.Round(time.Second), step, err)
+	if len(w) > 500 {
+		w = strings.ToValidUTF8(w[:497], "") + "..."
+	}
+	return w
 }
 
 // splitRatios are the sweep's split ratios, read as `loraft train --split`
