@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/loraft/loraft/coordinator/authz"
 	pb "github.com/loraft/loraft/proto/coordinatorpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -69,7 +70,11 @@ func Open(ctx context.Context, cfg Config) (*Coordinator, error) {
 		node.Close()
 		return nil, fmt.Errorf("coordinator API on %s: %w", cfg.APIAddr, err)
 	}
-	opts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(cfg.UnaryInterceptors...),
+	// Authorization (and the audit log) come first: a refused call reaches
+	// no other interceptor's side effects and no handler.
+	interceptors := append([]grpc.UnaryServerInterceptor{authz.UnaryInterceptor(authz.Config{State: authzState{node}, Logger: cfg.Logger})},
+		cfg.UnaryInterceptors...)
+	opts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(interceptors...),
 		// Clients ping every 5 s to notice a dead coordinator (see the
 		// Client's keepalive); allow it, and drop clients that vanish.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: time.Second, PermitWithoutStream: true}),

@@ -17,6 +17,7 @@ import (
 	"github.com/loraft/loraft/coordinator"
 	"github.com/loraft/loraft/coordinator/coordinatortest"
 	"github.com/loraft/loraft/internal/loopback"
+	"github.com/loraft/loraft/internal/pki"
 	"github.com/loraft/loraft/internal/testpki"
 	pb "github.com/loraft/loraft/proto/coordinatorpb"
 	"google.golang.org/grpc"
@@ -24,6 +25,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // TestConfigValidate: each broken field is named, several at once are all
@@ -246,6 +248,16 @@ func TestJoinAndRemove(t *testing.T) {
 	if err := cl.AddVoter(ctx, m); err != nil {
 		t.Fatalf("joining again is not idempotent: %v", err)
 	}
+	// Adding n4 again at other addresses never rewrites them.
+	for _, other := range []*pb.Member{{Id: "n4", RaftAddress: "127.0.0.1:1", ApiAddress: addrs[1]}, {Id: "n4", RaftAddress: addrs[0], ApiAddress: "127.0.0.1:1"}} {
+		err := cl.AddVoter(ctx, other)
+		if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "n4") {
+			t.Fatalf("re-adding n4 as %v: %v, want FailedPrecondition naming n4", other, err)
+		}
+	}
+	if st, err := cl.ConsistentState(ctx); err != nil || len(st.GetMembers()) != 1 || !proto.Equal(st.GetMembers()[0], m) {
+		t.Fatalf("members after refused re-adds: %v %v", st.GetMembers(), err)
+	}
 	if err := cl.RemoveVoter(ctx, "n4"); err != nil {
 		t.Fatalf("removing n4: %v", err)
 	}
@@ -263,12 +275,12 @@ func TestJoinAndRemove(t *testing.T) {
 // without a certificate, or with one from another CA, are refused.
 func TestMutualTLS(t *testing.T) {
 	ca := testpki.New(t)
-	pair := ca.Issue(t, "coordinator")
-	serverTLS := &tls.Config{Certificates: []tls.Certificate{pair}, ClientCAs: ca.Pool, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS13}
-	clientTLS := &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: ca.Pool, MinVersion: tls.VersionTLS13}
+	pair := ca.IssueAs(t, pki.RoleCoordinator, "coordinator")
+	serverTLS, clientTLS := ca.ServerConfig(pair), ca.ClientConfig(pair)
+	operator := ca.ClientConfig(ca.IssueAs(t, pki.RoleOperator, "ops"))
 	c := coordinatortest.NewCluster(t, 3, coordinatortest.Options{
 		Configure:   func(_ int, cfg *coordinator.Config) { cfg.ServerTLS, cfg.ClientTLS = serverTLS, clientTLS },
-		DialOptions: []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(clientTLS))},
+		DialOptions: []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(operator))},
 	})
 	cl := c.Client()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

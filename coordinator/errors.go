@@ -10,7 +10,9 @@ import "errors"
 //	ErrNotRunning              Aborted: the caller's assignment is over (fenced;
 //	                           coordinatorpb.IsFenced)
 //	ErrNotPending,
-//	ErrNothingToResume         FailedPrecondition: refused by the state machine
+//	ErrNothingToResume,
+//	ErrMemberConflict          FailedPrecondition: refused by the state machine
+//	                           (or, for a member, by the membership check)
 //	ErrNotFound                NotFound
 //	ErrExists                  AlreadyExists
 //	ErrBadCommand,
@@ -28,6 +30,10 @@ var (
 	ErrNotPending      = errors.New("only a pending trial can be assigned")
 	ErrNotRunning      = errors.New("the trial is not running")
 	ErrNothingToResume = errors.New("nothing to resume")
+	// ErrMemberConflict: AddVoter for an id (or raft address) the group
+	// already has with other addresses. Membership never rewrites a
+	// member's addresses; the operator removes it, then adds it again.
+	ErrMemberConflict = errors.New("already a member with other addresses (remove it first, then add it)")
 )
 
 // NotLeaderError is returned for writes on a follower; Leader is the

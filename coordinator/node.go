@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/loraft/loraft/internal/pki"
 	pb "github.com/loraft/loraft/proto/coordinatorpb"
 	"google.golang.org/protobuf/proto"
 )
@@ -33,7 +34,8 @@ func openNode(cfg Config) (*Node, error) {
 	}
 	var lis net.Listener
 	if cfg.ServerTLS != nil {
-		lis, err = tls.Listen("tcp", cfg.RaftAddr, cfg.ServerTLS)
+		// Only coordinators may join the raft transport.
+		lis, err = tls.Listen("tcp", cfg.RaftAddr, pki.WithRole(cfg.ServerTLS, pki.RoleCoordinator))
 	} else {
 		lis, err = net.Listen("tcp", cfg.RaftAddr)
 	}
@@ -44,7 +46,7 @@ func openNode(cfg Config) (*Node, error) {
 	// Raft advertises cfg.RaftAddr as given (a DNS name stays a name), so
 	// leader hints match the addresses in Peers.
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  &streamLayer{Listener: lis, advertise: advertised(cfg.RaftAddr), client: cfg.ClientTLS},
+		Stream:  &streamLayer{Listener: lis, advertise: advertised(cfg.RaftAddr), client: pki.WithRole(cfg.ClientTLS, pki.RoleCoordinator)},
 		MaxPool: 3, Timeout: 10 * time.Second, Logger: logger.Named("net"),
 	})
 	rc := raft.DefaultConfig()
@@ -82,8 +84,10 @@ func (n *Node) Bootstrap(servers map[string]string) error {
 	return err
 }
 
-// Join adds a voter; it is idempotent (same ID and address: nothing to do;
-// same ID at a new address: removed, then added).
+// Join adds a voter. It is idempotent (same ID and address: nothing to
+// do) and never rewrites a member: an ID already in the group at another
+// address, or an address already held by another ID, is ErrMemberConflict
+// (remove the member first, then add it).
 func (n *Node) Join(id, addr string) error {
 	if n.raft.State() != raft.Leader {
 		return n.notLeader()
@@ -93,13 +97,13 @@ func (n *Node) Join(id, addr string) error {
 		return err
 	}
 	for _, s := range cf.Configuration().Servers {
-		if s.ID == raft.ServerID(id) && s.Address == raft.ServerAddress(addr) {
+		switch {
+		case s.ID == raft.ServerID(id) && s.Address == raft.ServerAddress(addr):
 			return nil
-		}
-		if s.ID == raft.ServerID(id) || s.Address == raft.ServerAddress(addr) {
-			if err := n.raft.RemoveServer(s.ID, 0, 0).Error(); err != nil {
-				return fmt.Errorf("removing %s before rejoin: %w", s.ID, err)
-			}
+		case s.ID == raft.ServerID(id):
+			return fmt.Errorf("coordinator %s is already a member at raft address %s: %w", id, s.Address, ErrMemberConflict)
+		case s.Address == raft.ServerAddress(addr):
+			return fmt.Errorf("raft address %s belongs to coordinator %s, not %s: %w", addr, s.ID, id, ErrMemberConflict)
 		}
 	}
 	return n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, 0).Error()

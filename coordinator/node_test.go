@@ -1,6 +1,8 @@
 package coordinator
 
 import (
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -67,6 +69,16 @@ func TestJoinIsIdempotent(t *testing.T) {
 	}
 	if n := len(cf.Configuration().Servers); n != 2 {
 		t.Fatalf("%d servers after joining c9 twice, want 2", n)
+	}
+	// A member's address is never rewritten, and no other ID takes it.
+	if err := leader.Join("c9", "127.0.0.1:1"); !errors.Is(err, ErrMemberConflict) || !strings.Contains(err.Error(), "c9") {
+		t.Fatalf("joining c9 at another address: %v, want ErrMemberConflict naming c9", err)
+	}
+	if err := leader.Join("c8", addrs[0]); !errors.Is(err, ErrMemberConflict) {
+		t.Fatalf("joining c8 at c9's address: %v, want ErrMemberConflict", err)
+	}
+	if cf := leader.raft.GetConfiguration(); len(cf.Configuration().Servers) != 2 || cf.Configuration().Servers[1].Address != raft.ServerAddress(addrs[0]) {
+		t.Fatalf("configuration changed by refused joins: %v", cf.Configuration().Servers)
 	}
 	if err := leader.Remove("c9"); err != nil {
 		t.Fatal(err)

@@ -159,11 +159,24 @@ func (s *Server) BestTrial(_ context.Context, req *pb.BestTrialRequest) (*pb.Tri
 	return best, nil
 }
 
-// AddVoter adds a coordinator to the raft group and records its API address.
+// AddVoter adds a coordinator to the raft group and records its API
+// address. Adding a member again with the same addresses does nothing;
+// with other addresses it is FailedPrecondition (ErrMemberConflict): a
+// member's addresses are never rewritten.
 func (s *Server) AddVoter(ctx context.Context, req *pb.AddVoterRequest) (*pb.AddVoterResponse, error) {
 	m := req.GetMember()
 	if err := checkMember(m, true); err != nil {
 		return nil, s.status(fmt.Errorf("add voter: %w", err))
+	}
+	var known *pb.Member
+	s.node.view(func(f *fsm) {
+		if x, ok := f.members[m.GetId()]; ok {
+			known = proto.Clone(x).(*pb.Member)
+		}
+	})
+	if known != nil && !proto.Equal(known, m) {
+		return nil, s.status(fmt.Errorf("coordinator %s is already a member (raft %s, API %s): %w",
+			m.GetId(), known.GetRaftAddress(), known.GetApiAddress(), ErrMemberConflict))
 	}
 	if err := s.node.Join(m.GetId(), m.GetRaftAddress()); err != nil {
 		return nil, s.status(fmt.Errorf("adding voter %s at %s: %w", m.GetId(), m.GetRaftAddress(), err))
@@ -368,7 +381,7 @@ func (s *Server) status(err error) error {
 		return status.Error(codes.AlreadyExists, err.Error())
 	case errors.Is(err, ErrStaleGeneration), errors.Is(err, ErrNotRunning):
 		return status.Error(pb.FencedCode, err.Error())
-	case errors.Is(err, ErrNotPending), errors.Is(err, ErrNothingToResume):
+	case errors.Is(err, ErrNotPending), errors.Is(err, ErrNothingToResume), errors.Is(err, ErrMemberConflict):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, ErrInvalidArgument), errors.Is(err, ErrBadCommand), errors.Is(err, ErrUnknownVersion):
 		return status.Error(codes.InvalidArgument, err.Error())

@@ -13,10 +13,13 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/loraft/loraft/internal/pki"
 )
 
 // CA is a test certificate authority.
@@ -60,6 +63,22 @@ func New(t testing.TB) *CA {
 // as both server and client.
 func (c *CA) Issue(t testing.TB, name string) tls.Certificate {
 	t.Helper()
+	return c.issue(t, name, nil)
+}
+
+// IssueAs returns a certificate like Issue's that also carries id as its
+// loraft://<role>/<id> URI SAN, as `loraft certs` issues them.
+func (c *CA) IssueAs(t testing.TB, role pki.Role, id string) tls.Certificate {
+	t.Helper()
+	ident := pki.Identity{Role: role, ID: id}
+	if err := ident.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return c.issue(t, id, []*url.URL{ident.URI()})
+}
+
+func (c *CA) issue(t testing.TB, name string, uris []*url.URL) tls.Certificate {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -73,6 +92,7 @@ func (c *CA) Issue(t testing.TB, name string) tls.Certificate {
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
 		DNSNames:     []string{"localhost"},
+		URIs:         uris,
 	}
 	c.nextN++
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.Cert, &key.PublicKey, c.key)
@@ -102,4 +122,16 @@ func (c *CA) WriteFiles(t testing.TB, dir, name string) (ca, cert, key string) {
 		}
 	}
 	return ca, cert, key
+}
+
+// ServerConfig is a TLS 1.3 server configuration presenting cert and
+// requiring a client certificate from this CA.
+func (c *CA) ServerConfig(cert tls.Certificate) *tls.Config {
+	return &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: c.Pool, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS13}
+}
+
+// ClientConfig is a TLS 1.3 client configuration presenting cert and
+// trusting this CA.
+func (c *CA) ClientConfig(cert tls.Certificate) *tls.Config {
+	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: c.Pool, MinVersion: tls.VersionTLS13}
 }
