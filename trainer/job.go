@@ -11,6 +11,7 @@ import (
 	"github.com/loraft/loraft/checkpoint"
 	"github.com/loraft/loraft/shard"
 	"github.com/loraft/loraft/trainer/lora"
+	"github.com/loraft/loraft/trainer/metrics"
 	"github.com/loraft/loraft/trainer/model"
 	"github.com/sugarme/gotch"
 )
@@ -49,6 +50,9 @@ type Job struct {
 	// beyond it the oldest waiting one is dropped as superseded, never the
 	// newest (zero: DefaultPendingCheckpoints; at least 2).
 	PendingCheckpoints int
+	// Metric is the selection metric (empty: metrics.DefaultSelection): the
+	// waiting checkpoint with its best value is never dropped.
+	Metric string
 	// StoreOutage is how long checkpoint writes may keep failing before the
 	// job stops with an error wrapping ErrStoreUnreachable (zero:
 	// DefaultStoreOutage). RunJob returns success only once the final
@@ -191,7 +195,11 @@ func RunJob(ctx context.Context, j Job) (*model.Model, Manifest, *Result, error)
 		if resume != nil {
 			committed = resume.Step
 		}
-		sv = newSaver(ctx, j.Store.String(), j.PendingCheckpoints, j.StoreOutage, committed, commit, failed, stopTraining)
+		metric := j.Metric
+		if metric == "" {
+			metric = metrics.DefaultSelection
+		}
+		sv = newSaver(ctx, j.Store.String(), j.PendingCheckpoints, j.StoreOutage, committed, metric, commit, failed, stopTraining)
 		opts.Save = func(_ context.Context, st *State) error {
 			files, err := st.Files(j.Vocab)
 			if err != nil {

@@ -77,11 +77,16 @@ type saver struct {
 	closed    bool  // no more checkpoints will come
 	committed int   // the last committed step; 0: none
 	err       error // why the saver stopped early
+	// metric is the selection metric; bestCommitted its best committed
+	// value (hasBest: there is one).
+	metric        string
+	bestCommitted float64
+	hasBest       bool
 }
 
 // newSaver starts a saver; committed is the step the run resumed from (0:
-// none). The caller ends it with wait or abort.
-func newSaver(ctx context.Context, store string, max int, outage time.Duration, committed int,
+// none), metric the selection metric whose best checkpoint is never dropped. The caller ends it with wait or abort.
+func newSaver(ctx context.Context, store string, max int, outage time.Duration, committed int, metric string,
 	commit func(context.Context, *pendingSave) error, failed func(int, error), stop func(error)) *saver {
 	switch {
 	case max <= 0:
@@ -93,7 +98,7 @@ func newSaver(ctx context.Context, store string, max int, outage time.Duration, 
 		outage = DefaultStoreOutage
 	}
 	s := &saver{commit: commit, failed: failed, stop: stop, store: store, max: max, outage: outage,
-		wake: make(chan struct{}, 1), done: make(chan struct{}), committed: committed}
+		wake: make(chan struct{}, 1), done: make(chan struct{}), committed: committed, metric: metric}
 	s.ctx, s.cancel = context.WithCancel(ctx)
 	go s.run()
 	return s
@@ -109,15 +114,40 @@ func (s *saver) add(p *pendingSave) error {
 	}
 	s.queue = append(s.queue, p)
 	for len(s.queue) > s.max {
-		i := 0
-		if s.writing {
-			i = 1 // the one being written may still land: drop the next
+		i := s.droppable()
+		if i < 0 {
+			break // only the best and the newest wait: keep both
 		}
 		s.dropped = append(s.dropped, s.queue[i].step)
 		s.queue = slices.Delete(s.queue, i, i+1)
 	}
 	s.poke()
 	return nil
+}
+
+// droppable is the index of the oldest waiting checkpoint that may be
+// dropped, or -1: never the one being written (it may still land), never the
+// newest, and never the one holding the best selection metric so far (its
+// loss would change which checkpoint the sweep calls best). s.mu is held.
+func (s *saver) droppable() int {
+	best, bestV := -1, s.bestCommitted
+	if s.metric != "" {
+		for i, q := range s.queue {
+			if v, ok := q.metrics[s.metric]; ok && (!s.hasBest && best < 0 || v > bestV) {
+				best, bestV = i, v
+			}
+		}
+	}
+	first := 0
+	if s.writing {
+		first = 1
+	}
+	for i := first; i < len(s.queue)-1; i++ {
+		if i != best {
+			return i
+		}
+	}
+	return -1
 }
 
 // poke wakes run; s.mu is held.
@@ -198,6 +228,9 @@ func (s *saver) run() {
 		if err == nil {
 			s.queue = s.queue[1:] // p is still first: add never drops the one being written
 			s.committed = p.step
+			if v, ok := p.metrics[s.metric]; ok && s.metric != "" && (!s.hasBest || v > s.bestCommitted) {
+				s.bestCommitted, s.hasBest = v, true
+			}
 			s.mu.Unlock()
 			backoff, failingSince = saveBackoffMin, time.Time{}
 			continue

@@ -45,7 +45,7 @@ func TestSaverOrderAndDrop(t *testing.T) {
 		failed, dropErr = append(failed, step), err
 		mu.Unlock()
 	}
-	s := newSaver(context.Background(), "test store", 3, time.Minute, 0, commit, fail, func(error) {})
+	s := newSaver(context.Background(), "test store", 3, time.Minute, 0, "", commit, fail, func(error) {})
 	if err := s.add(&pendingSave{step: 1}); err != nil {
 		t.Fatal(err)
 	}
@@ -63,6 +63,46 @@ func TestSaverOrderAndDrop(t *testing.T) {
 	}
 	if !slices.Equal(committed, []int{1, 3, 4}) || !slices.Equal(failed, []int{2}) || !errors.Is(dropErr, ErrCheckpointDropped) {
 		t.Fatalf("committed %v, failed %v (%v); want 1 3 4 committed and 2 dropped", committed, failed, dropErr)
+	}
+}
+
+// TestSaverKeepsTheBest: while the store is down, the waiting checkpoint
+// with the best selection metric is never dropped as superseded (its loss
+// would change which checkpoint the sweep calls best); an older, worse one
+// is dropped instead.
+func TestSaverKeepsTheBest(t *testing.T) {
+	gate := make(chan struct{})
+	writing := make(chan int, 8)
+	var mu sync.Mutex
+	var committed, failed []int
+	commit := func(ctx context.Context, p *pendingSave) error {
+		writing <- p.step
+		if p.step == 1 {
+			<-gate
+		}
+		mu.Lock()
+		committed = append(committed, p.step)
+		mu.Unlock()
+		return nil
+	}
+	fail := func(step int, err error) { mu.Lock(); failed = append(failed, step); mu.Unlock() }
+	s := newSaver(context.Background(), "test store", 3, time.Minute, 0, "macro_f1", commit, fail, func(error) {})
+	if err := s.add(&pendingSave{step: 1}); err != nil {
+		t.Fatal(err)
+	}
+	<-writing
+	for _, p := range []*pendingSave{{step: 2, metrics: map[string]float64{"macro_f1": 0.9}}, {step: 3, metrics: map[string]float64{"macro_f1": 0.5}},
+		{step: 4, metrics: map[string]float64{"macro_f1": 0.3}}} {
+		if err := s.add(p); err != nil { // queue: 1 (writing), 2 (best), 3, 4 → 3 dropped
+			t.Fatal(err)
+		}
+	}
+	close(gate)
+	if err := s.wait(); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(committed, []int{1, 2, 4}) || !slices.Equal(failed, []int{3}) {
+		t.Fatalf("committed %v, dropped %v; want 1 2 4 committed and 3 dropped", committed, failed)
 	}
 }
 
@@ -239,7 +279,7 @@ func TestSaverGivesUp(t *testing.T) {
 	var stopped error
 	stop := func(err error) { stopped = err }
 	commit := func(context.Context, *pendingSave) error { return errors.New("connection refused") }
-	s := newSaver(context.Background(), "s3://b at http://h:9000", 1, 300*time.Millisecond, 4, commit, func(int, error) {}, stop)
+	s := newSaver(context.Background(), "s3://b at http://h:9000", 1, 300*time.Millisecond, 4, "", commit, func(int, error) {}, stop)
 	for _, step := range []int{6, 8} {
 		if err := s.add(&pendingSave{step: step}); err != nil {
 			t.Fatal(err)
