@@ -66,6 +66,11 @@ type Job struct {
 	// With either, a run without such a checkpoint starts at step 0 (Warn says so).
 	ResumeAt int
 
+	// Generation is the assignment's generation under the coordinators (0:
+	// none), recorded in every checkpoint. A checkpoint of a newer
+	// generation than this one is not resumed from: it is not this job's
+	// past.
+	Generation uint64
 	// Rank, World and Reducer place the job in a data-parallel run (World 0
 	// or 1: alone); only rank 0 evaluates and saves. See Options.
 	Rank, World int
@@ -161,7 +166,7 @@ func RunJob(ctx context.Context, j Job) (*model.Model, Manifest, *Result, error)
 		j.Built(m, man)
 	}
 
-	opts := Options{Manifest: man, Resume: resume, CheckpointEvery: j.CheckpointEvery, Progress: j.Progress,
+	opts := Options{Manifest: man, Resume: resume, CheckpointEvery: j.CheckpointEvery, Progress: j.Progress, Generation: j.Generation,
 		Rank: j.Rank, World: j.World, Reducer: j.Reducer}
 	trainCtx, stopTraining := context.WithCancelCause(ctx)
 	defer stopTraining(nil)
@@ -260,9 +265,17 @@ func (j Job) resumeState(ctx context.Context, warn func(string, ...any)) (*State
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint %s step %d: %w", j.Run, ck.Step, err)
 	}
+	if j.Generation > 0 && st.Generation > j.Generation {
+		return nil, fmt.Errorf("%w: checkpoint %s step %d was written under generation %d, newer than this job's %d: a newer assignment owns run %s",
+			ErrStaleGeneration, j.Run, ck.Step, st.Generation, j.Generation, j.Run)
+	}
 	warn("resume: run %s from step %d (checkpoint %s)", j.Run, ck.Step, checkpoint.Prefix(j.Run, ck.Step))
 	return st, nil
 }
+
+// ErrStaleGeneration reports a job whose assignment is older than the one
+// that wrote the run's checkpoint.
+var ErrStaleGeneration = errors.New("stale generation")
 
 // CheckpointMetrics are the validation scores recorded in a checkpoint's
 // manifest for best-checkpoint selection: the final report, else the

@@ -264,3 +264,41 @@ func TestRunJobResumeChecksData(t *testing.T) {
 		t.Fatalf("RunJob resuming without a store: %v, want ErrJob", err)
 	}
 }
+
+// TestRunJobRecordsGeneration: checkpoints record the assignment's
+// generation and world size, and a job of an older generation does not
+// resume from a checkpoint a newer one wrote.
+func TestRunJobRecordsGeneration(t *testing.T) {
+	d := demoData(t, "../experiments/data/demo.csv", 16)
+	store, err := checkpoint.NewDirStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec jobRecord
+	j := tinyJob(d, store, &rec)
+	j.Generation = 3
+	m, _, _, err := RunJob(context.Background(), j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Drop()
+	_, files, err := checkpoint.LoadLatest(context.Background(), store, "r", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _, err := StateFromFiles(files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Generation != 3 || st.WorldSize != 1 {
+		t.Fatalf("state.json generation %d world %d, want 3 and 1", st.Generation, st.WorldSize)
+	}
+	old := tinyJob(d, store, &jobRecord{})
+	old.Generation, old.ResumeLatest = 2, true
+	if m, _, _, err := RunJob(context.Background(), old); !errors.Is(err, ErrStaleGeneration) {
+		if m != nil {
+			m.Drop()
+		}
+		t.Fatalf("a generation-2 job resuming a generation-3 checkpoint: %v, want ErrStaleGeneration", err)
+	}
+}

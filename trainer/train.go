@@ -114,6 +114,10 @@ type Options struct {
 	// global batch; Reducer sums the gradients. Only rank 0 evaluates and saves.
 	Rank, World int
 	Reducer     Reducer
+	// Generation is the coordinator's generation of the assignment this run
+	// trains under (0 outside a coordinator); it is recorded in every
+	// checkpoint with the world size.
+	Generation uint64
 }
 
 // Train fine-tunes m on d's train split. It must run on a goroutine locked to
@@ -328,6 +332,9 @@ func (r *run) checkpoint(lr float64) {
 		}
 	}
 	st, err := snapshot(r.m, r.opt, r.d, r.step, r.stepsPerEpoch, lr, r.res, r.o.Manifest)
+	if err == nil {
+		st.WorldSize, st.Generation = r.world, r.o.Generation
+	}
 	if err == nil {
 		err = r.o.Save(r.ctx, st)
 	}

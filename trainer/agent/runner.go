@@ -108,7 +108,7 @@ func (r *JobRunner) Run(ctx context.Context, a *pb.Assignment, rep Reporter) (*p
 		Data:      &trainer.Data{DS: ds, Split: sp, Tokens: tokens, PadID: tok.PadID()},
 		Tokenizer: trainer.Tokenizer{VocabSHA256: tok.VocabSHA256(), MaxLen: maxLen, LowerCase: true},
 		Vocab:     wordpiece.BertBaseUncasedVocab(), Device: r.Device, Store: r.Store,
-		CheckpointEvery: int(ts.GetCheckpointEvery()), Retention: retention, Metric: metric, ResumeAt: int(a.GetCheckpointStep()),
+		CheckpointEvery: int(ts.GetCheckpointEvery()), Retention: retention, Metric: metric, ResumeAt: int(a.GetCheckpointStep()), Generation: a.GetGeneration(),
 		Rank: int(a.GetRank()), World: int(a.GetWorld()), Warn: r.Log}
 	if a.GetWorld() > 1 {
 		ring, err := allreduce.Listen(ctx, allreduce.Config{Rank: int(a.GetRank()), World: int(a.GetWorld()), Peers: a.GetPeers(),
