@@ -80,11 +80,13 @@ func coordinatorCommand() *cli.Command {
 		&cli.DurationFlag{Name: "lease", Value: 3 * time.Second, Usage: "a trainer silent this long is lost and its trial requeued"},
 	}
 	flags = append(flags, tlsFlags()...)
+	flags = append(flags, insecureFlag())
 	return &cli.Command{
 		Name:  "coordinator",
 		Usage: "run one member of the raft-replicated coordinator group (scheduler, leases, sweep state)",
 		Description: "Start three (or five) with the same --peers. The leader schedules trials on trainers;\n" +
-			"followers answer reads and send writers to the leader. TLS flags secure the gRPC API and raft.",
+			"followers answer reads and send writers to the leader. TLS flags secure the gRPC API and raft\n" +
+			"(certificates from `loraft certs init`); without them only loopback addresses are served, unless --insecure.",
 		Flags: flags,
 		Subcommands: []*cli.Command{
 			{
@@ -136,6 +138,9 @@ func coordinatorConfig(c *cli.Context) (coordinator.Config, error) {
 	}
 	serverTLS, clientTLS, err := mutualTLS(c)
 	if err != nil {
+		return cfg, err
+	}
+	if err := secureByDefault(c, serverTLS != nil, []addrFlag{{"raft-addr", c.String("raft-addr")}, {"api-addr", c.String("api-addr")}}); err != nil {
 		return cfg, err
 	}
 	cfg.ID, cfg.RaftAddr, cfg.APIAddr, cfg.Dir, cfg.Peers = c.String("id"), c.String("raft-addr"), c.String("api-addr"), c.Path("dir"), peers

@@ -65,6 +65,7 @@ func newApp() *cli.App {
 			adapterCommand(),
 			trainerCommand(),
 			coordinatorCommand(),
+			certsCommand(),
 			sweepCommand(),
 			runCommand(),
 			plotCommand(),

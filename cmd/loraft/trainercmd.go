@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/loraft/loraft/internal/pki"
 	"github.com/loraft/loraft/trainer"
 	"github.com/loraft/loraft/trainer/agent"
 	"github.com/loraft/loraft/trainer/allreduce"
@@ -81,6 +82,7 @@ func trainerCommand() *cli.Command {
 		&cli.DurationFlag{Name: "step-timeout", Value: 60 * time.Second, Usage: "give up a step's all-reduce after this long (a peer died)"},
 	)
 	flags = append(flags, tlsFlags()...)
+	flags = append(flags, insecureFlag())
 	return &cli.Command{
 		Name:  "trainer",
 		Usage: "a trainer: under the coordinators (--coordinators), or one rank of a run with static peers",
@@ -111,7 +113,7 @@ func trainerCommand() *cli.Command {
 // other trainer flag is a training setting (the sweep's) or a static-mode
 // ring setting (the assignment's), and is refused under --coordinators.
 func agentFlags() map[string]bool {
-	names := map[string]bool{"coordinators": true, "id": true, "listen": true, "events": true, "device": true, "compute-dtype": true,
+	names := map[string]bool{"coordinators": true, "id": true, "listen": true, "events": true, "device": true, "compute-dtype": true, "insecure": true,
 		"cache-dir": true, "no-cache": true, "step-timeout": true, "keep-latest": true, "keep-best": true}
 	for _, fs := range [][]cli.Flag{storeFlags(), tlsFlags()} {
 		for _, f := range fs {
@@ -162,6 +164,13 @@ func runStaticRank(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	var listen []addrFlag
+	for _, p := range peers {
+		listen = append(listen, addrFlag{"peers", p})
+	}
+	if err := secureByDefault(c, serverTLS != nil, listen); err != nil {
+		return err
+	}
 	runID := c.String("run-id")
 	if runID == "" {
 		runID = c.String("run")
@@ -201,12 +210,29 @@ func runAgent(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := secureByDefault(c, serverTLS != nil, []addrFlag{{"listen", c.String("listen")}}); err != nil {
+		return err
+	}
 	cl, err := dialCoordinators(c)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
 	id := c.String("id")
+	if clientTLS != nil {
+		// The coordinators let a trainer act only as the id in its certificate.
+		cert, err := pki.FromCertificate(clientTLS.Certificates[0].Leaf)
+		switch {
+		case err != nil:
+			return fmt.Errorf("flag --tls-cert: %w", err)
+		case cert.Role != pki.RoleTrainer:
+			return fmt.Errorf("flag --tls-cert: %s is not a trainer's certificate", cert)
+		case id == "":
+			id = cert.ID
+		case id != cert.ID:
+			return fmt.Errorf("flag --id %s: the certificate (--tls-cert) is %s's; the coordinators accept a trainer only as the id in its certificate", id, cert.ID)
+		}
+	}
 	if id == "" {
 		host, _ := os.Hostname()
 		id = host + "-" + c.String("listen")

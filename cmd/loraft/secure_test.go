@@ -1,0 +1,179 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/loraft/loraft/coordinator/coordinatortest"
+	"github.com/loraft/loraft/internal/loopback"
+	"github.com/loraft/loraft/internal/pki"
+)
+
+// TestSecureByDefault: a coordinator or trainer that would serve a
+// non-loopback address without TLS refuses to start and names --insecure;
+// --insecure with TLS flags is refused as a contradiction.
+func TestSecureByDefault(t *testing.T) {
+	addrs, err := loopback.Addrs(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs := filepath.Join(t.TempDir(), "pki")
+	if _, err := run(t, "certs", "init", "--out", certs); err != nil {
+		t.Fatal(err)
+	}
+	n1 := filepath.Join(certs, "coordinator-n1")
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"coordinator API on 0.0.0.0", []string{"coordinator", "--id", "n1", "--raft-addr", addrs[0], "--api-addr", "0.0.0.0:0", "--dir", t.TempDir()},
+			[]string{"--api-addr 0.0.0.0:0", "not loopback", "--insecure", "loraft certs init"}},
+		{"coordinator raft on a LAN IP", []string{"coordinator", "--id", "n1", "--raft-addr", "10.1.2.3:7300", "--api-addr", "127.0.0.1:0", "--dir", t.TempDir()},
+			[]string{"--raft-addr 10.1.2.3:7300", "--insecure"}},
+		{"trainer listening on all interfaces", []string{"trainer", "--coordinators", "127.0.0.1:1", "--store", t.TempDir(), "--listen", ":7500"},
+			[]string{"--listen :7500", "--insecure"}},
+		{"static rank on a LAN IP", []string{"trainer", "--data", "x.csv", "--out", t.TempDir(), "--rank", "0", "--world", "2", "--peers", "127.0.0.1:1,10.0.0.2:7500"},
+			[]string{"--peers 10.0.0.2:7500", "--insecure"}},
+		{"--insecure with TLS", []string{"coordinator", "--id", "n1", "--raft-addr", addrs[0], "--api-addr", "127.0.0.1:0", "--dir", t.TempDir(), "--insecure",
+			"--tls-ca", filepath.Join(n1, "ca.pem"), "--tls-cert", filepath.Join(n1, "cert.pem"), "--tls-key", filepath.Join(n1, "key.pem")},
+			[]string{"--insecure contradicts"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("LORAFT_COORDINATORS", "")
+			t.Setenv("LORAFT_INSECURE", "")
+			out, err := run(t, tc.args...)
+			if err == nil {
+				t.Fatalf("loraft %s started:\n%s", strings.Join(tc.args, " "), out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// lockedBuffer is a bytes.Buffer for a command running in a goroutine.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestCoordinatorInsecureWarns: with --insecure a coordinator on 0.0.0.0
+// starts, and says loudly on stderr that it serves without authentication.
+func TestCoordinatorInsecureWarns(t *testing.T) {
+	t.Setenv("LORAFT_INSECURE", "")
+	addrs, err := loopback.Addrs(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := newApp()
+	out := &lockedBuffer{}
+	app.Writer, app.ErrWriter = out, out
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- app.RunContext(ctx, []string{"loraft", "coordinator", "--id", "n1", "--raft-addr", addrs[0], "--api-addr", "0.0.0.0:0",
+			"--dir", t.TempDir(), "--peers", "n1=" + addrs[0] + "/127.0.0.1:1", "--insecure"})
+	}()
+	coordinatortest.Eventually(t, 10*time.Second, func() error {
+		if s := out.String(); !strings.Contains(s, "coordinator n1: raft") {
+			return errors.New("the coordinator has not started: " + s)
+		}
+		return nil
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if s := out.String(); !strings.Contains(s, "WARNING: --insecure: --api-addr 0.0.0.0:0 serve without TLS or authentication") {
+		t.Fatalf("no warning on stderr:\n%s", s)
+	}
+}
+
+// TestCertsInitAndIssue: `certs init` writes a CA and one directory per
+// identity (keys 0600 in 0700 directories) whose certificate carries
+// loraft://<role>/<id> and verifies against the CA; `certs issue` adds
+// one later; nothing is ever overwritten.
+func TestCertsInitAndIssue(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "pki")
+	if _, err := run(t, "certs", "init", "--out", out, "--coordinator-ids", "c1,c2", "--coordinator-hosts", "coord.example,10.0.0.5",
+		"--trainer-ids", "gpu-1", "--operator-ids", "alice", "--viewer-ids", "grafana"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run(t, "certs", "issue", "--ca", out, "--role", "trainer", "--id", "gpu-2", "--hosts", "10.0.0.9", "--out", out); err != nil {
+		t.Fatal(err)
+	}
+	caPEM, err := os.ReadFile(filepath.Join(out, "ca", "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	for _, tc := range []struct {
+		dir  string
+		id   pki.Identity
+		host string
+	}{
+		{"coordinator-c1", pki.Identity{Role: pki.RoleCoordinator, ID: "c1"}, "coord.example"},
+		{"coordinator-c2", pki.Identity{Role: pki.RoleCoordinator, ID: "c2"}, "c2"},
+		{"trainer-gpu-1", pki.Identity{Role: pki.RoleTrainer, ID: "gpu-1"}, "127.0.0.1"},
+		{"trainer-gpu-2", pki.Identity{Role: pki.RoleTrainer, ID: "gpu-2"}, "10.0.0.9"},
+		{"operator-alice", pki.Identity{Role: pki.RoleOperator, ID: "alice"}, ""},
+		{"viewer-grafana", pki.Identity{Role: pki.RoleViewer, ID: "grafana"}, ""},
+	} {
+		dir := filepath.Join(out, tc.dir)
+		if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+			t.Fatalf("%s: %v %v, want a 0700 directory", dir, fi, err)
+		}
+		if fi, err := os.Stat(filepath.Join(dir, "key.pem")); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("%s/key.pem: %v %v, want 0600", dir, fi, err)
+		}
+		pair, err := tls.LoadX509KeyPair(filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id, err := pki.FromCertificate(pair.Leaf); err != nil || id != tc.id {
+			t.Errorf("%s: identity %v %v, want %v", tc.dir, id, err, tc.id)
+		}
+		if _, err := pair.Leaf.Verify(x509.VerifyOptions{Roots: roots, DNSName: tc.host, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+			t.Errorf("%s: %v", tc.dir, err)
+		}
+	}
+	if fi, err := os.Stat(filepath.Join(out, "ca", "ca-key.pem")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("CA key: %v %v, want 0600", fi, err)
+	}
+	for _, args := range [][]string{
+		{"certs", "init", "--out", out},
+		{"certs", "issue", "--ca", out, "--role", "trainer", "--id", "gpu-2", "--out", out},
+		{"certs", "issue", "--ca", out, "--role", "admin", "--id", "x", "--out", out},
+		{"certs", "issue", "--ca", out, "--role", "viewer", "--id", "../x", "--out", out},
+	} {
+		if _, err := run(t, args...); err == nil {
+			t.Errorf("loraft %s succeeded", strings.Join(args, " "))
+		}
+	}
+}
