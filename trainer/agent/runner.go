@@ -112,7 +112,8 @@ func (r *JobRunner) Run(ctx context.Context, a *pb.Assignment, rep Reporter) (*p
 		Rank: int(a.GetRank()), World: int(a.GetWorld()), Warn: r.Log}
 	if a.GetWorld() > 1 {
 		ring, err := allreduce.Listen(ctx, allreduce.Config{Rank: int(a.GetRank()), World: int(a.GetWorld()), Peers: a.GetPeers(),
-			RunID: t.GetName(), Generation: a.GetGeneration(), StepTimeout: r.StepTimeout, ServerTLS: r.ServerTLS, ClientTLS: r.ClientTLS})
+			RunID: t.GetName(), Generation: a.GetGeneration(), StepTimeout: r.StepTimeout, ServerTLS: r.ServerTLS, ClientTLS: r.ClientTLS,
+			PeerIDs: ringIDs(r.ServerTLS != nil, t.GetTrainers(), int(a.GetWorld()))})
 		if err != nil {
 			return nil, fmt.Errorf("%w: all-reduce ring for %s: %w", ErrRetryable, t.GetName(), err)
 		}
@@ -235,4 +236,14 @@ func (e *etaClock) left(step, steps int) time.Duration {
 	}
 	per := now.Sub(e.start) / time.Duration(step-e.startStep)
 	return per * time.Duration(steps-step)
+}
+
+// ringIDs are the trainer ids of the ranks that the all-reduce admits
+// under TLS (their certificates name them), or none without TLS or when
+// the assignment does not list one per rank.
+func ringIDs(tlsOn bool, trainers []string, world int) []string {
+	if !tlsOn || len(trainers) != world {
+		return nil
+	}
+	return trainers
 }

@@ -54,6 +54,13 @@ type Config struct {
 	// both are nil the ring speaks plaintext, which is meant for loopback and
 	// tests only.
 	ServerTLS, ClientTLS *tls.Config
+	// PeerIDs, when set (with TLS), are the trainer ids of the ranks, by
+	// rank, as their certificates name them (loraft://trainer/<id>, see
+	// internal/pki): this rank's server admits only clients whose
+	// certificate is one of them, and it streams only to a server whose
+	// certificate is one of them. Empty: any certificate the CA signed is
+	// admitted.
+	PeerIDs []string
 }
 
 // Validate checks the fields against each other and returns an error wrapping
@@ -77,6 +84,8 @@ func (c Config) Validate() error {
 		return bad("ChunkBytes is %d, want a multiple of 4 in [4, %d] (0 for the default)", c.ChunkBytes, MaxChunkBytes)
 	case (c.ServerTLS == nil) != (c.ClientTLS == nil):
 		return bad("ServerTLS and ClientTLS must be set together (mutual TLS) or both be nil")
+	case len(c.PeerIDs) != 0 && len(c.PeerIDs) != c.World:
+		return bad("PeerIDs has %d entries, want World (%d) or none", len(c.PeerIDs), c.World)
 	}
 	seen := make(map[string]int, len(c.Peers))
 	for i, p := range c.Peers {
@@ -101,6 +110,7 @@ func (c Config) withDefaults() Config {
 		c.ChunkBytes = DefaultChunkBytes
 	}
 	c.Peers = append([]string(nil), c.Peers...)
+	c.PeerIDs = append([]string(nil), c.PeerIDs...)
 	return c
 }
 

@@ -2,11 +2,14 @@ package allreduce
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
+	"github.com/loraft/loraft/internal/pki"
 	pb "github.com/loraft/loraft/proto/allreducepb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
@@ -89,8 +92,13 @@ func listen(cfg Config, lis net.Listener) (*Ring, error) {
 		experimental.WithBufferPool(grpcPool{}),
 	}
 	if cfg.ServerTLS != nil {
-		sopts = append(sopts, grpc.Creds(credentials.NewTLS(cfg.ServerTLS)))
-		dopts = append(dopts, grpc.WithTransportCredentials(credentials.NewTLS(cfg.ClientTLS)))
+		serverTLS, clientTLS := cfg.ServerTLS, cfg.ClientTLS
+		if len(cfg.PeerIDs) > 0 {
+			serverTLS = withPeer(serverTLS, cfg.PeerIDs...)
+			clientTLS = withPeer(clientTLS, cfg.PeerIDs...)
+		}
+		sopts = append(sopts, grpc.Creds(credentials.NewTLS(serverTLS)))
+		dopts = append(dopts, grpc.WithTransportCredentials(credentials.NewTLS(clientTLS)))
 	} else {
 		dopts = append(dopts, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	}
@@ -230,4 +238,25 @@ func (r *Ring) client(to int) (pb.AllReduceClient, error) {
 		r.conns[to] = cc
 	}
 	return pb.NewAllReduceClient(cc), nil
+}
+
+// withPeer returns a clone of cfg that admits only a peer whose verified
+// certificate is loraft://trainer/<id> for one of ids.
+func withPeer(cfg *tls.Config, ids ...string) *tls.Config {
+	c := pki.WithRole(cfg, pki.RoleTrainer)
+	check := c.VerifyConnection
+	c.VerifyConnection = func(cs tls.ConnectionState) error {
+		if err := check(cs); err != nil {
+			return err
+		}
+		id, err := pki.FromConnectionState(cs)
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(ids, id.ID) {
+			return fmt.Errorf("all-reduce peer %s is not a rank of this ring (%v): %w", id, ids, pki.ErrWrongRole)
+		}
+		return nil
+	}
+	return c
 }

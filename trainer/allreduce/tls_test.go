@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/loraft/loraft/internal/pki"
 	"github.com/loraft/loraft/internal/testpki"
 	pb "github.com/loraft/loraft/proto/allreducepb"
 	"google.golang.org/grpc"
@@ -65,6 +66,53 @@ func TestMutualTLS(t *testing.T) {
 				t.Fatalf("got %v, want Unavailable (refused handshake)", err)
 			}
 			t.Logf("refused: %v", err)
+			if attached(c.rings[0], 9, 2) {
+				t.Fatal("the server accepted a chunk from a client it should have refused")
+			}
+		})
+	}
+}
+
+// TestRingAdmitsOnlyItsTrainers: with PeerIDs the ranks, whose
+// certificates name them loraft://trainer/<id>, all-reduce; a trainer of
+// the same CA that is not in the ring, and a viewer, are refused at the
+// handshake.
+func TestRingAdmitsOnlyItsTrainers(t *testing.T) {
+	ca := testpki.New(t)
+	ids := []string{"t0", "t1", "t2"}
+	c := newCluster(t, 3, func(cfg *Config) {
+		cert := ca.IssueAs(t, pki.RoleTrainer, ids[cfg.Rank])
+		cfg.ServerTLS, cfg.ClientTLS, cfg.PeerIDs = ca.ServerConfig(cert), ca.ClientConfig(cert), ids
+	})
+	bufs := [][]float32{{1, 2}, {10, 20}, {100, 200}}
+	c.allReduce(t, 1, bufs)
+	if bufs[2][1] != 222 {
+		t.Fatalf("rank 2: %v, want [111 222]", bufs[2])
+	}
+	for _, tc := range []struct {
+		name string
+		cert tls.Certificate
+	}{
+		{"a trainer outside the ring", ca.IssueAs(t, pki.RoleTrainer, "t9")},
+		{"a viewer", ca.IssueAs(t, pki.RoleViewer, "t1")},
+		{"no identity", ca.Issue(t, "t1")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			conn, err := grpc.NewClient(c.rings[0].Addr(), grpc.WithTransportCredentials(credentials.NewTLS(ca.ClientConfig(tc.cert))))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			stream, err := pb.NewAllReduceClient(conn).Exchange(ctx)
+			if err == nil {
+				_ = stream.Send(&pb.Chunk{RunId: testRun, Generation: 1, Step: 9, FromRank: 2, Phase: pb.Phase_PHASE_REDUCE_SCATTER, Data: make([]byte, 4), Length: 4})
+				_, err = stream.CloseAndRecv()
+			}
+			if status.Code(err) != codes.Unavailable {
+				t.Fatalf("got %v, want Unavailable (refused handshake)", err)
+			}
 			if attached(c.rings[0], 9, 2) {
 				t.Fatal("the server accepted a chunk from a client it should have refused")
 			}
