@@ -360,10 +360,10 @@ var (
 	globalFlags = map[string]bool{"log-level": true, "help": false, "h": false, "version": false}
 	cliFlags    = map[string]map[string]bool{
 		"coordinator": merge(tlsFlags, map[string]bool{"id": true, "raft-addr": true, "api-addr": true, "dir": true,
-			"peers": true, "raft-profile": true, "lease": true}),
+			"peers": true, "raft-profile": true, "lease": true, "insecure": false}),
 		"trainer": merge(tlsFlags, storeFlags, clientFlags, map[string]bool{"id": true, "listen": true, "events": true,
 			"device": true, "compute-dtype": true, "cache-dir": true, "no-cache": false, "step-timeout": true,
-			"keep-latest": true, "keep-best": true}),
+			"keep-latest": true, "keep-best": true, "insecure": false}),
 		"sweep launch": merge(tlsFlags, storeFlags, clientFlags, map[string]bool{"spec": true, "data": true,
 			"drop-bad": false, "wait": false}),
 		"sweep status": merge(tlsFlags, clientFlags, map[string]bool{"json": false, "watch": false}),
