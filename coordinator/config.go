@@ -57,13 +57,18 @@ type Config struct {
 	Scheduler SchedulerConfig
 
 	// ServerTLS and ClientTLS, when set, require mutual TLS on the gRPC API
-	// and on raft's transport. Set both or neither.
+	// and on raft's transport. Set both or neither. Certificates then carry
+	// their holder's role and id (loraft://<role>/<id>, internal/pki): raft
+	// admits only coordinators, and every RPC is authorized by role and
+	// audited (coordinator/authz). Without TLS every caller may do
+	// everything: for loopback only.
 	ServerTLS, ClientTLS *tls.Config
 	// MaxTrialsPerSweep bounds the trials of one launched sweep
 	// (0: DefaultMaxTrialsPerSweep); a larger sweep is InvalidArgument.
 	MaxTrialsPerSweep int
 
-	// UnaryInterceptors run, in order, around every unary RPC of the API.
+	// UnaryInterceptors run, in order, around every unary RPC of the API,
+	// after the authorization and audit interceptor.
 	UnaryInterceptors []grpc.UnaryServerInterceptor
 
 	// Logger receives the coordinator's and raft's logs (nil: slog.Default()).
