@@ -234,8 +234,10 @@ func (e *exactReader) checkEnd() error {
 // DefaultCallTimeout bounds each store call (a Put, Get, Stat, List or
 // Delete) when the store's CallTimeout is zero, so that a paused or
 // black-holed store becomes an error within seconds instead of a hang
-// (DESIGN invariant 7).
-const DefaultCallTimeout = 30 * time.Second
+// (DESIGN invariant 7). A checkpoint's objects take well under a second on
+// a healthy store; 10 s leaves room for a loaded one, and a failed call is
+// retried.
+const DefaultCallTimeout = 10 * time.Second
 
 // putThroughput is the slowest upload rate a Put is allowed before its
 // deadline: a Put of size bytes gets CallTimeout plus size/putThroughput.
