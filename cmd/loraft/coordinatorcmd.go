@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/loraft/loraft/coordinator"
+	"github.com/loraft/loraft/internal/pki"
 	pb "github.com/loraft/loraft/proto/coordinatorpb"
 	"github.com/urfave/cli/v2"
 	"google.golang.org/grpc"
@@ -142,6 +143,17 @@ func coordinatorConfig(c *cli.Context) (coordinator.Config, error) {
 	}
 	if err := secureByDefault(c, serverTLS != nil, []addrFlag{{"raft-addr", c.String("raft-addr")}, {"api-addr", c.String("api-addr")}}); err != nil {
 		return cfg, err
+	}
+	if serverTLS != nil {
+		// Raft admits only coordinator certificates: catch a wrong one here
+		// rather than as refused raft connections.
+		id, err := pki.FromCertificate(serverTLS.Certificates[0].Leaf)
+		if err != nil {
+			return cfg, fmt.Errorf("flag --tls-cert: %w", err)
+		}
+		if id.Role != pki.RoleCoordinator {
+			return cfg, fmt.Errorf("flag --tls-cert: %s is not a coordinator's certificate (see `loraft certs init`)", id)
+		}
 	}
 	cfg.ID, cfg.RaftAddr, cfg.APIAddr, cfg.Dir, cfg.Peers = c.String("id"), c.String("raft-addr"), c.String("api-addr"), c.Path("dir"), peers
 	cfg.Raft, cfg.Scheduler.Lease = timing, c.Duration("lease")

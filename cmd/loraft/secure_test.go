@@ -47,6 +47,12 @@ func TestSecureByDefault(t *testing.T) {
 		{"--insecure with TLS", []string{"coordinator", "--id", "n1", "--raft-addr", addrs[0], "--api-addr", "127.0.0.1:0", "--dir", t.TempDir(), "--insecure",
 			"--tls-ca", filepath.Join(n1, "ca.pem"), "--tls-cert", filepath.Join(n1, "cert.pem"), "--tls-key", filepath.Join(n1, "key.pem")},
 			[]string{"--insecure contradicts"}},
+		{"coordinator with a viewer's certificate", []string{"coordinator", "--id", "n1", "--raft-addr", addrs[0], "--api-addr", "127.0.0.1:0", "--dir", t.TempDir(),
+			"--tls-ca", filepath.Join(certs, "viewer-viewer", "ca.pem"), "--tls-cert", filepath.Join(certs, "viewer-viewer", "cert.pem"), "--tls-key", filepath.Join(certs, "viewer-viewer", "key.pem")},
+			[]string{"loraft://viewer/viewer is not a coordinator's certificate"}},
+		{"trainer with another trainer's certificate", []string{"trainer", "--coordinators", "127.0.0.1:1", "--store", t.TempDir(), "--id", "trainer2",
+			"--tls-ca", filepath.Join(certs, "trainer-trainer1", "ca.pem"), "--tls-cert", filepath.Join(certs, "trainer-trainer1", "cert.pem"), "--tls-key", filepath.Join(certs, "trainer-trainer1", "key.pem")},
+			[]string{"--id trainer2", "trainer1's"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv("LORAFT_COORDINATORS", "")
