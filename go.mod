@@ -4,6 +4,9 @@ go 1.26.0
 
 replace github.com/sugarme/gotch => ./third_party/gotch
 
+// hashicorp/raft without its testing.go (deploy/setup.sh makes the copy).
+replace github.com/hashicorp/raft => ./third_party/raft
+
 require (
 	github.com/anishathalye/porcupine v1.3.1
 	github.com/hashicorp/go-hclog v1.6.3
