@@ -195,16 +195,24 @@ type runCtx struct {
 	c       *proccluster.Cluster
 	dir     string
 	proxies []*faultproxy.Proxy
-	net     *network
+	// coordProxies are trainer ID → its proxies to the coordinators.
+	coordProxies map[string][]*faultproxy.Proxy
+	net          *network
 }
 
-// route starts a fault proxy in front of target for the trainers.
-func (r *runCtx) route(target string) (string, error) {
+// route starts a fault proxy in front of target for one trainer.
+func (r *runCtx) route(trainer, kind, target string) (string, error) {
 	p, err := faultproxy.Start("127.0.0.1:0", target)
 	if err != nil {
 		return "", err
 	}
 	r.proxies = append(r.proxies, p)
+	if kind == "coordinator" {
+		if r.coordProxies == nil {
+			r.coordProxies = map[string][]*faultproxy.Proxy{}
+		}
+		r.coordProxies[trainer] = append(r.coordProxies[trainer], p)
+	}
 	return p.Addr(), nil
 }
 

@@ -39,6 +39,19 @@ func scenarios() []scenario {
 			}
 			return werr
 		}},
+		{name: "trainer-cut-off-from-coordinators", proxied: true, inject: func(ctx context.Context, r *runCtx) error {
+			// t1 still reaches the store and its peers, not the coordinators,
+			// for three leases: it must stop its job on its own (self-fencing)
+			// before its trial moves, and commit nothing after.
+			for _, p := range r.coordProxies["t1"] {
+				p.Set(faultproxy.Faults{BlackHole: true})
+			}
+			werr := wait(ctx, 3*lease)
+			for _, p := range r.coordProxies["t1"] {
+				p.Set(faultproxy.Faults{})
+			}
+			return werr
+		}},
 		{name: "first-coordinator-paused-30s", inject: func(ctx context.Context, r *runCtx) error {
 			// First in every trainer's and client's list (a follower or the
 			// leader, whichever it is now).

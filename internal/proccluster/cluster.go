@@ -50,10 +50,11 @@ type Config struct {
 	// (created by the caller) to run it in, and CoordinatorHosts the IP it
 	// binds there; the other processes reach it on that IP.
 	CoordinatorNetns, CoordinatorHosts []string
-	// TrainerRoute, when set, gives the address trainers dial instead of
-	// each coordinator API address and the MinIO endpoint (host:port): a
-	// fault-injecting proxy in front of it, say.
-	TrainerRoute func(target string) (string, error)
+	// TrainerRoute, when set, gives the address a trainer (by ID) dials
+	// instead of each coordinator API address (kind "coordinator") and the
+	// MinIO endpoint (kind "store"), host:port: a fault-injecting proxy in
+	// front of it, say.
+	TrainerRoute func(trainer, kind, target string) (string, error)
 }
 
 // Coordinator is one `loraft coordinator` process of a cluster.
@@ -173,12 +174,12 @@ func Start(cfg Config) (cl *Cluster, err error) {
 			return nil, err
 		}
 	}
-	trainerEnv, err := c.trainerEnv(cfg, apis)
-	if err != nil {
-		return nil, err
-	}
 	for i := range cfg.Trainers {
 		tr := &Trainer{ID: fmt.Sprintf("t%d", i+1), Addr: addrs[2*cfg.Coordinators+i]}
+		trainerEnv, err := c.trainerEnv(cfg, tr.ID, apis)
+		if err != nil {
+			return nil, err
+		}
 		tr.Events = filepath.Join(cfg.Dir, "events-"+tr.ID+".jsonl")
 		args := []string{"trainer", "--id", tr.ID, "--listen", tr.Addr, "--events", tr.Events}
 		tr.Proc = &proc.Proc{Name: "trainer " + tr.ID, Bin: cfg.Bin, Args: append(args, cfg.TrainerArgs...), Env: trainerEnv,
@@ -198,15 +199,15 @@ func onHost(host, addr string) string {
 }
 
 // trainerEnv is Env with the coordinators' and the store's addresses
-// routed through cfg.TrainerRoute.
-func (c *Cluster) trainerEnv(cfg Config, apis []string) ([]string, error) {
+// routed through cfg.TrainerRoute for trainer id.
+func (c *Cluster) trainerEnv(cfg Config, id string, apis []string) ([]string, error) {
 	env := slices.Clone(c.Env)
 	if cfg.TrainerRoute == nil {
 		return env, nil
 	}
 	routed := make([]string, len(apis))
 	for i, a := range apis {
-		r, err := cfg.TrainerRoute(a)
+		r, err := cfg.TrainerRoute(id, "coordinator", a)
 		if err != nil {
 			return nil, fmt.Errorf("routing trainers to coordinator %s: %w", a, err)
 		}
@@ -215,7 +216,7 @@ func (c *Cluster) trainerEnv(cfg Config, apis []string) ([]string, error) {
 	env = append(env, "LORAFT_COORDINATORS="+strings.Join(routed, ","))
 	if c.MinIO != nil {
 		host := strings.TrimPrefix(strings.TrimPrefix(c.MinIO.Endpoint, "http://"), "https://")
-		r, err := cfg.TrainerRoute(host)
+		r, err := cfg.TrainerRoute(id, "store", host)
 		if err != nil {
 			return nil, fmt.Errorf("routing trainers to the store %s: %w", host, err)
 		}
