@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/loraft/loraft/internal/atomicfile"
+	"github.com/loraft/loraft/internal/progress"
 	"github.com/loraft/loraft/shard"
 	"github.com/loraft/loraft/shard/wordpiece"
 	"github.com/urfave/cli/v2"
@@ -76,13 +77,13 @@ func loadData(c *cli.Context) (*loadedData, error) {
 	if c.Bool("no-cache") {
 		cacheDir = ""
 	}
-	bar := newProgress("tokenize", "rows", len(ds.Rows))
-	tokens, cached, err := shard.LoadOrTokenize(c.Context, cacheDir, ds, tok, c.Int("max-len"), func(done, _ int) { bar.set(done) })
+	bar := progress.New("tokenize", "rows", len(ds.Rows))
+	tokens, cached, err := shard.LoadOrTokenize(c.Context, cacheDir, ds, tok, c.Int("max-len"), func(done, _ int) { bar.Set(done) })
 	if err != nil {
 		return nil, err
 	}
 	if !cached {
-		bar.finish()
+		bar.Finish()
 	}
 	return &loadedData{ds: ds, split: sp, tok: tok, tokens: tokens, cached: cached}, nil
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/loraft/loraft/checkpoint"
 	"github.com/loraft/loraft/coordinator"
-	"github.com/loraft/loraft/internal/atomicfile"
 	"github.com/loraft/loraft/internal/chart"
 	"github.com/loraft/loraft/internal/localcluster"
 	pb "github.com/loraft/loraft/proto/coordinatorpb"
@@ -122,7 +120,7 @@ func runLocal(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		if err := writeReport(p, rep); err != nil {
+		if err := chart.WriteReport(p, rep); err != nil {
 			return err
 		}
 		fmt.Fprintf(w, "sweep report written to %s (draw it with `loraft plot --report %s --out DIR`)\n", p, p)
@@ -213,54 +211,27 @@ func pullAndPredict(ctx context.Context, c *cli.Context, cl *coordinator.Client,
 	return nil
 }
 
-// sweepReport gathers what `loraft plot` draws: every trial's final
-// metrics from the coordinators, and its loss and evaluation curves from
-// its latest checkpoint.
+// sweepReport is the report `loraft plot` draws, with each run's curves
+// from its latest checkpoint in store.
 func sweepReport(ctx context.Context, store checkpoint.Store, sw *pb.Sweep) (*chart.Report, error) {
-	rep := &chart.Report{Sweep: sw.GetName(), Metric: sw.GetMetric()}
-	for _, t := range sw.GetTrials() {
-		ct := chart.Trial{Name: t.GetName(), Rank: int(t.GetRank()), Alpha: t.GetAlpha(), State: strings.TrimPrefix(t.GetState().String(), "TRIAL_STATE_")}
-		if t.GetHasMetric() {
-			v := t.GetBestMetric()
-			ct.Metric = &v
+	return chart.FromSweep(ctx, sw, func(ctx context.Context, run, metric string) (loss, eval []chart.Point, err error) {
+		_, files, err := checkpoint.LoadLatest(ctx, store, run, nil)
+		if errors.Is(err, checkpoint.ErrNoCheckpoint) {
+			return nil, nil, nil
+		} else if err != nil {
+			return nil, nil, err
 		}
-		if r := t.GetResult(); r != nil {
-			acc := r.GetValAccuracy()
-			ct.Accuracy, ct.WallMS = &acc, r.GetWallMs()
-			if t.GetRunningMs() > 0 {
-				ct.WallMS = t.GetRunningMs()
-			}
+		st, _, err := trainer.StateFromFiles(files)
+		if err != nil {
+			return nil, nil, err
 		}
-		_, files, err := checkpoint.LoadLatest(ctx, store, t.GetName(), nil)
-		switch {
-		case errors.Is(err, checkpoint.ErrNoCheckpoint):
-		case err != nil:
-			return nil, err
-		default:
-			st, _, err := trainer.StateFromFiles(files)
-			if err != nil {
-				return nil, fmt.Errorf("run %s: %w", t.GetName(), err)
-			}
-			for i, l := range st.Losses {
-				ct.Loss = append(ct.Loss, chart.Point{Step: i + 1, Value: l})
-			}
-			for _, h := range st.History {
-				v, _ := h.Report.Metric(sw.GetMetric())
-				ct.Eval = append(ct.Eval, chart.Point{Step: h.Step, Value: v})
-			}
+		for i, l := range st.Losses {
+			loss = append(loss, chart.Point{Step: i + 1, Value: l})
 		}
-		rep.Trials = append(rep.Trials, ct)
-	}
-	return rep, nil
-}
-
-func writeReport(path string, rep *chart.Report) error {
-	b, err := json.MarshalIndent(rep, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("sweep report: %w", err)
-	}
-	return atomicfile.WriteFile(path, append(b, '\n'), 0o644)
+		for _, h := range st.History {
+			v, _ := h.Report.Metric(metric)
+			eval = append(eval, chart.Point{Step: h.Step, Value: v})
+		}
+		return loss, eval, nil
+	})
 }

@@ -3,9 +3,9 @@ package main
 import (
 	"fmt"
 	"log/slog"
-	"net"
 	"strings"
 
+	"github.com/loraft/loraft/internal/pki"
 	"github.com/urfave/cli/v2"
 )
 
@@ -33,7 +33,7 @@ func secureByDefault(c *cli.Context, tlsOn bool, addrs []addrFlag) error {
 	}
 	var open []string
 	for _, a := range addrs {
-		if a.addr != "" && !isLoopback(a.addr) {
+		if a.addr != "" && !pki.IsLoopback(a.addr) {
 			open = append(open, fmt.Sprintf("--%s %s", a.flag, a.addr))
 		}
 	}
@@ -47,18 +47,4 @@ func secureByDefault(c *cli.Context, tlsOn bool, addrs []addrFlag) error {
 	slog.Warn("serving WITHOUT TLS or authentication on non-loopback addresses (--insecure): anyone who reaches them may call every RPC", "addrs", strings.Join(open, ", "))
 	fmt.Fprintf(c.App.ErrWriter, "WARNING: --insecure: %s serve without TLS or authentication; anyone who reaches them may launch, cancel or join anything\n", strings.Join(open, ", "))
 	return nil
-}
-
-// isLoopback reports whether addr (host:port) names only this machine:
-// localhost or a loopback IP. An empty host or 0.0.0.0 listens everywhere.
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		host = addr
-	}
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

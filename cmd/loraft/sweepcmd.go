@@ -13,6 +13,7 @@ import (
 
 	"github.com/loraft/loraft/checkpoint"
 	"github.com/loraft/loraft/coordinator"
+	"github.com/loraft/loraft/internal/chart"
 	pb "github.com/loraft/loraft/proto/coordinatorpb"
 	"github.com/loraft/loraft/shard"
 	"github.com/urfave/cli/v2"
@@ -124,7 +125,7 @@ func sweepReportAction(c *cli.Context, cl *coordinator.Client) error {
 	if err != nil {
 		return err
 	}
-	if err := writeReport(c.Path("out"), rep); err != nil {
+	if err := chart.WriteReport(c.Path("out"), rep); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.App.Writer, "sweep report written to %s\n", c.Path("out"))

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/loraft/loraft/checkpoint"
+	"github.com/loraft/loraft/internal/progress"
 	"github.com/loraft/loraft/shard"
 	"github.com/loraft/loraft/shard/wordpiece"
 	"github.com/loraft/loraft/trainer"
@@ -129,11 +130,11 @@ func runTrain(c *cli.Context, dp *dataParallel) error {
 	if err != nil {
 		return err
 	}
-	var bar *progress
+	var bar *progress.Bar
 	// Notices go above the progress bar once it is up, to stderr before.
 	warn := func(msg string) {
 		if bar != nil {
-			bar.note(msg)
+			bar.Note(msg)
 			return
 		}
 		fmt.Fprintln(c.App.ErrWriter, msg)
@@ -148,15 +149,15 @@ func runTrain(c *cli.Context, dp *dataParallel) error {
 			fmt.Fprintf(c.App.ErrWriter, "model: %d layers × %d, base %s %.1f MB (%.2f bits/param), %d trainable parameters, %s on %s\n",
 				base.Config.NumLayers, base.Config.HiddenSize, base.Quant, float64(m.BaseBytes())/1e6,
 				8*float64(m.BaseBytes())/float64(m.BaseParams()), trainableCount(m), base.Compute, c.String("device"))
-			bar = newProgress("train", "steps", shard.StepsPerEpoch(len(d.split.Train), h.BatchSize*h.GradAccum)*h.Epochs)
+			bar = progress.New("train", "steps", shard.StepsPerEpoch(len(d.split.Train), h.BatchSize*h.GradAccum)*h.Epochs)
 		},
 		Progress: func(p trainer.Progress) {
 			if p.Loss != 0 {
-				bar.describe(fmt.Sprintf("train loss %.4f", p.Loss))
+				bar.Describe(fmt.Sprintf("train loss %.4f", p.Loss))
 			}
-			bar.set(p.Step)
+			bar.Set(p.Step)
 			if p.Eval != nil && p.Step < p.Steps {
-				bar.note(fmt.Sprintf("step %d: val macro-F1 %.4f, accuracy %.4f", p.Step, p.Eval.MacroF1, p.Eval.Accuracy))
+				bar.Note(fmt.Sprintf("step %d: val macro-F1 %.4f, accuracy %.4f", p.Step, p.Eval.MacroF1, p.Eval.Accuracy))
 			}
 		},
 		SaveFailed: func(step int, err error) {
@@ -174,7 +175,7 @@ func runTrain(c *cli.Context, dp *dataParallel) error {
 		return err
 	}
 	defer m.Drop()
-	bar.finish()
+	bar.Finish()
 	if err := trainer.SaveAdapter(c.Path("out"), m, man, res, vocab); err != nil {
 		return err
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -31,32 +30,16 @@ func tlsFlags() []cli.Flag {
 // mutualTLS builds server and client TLS configs from the flags, or nils
 // when mutual TLS is off.
 func mutualTLS(c *cli.Context) (server, client *tls.Config, err error) {
-	return loadMutualTLS(c.Path("tls-ca"), c.Path("tls-cert"), c.Path("tls-key"))
-}
-
-// loadMutualTLS builds server and client TLS configs from PEM files, or
-// nils when all three paths are empty.
-func loadMutualTLS(ca, cert, key string) (server, client *tls.Config, err error) {
-	if ca == "" && cert == "" && key == "" {
+	ca, cert, key := c.Path("tls-ca"), c.Path("tls-cert"), c.Path("tls-key")
+	switch {
+	case ca == "" && cert == "" && key == "":
 		return nil, nil, nil
-	}
-	if ca == "" || cert == "" || key == "" {
+	case ca == "" || cert == "" || key == "":
 		return nil, nil, errors.New("flags --tls-ca, --tls-cert and --tls-key go together")
 	}
-	pem, err := os.ReadFile(ca)
-	if err != nil {
-		return nil, nil, fmt.Errorf("flag --tls-ca: %w", err)
+	if server, client, err = pki.LoadMutualTLS(ca, cert, key); err != nil {
+		return nil, nil, fmt.Errorf("flags --tls-ca/--tls-cert/--tls-key: %w", err)
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, nil, fmt.Errorf("flag --tls-ca: %s holds no PEM certificate", ca)
-	}
-	pair, err := tls.LoadX509KeyPair(cert, key)
-	if err != nil {
-		return nil, nil, fmt.Errorf("flags --tls-cert/--tls-key: %w", err)
-	}
-	server = &tls.Config{Certificates: []tls.Certificate{pair}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS13}
-	client = &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: pool, MinVersion: tls.VersionTLS13}
 	return server, client, nil
 }
 
@@ -221,16 +204,8 @@ func runAgent(c *cli.Context) error {
 	id := c.String("id")
 	if clientTLS != nil {
 		// The coordinators let a trainer act only as the id in its certificate.
-		cert, err := pki.FromCertificate(clientTLS.Certificates[0].Leaf)
-		switch {
-		case err != nil:
-			return fmt.Errorf("flag --tls-cert: %w", err)
-		case cert.Role != pki.RoleTrainer:
-			return fmt.Errorf("flag --tls-cert: %s is not a trainer's certificate", cert)
-		case id == "":
-			id = cert.ID
-		case id != cert.ID:
-			return fmt.Errorf("flag --id %s: the certificate (--tls-cert) is %s's; the coordinators accept a trainer only as the id in its certificate", id, cert.ID)
+		if id, err = pki.TrainerID(clientTLS, id); err != nil {
+			return fmt.Errorf("flags --id %s, --tls-cert: %w", c.String("id"), err)
 		}
 	}
 	if id == "" {

@@ -17,11 +17,11 @@ import (
 	"google.golang.org/grpc"
 )
 
-// Options shapes a test cluster. The zero value gives LAN raft timings, a
-// 3 s lease and raft's warnings in the test log.
+// Options shapes a test cluster. The zero value gives TestTiming, a 3 s
+// lease and raft's warnings in the test log.
 type Options struct {
 	// Base is each member's configuration before the cluster fills in ID,
-	// addresses, directory and peers; zero means coordinator.LANConfig().
+	// addresses, directory and peers; zero means TestConfig().
 	Base *coordinator.Config
 	// Configure, when set, adjusts member i's configuration last.
 	Configure func(i int, c *coordinator.Config)
@@ -48,7 +48,7 @@ func NewCluster(t testing.TB, n int, opts Options) *Cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	base := coordinator.LANConfig()
+	base := TestConfig()
 	if opts.Base != nil {
 		base = *opts.Base
 	}
@@ -74,6 +74,16 @@ func NewCluster(t testing.TB, n int, opts Options) *Cluster {
 	for i := range n {
 		c.Start(i)
 	}
+	return c
+}
+
+// TestConfig is coordinator.DefaultConfig with raft timeouts between the
+// LAN profile's and raft's defaults: elections within a second, yet no
+// leadership churn when tests share a loaded 2-core machine (the LAN
+// profile's 150 ms heartbeat timeout lost leaders under `go test ./...`).
+func TestConfig() coordinator.Config {
+	c := coordinator.DefaultConfig()
+	c.Raft.HeartbeatTimeout, c.Raft.ElectionTimeout, c.Raft.LeaderLeaseTimeout = 500*time.Millisecond, 500*time.Millisecond, 250*time.Millisecond
 	return c
 }
 

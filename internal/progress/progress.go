@@ -1,4 +1,8 @@
-package main
+// Package progress reports long work: a bar with rate and ETA
+// (schollz/progressbar) on a terminal, and a plain line every few seconds
+// (and at the end) when stderr is not a TTY, so logs of CI and services stay
+// readable.
+package progress
 
 import (
 	"fmt"
@@ -11,10 +15,9 @@ import (
 	"golang.org/x/term"
 )
 
-// progress reports long work: a bar with rate and ETA on a terminal, and a
-// plain line every few seconds (and at the end) when stderr is not a TTY, so
-// logs of CI and services stay readable.
-type progress struct {
+// Bar reports one piece of long work on stderr. Its methods are safe for
+// concurrent use.
+type Bar struct {
 	mu    sync.Mutex
 	bar   *progressbar.ProgressBar // nil when not a terminal
 	w     io.Writer
@@ -26,10 +29,10 @@ type progress struct {
 	done  bool
 }
 
-// newProgress starts reporting work on total units (rows, steps, …).
-func newProgress(what, unit string, total int) *progress {
+// New starts reporting work on total units (rows, steps, …).
+func New(what, unit string, total int) *Bar {
 	now := time.Now()
-	p := &progress{w: os.Stderr, what: what, unit: unit, total: total, start: now, last: now}
+	p := &Bar{w: os.Stderr, what: what, unit: unit, total: total, start: now, last: now}
 	if term.IsTerminal(int(os.Stderr.Fd())) {
 		p.bar = progressbar.NewOptions(total,
 			progressbar.OptionSetWriter(os.Stderr),
@@ -45,8 +48,8 @@ func newProgress(what, unit string, total int) *progress {
 	return p
 }
 
-// set records that n of total units are done.
-func (p *progress) set(n int) {
+// Set records that n of total units are done.
+func (p *Bar) Set(n int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.done {
@@ -70,8 +73,8 @@ func (p *progress) set(n int) {
 	fmt.Fprintf(p.w, "%s: %d/%d %s (%.0f %s/s, ETA %s)\n", p.what, n, p.total, p.unit, rate, p.unit, eta)
 }
 
-// describe changes the bar's label (plain lines show it too).
-func (p *progress) describe(what string) {
+// Describe changes the bar's label (plain lines show it too).
+func (p *Bar) Describe(what string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.what = what
@@ -80,8 +83,8 @@ func (p *progress) describe(what string) {
 	}
 }
 
-// note prints a line above the bar (or among the plain lines).
-func (p *progress) note(line string) {
+// Note prints a line above the bar (or among the plain lines).
+func (p *Bar) Note(line string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.bar != nil {
@@ -90,8 +93,8 @@ func (p *progress) note(line string) {
 	fmt.Fprintln(p.w, line)
 }
 
-// finish ends the bar and prints the total time.
-func (p *progress) finish() {
+// Finish ends the bar and prints the total time.
+func (p *Bar) Finish() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.done {
