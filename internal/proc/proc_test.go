@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/loraft/loraft/coordinator/coordinatortest"
 )
 
 // shell is a process that logs its start, exits 3 on SIGTERM and otherwise
@@ -34,13 +36,12 @@ func state(t *testing.T, pid int) string {
 // waitFor polls cond for up to 10 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after 10 s", what)
+	coordinatortest.Eventually(t, 10*time.Second, func() error {
+		if !cond() {
+			return errors.New(what)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func TestProcLifecycle(t *testing.T) {

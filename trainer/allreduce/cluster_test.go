@@ -2,12 +2,15 @@ package allreduce
 
 import (
 	"context"
+	"errors"
 	"math"
 	"math/rand/v2"
 	"net"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/loraft/loraft/coordinator/coordinatortest"
 )
 
 const testRun = "run-test"
@@ -131,11 +134,10 @@ func checkSum(t testing.TB, bufs [][]float32, sum, abs []float64) {
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+	coordinatortest.Eventually(t, timeout, func() error {
+		if !cond() {
+			return errors.New("waiting for " + what)
 		}
-		time.Sleep(time.Millisecond)
-	}
+		return nil
+	})
 }
