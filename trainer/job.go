@@ -76,6 +76,9 @@ type Job struct {
 	Rank, World int
 	Reducer     Reducer
 
+	// Authorized, when set, is checked before every step and checkpoint: an
+	// error stops training with it (the trainer's lease may have lapsed).
+	Authorized func() error
 	// Built, when set, is called once the model is built, before training,
 	// with the manifest the run trains with (a resumed run's recorded one).
 	Built func(m *model.Model, man Manifest)
@@ -166,7 +169,7 @@ func RunJob(ctx context.Context, j Job) (*model.Model, Manifest, *Result, error)
 		j.Built(m, man)
 	}
 
-	opts := Options{Manifest: man, Resume: resume, CheckpointEvery: j.CheckpointEvery, Progress: j.Progress, Generation: j.Generation,
+	opts := Options{Manifest: man, Resume: resume, CheckpointEvery: j.CheckpointEvery, Progress: j.Progress, Generation: j.Generation, Authorized: j.Authorized,
 		Rank: j.Rank, World: j.World, Reducer: j.Reducer}
 	trainCtx, stopTraining := context.WithCancelCause(ctx)
 	defer stopTraining(nil)

@@ -114,6 +114,10 @@ type Options struct {
 	// global batch; Reducer sums the gradients. Only rank 0 evaluates and saves.
 	Rank, World int
 	Reducer     Reducer
+	// Authorized, when set, is checked before every step and checkpoint: an
+	// error stops training with it (a trainer whose lease may have lapsed
+	// does no more work on the trial).
+	Authorized func() error
 	// Generation is the coordinator's generation of the assignment this run
 	// trains under (0 outside a coordinator); it is recorded in every
 	// checkpoint with the world size.
@@ -264,6 +268,9 @@ func (r *run) epoch(epoch int) error {
 		if err := r.ctx.Err(); err != nil {
 			return fmt.Errorf("train: %w", err)
 		}
+		if err := r.authorized(); err != nil {
+			return err
+		}
 		if err := r.stepOn(epoch, rowsOf(r.train, b), rowsOf(r.train, all[bi])); err != nil {
 			return err
 		}
@@ -300,6 +307,17 @@ func (r *run) stepOn(epoch int, rows, denomRows []int) error {
 	return nil
 }
 
+// authorized is Options.Authorized's answer (nil when unset).
+func (r *run) authorized() error {
+	if r.o.Authorized == nil {
+		return nil
+	}
+	if err := r.o.Authorized(); err != nil {
+		return fmt.Errorf("train step %d: %w", r.step, err)
+	}
+	return nil
+}
+
 // validate evaluates the model on the validation split (uncalibrated),
 // records it in the history at the current step, and returns it with the
 // logits.
@@ -317,8 +335,8 @@ func (r *run) validate() (metrics.Report, [][]float64, error) {
 // at its step so the best one can be picked. A failure goes to o.SaveFailed
 // and training goes on.
 func (r *run) checkpoint(lr float64) {
-	if r.o.Save == nil || !r.lead {
-		return
+	if r.o.Save == nil || !r.lead || r.authorized() != nil {
+		return // an unauthorized run stops before its next step
 	}
 	failed := func(err error) {
 		if r.o.SaveFailed != nil {

@@ -60,7 +60,13 @@ func readJobs(tr *Trainer, lastSeen map[string]time.Time) ([]Job, error) {
 		case "end":
 			s := open[e.Trial]
 			delete(open, e.Trial)
-			out = append(out, Job{tr.ID, e.Trial, e.Generation, s.UnixNano, e.UnixNano})
+			end := e.UnixNano
+			if e.FencedUnixNano > 0 {
+				// Stopped for lost contact: it did no work that counts
+				// after its fence (a paused trainer waking up does not).
+				end = min(end, e.FencedUnixNano)
+			}
+			out = append(out, Job{tr.ID, e.Trial, e.Generation, s.UnixNano, end})
 		}
 	}
 	if err := sc.Err(); err != nil {

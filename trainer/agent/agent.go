@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	pb "github.com/loraft/loraft/proto/coordinatorpb"
@@ -39,6 +40,11 @@ type Reporter interface {
 	// the trial (early stopping, or a newer generation fenced this one) the
 	// job's context is cancelled.
 	Checkpoint(ctx context.Context, step int64, metric float64, hasMetric bool)
+	// Authorized is nil while the trainer's lease surely holds, and
+	// errLostContact once it may not: the job checks it before every step
+	// and checkpoint, so a trainer that wakes from a pause past its fence
+	// does no further work on the trial.
+	Authorized() error
 }
 
 // Runner runs one rank of an assignment until it ends or ctx is cancelled,
@@ -75,6 +81,9 @@ type Agent struct {
 	// assigned; nothing older is ever obeyed.
 	newest   map[string]uint64
 	progress *pb.Progress
+	// fence is when this trainer's lease may no longer hold (Unix ns):
+	// 80% of the lease after the last acknowledged heartbeat was sent.
+	fence atomic.Int64
 }
 
 // resendEvery spaces out re-sent results of a trial the coordinator still assigns.
@@ -135,6 +144,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		// heartbeat, which is after we sent it. Stop the job at 80% of the
 		// lease since that send, and never let a heartbeat call outlive it.
 		fence := lastAck.Add(lease * 8 / 10)
+		a.fence.Store(fence.UnixNano())
 		if time.Now().After(fence) {
 			a.stopJob(errLostContact)
 		}
@@ -150,6 +160,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			if l := time.Duration(resp.GetLeaseMs()) * time.Millisecond; l > 0 {
 				lease = l
 			}
+			a.fence.Store(lastAck.Add(lease * 8 / 10).UnixNano())
 			a.follow(ctx, resp.GetAssignment())
 		case status.Code(err) == codes.NotFound:
 			if interval, lease, err = a.register(ctx); err != nil {
@@ -273,7 +284,7 @@ func (a *Agent) runJob(ctx context.Context, j *job, as *pb.Assignment) {
 	start := time.Now()
 	res, err := a.cfg.Runner.Run(ctx, as, &reporter{agent: a, job: j, as: as})
 	log := a.log.With("trial", j.key.trial, "generation", j.key.generation, "rank", as.GetRank())
-	stopped := ctx.Err() != nil
+	stopped := ctx.Err() != nil || errors.Is(err, errLostContact) // its lease may have lapsed: not the trial's failure
 	var req *pb.ReportResultRequest
 	if !stopped {
 		req = &pb.ReportResultRequest{Trial: j.key.trial, Generation: j.key.generation}
@@ -305,7 +316,12 @@ func (a *Agent) runJob(ctx context.Context, j *job, as *pb.Assignment) {
 		a.finished[j.key] = &finishedJob{report: req, sent: time.Now()}
 	}
 	a.job = nil
-	a.event("end", as, err)
+	e := a.newEvent("end", as, err)
+	if errors.Is(context.Cause(ctx), errLostContact) || errors.Is(err, errLostContact) {
+		// From the fence on, the job did no work that counts (Authorized).
+		e.FencedUnixNano = min(a.fence.Load(), e.UnixNano)
+	}
+	a.writeEvent(e)
 	a.mu.Unlock()
 	if req != nil {
 		a.report(context.WithoutCancel(ctx), req)
@@ -363,17 +379,29 @@ type Event struct {
 	World      int32  `json:"world"`
 	UnixNano   int64  `json:"unix_nano"`
 	Err        string `json:"err,omitempty"`
+	// FencedUnixNano, on the end of a job stopped for lost contact, is when
+	// its trainer's fence passed: it did no step and no checkpoint after it.
+	FencedUnixNano int64 `json:"fenced_unix_nano,omitempty"`
 }
 
 // event writes an Event; a.mu is held.
 func (a *Agent) event(kind string, as *pb.Assignment, err error) {
-	if a.cfg.Events == nil {
-		return
-	}
+	a.writeEvent(a.newEvent(kind, as, err))
+}
+
+func (a *Agent) newEvent(kind string, as *pb.Assignment, err error) Event {
 	e := Event{Event: kind, Trainer: a.cfg.ID, Trial: as.GetTrial().GetName(), Generation: as.GetGeneration(),
 		Rank: as.GetRank(), World: as.GetWorld(), UnixNano: time.Now().UnixNano()}
 	if err != nil {
 		e.Err = err.Error()
+	}
+	return e
+}
+
+// writeEvent writes e to Events; a.mu is held.
+func (a *Agent) writeEvent(e Event) {
+	if a.cfg.Events == nil {
+		return
 	}
 	b, _ := json.Marshal(e)
 	_, _ = a.cfg.Events.Write(append(b, '\n'))
@@ -391,6 +419,13 @@ func (r *reporter) Progress(p *pb.Progress) {
 		r.agent.progress = proto.Clone(p).(*pb.Progress)
 	}
 	r.agent.mu.Unlock()
+}
+
+func (r *reporter) Authorized() error {
+	if time.Now().UnixNano() > r.agent.fence.Load() {
+		return errLostContact
+	}
+	return nil
 }
 
 func (r *reporter) Checkpoint(ctx context.Context, step int64, metric float64, hasMetric bool) {

@@ -1,10 +1,13 @@
 package agent
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -235,4 +238,75 @@ func TestStoreWarning(t *testing.T) {
 	if !strings.HasPrefix(w, "checkpoint saves failing for 45s (step 14 waits): put runs/x") || len(w) > 512 || !utf8.ValidString(w) {
 		t.Fatalf("warning %q (%d bytes)", w, len(w))
 	}
+}
+
+// fencedRunner works until Authorized refuses, as a trainer's job does.
+type fencedRunner struct{ done chan error }
+
+func (r *fencedRunner) Run(ctx context.Context, _ *pb.Assignment, rep Reporter) (*pb.TrialResult, error) {
+	for ctx.Err() == nil {
+		if err := rep.Authorized(); err != nil {
+			r.done <- err
+			return nil, err
+		}
+		runtime.Gosched()
+	}
+	return nil, ctx.Err()
+}
+
+// TestJobStopsAtItsFence: once the trainer's fence has passed (a pause, or
+// no acknowledged heartbeat for most of the lease), the job is refused its
+// next step, nothing is reported as the trial's failure, and its end event
+// records the fence.
+func TestJobStopsAtItsFence(t *testing.T) {
+	var events syncBuffer
+	co := &resultCoordinator{}
+	run := &fencedRunner{done: make(chan error, 1)}
+	a, err := New(Config{ID: "t1", Address: "127.0.0.1:1", Coordinator: co, Runner: run, Events: &events})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fence := time.Now().Add(-time.Second)
+	a.fence.Store(fence.UnixNano())
+	a.follow(context.Background(), &pb.Assignment{Trial: &pb.Trial{Name: "t"}, Generation: 1})
+	if err := <-run.done; !errors.Is(err, errLostContact) {
+		t.Fatalf("the job was told %v, want errLostContact", err)
+	}
+	coordinatortest.Eventually(t, 10*time.Second, func() error {
+		if !strings.Contains(events.String(), `"event":"end"`) {
+			return errors.New("no end event yet")
+		}
+		return nil
+	})
+	var end Event
+	lines := strings.Split(strings.TrimSpace(events.String()), "\n")
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &end); err != nil {
+		t.Fatal(err)
+	}
+	if end.FencedUnixNano != fence.UnixNano() {
+		t.Fatalf("end event %+v, want fenced at %d", end, fence.UnixNano())
+	}
+	co.mu.Lock()
+	defer co.mu.Unlock()
+	if len(co.sent) != 0 {
+		t.Fatalf("reported %v for a job stopped at its fence, want nothing", co.sent)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

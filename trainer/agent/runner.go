@@ -142,6 +142,7 @@ func (r *JobRunner) Run(ctx context.Context, a *pb.Assignment, rep Reporter) (*p
 		last.Unlock()
 		rep.Progress(pp)
 	}
+	job.Authorized = rep.Authorized
 	job.Saved = func(ctx context.Context, step int, scores map[string]float64) {
 		last.Lock()
 		last.failingFrom, last.warning = time.Time{}, ""
