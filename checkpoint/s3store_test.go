@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	"github.com/loraft/loraft/checkpoint"
 	"github.com/loraft/loraft/checkpoint/miniotest"
 	"github.com/loraft/loraft/checkpoint/storetest"
+	"github.com/loraft/loraft/internal/syncbuf"
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 )
@@ -284,31 +284,13 @@ func mustMissing(t *testing.T, s checkpoint.Store, key string) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestS3StorePausedServer pauses MinIO (SIGSTOP: it keeps its sockets but
 // never answers) and checks that every store call fails within its call
 // timeout instead of hanging, and is logged at WARN with the key and the
 // endpoint but not the credentials. After a resume the store works again.
 func TestS3StorePausedServer(t *testing.T) {
 	srv := miniotest.Start(t)
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	const callTimeout = 2 * time.Second
 	cfg := s3Config(srv, "paused", "p")
 	// The per-attempt header timeout alone would let retries run for a minute.

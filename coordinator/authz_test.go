@@ -14,6 +14,7 @@ import (
 	"github.com/loraft/loraft/coordinator"
 	"github.com/loraft/loraft/coordinator/coordinatortest"
 	"github.com/loraft/loraft/internal/pki"
+	"github.com/loraft/loraft/internal/syncbuf"
 	"github.com/loraft/loraft/internal/testpki"
 	pb "github.com/loraft/loraft/proto/coordinatorpb"
 	"google.golang.org/grpc"
@@ -24,7 +25,7 @@ import (
 )
 
 // logLines returns the JSON log lines in s whose msg is msg.
-func logLines(t *testing.T, s *syncBuffer, msg string) []map[string]any {
+func logLines(t *testing.T, s *syncbuf.Buffer, msg string) []map[string]any {
 	var out []map[string]any
 	for _, l := range strings.Split(s.String(), "\n") {
 		if l == "" {
@@ -49,7 +50,7 @@ func logLines(t *testing.T, s *syncBuffer, msg string) []map[string]any {
 // assigned to them. Writes are audited.
 func TestAuthorizationByRole(t *testing.T) {
 	ca := testpki.New(t)
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	base := coordinator.LANConfig()
 	base.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	// Leases long enough that nothing expires during the test: the state

@@ -1,7 +1,6 @@
 package coordinator_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +16,7 @@ import (
 	"github.com/loraft/loraft/coordinator/coordinatortest"
 	"github.com/loraft/loraft/internal/loopback"
 	"github.com/loraft/loraft/internal/pki"
+	"github.com/loraft/loraft/internal/syncbuf"
 	"github.com/loraft/loraft/internal/testpki"
 	pb "github.com/loraft/loraft/proto/coordinatorpb"
 	"google.golang.org/grpc"
@@ -113,7 +112,7 @@ func TestOpenRefusesInvalidConfig(t *testing.T) {
 // the configured logger rather than being discarded, and Close returns with
 // the API closed.
 func TestRaftLogsReachSlog(t *testing.T) {
-	var buf syncBuffer
+	var buf syncbuf.Buffer
 	base := coordinator.LANConfig()
 	base.Logger = slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	base.RaftLogLevel = slog.LevelInfo
@@ -337,22 +336,4 @@ func TestLinearizableUnderLeaderStop(t *testing.T) {
 
 	stop()
 	coordinatortest.CheckLinearizable(t, h.Wait(), "leader-stop")
-}
-
-// syncBuffer is a bytes.Buffer safe for the logger's concurrent writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

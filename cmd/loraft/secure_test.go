@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -9,13 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/loraft/loraft/coordinator/coordinatortest"
 	"github.com/loraft/loraft/internal/loopback"
 	"github.com/loraft/loraft/internal/pki"
+	"github.com/loraft/loraft/internal/syncbuf"
 )
 
 // TestSecureByDefault: a coordinator or trainer that would serve a
@@ -70,24 +69,6 @@ func TestSecureByDefault(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer for a command running in a goroutine.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestCoordinatorInsecureWarns: with --insecure a coordinator on 0.0.0.0
 // starts, and says loudly on stderr that it serves without authentication.
 func TestCoordinatorInsecureWarns(t *testing.T) {
@@ -97,7 +78,7 @@ func TestCoordinatorInsecureWarns(t *testing.T) {
 		t.Fatal(err)
 	}
 	app := newApp()
-	out := &lockedBuffer{}
+	out := &syncbuf.Buffer{}
 	app.Writer, app.ErrWriter = out, out
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/loraft/loraft/coordinator"
 	"github.com/loraft/loraft/coordinator/coordinatortest"
+	"github.com/loraft/loraft/internal/syncbuf"
 	pb "github.com/loraft/loraft/proto/coordinatorpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -259,7 +259,7 @@ func (r *fencedRunner) Run(ctx context.Context, _ *pb.Assignment, rep Reporter) 
 // next step, nothing is reported as the trial's failure, and its end event
 // records the fence.
 func TestJobStopsAtItsFence(t *testing.T) {
-	var events syncBuffer
+	var events syncbuf.Buffer
 	co := &resultCoordinator{}
 	run := &fencedRunner{done: make(chan error, 1)}
 	a, err := New(Config{ID: "t1", Address: "127.0.0.1:1", Coordinator: co, Runner: run, Events: &events})
@@ -291,22 +291,4 @@ func TestJobStopsAtItsFence(t *testing.T) {
 	if len(co.sent) != 0 {
 		t.Fatalf("reported %v for a job stopped at its fence, want nothing", co.sent)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
