@@ -97,9 +97,6 @@ func LANConfig() Config {
 	return c
 }
 
-// Profiles names the raft timing profiles the CLI offers (--raft-profile).
-var Profiles = []string{"default", "lan"}
-
 // Profile returns the raft timing of a named profile: "default"
 // (hashicorp/raft's) or "lan" ("fast" is accepted as its old name).
 func Profile(name string) (RaftTiming, error) {

@@ -165,22 +165,6 @@ func (n *Node) State() *pb.State {
 	return proto.Clone(n.fsm.state()).(*pb.State)
 }
 
-// WaitForLeader polls until the group has a leader or ctx ends.
-func (n *Node) WaitForLeader(ctx context.Context) (string, error) {
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if l := n.Leader(); l != "" {
-			return l, nil
-		}
-		select {
-		case <-ctx.Done():
-			return "", fmt.Errorf("waiting for a raft leader: %w", ctx.Err())
-		case <-tick.C:
-		}
-	}
-}
-
 // Close shuts raft down and releases the stores.
 func (n *Node) Close() error {
 	err := n.raft.Shutdown().Error()
