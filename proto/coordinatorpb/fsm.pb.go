@@ -677,8 +677,16 @@ type TrainSettings struct {
 	CheckpointEvery int32    `protobuf:"varint,9,opt,name=checkpoint_every,json=checkpointEvery,proto3" json:"checkpoint_every,omitempty"`
 	SplitSeed       uint64   `protobuf:"varint,10,opt,name=split_seed,json=splitSeed,proto3" json:"split_seed,omitempty"`
 	SplitRatios     string   `protobuf:"bytes,11,opt,name=split_ratios,json=splitRatios,proto3" json:"split_ratios,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// base_sha256 names the base (config.json and/or weights) that `sweep
+	// launch` uploaded to the store as bases/<sha256>.json; trainers fetch and
+	// verify it. weights must then be empty and config a built-in name: no
+	// field from the network names a path on a trainer.
+	BaseSha256 string `protobuf:"bytes,12,opt,name=base_sha256,json=baseSha256,proto3" json:"base_sha256,omitempty"`
+	// base_name is the base's name for people and the model card (a Hub id or
+	// a file name), as the base manifest records it.
+	BaseName      string `protobuf:"bytes,13,opt,name=base_name,json=baseName,proto3" json:"base_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TrainSettings) Reset() {
@@ -784,6 +792,20 @@ func (x *TrainSettings) GetSplitSeed() uint64 {
 func (x *TrainSettings) GetSplitRatios() string {
 	if x != nil {
 		return x.SplitRatios
+	}
+	return ""
+}
+
+func (x *TrainSettings) GetBaseSha256() string {
+	if x != nil {
+		return x.BaseSha256
+	}
+	return ""
+}
+
+func (x *TrainSettings) GetBaseName() string {
+	if x != nil {
+		return x.BaseName
 	}
 	return ""
 }
@@ -1788,7 +1810,7 @@ const file_coordinatorpb_fsm_proto_rawDesc = "" +
 	"\aval_ece\x18\a \x01(\x01R\x06valEce\x12\x17\n" +
 	"\awall_ms\x18\b \x01(\x03R\x06wallMs\x12\x1d\n" +
 	"\n" +
-	"final_loss\x18\t \x01(\x01R\tfinalLoss\"\xec\x02\n" +
+	"final_loss\x18\t \x01(\x01R\tfinalLoss\"\xaa\x03\n" +
 	"\rTrainSettings\x12\x16\n" +
 	"\x06config\x18\x01 \x01(\tR\x06config\x12\x18\n" +
 	"\aweights\x18\x02 \x01(\tR\aweights\x12\x16\n" +
@@ -1804,7 +1826,10 @@ const file_coordinatorpb_fsm_proto_rawDesc = "" +
 	"\n" +
 	"split_seed\x18\n" +
 	" \x01(\x04R\tsplitSeed\x12!\n" +
-	"\fsplit_ratios\x18\v \x01(\tR\vsplitRatiosB\x0f\n" +
+	"\fsplit_ratios\x18\v \x01(\tR\vsplitRatios\x12\x1f\n" +
+	"\vbase_sha256\x18\f \x01(\tR\n" +
+	"baseSha256\x12\x1b\n" +
+	"\tbase_name\x18\r \x01(\tR\bbaseNameB\x0f\n" +
 	"\r_warmup_ratio\"o\n" +
 	"\rEarlyStopping\x12\x12\n" +
 	"\x04rule\x18\x01 \x01(\tR\x04rule\x12\x1f\n" +
