@@ -8,8 +8,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -159,18 +161,55 @@ func writeTokens(path string, t *Tokens) error {
 	}
 	sum := sha256.Sum256(buf.Bytes())
 	buf.Write(sum[:])
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	// Owner-only: the ids spell out statements about people's mental health.
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	return atomicfile.WriteFile(path, buf.Bytes(), 0o644)
+	return atomicfile.WriteFile(path, buf.Bytes(), 0o600)
 }
 
+// tokensFileMax is the largest a valid cache file of rows rows of at most
+// maxLen ids can be: the header, per row two uint32 and maxLen ids, and the
+// checksum. A larger file is refused before it is read.
+func tokensFileMax(maxLen, rows int) int64 {
+	return int64(len(tokensMagic)) + 8 + int64(rows)*(8+4*int64(maxLen)) + sha256.Size
+}
+
+// readTokens reads the cache file at path, which must hold rows rows of at
+// most maxLen ids under key. Its size is checked before it is read, so a
+// planted or damaged file costs no more than a valid one.
 func readTokens(path, key string, maxLen, rows int) (*Tokens, error) {
-	data, err := os.ReadFile(path)
+	if maxLen < 0 || rows < 0 {
+		return nil, fmt.Errorf("%s: %w: max length %d and row count %d must not be negative", path, ErrCorruptCache, maxLen, rows)
+	}
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if limit := tokensFileMax(maxLen, rows); !info.Mode().IsRegular() || info.Size() > limit {
+		return nil, fmt.Errorf("%s: %w: %d bytes (not a regular file, or more than the %d that %d rows of at most %d ids take)",
+			path, ErrCorruptCache, info.Size(), limit, rows, maxLen)
+	}
+	data := make([]byte, info.Size())
+	if _, err := io.ReadFull(f, data); err != nil {
+		return nil, fmt.Errorf("reading token cache %s: %w", path, err)
+	}
+	return decodeTokens(path, data, key, maxLen, rows)
+}
+
+// decodeTokens parses a cache file's bytes (see writeTokens); path only
+// names it in errors. Anything but a file writeTokens wrote for the same
+// maxLen and rows is an error wrapping ErrCorruptCache, never a panic.
+func decodeTokens(path string, data []byte, key string, maxLen, rows int) (*Tokens, error) {
 	corrupt := func(what string) error { return fmt.Errorf("%s: %w: %s", path, ErrCorruptCache, what) }
+	if maxLen < 0 || rows < 0 {
+		return nil, corrupt("negative max length or row count")
+	}
 	if len(data) < len(tokensMagic)+8+sha256.Size || !bytes.Equal(data[:len(tokensMagic)], tokensMagic) {
 		return nil, corrupt("bad header")
 	}
@@ -184,20 +223,33 @@ func readTokens(path, key string, maxLen, rows int) (*Tokens, error) {
 		return nil, corrupt("max length or row count differs from its name")
 	}
 	p = p[8:]
+	if rows > len(p)/8 { // every row takes at least 8 bytes; check before allocating
+		return nil, corrupt("truncated")
+	}
 	t := &Tokens{Key: key, MaxLen: maxLen, IDs: make([][]int32, rows), FullLen: make([]int32, rows)}
 	for i := range rows {
 		if len(p) < 8 {
 			return nil, corrupt("truncated")
 		}
-		t.FullLen[i] = int32(le.Uint32(p))
-		n := int(le.Uint32(p[4:]))
+		full, n := le.Uint32(p), int(le.Uint32(p[4:]))
 		p = p[8:]
-		if n > maxLen || len(p) < 4*n {
-			return nil, corrupt("row longer than max length")
+		switch {
+		case n > maxLen:
+			return nil, corrupt(fmt.Sprintf("row %d: %d ids, more than the max length %d", i, n, maxLen))
+		case len(p) < 4*n:
+			return nil, corrupt(fmt.Sprintf("row %d: truncated", i))
+		case full > math.MaxInt32 || int(full) < n:
+			return nil, corrupt(fmt.Sprintf("row %d: full length %d is below its %d ids", i, full, n))
 		}
+		t.FullLen[i] = int32(full)
 		ids := make([]int32, n)
 		for j := range ids {
-			ids[j] = int32(le.Uint32(p[4*j:]))
+			id := le.Uint32(p[4*j:])
+			if id > math.MaxInt32 {
+				// A negative id would index the embedding out of range.
+				return nil, corrupt(fmt.Sprintf("row %d: id %d is out of range", i, id))
+			}
+			ids[j] = int32(id)
 		}
 		t.IDs[i] = ids
 		p = p[4*n:]
