@@ -82,11 +82,17 @@ func Save(ctx context.Context, s Store, run string, step int, files map[string][
 	if err := ValidateRun(run); err != nil {
 		return nil, err
 	}
+	if step < 0 {
+		return nil, fmt.Errorf("checkpoint %s: step %d is negative", run, step)
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("checkpoint %s step %d: no objects (a checkpoint holds at least its adapter)", run, step)
+	}
 	m := Manifest{Format: 1, Run: run, Step: step, Created: now.UTC(), Metrics: metrics}
 	names := make([]string, 0, len(files))
 	for n := range files {
-		if n == ManifestName || strings.Contains(n, "/") || n == "" {
-			return nil, fmt.Errorf("checkpoint %s step %d: bad object name %q", run, step, n)
+		if why := entryNameProblem(n); why != "" {
+			return nil, fmt.Errorf("checkpoint %s step %d: bad object name %q: %s", run, step, n, why)
 		}
 		names = append(names, n)
 	}
@@ -146,14 +152,29 @@ func List(ctx context.Context, s Store, run string, warn func(error)) ([]Checkpo
 		if !ok {
 			continue
 		}
-		b, err := GetBytes(ctx, s, o.Key)
+		if o.Size > MaxManifestBytes {
+			if warn != nil {
+				warn(fmt.Errorf("%w: manifest %s has %d bytes, more than the %d a manifest may have", ErrCorrupt, o.Key, o.Size, MaxManifestBytes))
+			}
+			continue
+		}
+		b, err := getLimited(ctx, s, o.Key, MaxManifestBytes)
 		if err != nil {
+			if errors.Is(err, ErrCorrupt) {
+				if warn != nil {
+					warn(err)
+				}
+				continue
+			}
 			return nil, fmt.Errorf("reading %s: %w", o.Key, err)
 		}
-		var m Manifest
-		if err := json.Unmarshal(b, &m); err != nil || m.Step != step || m.Run != run {
+		m, err := ParseManifest(o.Key, b)
+		if err == nil && (m.Step != step || m.Run != run) {
+			err = fmt.Errorf("%w: manifest %s: names run %q step %d, but its key says run %q step %d", ErrCorrupt, o.Key, m.Run, m.Step, run, step)
+		}
+		if err != nil {
 			if warn != nil {
-				warn(fmt.Errorf("%w: %s is not a valid manifest for step %d (%v)", ErrCorrupt, o.Key, step, err))
+				warn(err)
 			}
 			continue
 		}
@@ -181,19 +202,27 @@ func stepOf(run, key string) (int, bool) {
 // manifest; a mismatch is ErrCorrupt naming the object.
 func Load(ctx context.Context, s Store, c Checkpoint) (map[string][]byte, error) {
 	prefix := Prefix(c.Run, c.Step)
+	if err := c.Manifest.Validate(prefix + ManifestName); err != nil {
+		return nil, err
+	}
 	files := map[string][]byte{}
 	for _, e := range c.Manifest.Files {
-		b, err := GetBytes(ctx, s, prefix+e.Name)
+		// Read at most the size the manifest gives: a grown object is
+		// corrupt, and must not cost more memory than a sound one.
+		b, err := getLimited(ctx, s, prefix+e.Name, e.Size)
 		if errors.Is(err, ErrNotFound) {
 			return nil, fmt.Errorf("%w: %s%s is missing", ErrCorrupt, prefix, e.Name)
+		}
+		if errors.Is(err, ErrCorrupt) {
+			return nil, fmt.Errorf("%w: %s%s is longer than the %d bytes the manifest says", ErrCorrupt, prefix, e.Name, e.Size)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("reading %s%s: %w", prefix, e.Name, err)
 		}
 		sum := sha256.Sum256(b)
 		if int64(len(b)) != e.Size || hex.EncodeToString(sum[:]) != e.SHA256 {
-			return nil, fmt.Errorf("%w: %s%s has %d bytes with sha256 %x, the manifest says %d bytes with %s",
-				ErrCorrupt, prefix, e.Name, len(b), sum[:6], e.Size, e.SHA256[:12])
+			return nil, fmt.Errorf("%w: %s%s has %d bytes with sha256 %x, the manifest says %d bytes with %.12s",
+				ErrCorrupt, prefix, e.Name, len(b), sum[:6], e.Size, e.SHA256)
 		}
 		files[e.Name] = b
 	}

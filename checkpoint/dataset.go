@@ -26,8 +26,10 @@ func DatasetKey(sha string) string { return "datasets/" + sha + ".csv" }
 var ErrDatasetMismatch = errors.New("dataset content does not match its sha256")
 
 // UploadDataset stores the file at path under DatasetKey(its sha256) unless
-// an object of the same size is already there, and returns the hash, the
-// size and whether it uploaded.
+// an object with the same content is already there, and returns the hash,
+// the size and whether it uploaded. An existing object of the same size is
+// streamed and hashed before it is trusted: a damaged or planted object
+// under the name is replaced, not passed on to every trainer.
 func UploadDataset(ctx context.Context, s Store, path string) (sha string, size int64, uploaded bool, err error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -40,7 +42,13 @@ func UploadDataset(ctx context.Context, s Store, path string) (sha string, size 
 	}
 	sha = hex.EncodeToString(h.Sum(nil))
 	if info, err := s.Stat(ctx, DatasetKey(sha)); err == nil && info.Size == size {
-		return sha, size, false, nil
+		switch err := verifyObject(ctx, s, DatasetKey(sha), size, sha); {
+		case err == nil:
+			return sha, size, false, nil
+		case !errors.Is(err, ErrCorrupt):
+			return "", 0, false, fmt.Errorf("checking the stored copy of dataset %s: %w", path, err)
+		}
+		// The stored bytes differ: upload over them.
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return "", 0, false, fmt.Errorf("dataset %s: %w", path, err)
@@ -50,6 +58,14 @@ func UploadDataset(ctx context.Context, s Store, path string) (sha string, size 
 	}
 	return sha, size, true, nil
 }
+
+// Modes of the local caches of datasets and models: readable by their owner
+// only. Datasets are statements about people's mental health; base weights
+// and adapters are derived from them.
+const (
+	CacheDirPerm  os.FileMode = 0o700
+	CacheFilePerm os.FileMode = 0o600
+)
 
 // FetchDataset returns a local copy of the dataset sha256 under dir,
 // downloading and verifying it the first time.
@@ -66,11 +82,11 @@ func FetchDataset(ctx context.Context, s Store, sha, dir string) (string, error)
 		return "", fmt.Errorf("fetching dataset %s: %w", sha, err)
 	}
 	defer rc.Close()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, CacheDirPerm); err != nil {
 		return "", fmt.Errorf("dataset cache %s: %w", dir, err)
 	}
 	h := sha256.New()
-	err = atomicfile.Write(path, 0o644, func(w io.Writer) error {
+	err = atomicfile.Write(path, CacheFilePerm, func(w io.Writer) error {
 		if _, err := io.Copy(io.MultiWriter(w, h), rc); err != nil {
 			return err
 		}
