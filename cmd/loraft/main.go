@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/loraft/loraft/internal/termsafe"
 	"github.com/urfave/cli/v2"
 )
 
@@ -26,7 +27,8 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := newApp().RunContext(ctx, os.Args); err != nil {
-		fmt.Fprintf(os.Stderr, "loraft: %v\n", err)
+		// An error can quote a server's message or a dataset row.
+		fmt.Fprintf(os.Stderr, "loraft: %s\n", termsafe.Escape(err.Error()))
 		stop()
 		os.Exit(1)
 	}
@@ -34,9 +36,13 @@ func main() {
 
 func newApp() *cli.App {
 	return &cli.App{
-		Name:    "loraft",
-		Usage:   "distributed QLoRA fine-tuning with a raft-replicated coordinator",
-		Version: version,
+		// Names, reasons and statements come from the network and from
+		// datasets: escape control characters before they reach a terminal.
+		Writer:    termsafe.NewWriter(os.Stdout),
+		ErrWriter: termsafe.NewWriter(os.Stderr),
+		Name:      "loraft",
+		Usage:     "distributed QLoRA fine-tuning with a raft-replicated coordinator",
+		Version:   version,
 		Description: "loraft fine-tunes a frozen NF4-quantized BERT with LoRA adapters across trainer nodes,\n" +
 			"all-reducing only the adapter gradients, with checkpoints in an S3 object store.\n\n" + disclaimer,
 		Flags: []cli.Flag{

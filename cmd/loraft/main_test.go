@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
+	"io"
 	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/loraft/loraft/internal/proc"
@@ -26,4 +29,38 @@ func testBinary(t *testing.T) proc.Binary {
 		t.Fatal(err)
 	}
 	return proc.Binary{Path: self, Env: []string{"LORAFT_TEST_MAIN=1"}}
+}
+
+// Everything the app prints goes through termsafe: a dataset file whose name
+// carries a terminal escape (it could as well be a trial's reason or a
+// server's error) is shown escaped, not interpreted.
+func TestOutputIsTerminalSafe(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "evil\x1b[2J\x1b]0;pwned\x07.csv")
+	if err := os.WriteFile(path, []byte(inspectFixture), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout := os.Stdout
+	os.Stdout = w
+	app := newApp() // binds os.Stdout now
+	os.Stdout = stdout
+	runErr := app.Run([]string{"loraft", "data", "inspect", "--data", path, "--cache-dir", t.TempDir()})
+	w.Close()
+	out, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if runErr != nil {
+		t.Fatalf("data inspect: %v\n%s", runErr, out)
+	}
+	if bytes.ContainsAny(out, "\x1b\x07") {
+		t.Errorf("raw escape reached stdout:\n%q", out)
+	}
+	if !bytes.Contains(out, []byte(`evil\u001b[2J\u001b]0;pwned\u0007.csv`)) {
+		t.Errorf("file name not shown escaped:\n%s", out)
+	}
 }
