@@ -49,6 +49,14 @@ var _ Store = (*DirStore)(nil)
 // the temporary file in it.
 const dirPutAttempts = 10
 
+// Modes of a DirStore's directories and objects: owner-only, like the
+// caches (CacheDirPerm, CacheFilePerm), since the store holds the datasets
+// (statements about people's mental health) and what was trained on them.
+const (
+	storeDirPerm  = CacheDirPerm
+	storeFilePerm = CacheFilePerm
+)
+
 // NewDirStore returns a DirStore rooted at dir, creating dir (and its
 // parents) when missing.
 func NewDirStore(dir string) (*DirStore, error) {
@@ -59,7 +67,7 @@ func NewDirStore(dir string) (*DirStore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store directory %s: %w", dir, err)
 	}
-	if err := os.MkdirAll(abs, 0o755); err != nil {
+	if err := os.MkdirAll(abs, storeDirPerm); err != nil {
 		return nil, fmt.Errorf("store directory: %w", err)
 	}
 	fi, err := os.Stat(abs)
@@ -120,7 +128,7 @@ func (s *DirStore) put(ctx context.Context, key string, r io.Reader, size int64)
 	if _, err := io.Copy(tmp, newExactReader(ctx, r, size)); err != nil {
 		return err
 	}
-	if err := tmp.Chmod(0o644); err != nil {
+	if err := tmp.Chmod(storeFilePerm); err != nil {
 		return err
 	}
 	if err := tmp.Sync(); err != nil {
@@ -186,7 +194,7 @@ func (s *DirStore) mkdirs(dir string) (string, error) {
 	d := s.root
 	for seg := range strings.SplitSeq(rel, string(filepath.Separator)) {
 		d = filepath.Join(d, seg)
-		err := os.Mkdir(d, 0o755)
+		err := os.Mkdir(d, storeDirPerm)
 		switch {
 		case err == nil:
 			if top == "" {

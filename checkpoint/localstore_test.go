@@ -107,8 +107,13 @@ func TestDirStoreLayout(t *testing.T) {
 		t.Fatalf("object file holds %q, %v; want %q", b, err, "{}")
 	}
 	fi, err := os.Stat(filepath.Join(dir, "runs", "t1", "manifest.json"))
-	if err != nil || fi.Mode().Perm() != 0o644 {
-		t.Fatalf("object file mode %v, %v; want 0644", fi.Mode(), err)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("object file mode %v, %v; want 0600", fi.Mode(), err)
+	}
+	for _, d := range []string{filepath.Join(dir, "runs"), filepath.Join(dir, "runs", "t1")} { // the root was there before
+		if fi, err := os.Stat(d); err != nil || fi.Mode().Perm() != 0o700 {
+			t.Fatalf("directory %s mode %v, %v; want 0700", d, fi.Mode(), err)
+		}
 	}
 	err = s.Put(ctx, "runs/t1/broken", &failAfter{n: 1000}, 5000)
 	if err == nil {
