@@ -134,6 +134,12 @@ func TestHostileClient(t *testing.T) {
 	bigSpec.SpecYaml = make([]byte, coordinator.MaxSpecYAMLBytes+1)
 	slash := hostileSweep("slash", 1)
 	slash.Trials[0].Name = "../../etc/passwd"
+	devZero := hostileSweep("devzero", 1)
+	devZero.Train.Weights = "/dev/zero" // spun its trainer at 100% CPU before issue #12
+	cfgPath := hostileSweep("cfgpath", 1)
+	cfgPath.Train.Config = "/etc/passwd"
+	badBase := hostileSweep("badbase", 1)
+	badBase.Train.BaseSha256 = "../../../../dev/zero"
 	taken := hostileSweep("taken", 1)
 	taken.Trials[0].Name = gt // another sweep's trial
 	launch := func(sw *pb.Sweep) func() error {
@@ -167,6 +173,9 @@ func TestHostileClient(t *testing.T) {
 		{"spec_yaml over 1 MiB", launch(bigSpec), codes.InvalidArgument, "sweep.spec_yaml: 1048577 bytes"},
 		{"more trials than the limit", launch(hostileSweep("many", 51)), codes.InvalidArgument, "sweep.trials: 51 trials, want at most 50"},
 		{"trial name with a path", launch(slash), codes.InvalidArgument, "sweep.trials[0].name"},
+		{"weights /dev/zero", launch(devZero), codes.InvalidArgument, `sweep.train.weights: "/dev/zero"`},
+		{"config a path", launch(cfgPath), codes.InvalidArgument, `sweep.train.config: "/etc/passwd"`},
+		{"base sha256 a path", launch(badBase), codes.InvalidArgument, "sweep.train.base_sha256"},
 		{"trial name of another sweep", launch(taken), codes.AlreadyExists, gt},
 		{"no sweep", launch(nil), codes.InvalidArgument, "sweep: required"},
 		{"sweep name too long", launch(hostileSweep(strings.Repeat("s", 200), 1)), codes.InvalidArgument, "sweep.name: 200 bytes"},

@@ -6,7 +6,10 @@ import (
 	"math"
 	"net"
 	"regexp"
+	"slices"
 	"strconv"
+	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	pb "github.com/loraft/loraft/proto/coordinatorpb"
@@ -42,9 +45,8 @@ const (
 	// MaxReasonBytes bounds a trial's recorded reason; a longer one
 	// reported by a trainer is cut to it.
 	MaxReasonBytes = 4096
-	// maxAddrLen and maxPathLen bound addresses and trainer-side file names.
+	// maxAddrLen bounds addresses.
 	maxAddrLen = 256
-	maxPathLen = 4096
 )
 
 // ErrInvalidArgument is what every *ArgumentError matches with errors.Is.
@@ -248,10 +250,57 @@ func checkTrain(tr *pb.TrainSettings, perTrial int32) error {
 	if _, err := shard.ParseRatios(tr.GetSplitRatios()); err != nil {
 		return argErr(p+"split_ratios", "%v", err)
 	}
-	if err := checkText(p+"config", tr.GetConfig(), maxPathLen); err != nil {
+	return checkTrainBase(tr)
+}
+
+// builtinConfigs are the model configs every trainer knows by name
+// (model.LoadConfig's; the coordinator cannot import it, since it links
+// libtorch, and a test in trainer/agent keeps the two equal).
+var builtinConfigs = []string{"base", "bert-base-uncased", "tiny"}
+
+// BuiltinConfigs returns the model config names a sweep's train.config may
+// hold: anything else would be a path opened on every trainer.
+func BuiltinConfigs() []string { return slices.Clone(builtinConfigs) }
+
+// sha256Pattern is a content address: 64 lowercase hex digits.
+var sha256Pattern = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// maxBaseNameLen bounds train.base_name (checkpoint.MaxBaseNameBytes).
+const maxBaseNameLen = 256
+
+// checkTrainBase checks what names the sweep's base. Nothing from the
+// network names a path on a trainer (DESIGN invariant 9): a config.json and
+// weights travel through the store, named by base_sha256, which `sweep
+// launch` uploads; train.config may only name a built-in config.
+func checkTrainBase(tr *pb.TrainSettings) error {
+	const p = "sweep.train."
+	if c := tr.GetConfig(); c != "" && !slices.Contains(builtinConfigs, c) {
+		return argErr(p+"config", "%s: want a built-in config (%s) or none; a config.json is uploaded with the base (base_sha256) by sweep launch, never opened as a path on the trainers",
+			quoteCut(c), strings.Join(builtinConfigs, ", "))
+	}
+	if w := tr.GetWeights(); w != "" {
+		return argErr(p+"weights", "%s: want none; weights are uploaded to the store by sweep launch and named by base_sha256, never opened as a path on the trainers", quoteCut(w))
+	}
+	if b := tr.GetBaseSha256(); b != "" && !sha256Pattern.MatchString(b) {
+		return argErr(p+"base_sha256", "%s: want 64 lowercase hex digits (or none for a random-init base)", quoteCut(b))
+	}
+	n := tr.GetBaseName()
+	if err := checkText(p+"base_name", n, maxBaseNameLen); err != nil {
 		return err
 	}
-	return checkText(p+"weights", tr.GetWeights(), maxPathLen)
+	if strings.ContainsFunc(n, unicode.IsControl) {
+		return argErr(p+"base_name", "%s holds a control character", quoteCut(n))
+	}
+	return nil
+}
+
+// quoteCut quotes s (escaping control characters) cut to 64 bytes, for
+// echoing a refused value.
+func quoteCut(s string) string {
+	if len(s) <= 64 {
+		return strconv.Quote(s)
+	}
+	return strconv.Quote(strings.ToValidUTF8(s[:64], "")) + "…"
 }
 
 // checkTrial checks one trial of a sweep to launch.

@@ -60,6 +60,23 @@ func TestCheckSweep(t *testing.T) {
 		{name: "warmup NaN", edit: func(sw *pb.Sweep) { w := math.NaN(); sw.Train.WarmupRatio = &w }, want: "sweep.train.warmup_ratio: NaN"},
 		{name: "quant", edit: func(sw *pb.Sweep) { sw.Train.Quant = "int3" }, want: "sweep.train.quant"},
 		{name: "split", edit: func(sw *pb.Sweep) { sw.Train.SplitRatios = "1/1" }, want: "sweep.train.split_ratios"},
+		// Nothing from the network names a path on a trainer (issue #12: a
+		// sweep with weights /dev/zero made its trainer spin forever).
+		{name: "weights /dev/zero", edit: func(sw *pb.Sweep) { sw.Train.Weights = "/dev/zero" }, want: `sweep.train.weights: "/dev/zero": want none`},
+		{name: "weights relative path", edit: func(sw *pb.Sweep) { sw.Train.Weights = "bert/model.safetensors" }, want: "sweep.train.weights"},
+		{name: "weights with a base", edit: func(sw *pb.Sweep) { sw.Train.Weights, sw.Train.BaseSha256 = "model.safetensors", strings.Repeat("a", 64) },
+			want: "sweep.train.weights"},
+		{name: "config path", edit: func(sw *pb.Sweep) { sw.Train.Config = "/etc/shadow" }, want: `sweep.train.config: "/etc/shadow": want a built-in config (base, bert-base-uncased, tiny)`},
+		{name: "config.json", edit: func(sw *pb.Sweep) { sw.Train.Config = "config.json" }, want: "sweep.train.config"},
+		{name: "config long path cut", edit: func(sw *pb.Sweep) { sw.Train.Config = strings.Repeat("/x", 5000) }, want: `sweep.train.config: "` + strings.Repeat("/x", 32) + `"…`},
+		{name: "config tiny", edit: func(sw *pb.Sweep) { sw.Train.Config = "tiny" }, wantOK: true},
+		{name: "config bert-base-uncased with a base", edit: func(sw *pb.Sweep) {
+			sw.Train.Config, sw.Train.BaseSha256, sw.Train.BaseName = "bert-base-uncased", strings.Repeat("0", 64), "bert-base-uncased"
+		}, wantOK: true},
+		{name: "base sha256 uppercase", edit: func(sw *pb.Sweep) { sw.Train.BaseSha256 = strings.Repeat("A", 64) }, want: "sweep.train.base_sha256"},
+		{name: "base sha256 a path", edit: func(sw *pb.Sweep) { sw.Train.BaseSha256 = "../../bases/x" }, want: `sweep.train.base_sha256: "../../bases/x": want 64 lowercase hex`},
+		{name: "base name escape", edit: func(sw *pb.Sweep) { sw.Train.BaseName = "bert\x1b]0;pwned\a" }, want: "sweep.train.base_name"},
+		{name: "base name too long", edit: func(sw *pb.Sweep) { sw.Train.BaseName = strings.Repeat("b", 257) }, want: "sweep.train.base_name: 257 bytes"},
 		{name: "max concurrent -1 (2^32-1 truncated)", edit: func(sw *pb.Sweep) { sw.MaxConcurrent = -1 }, want: "sweep.max_concurrent: -1, want 0..1048576"},
 		{name: "trainers per trial", edit: func(sw *pb.Sweep) { sw.TrainersPerTrial = 65 }, want: "sweep.trainers_per_trial: 65, want 1..64"},
 		{name: "batch below the ring", edit: func(sw *pb.Sweep) { sw.TrainersPerTrial, sw.Train.BatchSize = 8, 4 }, want: "sweep.train.batch_size: 4 is smaller"},
