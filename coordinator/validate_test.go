@@ -64,7 +64,9 @@ func TestCheckSweep(t *testing.T) {
 		// sweep with weights /dev/zero made its trainer spin forever).
 		{name: "weights /dev/zero", edit: func(sw *pb.Sweep) { sw.Train.Weights = "/dev/zero" }, want: `sweep.train.weights: "/dev/zero": want none`},
 		{name: "weights relative path", edit: func(sw *pb.Sweep) { sw.Train.Weights = "bert/model.safetensors" }, want: "sweep.train.weights"},
-		{name: "weights with a base", edit: func(sw *pb.Sweep) { sw.Train.Weights, sw.Train.BaseSha256 = "model.safetensors", strings.Repeat("a", 64) },
+		{name: "weights with a base", edit: func(sw *pb.Sweep) {
+			sw.Train.Weights, sw.Train.BaseSha256 = "model.safetensors", strings.Repeat("a", 64)
+		},
 			want: "sweep.train.weights"},
 		{name: "config path", edit: func(sw *pb.Sweep) { sw.Train.Config = "/etc/shadow" }, want: `sweep.train.config: "/etc/shadow": want a built-in config (base, bert-base-uncased, tiny)`},
 		{name: "config.json", edit: func(sw *pb.Sweep) { sw.Train.Config = "config.json" }, want: "sweep.train.config"},
