@@ -13,8 +13,6 @@ import (
 	pb "github.com/loraft/loraft/proto/coordinatorpb"
 	"github.com/urfave/cli/v2"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 )
 
 // coordinatorsFlag names the coordinator group for clients.
@@ -49,12 +47,9 @@ func dialCoordinators(c *cli.Context) (*coordinator.Client, error) {
 	return coordinator.NewClient(addrs, transportCredentials(clientTLS))
 }
 
-func transportCredentials(cfg *tls.Config) grpc.DialOption {
-	if cfg == nil {
-		return grpc.WithTransportCredentials(insecure.NewCredentials())
-	}
-	return grpc.WithTransportCredentials(credentials.NewTLS(cfg))
-}
+// transportCredentials dials the coordinators with cfg (nil: plaintext),
+// accepting only a coordinator's certificate from the server.
+func transportCredentials(cfg *tls.Config) grpc.DialOption { return coordinator.DialTLS(cfg) }
 
 // parsePeers reads --peers: ID=RAFT_ADDR/API_ADDR,...
 func parsePeers(s string) ([]coordinator.Peer, error) {

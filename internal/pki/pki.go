@@ -34,10 +34,16 @@ const (
 	RoleTrainer     Role = "trainer"
 	RoleOperator    Role = "operator"
 	RoleViewer      Role = "viewer"
+	// RoleStore is a TLS server outside loraft, the object store (MinIO):
+	// its certificate comes from loraft's CA so that clients can verify
+	// it, and no loraft server accepts it for anything (`loraft certs
+	// issue --role store --id minio --hosts minio`).
+	RoleStore Role = "store"
 )
 
-// Roles lists every role, in the order `loraft certs init` issues them.
-var Roles = []Role{RoleCoordinator, RoleTrainer, RoleOperator, RoleViewer}
+// Roles lists every role: those `loraft certs init` issues, in its order,
+// then the store's.
+var Roles = []Role{RoleCoordinator, RoleTrainer, RoleOperator, RoleViewer, RoleStore}
 
 // ParseRole returns the role named s.
 func ParseRole(s string) (Role, error) {
@@ -55,7 +61,7 @@ const URIScheme = "loraft"
 // Sentinel errors.
 var (
 	// ErrUnknownRole: a role name that is not one of Roles.
-	ErrUnknownRole = errors.New("unknown role (want coordinator, trainer, operator or viewer)")
+	ErrUnknownRole = errors.New("unknown role (want coordinator, trainer, operator, viewer or store)")
 	// ErrBadID: an identity that is empty, too long or has characters
 	// outside [A-Za-z0-9._-].
 	ErrBadID = errors.New("bad id (1–128 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit)")
@@ -63,6 +69,8 @@ var (
 	ErrNoIdentity = errors.New("certificate carries no loraft identity (a URI SAN loraft://<role>/<id>)")
 	// ErrWrongRole: a peer whose certificate has a role it is not allowed.
 	ErrWrongRole = errors.New("certificate role not allowed here")
+	// ErrWrongID: a peer with the right role but not the id expected here.
+	ErrWrongID = errors.New("certificate id not the one expected here")
 )
 
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)

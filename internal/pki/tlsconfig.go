@@ -3,9 +3,11 @@ package pki
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strings"
 )
 
@@ -63,4 +65,63 @@ func TrainerID(cfg *tls.Config, want string) (string, error) {
 		return "", fmt.Errorf("id %s: the certificate is %s's; the coordinators accept a trainer only as the id in its certificate", want, id.ID)
 	}
 	return id.ID, nil
+}
+
+// WithIdentity returns a clone of cfg that, like WithRole, requires the
+// peer to hold role, and also one of ids when any are given. A client uses
+// it to accept only the server it meant to reach (a trainer dialing the
+// rank an assignment names), a server to admit only known callers.
+func WithIdentity(cfg *tls.Config, role Role, ids ...string) *tls.Config {
+	c := WithRole(cfg, role)
+	if c == nil || len(ids) == 0 {
+		return c
+	}
+	ids = slices.Clone(ids)
+	check := c.VerifyConnection
+	c.VerifyConnection = func(cs tls.ConnectionState) error {
+		if err := check(cs); err != nil {
+			return err
+		}
+		id, err := FromConnectionState(cs)
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(ids, id.ID) {
+			return fmt.Errorf("peer %s: %w (want %s %s)", id, ErrWrongID, role, strings.Join(ids, " or "))
+		}
+		return nil
+	}
+	return c
+}
+
+// ErrHostNotInCertificate: an address whose host the certificate does not
+// name among its DNS and IP SANs.
+var ErrHostNotInCertificate = errors.New("host is not among the certificate's DNS and IP names")
+
+// CheckAddress reports whether addr (host:port) is one the holder of c may
+// claim: its host must be one of c's DNS or IP SANs (DNS wildcards as in
+// TLS). The coordinators use it so that a trainer advertises only an
+// all-reduce address its own certificate is valid for, never someone
+// else's.
+func CheckAddress(c *x509.Certificate, addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("address %q: %w", addr, err)
+	}
+	if host == "" || c.VerifyHostname(host) != nil {
+		return fmt.Errorf("address %q: %w %s", addr, ErrHostNotInCertificate, certNames(c))
+	}
+	return nil
+}
+
+// certNames lists a certificate's DNS and IP SANs for error messages.
+func certNames(c *x509.Certificate) string {
+	names := slices.Clone(c.DNSNames)
+	for _, ip := range c.IPAddresses {
+		names = append(names, ip.String())
+	}
+	if len(names) == 0 {
+		return "(it has none)"
+	}
+	return "[" + strings.Join(names, " ") + "]"
 }

@@ -231,7 +231,7 @@ func (r *Ring) client(to int) (pb.AllReduceClient, error) {
 	cc, ok := r.conns[to]
 	if !ok {
 		var err error
-		cc, err = grpc.NewClient(r.cfg.Peers[to], r.dial...)
+		cc, err = grpc.NewClient(r.cfg.Peers[to], r.dialOptions(to)...)
 		if err != nil {
 			return nil, fmt.Errorf("%w: dial rank %d at %s: %w", ErrPeerLost, to, r.cfg.Peers[to], err)
 		}
@@ -243,20 +243,18 @@ func (r *Ring) client(to int) (pb.AllReduceClient, error) {
 // withPeer returns a clone of cfg that admits only a peer whose verified
 // certificate is loraft://trainer/<id> for one of ids.
 func withPeer(cfg *tls.Config, ids ...string) *tls.Config {
-	c := pki.WithRole(cfg, pki.RoleTrainer)
-	check := c.VerifyConnection
-	c.VerifyConnection = func(cs tls.ConnectionState) error {
-		if err := check(cs); err != nil {
-			return err
-		}
-		id, err := pki.FromConnectionState(cs)
-		if err != nil {
-			return err
-		}
-		if !slices.Contains(ids, id.ID) {
-			return fmt.Errorf("all-reduce peer %s is not a rank of this ring (%v): %w", id, ids, pki.ErrWrongRole)
-		}
-		return nil
+	return pki.WithIdentity(cfg, pki.RoleTrainer, ids...)
+}
+
+// dialOptions are the options to dial rank to with. With PeerIDs under
+// TLS the client accepts only that rank's certificate, not any trainer of
+// the ring: an address that another trainer took over (or that the
+// coordinators were told wrongly) fails the handshake instead of
+// receiving chunks meant for another rank.
+func (r *Ring) dialOptions(to int) []grpc.DialOption {
+	if r.cfg.ClientTLS == nil || len(r.cfg.PeerIDs) == 0 {
+		return r.dial
 	}
-	return c
+	creds := credentials.NewTLS(withPeer(r.cfg.ClientTLS, r.cfg.PeerIDs[to]))
+	return append(slices.Clip(r.dial), grpc.WithTransportCredentials(creds)) // the last credentials win
 }
