@@ -3,6 +3,7 @@ package metrics
 import (
 	"fmt"
 	"math"
+	"sort"
 )
 
 // DefaultECEBins is the customary number of equal-width confidence bins for
@@ -68,6 +69,56 @@ type Report struct {
 	// with: Evaluate sets 1 (uncalibrated); a caller evaluating the output of
 	// Calibrate(logits, T) sets it to T so the report records it.
 	Temperature float64 `json:"temperature"`
+	// ReviewBelow is the confidence under which predictions should go to a
+	// person: the lowest threshold t such that the predictions with
+	// confidence ≥ t are right at least ReviewTarget of the time (see
+	// ReviewThreshold). `loraft serve` uses the validation report's value as
+	// its --review-below default.
+	ReviewBelow float64 `json:"review_below"`
+	// ReviewTarget is the accuracy ReviewBelow was chosen for.
+	ReviewTarget float64 `json:"review_target"`
+	// ReviewShare is the share of samples with confidence under ReviewBelow:
+	// how much a reviewer would see.
+	ReviewShare float64 `json:"review_share"`
+}
+
+// DefaultReviewTarget is the accuracy the predictions a service answers on
+// its own must reach; the rest go to human review.
+const DefaultReviewTarget = 0.9
+
+// ReviewThreshold returns the lowest confidence threshold t such that the
+// samples with confidence ≥ t are predicted correctly with accuracy ≥
+// target, and the share of samples below it. Raising the threshold past
+// the lowest confidences drops the least certain predictions first; when
+// no threshold reaches the target (or there are no samples) it returns 1
+// with share 1: everything goes to review.
+func ReviewThreshold(confidence []float64, correct []bool, target float64) (threshold, share float64) {
+	n := len(confidence)
+	if n == 0 || len(correct) != n {
+		return 1, 1
+	}
+	idx := make([]int, n)
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(a, b int) bool { return confidence[idx[a]] > confidence[idx[b]] })
+	// Walk from the most confident down; the accepted set is a prefix.
+	best, bestK := 1.0, 0
+	right := 0
+	for k, i := range idx {
+		if correct[i] {
+			right++
+		}
+		// Only cut between distinct confidences: a threshold accepts all of
+		// a tie or none of it.
+		if k+1 < n && confidence[idx[k+1]] == confidence[i] {
+			continue
+		}
+		if float64(right) >= target*float64(k+1) {
+			best, bestK = confidence[i], k+1
+		}
+	}
+	return best, float64(n-bestK) / float64(n)
 }
 
 // Evaluate scores predicted class probabilities against true labels.
@@ -170,6 +221,15 @@ func Evaluate(labels []int, probs [][]float64, classNames []string, eceBins int)
 		conf := binConf[b] / cnt
 		r.ECE += cnt / float64(n) * math.Abs(acc-conf)
 	}
+
+	conf, ok := make([]float64, n), make([]bool, n)
+	for i, row := range probs {
+		var pred int
+		pred, conf[i] = argmax(row)
+		ok[i] = pred == labels[i]
+	}
+	r.ReviewTarget = DefaultReviewTarget
+	r.ReviewBelow, r.ReviewShare = ReviewThreshold(conf, ok, r.ReviewTarget)
 	return r, nil
 }
 

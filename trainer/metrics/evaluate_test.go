@@ -394,7 +394,7 @@ func TestReportJSON(t *testing.T) {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
-	want := []string{"accuracy", "confusion", "ece", "ece_bins", "macro_f1", "mean_confidence", "n", "nll", "per_class", "temperature", "weighted_f1"}
+	want := []string{"accuracy", "confusion", "ece", "ece_bins", "macro_f1", "mean_confidence", "n", "nll", "per_class", "review_below", "review_share", "review_target", "temperature", "weighted_f1"}
 	if !slices.Equal(keys, want) {
 		t.Errorf("keys = %v, want %v", keys, want)
 	}
@@ -413,5 +413,30 @@ func TestReportJSON(t *testing.T) {
 	}
 	if !reflect.DeepEqual(back, r) {
 		t.Errorf("round trip = %+v, want %+v", back, r)
+	}
+}
+
+func TestReviewThreshold(t *testing.T) {
+	tests := []struct {
+		name            string
+		conf            []float64
+		correct         []bool
+		target          float64
+		wantT, wantShare float64
+	}{
+		{"all right: nothing to review", []float64{0.9, 0.5, 0.3}, []bool{true, true, true}, 0.9, 0.3, 0},
+		{"the unsure ones are wrong", []float64{0.95, 0.9, 0.8, 0.4, 0.3}, []bool{true, true, true, false, false}, 0.9, 0.8, 0.4},
+		{"one mistake tolerated at 0.75", []float64{0.9, 0.8, 0.7, 0.6}, []bool{true, false, true, true}, 0.75, 0.6, 0},
+		{"a tie is cut whole", []float64{0.9, 0.5, 0.5}, []bool{true, true, false}, 0.9, 0.9, 2.0 / 3},
+		{"never reaches the target", []float64{0.9, 0.8}, []bool{false, false}, 0.9, 1, 1},
+		{"no samples", nil, nil, 0.9, 1, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			th, share := ReviewThreshold(tt.conf, tt.correct, tt.target)
+			if th != tt.wantT || math.Abs(share-tt.wantShare) > 1e-12 {
+				t.Errorf("ReviewThreshold = %v, %v; want %v, %v", th, share, tt.wantT, tt.wantShare)
+			}
+		})
 	}
 }
