@@ -89,38 +89,56 @@ type Encoder interface {
 
 // Predict classifies texts with the manifest's max length and temperature.
 func Predict(ctx context.Context, m *model.Model, tok Encoder, man Manifest, texts []string) ([]Prediction, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	defer libtorch.NoGrad()()
+	ids := make([][]int32, len(texts))
+	for i, s := range texts {
+		ids[i], _ = tok.Encode(s, man.Tokenizer.MaxLen)
+	}
 	var out []Prediction
 	const batch = 32
-	for lo := 0; lo < len(texts); lo += batch {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		chunk := texts[lo:min(lo+batch, len(texts))]
-		t := &shard.Tokens{MaxLen: man.Tokenizer.MaxLen}
-		rows := make([]int, len(chunk))
-		ds := &shard.Dataset{Rows: make([]shard.Row, len(chunk))}
-		for i, s := range chunk {
-			ids, full := tok.Encode(s, man.Tokenizer.MaxLen)
-			t.IDs, t.FullLen = append(t.IDs, ids), append(t.FullLen, int32(full))
-			rows[i] = i
-		}
-		logits, err := batchLogits(m, t.Batch(ds, rows, tok.PadID()))
+	for lo := 0; lo < len(ids); lo += batch {
+		p, err := PredictTokens(ctx, m, tok.PadID(), man, ids[lo:min(lo+batch, len(ids))])
 		if err != nil {
 			return nil, err
 		}
-		for _, probs := range metrics.Calibrate(logits, man.Temperature) {
-			p := Prediction{Probabilities: map[string]float64{}}
-			for k, v := range probs {
-				p.Probabilities[man.Labels[k]] = v
-				if v > p.Confidence {
-					p.Label, p.Confidence = man.Labels[k], v
-				}
+		out = append(out, p...)
+	}
+	return out, nil
+}
+
+// PredictTokens classifies one batch of tokenized statements (each at most
+// the manifest's max length, [CLS] and [SEP] included), padded to the
+// longest of them, with the manifest's temperature. The caller chooses the
+// batch: `loraft serve` groups statements of similar length.
+func PredictTokens(ctx context.Context, m *model.Model, padID int32, man Manifest, ids [][]int32) ([]Prediction, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	defer libtorch.NoGrad()()
+	t := &shard.Tokens{MaxLen: man.Tokenizer.MaxLen, IDs: ids, FullLen: make([]int32, len(ids))}
+	rows := make([]int, len(ids))
+	for i := range rows {
+		rows[i] = i
+	}
+	ds := &shard.Dataset{Rows: make([]shard.Row, len(ids))}
+	logits, err := batchLogits(m, t.Batch(ds, rows, padID))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Prediction, 0, len(ids))
+	for _, probs := range metrics.Calibrate(logits, man.Temperature) {
+		p := Prediction{Probabilities: make(map[string]float64, len(probs))}
+		for k, v := range probs {
+			p.Probabilities[man.Labels[k]] = v
+			if v > p.Confidence {
+				p.Label, p.Confidence = man.Labels[k], v
 			}
-			out = append(out, p)
 		}
+		out = append(out, p)
 	}
 	return out, nil
 }
