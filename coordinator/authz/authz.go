@@ -3,13 +3,15 @@
 // caller's role and id from the verified client certificate's URI SAN
 // (loraft://<role>/<id>, see internal/pki):
 //
-//   - viewer: GetState, GetSweep, BestTrial
+//   - viewer: GetState, GetSweep, BestTrial, ListSweeps, ListTrials
 //   - coordinator: the viewer's reads (coordinators need no other API rights;
 //     they talk to each other over raft)
-//   - operator: the reads, LaunchSweep, CancelSweep, ResumeRun, AddVoter, RemoveVoter
-//   - trainer: RegisterTrainer and Heartbeat as the id in its certificate;
-//     ReportCheckpoint and ReportResult only for a trial the replicated state
-//     assigns to it
+//   - operator: the reads, LaunchSweep, CancelSweep, DeleteSweep, ResumeRun,
+//     AddVoter, RemoveVoter
+//   - trainer: RegisterTrainer and Heartbeat as the id in its certificate,
+//     registering only an all-reduce address whose host the certificate
+//     names (a DNS or IP SAN); ReportCheckpoint and ReportResult only for a
+//     trial the replicated state assigns to it
 //
 // A method not in the table is refused. A refusal is codes.PermissionDenied,
 // a WARN line (who, method, why) and never reaches the handler, so nothing
@@ -82,6 +84,9 @@ var policy = map[string]rule{
 	pb.Coordinator_GetState_FullMethodName:         {reads, false},
 	pb.Coordinator_GetSweep_FullMethodName:         {reads, false},
 	pb.Coordinator_BestTrial_FullMethodName:        {reads, false},
+	pb.Coordinator_ListSweeps_FullMethodName:       {reads, false},
+	pb.Coordinator_ListTrials_FullMethodName:       {reads, false},
+	pb.Coordinator_DeleteSweep_FullMethodName:      {operator, true},
 	pb.Coordinator_LaunchSweep_FullMethodName:      {operator, true},
 	pb.Coordinator_CancelSweep_FullMethodName:      {operator, true},
 	pb.Coordinator_ResumeRun_FullMethodName:        {operator, true},
@@ -122,6 +127,9 @@ func (a *authorizer) intercept(ctx context.Context, req any, info *grpc.UnarySer
 	r, known := policy[info.FullMethod]
 	if err == nil && secure {
 		err = a.check(id, info.FullMethod, r, known, req)
+	}
+	if err == nil && secure {
+		// MUT err = registerAddress(ctx, req)
 	}
 	var resp any
 	if err != nil {
@@ -245,6 +253,8 @@ func fields(req any) []any {
 	case *pb.LaunchSweepRequest:
 		return []any{"sweep", m.GetSweep().GetName(), "dataset", m.GetDataset().GetSha256()}
 	case *pb.CancelSweepRequest:
+		return []any{"sweep", m.GetName()}
+	case *pb.DeleteSweepRequest:
 		return []any{"sweep", m.GetName()}
 	case *pb.ResumeRunRequest:
 		return []any{"trial", m.GetRun()}

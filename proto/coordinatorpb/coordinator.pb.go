@@ -422,6 +422,562 @@ func (x *BestTrialRequest) GetSweep() string {
 	return ""
 }
 
+// Page sizes of the list RPCs: 0 means 100; more than 1000 is InvalidArgument.
+// A page token is opaque: the next_page_token of the previous page. Pages
+// follow name order and resume after the last name returned, so a sweep or
+// trial added meanwhile is neither repeated nor makes another one skipped.
+type ListSweepsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PageSize      int32                  `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string                 `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	Consistent    bool                   `protobuf:"varint,3,opt,name=consistent,proto3" json:"consistent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSweepsRequest) Reset() {
+	*x = ListSweepsRequest{}
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSweepsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSweepsRequest) ProtoMessage() {}
+
+func (x *ListSweepsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSweepsRequest.ProtoReflect.Descriptor instead.
+func (*ListSweepsRequest) Descriptor() ([]byte, []int) {
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ListSweepsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListSweepsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListSweepsRequest) GetConsistent() bool {
+	if x != nil {
+		return x.Consistent
+	}
+	return false
+}
+
+// SweepSummary is one sweep without its trials: counts and the best trial.
+type SweepSummary struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Name            string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Trials          int32                  `protobuf:"varint,2,opt,name=trials,proto3" json:"trials,omitempty"`
+	Pending         int32                  `protobuf:"varint,3,opt,name=pending,proto3" json:"pending,omitempty"`
+	Running         int32                  `protobuf:"varint,4,opt,name=running,proto3" json:"running,omitempty"`
+	Succeeded       int32                  `protobuf:"varint,5,opt,name=succeeded,proto3" json:"succeeded,omitempty"`
+	Failed          int32                  `protobuf:"varint,6,opt,name=failed,proto3" json:"failed,omitempty"`
+	CancelledTrials int32                  `protobuf:"varint,7,opt,name=cancelled_trials,json=cancelledTrials,proto3" json:"cancelled_trials,omitempty"`
+	StoppedEarly    int32                  `protobuf:"varint,8,opt,name=stopped_early,json=stoppedEarly,proto3" json:"stopped_early,omitempty"`
+	Cancelled       bool                   `protobuf:"varint,9,opt,name=cancelled,proto3" json:"cancelled,omitempty"`
+	CreatedUnixMs   int64                  `protobuf:"varint,10,opt,name=created_unix_ms,json=createdUnixMs,proto3" json:"created_unix_ms,omitempty"`
+	Metric          string                 `protobuf:"bytes,11,opt,name=metric,proto3" json:"metric,omitempty"`
+	DatasetSha256   string                 `protobuf:"bytes,12,opt,name=dataset_sha256,json=datasetSha256,proto3" json:"dataset_sha256,omitempty"`
+	// best_trial is the trial with the highest best metric ("" when none reported one).
+	BestTrial     string  `protobuf:"bytes,13,opt,name=best_trial,json=bestTrial,proto3" json:"best_trial,omitempty"`
+	BestMetric    float64 `protobuf:"fixed64,14,opt,name=best_metric,json=bestMetric,proto3" json:"best_metric,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SweepSummary) Reset() {
+	*x = SweepSummary{}
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SweepSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SweepSummary) ProtoMessage() {}
+
+func (x *SweepSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SweepSummary.ProtoReflect.Descriptor instead.
+func (*SweepSummary) Descriptor() ([]byte, []int) {
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *SweepSummary) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SweepSummary) GetTrials() int32 {
+	if x != nil {
+		return x.Trials
+	}
+	return 0
+}
+
+func (x *SweepSummary) GetPending() int32 {
+	if x != nil {
+		return x.Pending
+	}
+	return 0
+}
+
+func (x *SweepSummary) GetRunning() int32 {
+	if x != nil {
+		return x.Running
+	}
+	return 0
+}
+
+func (x *SweepSummary) GetSucceeded() int32 {
+	if x != nil {
+		return x.Succeeded
+	}
+	return 0
+}
+
+func (x *SweepSummary) GetFailed() int32 {
+	if x != nil {
+		return x.Failed
+	}
+	return 0
+}
+
+func (x *SweepSummary) GetCancelledTrials() int32 {
+	if x != nil {
+		return x.CancelledTrials
+	}
+	return 0
+}
+
+func (x *SweepSummary) GetStoppedEarly() int32 {
+	if x != nil {
+		return x.StoppedEarly
+	}
+	return 0
+}
+
+func (x *SweepSummary) GetCancelled() bool {
+	if x != nil {
+		return x.Cancelled
+	}
+	return false
+}
+
+func (x *SweepSummary) GetCreatedUnixMs() int64 {
+	if x != nil {
+		return x.CreatedUnixMs
+	}
+	return 0
+}
+
+func (x *SweepSummary) GetMetric() string {
+	if x != nil {
+		return x.Metric
+	}
+	return ""
+}
+
+func (x *SweepSummary) GetDatasetSha256() string {
+	if x != nil {
+		return x.DatasetSha256
+	}
+	return ""
+}
+
+func (x *SweepSummary) GetBestTrial() string {
+	if x != nil {
+		return x.BestTrial
+	}
+	return ""
+}
+
+func (x *SweepSummary) GetBestMetric() float64 {
+	if x != nil {
+		return x.BestMetric
+	}
+	return 0
+}
+
+type ListSweepsResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Sweeps []*SweepSummary        `protobuf:"bytes,1,rep,name=sweeps,proto3" json:"sweeps,omitempty"`
+	// next_page_token is "" on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// stale is set by the client when no leader answered in time.
+	Stale         bool `protobuf:"varint,3,opt,name=stale,proto3" json:"stale,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSweepsResponse) Reset() {
+	*x = ListSweepsResponse{}
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSweepsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSweepsResponse) ProtoMessage() {}
+
+func (x *ListSweepsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSweepsResponse.ProtoReflect.Descriptor instead.
+func (*ListSweepsResponse) Descriptor() ([]byte, []int) {
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ListSweepsResponse) GetSweeps() []*SweepSummary {
+	if x != nil {
+		return x.Sweeps
+	}
+	return nil
+}
+
+func (x *ListSweepsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *ListSweepsResponse) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
+type ListTrialsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// sweep, when set, lists only its trials (NotFound when it does not exist).
+	Sweep string `protobuf:"bytes,1,opt,name=sweep,proto3" json:"sweep,omitempty"`
+	// state, when set, lists only trials in that state.
+	State         TrialState `protobuf:"varint,2,opt,name=state,proto3,enum=loraft.coordinator.v1.TrialState" json:"state,omitempty"`
+	PageSize      int32      `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string     `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	Consistent    bool       `protobuf:"varint,5,opt,name=consistent,proto3" json:"consistent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTrialsRequest) Reset() {
+	*x = ListTrialsRequest{}
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTrialsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTrialsRequest) ProtoMessage() {}
+
+func (x *ListTrialsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTrialsRequest.ProtoReflect.Descriptor instead.
+func (*ListTrialsRequest) Descriptor() ([]byte, []int) {
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ListTrialsRequest) GetSweep() string {
+	if x != nil {
+		return x.Sweep
+	}
+	return ""
+}
+
+func (x *ListTrialsRequest) GetState() TrialState {
+	if x != nil {
+		return x.State
+	}
+	return TrialState_TRIAL_STATE_UNSPECIFIED
+}
+
+func (x *ListTrialsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListTrialsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListTrialsRequest) GetConsistent() bool {
+	if x != nil {
+		return x.Consistent
+	}
+	return false
+}
+
+// TrialSummary is one trial (without its metric history) and its sweep.
+type TrialSummary struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Sweep string                 `protobuf:"bytes,1,opt,name=sweep,proto3" json:"sweep,omitempty"`
+	Trial *Trial                 `protobuf:"bytes,2,opt,name=trial,proto3" json:"trial,omitempty"`
+	// progress is the leader's live progress of a running trial.
+	Progress      *Progress `protobuf:"bytes,3,opt,name=progress,proto3" json:"progress,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrialSummary) Reset() {
+	*x = TrialSummary{}
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrialSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrialSummary) ProtoMessage() {}
+
+func (x *TrialSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrialSummary.ProtoReflect.Descriptor instead.
+func (*TrialSummary) Descriptor() ([]byte, []int) {
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *TrialSummary) GetSweep() string {
+	if x != nil {
+		return x.Sweep
+	}
+	return ""
+}
+
+func (x *TrialSummary) GetTrial() *Trial {
+	if x != nil {
+		return x.Trial
+	}
+	return nil
+}
+
+func (x *TrialSummary) GetProgress() *Progress {
+	if x != nil {
+		return x.Progress
+	}
+	return nil
+}
+
+type ListTrialsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Trials        []*TrialSummary        `protobuf:"bytes,1,rep,name=trials,proto3" json:"trials,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	Stale         bool                   `protobuf:"varint,3,opt,name=stale,proto3" json:"stale,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTrialsResponse) Reset() {
+	*x = ListTrialsResponse{}
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTrialsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTrialsResponse) ProtoMessage() {}
+
+func (x *ListTrialsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTrialsResponse.ProtoReflect.Descriptor instead.
+func (*ListTrialsResponse) Descriptor() ([]byte, []int) {
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ListTrialsResponse) GetTrials() []*TrialSummary {
+	if x != nil {
+		return x.Trials
+	}
+	return nil
+}
+
+func (x *ListTrialsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *ListTrialsResponse) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
+type DeleteSweepRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteSweepRequest) Reset() {
+	*x = DeleteSweepRequest{}
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteSweepRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteSweepRequest) ProtoMessage() {}
+
+func (x *DeleteSweepRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteSweepRequest.ProtoReflect.Descriptor instead.
+func (*DeleteSweepRequest) Descriptor() ([]byte, []int) {
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *DeleteSweepRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DeleteSweepResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteSweepResponse) Reset() {
+	*x = DeleteSweepResponse{}
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteSweepResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteSweepResponse) ProtoMessage() {}
+
+func (x *DeleteSweepResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteSweepResponse.ProtoReflect.Descriptor instead.
+func (*DeleteSweepResponse) Descriptor() ([]byte, []int) {
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{16}
+}
+
 type AddVoterRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Member        *Member                `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
@@ -431,7 +987,7 @@ type AddVoterRequest struct {
 
 func (x *AddVoterRequest) Reset() {
 	*x = AddVoterRequest{}
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[9]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -443,7 +999,7 @@ func (x *AddVoterRequest) String() string {
 func (*AddVoterRequest) ProtoMessage() {}
 
 func (x *AddVoterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[9]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -456,7 +1012,7 @@ func (x *AddVoterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddVoterRequest.ProtoReflect.Descriptor instead.
 func (*AddVoterRequest) Descriptor() ([]byte, []int) {
-	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{9}
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *AddVoterRequest) GetMember() *Member {
@@ -474,7 +1030,7 @@ type AddVoterResponse struct {
 
 func (x *AddVoterResponse) Reset() {
 	*x = AddVoterResponse{}
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[10]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -486,7 +1042,7 @@ func (x *AddVoterResponse) String() string {
 func (*AddVoterResponse) ProtoMessage() {}
 
 func (x *AddVoterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[10]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -499,7 +1055,7 @@ func (x *AddVoterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddVoterResponse.ProtoReflect.Descriptor instead.
 func (*AddVoterResponse) Descriptor() ([]byte, []int) {
-	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{10}
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{18}
 }
 
 type RemoveVoterRequest struct {
@@ -511,7 +1067,7 @@ type RemoveVoterRequest struct {
 
 func (x *RemoveVoterRequest) Reset() {
 	*x = RemoveVoterRequest{}
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[11]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -523,7 +1079,7 @@ func (x *RemoveVoterRequest) String() string {
 func (*RemoveVoterRequest) ProtoMessage() {}
 
 func (x *RemoveVoterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[11]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -536,7 +1092,7 @@ func (x *RemoveVoterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveVoterRequest.ProtoReflect.Descriptor instead.
 func (*RemoveVoterRequest) Descriptor() ([]byte, []int) {
-	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{11}
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RemoveVoterRequest) GetId() string {
@@ -554,7 +1110,7 @@ type RemoveVoterResponse struct {
 
 func (x *RemoveVoterResponse) Reset() {
 	*x = RemoveVoterResponse{}
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[12]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -566,7 +1122,7 @@ func (x *RemoveVoterResponse) String() string {
 func (*RemoveVoterResponse) ProtoMessage() {}
 
 func (x *RemoveVoterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[12]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -579,7 +1135,7 @@ func (x *RemoveVoterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveVoterResponse.ProtoReflect.Descriptor instead.
 func (*RemoveVoterResponse) Descriptor() ([]byte, []int) {
-	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{12}
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{20}
 }
 
 // Progress is a trainer's live report of its trial (soft state: the
@@ -603,7 +1159,7 @@ type Progress struct {
 
 func (x *Progress) Reset() {
 	*x = Progress{}
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[13]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -615,7 +1171,7 @@ func (x *Progress) String() string {
 func (*Progress) ProtoMessage() {}
 
 func (x *Progress) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[13]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -628,7 +1184,7 @@ func (x *Progress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Progress.ProtoReflect.Descriptor instead.
 func (*Progress) Descriptor() ([]byte, []int) {
-	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{13}
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Progress) GetStep() int64 {
@@ -701,7 +1257,7 @@ type SweepStatus struct {
 
 func (x *SweepStatus) Reset() {
 	*x = SweepStatus{}
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[14]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -713,7 +1269,7 @@ func (x *SweepStatus) String() string {
 func (*SweepStatus) ProtoMessage() {}
 
 func (x *SweepStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[14]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -726,7 +1282,7 @@ func (x *SweepStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SweepStatus.ProtoReflect.Descriptor instead.
 func (*SweepStatus) Descriptor() ([]byte, []int) {
-	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{14}
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SweepStatus) GetSweep() *Sweep {
@@ -759,7 +1315,7 @@ type RegisterTrainerRequest struct {
 
 func (x *RegisterTrainerRequest) Reset() {
 	*x = RegisterTrainerRequest{}
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[15]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -771,7 +1327,7 @@ func (x *RegisterTrainerRequest) String() string {
 func (*RegisterTrainerRequest) ProtoMessage() {}
 
 func (x *RegisterTrainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[15]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -784,7 +1340,7 @@ func (x *RegisterTrainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterTrainerRequest.ProtoReflect.Descriptor instead.
 func (*RegisterTrainerRequest) Descriptor() ([]byte, []int) {
-	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{15}
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RegisterTrainerRequest) GetTrainer() *TrainerRecord {
@@ -804,7 +1360,7 @@ type RegisterTrainerResponse struct {
 
 func (x *RegisterTrainerResponse) Reset() {
 	*x = RegisterTrainerResponse{}
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[16]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -816,7 +1372,7 @@ func (x *RegisterTrainerResponse) String() string {
 func (*RegisterTrainerResponse) ProtoMessage() {}
 
 func (x *RegisterTrainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[16]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -829,7 +1385,7 @@ func (x *RegisterTrainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterTrainerResponse.ProtoReflect.Descriptor instead.
 func (*RegisterTrainerResponse) Descriptor() ([]byte, []int) {
-	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{16}
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RegisterTrainerResponse) GetHeartbeatIntervalMs() int64 {
@@ -859,7 +1415,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[17]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -871,7 +1427,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[17]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -884,7 +1440,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{17}
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *HeartbeatRequest) GetTrainerId() string {
@@ -937,7 +1493,7 @@ type Assignment struct {
 
 func (x *Assignment) Reset() {
 	*x = Assignment{}
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[18]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -949,7 +1505,7 @@ func (x *Assignment) String() string {
 func (*Assignment) ProtoMessage() {}
 
 func (x *Assignment) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[18]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -962,7 +1518,7 @@ func (x *Assignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignment.ProtoReflect.Descriptor instead.
 func (*Assignment) Descriptor() ([]byte, []int) {
-	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{18}
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Assignment) GetSweep() string {
@@ -1045,7 +1601,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[19]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1057,7 +1613,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[19]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1070,7 +1626,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{19}
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *HeartbeatResponse) GetAssignment() *Assignment {
@@ -1100,7 +1656,7 @@ type ReportCheckpointRequest struct {
 
 func (x *ReportCheckpointRequest) Reset() {
 	*x = ReportCheckpointRequest{}
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[20]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1112,7 +1668,7 @@ func (x *ReportCheckpointRequest) String() string {
 func (*ReportCheckpointRequest) ProtoMessage() {}
 
 func (x *ReportCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[20]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1125,7 +1681,7 @@ func (x *ReportCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*ReportCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{20}
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ReportCheckpointRequest) GetTrial() string {
@@ -1173,7 +1729,7 @@ type ReportCheckpointResponse struct {
 
 func (x *ReportCheckpointResponse) Reset() {
 	*x = ReportCheckpointResponse{}
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[21]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1185,7 +1741,7 @@ func (x *ReportCheckpointResponse) String() string {
 func (*ReportCheckpointResponse) ProtoMessage() {}
 
 func (x *ReportCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[21]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1198,7 +1754,7 @@ func (x *ReportCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*ReportCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{21}
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ReportCheckpointResponse) GetStop() bool {
@@ -1222,7 +1778,7 @@ type ReportResultRequest struct {
 
 func (x *ReportResultRequest) Reset() {
 	*x = ReportResultRequest{}
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[22]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1234,7 +1790,7 @@ func (x *ReportResultRequest) String() string {
 func (*ReportResultRequest) ProtoMessage() {}
 
 func (x *ReportResultRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[22]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1247,7 +1803,7 @@ func (x *ReportResultRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportResultRequest.ProtoReflect.Descriptor instead.
 func (*ReportResultRequest) Descriptor() ([]byte, []int) {
-	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{22}
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ReportResultRequest) GetTrial() string {
@@ -1293,7 +1849,7 @@ type ReportResultResponse struct {
 
 func (x *ReportResultResponse) Reset() {
 	*x = ReportResultResponse{}
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[23]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1305,7 +1861,7 @@ func (x *ReportResultResponse) String() string {
 func (*ReportResultResponse) ProtoMessage() {}
 
 func (x *ReportResultResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[23]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1318,7 +1874,7 @@ func (x *ReportResultResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportResultResponse.ProtoReflect.Descriptor instead.
 func (*ReportResultResponse) Descriptor() ([]byte, []int) {
-	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{23}
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{31}
 }
 
 // LeaderHint rides in the status details of a write refused by a follower.
@@ -1332,7 +1888,7 @@ type LeaderHint struct {
 
 func (x *LeaderHint) Reset() {
 	*x = LeaderHint{}
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[24]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1344,7 +1900,7 @@ func (x *LeaderHint) String() string {
 func (*LeaderHint) ProtoMessage() {}
 
 func (x *LeaderHint) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[24]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1357,7 +1913,7 @@ func (x *LeaderHint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaderHint.ProtoReflect.Descriptor instead.
 func (*LeaderHint) Descriptor() ([]byte, []int) {
-	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{24}
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *LeaderHint) GetApiAddress() string {
@@ -1393,7 +1949,56 @@ const file_coordinatorpb_coordinator_proto_rawDesc = "" +
 	"\x03run\x18\x01 \x01(\tR\x03run\"\x13\n" +
 	"\x11ResumeRunResponse\"(\n" +
 	"\x10BestTrialRequest\x12\x14\n" +
-	"\x05sweep\x18\x01 \x01(\tR\x05sweep\"H\n" +
+	"\x05sweep\x18\x01 \x01(\tR\x05sweep\"o\n" +
+	"\x11ListSweepsRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\x12\x1e\n" +
+	"\n" +
+	"consistent\x18\x03 \x01(\bR\n" +
+	"consistent\"\xb9\x03\n" +
+	"\fSweepSummary\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06trials\x18\x02 \x01(\x05R\x06trials\x12\x18\n" +
+	"\apending\x18\x03 \x01(\x05R\apending\x12\x18\n" +
+	"\arunning\x18\x04 \x01(\x05R\arunning\x12\x1c\n" +
+	"\tsucceeded\x18\x05 \x01(\x05R\tsucceeded\x12\x16\n" +
+	"\x06failed\x18\x06 \x01(\x05R\x06failed\x12)\n" +
+	"\x10cancelled_trials\x18\a \x01(\x05R\x0fcancelledTrials\x12#\n" +
+	"\rstopped_early\x18\b \x01(\x05R\fstoppedEarly\x12\x1c\n" +
+	"\tcancelled\x18\t \x01(\bR\tcancelled\x12&\n" +
+	"\x0fcreated_unix_ms\x18\n" +
+	" \x01(\x03R\rcreatedUnixMs\x12\x16\n" +
+	"\x06metric\x18\v \x01(\tR\x06metric\x12%\n" +
+	"\x0edataset_sha256\x18\f \x01(\tR\rdatasetSha256\x12\x1d\n" +
+	"\n" +
+	"best_trial\x18\r \x01(\tR\tbestTrial\x12\x1f\n" +
+	"\vbest_metric\x18\x0e \x01(\x01R\n" +
+	"bestMetric\"\x8f\x01\n" +
+	"\x12ListSweepsResponse\x12;\n" +
+	"\x06sweeps\x18\x01 \x03(\v2#.loraft.coordinator.v1.SweepSummaryR\x06sweeps\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x14\n" +
+	"\x05stale\x18\x03 \x01(\bR\x05stale\"\xbe\x01\n" +
+	"\x11ListTrialsRequest\x12\x14\n" +
+	"\x05sweep\x18\x01 \x01(\tR\x05sweep\x127\n" +
+	"\x05state\x18\x02 \x01(\x0e2!.loraft.coordinator.v1.TrialStateR\x05state\x12\x1b\n" +
+	"\tpage_size\x18\x03 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\x12\x1e\n" +
+	"\n" +
+	"consistent\x18\x05 \x01(\bR\n" +
+	"consistent\"\x95\x01\n" +
+	"\fTrialSummary\x12\x14\n" +
+	"\x05sweep\x18\x01 \x01(\tR\x05sweep\x122\n" +
+	"\x05trial\x18\x02 \x01(\v2\x1c.loraft.coordinator.v1.TrialR\x05trial\x12;\n" +
+	"\bprogress\x18\x03 \x01(\v2\x1f.loraft.coordinator.v1.ProgressR\bprogress\"\x8f\x01\n" +
+	"\x12ListTrialsResponse\x12;\n" +
+	"\x06trials\x18\x01 \x03(\v2#.loraft.coordinator.v1.TrialSummaryR\x06trials\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x14\n" +
+	"\x05stale\x18\x03 \x01(\bR\x05stale\"(\n" +
+	"\x12DeleteSweepRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x15\n" +
+	"\x13DeleteSweepResponse\"H\n" +
 	"\x0fAddVoterRequest\x125\n" +
 	"\x06member\x18\x01 \x01(\v2\x1d.loraft.coordinator.v1.MemberR\x06member\"\x12\n" +
 	"\x10AddVoterResponse\"$\n" +
@@ -1473,14 +2078,19 @@ const file_coordinatorpb_coordinator_proto_rawDesc = "" +
 	"\n" +
 	"LeaderHint\x12\x1f\n" +
 	"\vapi_address\x18\x01 \x01(\tR\n" +
-	"apiAddress2\xaa\t\n" +
+	"apiAddress2\xd6\v\n" +
 	"\vCoordinator\x12P\n" +
 	"\bGetState\x12&.loraft.coordinator.v1.GetStateRequest\x1a\x1c.loraft.coordinator.v1.State\x12V\n" +
 	"\bGetSweep\x12&.loraft.coordinator.v1.GetSweepRequest\x1a\".loraft.coordinator.v1.SweepStatus\x12d\n" +
 	"\vLaunchSweep\x12).loraft.coordinator.v1.LaunchSweepRequest\x1a*.loraft.coordinator.v1.LaunchSweepResponse\x12d\n" +
 	"\vCancelSweep\x12).loraft.coordinator.v1.CancelSweepRequest\x1a*.loraft.coordinator.v1.CancelSweepResponse\x12^\n" +
 	"\tResumeRun\x12'.loraft.coordinator.v1.ResumeRunRequest\x1a(.loraft.coordinator.v1.ResumeRunResponse\x12R\n" +
-	"\tBestTrial\x12'.loraft.coordinator.v1.BestTrialRequest\x1a\x1c.loraft.coordinator.v1.Trial\x12[\n" +
+	"\tBestTrial\x12'.loraft.coordinator.v1.BestTrialRequest\x1a\x1c.loraft.coordinator.v1.Trial\x12a\n" +
+	"\n" +
+	"ListSweeps\x12(.loraft.coordinator.v1.ListSweepsRequest\x1a).loraft.coordinator.v1.ListSweepsResponse\x12a\n" +
+	"\n" +
+	"ListTrials\x12(.loraft.coordinator.v1.ListTrialsRequest\x1a).loraft.coordinator.v1.ListTrialsResponse\x12d\n" +
+	"\vDeleteSweep\x12).loraft.coordinator.v1.DeleteSweepRequest\x1a*.loraft.coordinator.v1.DeleteSweepResponse\x12[\n" +
 	"\bAddVoter\x12&.loraft.coordinator.v1.AddVoterRequest\x1a'.loraft.coordinator.v1.AddVoterResponse\x12d\n" +
 	"\vRemoveVoter\x12).loraft.coordinator.v1.RemoveVoterRequest\x1a*.loraft.coordinator.v1.RemoveVoterResponse\x12p\n" +
 	"\x0fRegisterTrainer\x12-.loraft.coordinator.v1.RegisterTrainerRequest\x1a..loraft.coordinator.v1.RegisterTrainerResponse\x12^\n" +
@@ -1500,7 +2110,7 @@ func file_coordinatorpb_coordinator_proto_rawDescGZIP() []byte {
 	return file_coordinatorpb_coordinator_proto_rawDescData
 }
 
-var file_coordinatorpb_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_coordinatorpb_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_coordinatorpb_coordinator_proto_goTypes = []any{
 	(*GetStateRequest)(nil),          // 0: loraft.coordinator.v1.GetStateRequest
 	(*GetSweepRequest)(nil),          // 1: loraft.coordinator.v1.GetSweepRequest
@@ -1511,76 +2121,95 @@ var file_coordinatorpb_coordinator_proto_goTypes = []any{
 	(*ResumeRunRequest)(nil),         // 6: loraft.coordinator.v1.ResumeRunRequest
 	(*ResumeRunResponse)(nil),        // 7: loraft.coordinator.v1.ResumeRunResponse
 	(*BestTrialRequest)(nil),         // 8: loraft.coordinator.v1.BestTrialRequest
-	(*AddVoterRequest)(nil),          // 9: loraft.coordinator.v1.AddVoterRequest
-	(*AddVoterResponse)(nil),         // 10: loraft.coordinator.v1.AddVoterResponse
-	(*RemoveVoterRequest)(nil),       // 11: loraft.coordinator.v1.RemoveVoterRequest
-	(*RemoveVoterResponse)(nil),      // 12: loraft.coordinator.v1.RemoveVoterResponse
-	(*Progress)(nil),                 // 13: loraft.coordinator.v1.Progress
-	(*SweepStatus)(nil),              // 14: loraft.coordinator.v1.SweepStatus
-	(*RegisterTrainerRequest)(nil),   // 15: loraft.coordinator.v1.RegisterTrainerRequest
-	(*RegisterTrainerResponse)(nil),  // 16: loraft.coordinator.v1.RegisterTrainerResponse
-	(*HeartbeatRequest)(nil),         // 17: loraft.coordinator.v1.HeartbeatRequest
-	(*Assignment)(nil),               // 18: loraft.coordinator.v1.Assignment
-	(*HeartbeatResponse)(nil),        // 19: loraft.coordinator.v1.HeartbeatResponse
-	(*ReportCheckpointRequest)(nil),  // 20: loraft.coordinator.v1.ReportCheckpointRequest
-	(*ReportCheckpointResponse)(nil), // 21: loraft.coordinator.v1.ReportCheckpointResponse
-	(*ReportResultRequest)(nil),      // 22: loraft.coordinator.v1.ReportResultRequest
-	(*ReportResultResponse)(nil),     // 23: loraft.coordinator.v1.ReportResultResponse
-	(*LeaderHint)(nil),               // 24: loraft.coordinator.v1.LeaderHint
-	nil,                              // 25: loraft.coordinator.v1.SweepStatus.ProgressEntry
-	(*Sweep)(nil),                    // 26: loraft.coordinator.v1.Sweep
-	(*Dataset)(nil),                  // 27: loraft.coordinator.v1.Dataset
-	(*Member)(nil),                   // 28: loraft.coordinator.v1.Member
-	(*TrainerRecord)(nil),            // 29: loraft.coordinator.v1.TrainerRecord
-	(*Trial)(nil),                    // 30: loraft.coordinator.v1.Trial
-	(*TrainSettings)(nil),            // 31: loraft.coordinator.v1.TrainSettings
-	(TrialState)(0),                  // 32: loraft.coordinator.v1.TrialState
-	(*TrialResult)(nil),              // 33: loraft.coordinator.v1.TrialResult
-	(*State)(nil),                    // 34: loraft.coordinator.v1.State
+	(*ListSweepsRequest)(nil),        // 9: loraft.coordinator.v1.ListSweepsRequest
+	(*SweepSummary)(nil),             // 10: loraft.coordinator.v1.SweepSummary
+	(*ListSweepsResponse)(nil),       // 11: loraft.coordinator.v1.ListSweepsResponse
+	(*ListTrialsRequest)(nil),        // 12: loraft.coordinator.v1.ListTrialsRequest
+	(*TrialSummary)(nil),             // 13: loraft.coordinator.v1.TrialSummary
+	(*ListTrialsResponse)(nil),       // 14: loraft.coordinator.v1.ListTrialsResponse
+	(*DeleteSweepRequest)(nil),       // 15: loraft.coordinator.v1.DeleteSweepRequest
+	(*DeleteSweepResponse)(nil),      // 16: loraft.coordinator.v1.DeleteSweepResponse
+	(*AddVoterRequest)(nil),          // 17: loraft.coordinator.v1.AddVoterRequest
+	(*AddVoterResponse)(nil),         // 18: loraft.coordinator.v1.AddVoterResponse
+	(*RemoveVoterRequest)(nil),       // 19: loraft.coordinator.v1.RemoveVoterRequest
+	(*RemoveVoterResponse)(nil),      // 20: loraft.coordinator.v1.RemoveVoterResponse
+	(*Progress)(nil),                 // 21: loraft.coordinator.v1.Progress
+	(*SweepStatus)(nil),              // 22: loraft.coordinator.v1.SweepStatus
+	(*RegisterTrainerRequest)(nil),   // 23: loraft.coordinator.v1.RegisterTrainerRequest
+	(*RegisterTrainerResponse)(nil),  // 24: loraft.coordinator.v1.RegisterTrainerResponse
+	(*HeartbeatRequest)(nil),         // 25: loraft.coordinator.v1.HeartbeatRequest
+	(*Assignment)(nil),               // 26: loraft.coordinator.v1.Assignment
+	(*HeartbeatResponse)(nil),        // 27: loraft.coordinator.v1.HeartbeatResponse
+	(*ReportCheckpointRequest)(nil),  // 28: loraft.coordinator.v1.ReportCheckpointRequest
+	(*ReportCheckpointResponse)(nil), // 29: loraft.coordinator.v1.ReportCheckpointResponse
+	(*ReportResultRequest)(nil),      // 30: loraft.coordinator.v1.ReportResultRequest
+	(*ReportResultResponse)(nil),     // 31: loraft.coordinator.v1.ReportResultResponse
+	(*LeaderHint)(nil),               // 32: loraft.coordinator.v1.LeaderHint
+	nil,                              // 33: loraft.coordinator.v1.SweepStatus.ProgressEntry
+	(*Sweep)(nil),                    // 34: loraft.coordinator.v1.Sweep
+	(*Dataset)(nil),                  // 35: loraft.coordinator.v1.Dataset
+	(TrialState)(0),                  // 36: loraft.coordinator.v1.TrialState
+	(*Trial)(nil),                    // 37: loraft.coordinator.v1.Trial
+	(*Member)(nil),                   // 38: loraft.coordinator.v1.Member
+	(*TrainerRecord)(nil),            // 39: loraft.coordinator.v1.TrainerRecord
+	(*TrainSettings)(nil),            // 40: loraft.coordinator.v1.TrainSettings
+	(*TrialResult)(nil),              // 41: loraft.coordinator.v1.TrialResult
+	(*State)(nil),                    // 42: loraft.coordinator.v1.State
 }
 var file_coordinatorpb_coordinator_proto_depIdxs = []int32{
-	26, // 0: loraft.coordinator.v1.LaunchSweepRequest.sweep:type_name -> loraft.coordinator.v1.Sweep
-	27, // 1: loraft.coordinator.v1.LaunchSweepRequest.dataset:type_name -> loraft.coordinator.v1.Dataset
-	28, // 2: loraft.coordinator.v1.AddVoterRequest.member:type_name -> loraft.coordinator.v1.Member
-	26, // 3: loraft.coordinator.v1.SweepStatus.sweep:type_name -> loraft.coordinator.v1.Sweep
-	25, // 4: loraft.coordinator.v1.SweepStatus.progress:type_name -> loraft.coordinator.v1.SweepStatus.ProgressEntry
-	29, // 5: loraft.coordinator.v1.RegisterTrainerRequest.trainer:type_name -> loraft.coordinator.v1.TrainerRecord
-	13, // 6: loraft.coordinator.v1.HeartbeatRequest.progress:type_name -> loraft.coordinator.v1.Progress
-	30, // 7: loraft.coordinator.v1.Assignment.trial:type_name -> loraft.coordinator.v1.Trial
-	31, // 8: loraft.coordinator.v1.Assignment.train:type_name -> loraft.coordinator.v1.TrainSettings
-	18, // 9: loraft.coordinator.v1.HeartbeatResponse.assignment:type_name -> loraft.coordinator.v1.Assignment
-	32, // 10: loraft.coordinator.v1.ReportResultRequest.state:type_name -> loraft.coordinator.v1.TrialState
-	33, // 11: loraft.coordinator.v1.ReportResultRequest.result:type_name -> loraft.coordinator.v1.TrialResult
-	13, // 12: loraft.coordinator.v1.SweepStatus.ProgressEntry.value:type_name -> loraft.coordinator.v1.Progress
-	0,  // 13: loraft.coordinator.v1.Coordinator.GetState:input_type -> loraft.coordinator.v1.GetStateRequest
-	1,  // 14: loraft.coordinator.v1.Coordinator.GetSweep:input_type -> loraft.coordinator.v1.GetSweepRequest
-	2,  // 15: loraft.coordinator.v1.Coordinator.LaunchSweep:input_type -> loraft.coordinator.v1.LaunchSweepRequest
-	4,  // 16: loraft.coordinator.v1.Coordinator.CancelSweep:input_type -> loraft.coordinator.v1.CancelSweepRequest
-	6,  // 17: loraft.coordinator.v1.Coordinator.ResumeRun:input_type -> loraft.coordinator.v1.ResumeRunRequest
-	8,  // 18: loraft.coordinator.v1.Coordinator.BestTrial:input_type -> loraft.coordinator.v1.BestTrialRequest
-	9,  // 19: loraft.coordinator.v1.Coordinator.AddVoter:input_type -> loraft.coordinator.v1.AddVoterRequest
-	11, // 20: loraft.coordinator.v1.Coordinator.RemoveVoter:input_type -> loraft.coordinator.v1.RemoveVoterRequest
-	15, // 21: loraft.coordinator.v1.Coordinator.RegisterTrainer:input_type -> loraft.coordinator.v1.RegisterTrainerRequest
-	17, // 22: loraft.coordinator.v1.Coordinator.Heartbeat:input_type -> loraft.coordinator.v1.HeartbeatRequest
-	20, // 23: loraft.coordinator.v1.Coordinator.ReportCheckpoint:input_type -> loraft.coordinator.v1.ReportCheckpointRequest
-	22, // 24: loraft.coordinator.v1.Coordinator.ReportResult:input_type -> loraft.coordinator.v1.ReportResultRequest
-	34, // 25: loraft.coordinator.v1.Coordinator.GetState:output_type -> loraft.coordinator.v1.State
-	14, // 26: loraft.coordinator.v1.Coordinator.GetSweep:output_type -> loraft.coordinator.v1.SweepStatus
-	3,  // 27: loraft.coordinator.v1.Coordinator.LaunchSweep:output_type -> loraft.coordinator.v1.LaunchSweepResponse
-	5,  // 28: loraft.coordinator.v1.Coordinator.CancelSweep:output_type -> loraft.coordinator.v1.CancelSweepResponse
-	7,  // 29: loraft.coordinator.v1.Coordinator.ResumeRun:output_type -> loraft.coordinator.v1.ResumeRunResponse
-	30, // 30: loraft.coordinator.v1.Coordinator.BestTrial:output_type -> loraft.coordinator.v1.Trial
-	10, // 31: loraft.coordinator.v1.Coordinator.AddVoter:output_type -> loraft.coordinator.v1.AddVoterResponse
-	12, // 32: loraft.coordinator.v1.Coordinator.RemoveVoter:output_type -> loraft.coordinator.v1.RemoveVoterResponse
-	16, // 33: loraft.coordinator.v1.Coordinator.RegisterTrainer:output_type -> loraft.coordinator.v1.RegisterTrainerResponse
-	19, // 34: loraft.coordinator.v1.Coordinator.Heartbeat:output_type -> loraft.coordinator.v1.HeartbeatResponse
-	21, // 35: loraft.coordinator.v1.Coordinator.ReportCheckpoint:output_type -> loraft.coordinator.v1.ReportCheckpointResponse
-	23, // 36: loraft.coordinator.v1.Coordinator.ReportResult:output_type -> loraft.coordinator.v1.ReportResultResponse
-	25, // [25:37] is the sub-list for method output_type
-	13, // [13:25] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	34, // 0: loraft.coordinator.v1.LaunchSweepRequest.sweep:type_name -> loraft.coordinator.v1.Sweep
+	35, // 1: loraft.coordinator.v1.LaunchSweepRequest.dataset:type_name -> loraft.coordinator.v1.Dataset
+	10, // 2: loraft.coordinator.v1.ListSweepsResponse.sweeps:type_name -> loraft.coordinator.v1.SweepSummary
+	36, // 3: loraft.coordinator.v1.ListTrialsRequest.state:type_name -> loraft.coordinator.v1.TrialState
+	37, // 4: loraft.coordinator.v1.TrialSummary.trial:type_name -> loraft.coordinator.v1.Trial
+	21, // 5: loraft.coordinator.v1.TrialSummary.progress:type_name -> loraft.coordinator.v1.Progress
+	13, // 6: loraft.coordinator.v1.ListTrialsResponse.trials:type_name -> loraft.coordinator.v1.TrialSummary
+	38, // 7: loraft.coordinator.v1.AddVoterRequest.member:type_name -> loraft.coordinator.v1.Member
+	34, // 8: loraft.coordinator.v1.SweepStatus.sweep:type_name -> loraft.coordinator.v1.Sweep
+	33, // 9: loraft.coordinator.v1.SweepStatus.progress:type_name -> loraft.coordinator.v1.SweepStatus.ProgressEntry
+	39, // 10: loraft.coordinator.v1.RegisterTrainerRequest.trainer:type_name -> loraft.coordinator.v1.TrainerRecord
+	21, // 11: loraft.coordinator.v1.HeartbeatRequest.progress:type_name -> loraft.coordinator.v1.Progress
+	37, // 12: loraft.coordinator.v1.Assignment.trial:type_name -> loraft.coordinator.v1.Trial
+	40, // 13: loraft.coordinator.v1.Assignment.train:type_name -> loraft.coordinator.v1.TrainSettings
+	26, // 14: loraft.coordinator.v1.HeartbeatResponse.assignment:type_name -> loraft.coordinator.v1.Assignment
+	36, // 15: loraft.coordinator.v1.ReportResultRequest.state:type_name -> loraft.coordinator.v1.TrialState
+	41, // 16: loraft.coordinator.v1.ReportResultRequest.result:type_name -> loraft.coordinator.v1.TrialResult
+	21, // 17: loraft.coordinator.v1.SweepStatus.ProgressEntry.value:type_name -> loraft.coordinator.v1.Progress
+	0,  // 18: loraft.coordinator.v1.Coordinator.GetState:input_type -> loraft.coordinator.v1.GetStateRequest
+	1,  // 19: loraft.coordinator.v1.Coordinator.GetSweep:input_type -> loraft.coordinator.v1.GetSweepRequest
+	2,  // 20: loraft.coordinator.v1.Coordinator.LaunchSweep:input_type -> loraft.coordinator.v1.LaunchSweepRequest
+	4,  // 21: loraft.coordinator.v1.Coordinator.CancelSweep:input_type -> loraft.coordinator.v1.CancelSweepRequest
+	6,  // 22: loraft.coordinator.v1.Coordinator.ResumeRun:input_type -> loraft.coordinator.v1.ResumeRunRequest
+	8,  // 23: loraft.coordinator.v1.Coordinator.BestTrial:input_type -> loraft.coordinator.v1.BestTrialRequest
+	9,  // 24: loraft.coordinator.v1.Coordinator.ListSweeps:input_type -> loraft.coordinator.v1.ListSweepsRequest
+	12, // 25: loraft.coordinator.v1.Coordinator.ListTrials:input_type -> loraft.coordinator.v1.ListTrialsRequest
+	15, // 26: loraft.coordinator.v1.Coordinator.DeleteSweep:input_type -> loraft.coordinator.v1.DeleteSweepRequest
+	17, // 27: loraft.coordinator.v1.Coordinator.AddVoter:input_type -> loraft.coordinator.v1.AddVoterRequest
+	19, // 28: loraft.coordinator.v1.Coordinator.RemoveVoter:input_type -> loraft.coordinator.v1.RemoveVoterRequest
+	23, // 29: loraft.coordinator.v1.Coordinator.RegisterTrainer:input_type -> loraft.coordinator.v1.RegisterTrainerRequest
+	25, // 30: loraft.coordinator.v1.Coordinator.Heartbeat:input_type -> loraft.coordinator.v1.HeartbeatRequest
+	28, // 31: loraft.coordinator.v1.Coordinator.ReportCheckpoint:input_type -> loraft.coordinator.v1.ReportCheckpointRequest
+	30, // 32: loraft.coordinator.v1.Coordinator.ReportResult:input_type -> loraft.coordinator.v1.ReportResultRequest
+	42, // 33: loraft.coordinator.v1.Coordinator.GetState:output_type -> loraft.coordinator.v1.State
+	22, // 34: loraft.coordinator.v1.Coordinator.GetSweep:output_type -> loraft.coordinator.v1.SweepStatus
+	3,  // 35: loraft.coordinator.v1.Coordinator.LaunchSweep:output_type -> loraft.coordinator.v1.LaunchSweepResponse
+	5,  // 36: loraft.coordinator.v1.Coordinator.CancelSweep:output_type -> loraft.coordinator.v1.CancelSweepResponse
+	7,  // 37: loraft.coordinator.v1.Coordinator.ResumeRun:output_type -> loraft.coordinator.v1.ResumeRunResponse
+	37, // 38: loraft.coordinator.v1.Coordinator.BestTrial:output_type -> loraft.coordinator.v1.Trial
+	11, // 39: loraft.coordinator.v1.Coordinator.ListSweeps:output_type -> loraft.coordinator.v1.ListSweepsResponse
+	14, // 40: loraft.coordinator.v1.Coordinator.ListTrials:output_type -> loraft.coordinator.v1.ListTrialsResponse
+	16, // 41: loraft.coordinator.v1.Coordinator.DeleteSweep:output_type -> loraft.coordinator.v1.DeleteSweepResponse
+	18, // 42: loraft.coordinator.v1.Coordinator.AddVoter:output_type -> loraft.coordinator.v1.AddVoterResponse
+	20, // 43: loraft.coordinator.v1.Coordinator.RemoveVoter:output_type -> loraft.coordinator.v1.RemoveVoterResponse
+	24, // 44: loraft.coordinator.v1.Coordinator.RegisterTrainer:output_type -> loraft.coordinator.v1.RegisterTrainerResponse
+	27, // 45: loraft.coordinator.v1.Coordinator.Heartbeat:output_type -> loraft.coordinator.v1.HeartbeatResponse
+	29, // 46: loraft.coordinator.v1.Coordinator.ReportCheckpoint:output_type -> loraft.coordinator.v1.ReportCheckpointResponse
+	31, // 47: loraft.coordinator.v1.Coordinator.ReportResult:output_type -> loraft.coordinator.v1.ReportResultResponse
+	33, // [33:48] is the sub-list for method output_type
+	18, // [18:33] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_coordinatorpb_coordinator_proto_init() }
@@ -1595,7 +2224,7 @@ func file_coordinatorpb_coordinator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_coordinatorpb_coordinator_proto_rawDesc), len(file_coordinatorpb_coordinator_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -29,6 +29,9 @@ const (
 	Coordinator_CancelSweep_FullMethodName      = "/loraft.coordinator.v1.Coordinator/CancelSweep"
 	Coordinator_ResumeRun_FullMethodName        = "/loraft.coordinator.v1.Coordinator/ResumeRun"
 	Coordinator_BestTrial_FullMethodName        = "/loraft.coordinator.v1.Coordinator/BestTrial"
+	Coordinator_ListSweeps_FullMethodName       = "/loraft.coordinator.v1.Coordinator/ListSweeps"
+	Coordinator_ListTrials_FullMethodName       = "/loraft.coordinator.v1.Coordinator/ListTrials"
+	Coordinator_DeleteSweep_FullMethodName      = "/loraft.coordinator.v1.Coordinator/DeleteSweep"
 	Coordinator_AddVoter_FullMethodName         = "/loraft.coordinator.v1.Coordinator/AddVoter"
 	Coordinator_RemoveVoter_FullMethodName      = "/loraft.coordinator.v1.Coordinator/RemoveVoter"
 	Coordinator_RegisterTrainer_FullMethodName  = "/loraft.coordinator.v1.Coordinator/RegisterTrainer"
@@ -57,6 +60,15 @@ type CoordinatorClient interface {
 	ResumeRun(ctx context.Context, in *ResumeRunRequest, opts ...grpc.CallOption) (*ResumeRunResponse, error)
 	// BestTrial returns the sweep's trial with the highest metric.
 	BestTrial(ctx context.Context, in *BestTrialRequest, opts ...grpc.CallOption) (*Trial, error)
+	// ListSweeps lists sweep summaries a page at a time, in name order.
+	// consistent: served by the leader after a barrier.
+	ListSweeps(ctx context.Context, in *ListSweepsRequest, opts ...grpc.CallOption) (*ListSweepsResponse, error)
+	// ListTrials lists trials (optionally of one sweep, in one state) a page
+	// at a time, in name order, with the leader's live progress.
+	ListTrials(ctx context.Context, in *ListTrialsRequest, opts ...grpc.CallOption) (*ListTrialsResponse, error)
+	// DeleteSweep removes a finished or cancelled sweep and its trials from
+	// the replicated state (leader only). Objects in the store stay.
+	DeleteSweep(ctx context.Context, in *DeleteSweepRequest, opts ...grpc.CallOption) (*DeleteSweepResponse, error)
 	// AddVoter and RemoveVoter change the raft group (leader only).
 	AddVoter(ctx context.Context, in *AddVoterRequest, opts ...grpc.CallOption) (*AddVoterResponse, error)
 	RemoveVoter(ctx context.Context, in *RemoveVoterRequest, opts ...grpc.CallOption) (*RemoveVoterResponse, error)
@@ -133,6 +145,36 @@ func (c *coordinatorClient) BestTrial(ctx context.Context, in *BestTrialRequest,
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Trial)
 	err := c.cc.Invoke(ctx, Coordinator_BestTrial_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorClient) ListSweeps(ctx context.Context, in *ListSweepsRequest, opts ...grpc.CallOption) (*ListSweepsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListSweepsResponse)
+	err := c.cc.Invoke(ctx, Coordinator_ListSweeps_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorClient) ListTrials(ctx context.Context, in *ListTrialsRequest, opts ...grpc.CallOption) (*ListTrialsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListTrialsResponse)
+	err := c.cc.Invoke(ctx, Coordinator_ListTrials_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorClient) DeleteSweep(ctx context.Context, in *DeleteSweepRequest, opts ...grpc.CallOption) (*DeleteSweepResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteSweepResponse)
+	err := c.cc.Invoke(ctx, Coordinator_DeleteSweep_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -219,6 +261,15 @@ type CoordinatorServer interface {
 	ResumeRun(context.Context, *ResumeRunRequest) (*ResumeRunResponse, error)
 	// BestTrial returns the sweep's trial with the highest metric.
 	BestTrial(context.Context, *BestTrialRequest) (*Trial, error)
+	// ListSweeps lists sweep summaries a page at a time, in name order.
+	// consistent: served by the leader after a barrier.
+	ListSweeps(context.Context, *ListSweepsRequest) (*ListSweepsResponse, error)
+	// ListTrials lists trials (optionally of one sweep, in one state) a page
+	// at a time, in name order, with the leader's live progress.
+	ListTrials(context.Context, *ListTrialsRequest) (*ListTrialsResponse, error)
+	// DeleteSweep removes a finished or cancelled sweep and its trials from
+	// the replicated state (leader only). Objects in the store stay.
+	DeleteSweep(context.Context, *DeleteSweepRequest) (*DeleteSweepResponse, error)
 	// AddVoter and RemoveVoter change the raft group (leader only).
 	AddVoter(context.Context, *AddVoterRequest) (*AddVoterResponse, error)
 	RemoveVoter(context.Context, *RemoveVoterRequest) (*RemoveVoterResponse, error)
@@ -258,6 +309,15 @@ func (UnimplementedCoordinatorServer) ResumeRun(context.Context, *ResumeRunReque
 }
 func (UnimplementedCoordinatorServer) BestTrial(context.Context, *BestTrialRequest) (*Trial, error) {
 	return nil, status.Error(codes.Unimplemented, "method BestTrial not implemented")
+}
+func (UnimplementedCoordinatorServer) ListSweeps(context.Context, *ListSweepsRequest) (*ListSweepsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListSweeps not implemented")
+}
+func (UnimplementedCoordinatorServer) ListTrials(context.Context, *ListTrialsRequest) (*ListTrialsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListTrials not implemented")
+}
+func (UnimplementedCoordinatorServer) DeleteSweep(context.Context, *DeleteSweepRequest) (*DeleteSweepResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteSweep not implemented")
 }
 func (UnimplementedCoordinatorServer) AddVoter(context.Context, *AddVoterRequest) (*AddVoterResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AddVoter not implemented")
@@ -406,6 +466,60 @@ func _Coordinator_BestTrial_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Coordinator_ListSweeps_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListSweepsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).ListSweeps(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_ListSweeps_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).ListSweeps(ctx, req.(*ListSweepsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Coordinator_ListTrials_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListTrialsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).ListTrials(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_ListTrials_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).ListTrials(ctx, req.(*ListTrialsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Coordinator_DeleteSweep_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteSweepRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).DeleteSweep(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_DeleteSweep_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).DeleteSweep(ctx, req.(*DeleteSweepRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Coordinator_AddVoter_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(AddVoterRequest)
 	if err := dec(in); err != nil {
@@ -544,6 +658,18 @@ var Coordinator_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "BestTrial",
 			Handler:    _Coordinator_BestTrial_Handler,
+		},
+		{
+			MethodName: "ListSweeps",
+			Handler:    _Coordinator_ListSweeps_Handler,
+		},
+		{
+			MethodName: "ListTrials",
+			Handler:    _Coordinator_ListTrials_Handler,
+		},
+		{
+			MethodName: "DeleteSweep",
+			Handler:    _Coordinator_DeleteSweep_Handler,
 		},
 		{
 			MethodName: "AddVoter",

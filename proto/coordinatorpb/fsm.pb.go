@@ -102,6 +102,8 @@ type Command struct {
 	//	*Command_ResumeTrial
 	//	*Command_SetMember
 	//	*Command_RemoveMember
+	//	*Command_DeleteSweep
+	//	*Command_ForgetTrainer
 	Cmd           isCommand_Cmd `protobuf_oneof:"cmd"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -232,6 +234,24 @@ func (x *Command) GetRemoveMember() *RemoveMember {
 	return nil
 }
 
+func (x *Command) GetDeleteSweep() *DeleteSweep {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_DeleteSweep); ok {
+			return x.DeleteSweep
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetForgetTrainer() *ForgetTrainer {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_ForgetTrainer); ok {
+			return x.ForgetTrainer
+		}
+	}
+	return nil
+}
+
 type isCommand_Cmd interface {
 	isCommand_Cmd()
 }
@@ -272,6 +292,14 @@ type Command_RemoveMember struct {
 	RemoveMember *RemoveMember `protobuf:"bytes,18,opt,name=remove_member,json=removeMember,proto3,oneof"`
 }
 
+type Command_DeleteSweep struct {
+	DeleteSweep *DeleteSweep `protobuf:"bytes,19,opt,name=delete_sweep,json=deleteSweep,proto3,oneof"`
+}
+
+type Command_ForgetTrainer struct {
+	ForgetTrainer *ForgetTrainer `protobuf:"bytes,20,opt,name=forget_trainer,json=forgetTrainer,proto3,oneof"`
+}
+
 func (*Command_CreateSweep) isCommand_Cmd() {}
 
 func (*Command_AssignTrial) isCommand_Cmd() {}
@@ -289,6 +317,10 @@ func (*Command_ResumeTrial) isCommand_Cmd() {}
 func (*Command_SetMember) isCommand_Cmd() {}
 
 func (*Command_RemoveMember) isCommand_Cmd() {}
+
+func (*Command_DeleteSweep) isCommand_Cmd() {}
+
+func (*Command_ForgetTrainer) isCommand_Cmd() {}
 
 // Trial is one point of a sweep and everything that must survive a crash about it.
 type Trial struct {
@@ -1749,11 +1781,102 @@ func (x *RegisterTrainer) GetTrainer() *TrainerRecord {
 	return nil
 }
 
+// DeleteSweep removes a sweep whose trials have all ended, its trials, and
+// its dataset's record when no other sweep uses it.
+type DeleteSweep struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteSweep) Reset() {
+	*x = DeleteSweep{}
+	mi := &file_coordinatorpb_fsm_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteSweep) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteSweep) ProtoMessage() {}
+
+func (x *DeleteSweep) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinatorpb_fsm_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteSweep.ProtoReflect.Descriptor instead.
+func (*DeleteSweep) Descriptor() ([]byte, []int) {
+	return file_coordinatorpb_fsm_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *DeleteSweep) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// ForgetTrainer removes a trainer record that no running trial names.
+type ForgetTrainer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForgetTrainer) Reset() {
+	*x = ForgetTrainer{}
+	mi := &file_coordinatorpb_fsm_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForgetTrainer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForgetTrainer) ProtoMessage() {}
+
+func (x *ForgetTrainer) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinatorpb_fsm_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForgetTrainer.ProtoReflect.Descriptor instead.
+func (*ForgetTrainer) Descriptor() ([]byte, []int) {
+	return file_coordinatorpb_fsm_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ForgetTrainer) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
 var File_coordinatorpb_fsm_proto protoreflect.FileDescriptor
 
 const file_coordinatorpb_fsm_proto_rawDesc = "" +
 	"\n" +
-	"\x17coordinatorpb/fsm.proto\x12\x15loraft.coordinator.v1\"\xda\x05\n" +
+	"\x17coordinatorpb/fsm.proto\x12\x15loraft.coordinator.v1\"\xf2\x06\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12G\n" +
 	"\fcreate_sweep\x18\n" +
@@ -1766,7 +1889,9 @@ const file_coordinatorpb_fsm_proto_rawDesc = "" +
 	"\fresume_trial\x18\x10 \x01(\v2\".loraft.coordinator.v1.ResumeTrialH\x00R\vresumeTrial\x12A\n" +
 	"\n" +
 	"set_member\x18\x11 \x01(\v2 .loraft.coordinator.v1.SetMemberH\x00R\tsetMember\x12J\n" +
-	"\rremove_member\x18\x12 \x01(\v2#.loraft.coordinator.v1.RemoveMemberH\x00R\fremoveMemberB\x05\n" +
+	"\rremove_member\x18\x12 \x01(\v2#.loraft.coordinator.v1.RemoveMemberH\x00R\fremoveMember\x12G\n" +
+	"\fdelete_sweep\x18\x13 \x01(\v2\".loraft.coordinator.v1.DeleteSweepH\x00R\vdeleteSweep\x12M\n" +
+	"\x0eforget_trainer\x18\x14 \x01(\v2$.loraft.coordinator.v1.ForgetTrainerH\x00R\rforgetTrainerB\x05\n" +
 	"\x03cmd\"\xdb\x05\n" +
 	"\x05Trial\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
@@ -1902,7 +2027,11 @@ const file_coordinatorpb_fsm_proto_rawDesc = "" +
 	"\vCancelSweep\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"Q\n" +
 	"\x0fRegisterTrainer\x12>\n" +
-	"\atrainer\x18\x01 \x01(\v2$.loraft.coordinator.v1.TrainerRecordR\atrainer*\xc8\x01\n" +
+	"\atrainer\x18\x01 \x01(\v2$.loraft.coordinator.v1.TrainerRecordR\atrainer\"!\n" +
+	"\vDeleteSweep\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x1f\n" +
+	"\rForgetTrainer\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id*\xc8\x01\n" +
 	"\n" +
 	"TrialState\x12\x1b\n" +
 	"\x17TRIAL_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
@@ -1926,7 +2055,7 @@ func file_coordinatorpb_fsm_proto_rawDescGZIP() []byte {
 }
 
 var file_coordinatorpb_fsm_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_coordinatorpb_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_coordinatorpb_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_coordinatorpb_fsm_proto_goTypes = []any{
 	(TrialState)(0),          // 0: loraft.coordinator.v1.TrialState
 	(*Command)(nil),          // 1: loraft.coordinator.v1.Command
@@ -1949,6 +2078,8 @@ var file_coordinatorpb_fsm_proto_goTypes = []any{
 	(*RecordCheckpoint)(nil), // 18: loraft.coordinator.v1.RecordCheckpoint
 	(*CancelSweep)(nil),      // 19: loraft.coordinator.v1.CancelSweep
 	(*RegisterTrainer)(nil),  // 20: loraft.coordinator.v1.RegisterTrainer
+	(*DeleteSweep)(nil),      // 21: loraft.coordinator.v1.DeleteSweep
+	(*ForgetTrainer)(nil),    // 22: loraft.coordinator.v1.ForgetTrainer
 }
 var file_coordinatorpb_fsm_proto_depIdxs = []int32{
 	12, // 0: loraft.coordinator.v1.Command.create_sweep:type_name -> loraft.coordinator.v1.CreateSweep
@@ -1960,27 +2091,29 @@ var file_coordinatorpb_fsm_proto_depIdxs = []int32{
 	15, // 6: loraft.coordinator.v1.Command.resume_trial:type_name -> loraft.coordinator.v1.ResumeTrial
 	16, // 7: loraft.coordinator.v1.Command.set_member:type_name -> loraft.coordinator.v1.SetMember
 	17, // 8: loraft.coordinator.v1.Command.remove_member:type_name -> loraft.coordinator.v1.RemoveMember
-	0,  // 9: loraft.coordinator.v1.Trial.state:type_name -> loraft.coordinator.v1.TrialState
-	3,  // 10: loraft.coordinator.v1.Trial.history:type_name -> loraft.coordinator.v1.MetricPoint
-	4,  // 11: loraft.coordinator.v1.Trial.result:type_name -> loraft.coordinator.v1.TrialResult
-	2,  // 12: loraft.coordinator.v1.Sweep.trials:type_name -> loraft.coordinator.v1.Trial
-	5,  // 13: loraft.coordinator.v1.Sweep.train:type_name -> loraft.coordinator.v1.TrainSettings
-	6,  // 14: loraft.coordinator.v1.Sweep.early_stopping:type_name -> loraft.coordinator.v1.EarlyStopping
-	8,  // 15: loraft.coordinator.v1.State.sweeps:type_name -> loraft.coordinator.v1.Sweep
-	9,  // 16: loraft.coordinator.v1.State.trainers:type_name -> loraft.coordinator.v1.TrainerRecord
-	7,  // 17: loraft.coordinator.v1.State.datasets:type_name -> loraft.coordinator.v1.Dataset
-	10, // 18: loraft.coordinator.v1.State.members:type_name -> loraft.coordinator.v1.Member
-	8,  // 19: loraft.coordinator.v1.CreateSweep.sweep:type_name -> loraft.coordinator.v1.Sweep
-	7,  // 20: loraft.coordinator.v1.CreateSweep.dataset:type_name -> loraft.coordinator.v1.Dataset
-	0,  // 21: loraft.coordinator.v1.SetTrialState.state:type_name -> loraft.coordinator.v1.TrialState
-	4,  // 22: loraft.coordinator.v1.SetTrialState.result:type_name -> loraft.coordinator.v1.TrialResult
-	10, // 23: loraft.coordinator.v1.SetMember.member:type_name -> loraft.coordinator.v1.Member
-	9,  // 24: loraft.coordinator.v1.RegisterTrainer.trainer:type_name -> loraft.coordinator.v1.TrainerRecord
-	25, // [25:25] is the sub-list for method output_type
-	25, // [25:25] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	21, // 9: loraft.coordinator.v1.Command.delete_sweep:type_name -> loraft.coordinator.v1.DeleteSweep
+	22, // 10: loraft.coordinator.v1.Command.forget_trainer:type_name -> loraft.coordinator.v1.ForgetTrainer
+	0,  // 11: loraft.coordinator.v1.Trial.state:type_name -> loraft.coordinator.v1.TrialState
+	3,  // 12: loraft.coordinator.v1.Trial.history:type_name -> loraft.coordinator.v1.MetricPoint
+	4,  // 13: loraft.coordinator.v1.Trial.result:type_name -> loraft.coordinator.v1.TrialResult
+	2,  // 14: loraft.coordinator.v1.Sweep.trials:type_name -> loraft.coordinator.v1.Trial
+	5,  // 15: loraft.coordinator.v1.Sweep.train:type_name -> loraft.coordinator.v1.TrainSettings
+	6,  // 16: loraft.coordinator.v1.Sweep.early_stopping:type_name -> loraft.coordinator.v1.EarlyStopping
+	8,  // 17: loraft.coordinator.v1.State.sweeps:type_name -> loraft.coordinator.v1.Sweep
+	9,  // 18: loraft.coordinator.v1.State.trainers:type_name -> loraft.coordinator.v1.TrainerRecord
+	7,  // 19: loraft.coordinator.v1.State.datasets:type_name -> loraft.coordinator.v1.Dataset
+	10, // 20: loraft.coordinator.v1.State.members:type_name -> loraft.coordinator.v1.Member
+	8,  // 21: loraft.coordinator.v1.CreateSweep.sweep:type_name -> loraft.coordinator.v1.Sweep
+	7,  // 22: loraft.coordinator.v1.CreateSweep.dataset:type_name -> loraft.coordinator.v1.Dataset
+	0,  // 23: loraft.coordinator.v1.SetTrialState.state:type_name -> loraft.coordinator.v1.TrialState
+	4,  // 24: loraft.coordinator.v1.SetTrialState.result:type_name -> loraft.coordinator.v1.TrialResult
+	10, // 25: loraft.coordinator.v1.SetMember.member:type_name -> loraft.coordinator.v1.Member
+	9,  // 26: loraft.coordinator.v1.RegisterTrainer.trainer:type_name -> loraft.coordinator.v1.TrainerRecord
+	27, // [27:27] is the sub-list for method output_type
+	27, // [27:27] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_coordinatorpb_fsm_proto_init() }
@@ -1998,6 +2131,8 @@ func file_coordinatorpb_fsm_proto_init() {
 		(*Command_ResumeTrial)(nil),
 		(*Command_SetMember)(nil),
 		(*Command_RemoveMember)(nil),
+		(*Command_DeleteSweep)(nil),
+		(*Command_ForgetTrainer)(nil),
 	}
 	file_coordinatorpb_fsm_proto_msgTypes[4].OneofWrappers = []any{}
 	type x struct{}
@@ -2006,7 +2141,7 @@ func file_coordinatorpb_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_coordinatorpb_fsm_proto_rawDesc), len(file_coordinatorpb_fsm_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
