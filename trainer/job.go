@@ -50,6 +50,18 @@ type Job struct {
 	// beyond it the oldest waiting one is dropped as superseded, never the
 	// newest (zero: DefaultPendingCheckpoints; at least 2).
 	PendingCheckpoints int
+	// PendingBytes bounds the bytes of the waiting checkpoints as
+	// PendingCheckpoints bounds their number (zero: DefaultPendingBytes).
+	PendingBytes int64
+	// SpoolDir, when set, keeps every waiting checkpoint on local disk too,
+	// under SpoolDir/<Run>/<step>/, until it is committed, so a trainer
+	// restarted while the store is down loses none. At the start of a job
+	// of Run, the saving rank (0) discards the spooled checkpoints of other
+	// generations (a stale assignment's: never committed) and those at or
+	// before ResumeAt (already committed), and writes the others to Store
+	// first, in step order; a job alone (World ≤ 1) resumes from the newest
+	// of them instead of ResumeAt.
+	SpoolDir string
 	// Metric is the selection metric (empty: metrics.DefaultSelection): the
 	// waiting checkpoint with its best value is never dropped.
 	Metric string
@@ -141,6 +153,28 @@ func RunJob(ctx context.Context, j Job) (*model.Model, Manifest, *Result, error)
 	if err != nil {
 		return nil, Manifest{}, nil, err
 	}
+	committed := 0 // the step resumed from the store
+	if resume != nil {
+		committed = resume.Step
+	}
+	var (
+		sp        *spool
+		recovered []*pendingSave
+	)
+	if j.SpoolDir != "" && j.Store != nil && j.Rank == 0 {
+		if sp, recovered, err = j.openSpool(warn); err != nil {
+			return nil, Manifest{}, nil, err
+		}
+		if n := len(recovered); n > 0 && j.World <= 1 && (resume == nil || recovered[n-1].step > resume.Step) {
+			newest := recovered[n-1]
+			st, _, err := StateFromFiles(newest.files)
+			if err != nil {
+				return nil, Manifest{}, nil, fmt.Errorf("spooled checkpoint %s step %d: %w", run, newest.step, err)
+			}
+			warn("resume: run %s from step %d (spooled in %s, not yet in %s)", run, newest.step, sp.stepDir(newest.step), j.Store)
+			resume = st
+		}
+	}
 	if resume != nil {
 		// The run continues with the settings it started with.
 		man = resume.Manifest
@@ -186,7 +220,9 @@ func RunJob(ctx context.Context, j Job) (*model.Model, Manifest, *Result, error)
 				cbMu.Unlock()
 			}
 			if j.Retention != (checkpoint.Retention{}) {
-				if _, err := checkpoint.Retain(ctx, j.Store, run, j.Retention, time.Now()); err != nil {
+				// p.step was just reported for the coordinator to commit:
+				// retention never prunes it.
+				if _, err := checkpoint.RetainCommitted(ctx, j.Store, run, p.step, j.Retention, time.Now()); err != nil {
 					warn("warning: checkpoint retention: %v", err)
 				}
 			}
@@ -199,15 +235,24 @@ func RunJob(ctx context.Context, j Job) (*model.Model, Manifest, *Result, error)
 				j.SaveFailed(step, err)
 			}
 		}
-		committed := 0
-		if resume != nil {
-			committed = resume.Step
-		}
 		metric := j.Metric
 		if metric == "" {
 			metric = metrics.DefaultSelection
 		}
-		sv = newSaver(ctx, j.Store.String(), j.PendingCheckpoints, j.StoreOutage, committed, metric, commit, failed, stopTraining)
+		sv = newSaver(ctx, saverConfig{store: j.Store.String(), max: j.PendingCheckpoints, maxBytes: j.PendingBytes, outage: j.StoreOutage,
+			committed: committed, metric: metric, spool: sp, generation: j.Generation, run: run,
+			commit: commit, failed: failed, stop: stopTraining, warn: func(msg string) { warn("%s", msg) }})
+		if sp != nil {
+			defer sp.close()
+		}
+		// What an earlier process of this assignment left unwritten goes first.
+		for _, p := range recovered {
+			if err := sv.add(p); err != nil {
+				sv.abort()
+				m.Drop()
+				return nil, Manifest{}, nil, err
+			}
+		}
 		opts.Save = func(_ context.Context, st *State) error {
 			files, err := st.Files(j.Vocab)
 			if err != nil {
@@ -274,6 +319,42 @@ func (j Job) resumeState(ctx context.Context, warn func(string, ...any)) (*State
 	}
 	warn("resume: run %s from step %d (checkpoint %s)", j.Run, ck.Step, checkpoint.Prefix(j.Run, ck.Step))
 	return st, nil
+}
+
+// openSpool opens the job's spool and sorts out what an earlier process
+// left there: entries of other generations are a stale assignment's and are
+// removed (never committed); entries at or before ResumeAt are committed
+// already and are removed; the rest, in step order, are returned to be
+// written first.
+func (j Job) openSpool(warn func(string, ...any)) (*spool, []*pendingSave, error) {
+	sp, err := openSpool(j.SpoolDir, j.Run)
+	if err != nil {
+		return nil, nil, err
+	}
+	var out []*pendingSave
+	for _, e := range sp.entries(func(err error) { warn("warning: %v", err) }) {
+		switch {
+		case e.Generation != j.Generation || e.Run != j.Run:
+			warn("discarding spooled checkpoint %s step %d of generation %d: this job's generation is %d, so it is a stale assignment's and is never committed",
+				e.Run, e.Step, e.Generation, j.Generation)
+		case e.Step <= j.ResumeAt:
+			// Committed already: the coordinator's step is past it.
+		default:
+			files, meta, err := sp.load(e.Step)
+			if err == nil {
+				out = append(out, &pendingSave{step: e.Step, files: files, metrics: meta.Metrics, at: meta.At, spooled: true})
+				continue
+			}
+			warn("warning: %v", err)
+		}
+		if err := sp.remove(e.Step); err != nil {
+			warn("warning: %v", err)
+		}
+	}
+	if len(out) > 0 {
+		warn("checkpoint spool %s: %d checkpoints of run %s (generation %d) left unwritten by an earlier process: writing them first", sp.dir, len(out), j.Run, j.Generation)
+	}
+	return sp, out, nil
 }
 
 // ErrStaleGeneration reports a job whose assignment is older than the one

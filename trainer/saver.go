@@ -43,13 +43,55 @@ type pendingSave struct {
 	files   map[string][]byte
 	metrics map[string]float64
 	at      time.Time // when the state was taken
+	// spooled: files are in the saver's spool too (written there by add,
+	// or left there by an earlier process).
+	spooled bool
+}
+
+// size is the bytes of p's files.
+func (p *pendingSave) size() int64 {
+	var n int64
+	for _, b := range p.files {
+		n += int64(len(b))
+	}
+	return n
+}
+
+// saverConfig configures a saver; the zero values of the bounds take the
+// defaults.
+type saverConfig struct {
+	store string // the store, for errors
+	// max bounds the waiting checkpoints (DefaultPendingCheckpoints; at
+	// least 2), maxBytes their bytes (DefaultPendingBytes).
+	max      int
+	maxBytes int64
+	outage   time.Duration // DefaultStoreOutage
+	// committed is the step the run resumed from (0: none); metric the
+	// selection metric whose best checkpoint is never dropped.
+	committed int
+	metric    string
+	// spool, when set, receives every checkpoint before its first write is
+	// tried (generation and run are recorded with it), and loses it once it
+	// is committed or dropped.
+	spool      *spool
+	generation uint64
+	run        string
+
+	commit func(ctx context.Context, p *pendingSave) error
+	failed func(step int, err error)
+	stop   func(error)
+	// warn receives spool failures; they do not stop the job (the
+	// checkpoint still waits in memory). Nil drops them.
+	warn func(msg string)
 }
 
 // saver writes checkpoints to the store on its own goroutine, in the order
 // they were taken, so training goes on while the store is slow or down. A
-// failed write is retried with backoff; at most max checkpoints wait at
-// once, and a new one beyond that drops the oldest waiting one that is not
-// being written (superseded: it is reported to failed, never committed).
+// failed write is retried with backoff; at most max checkpoints (and
+// maxBytes) wait at once, and a new one beyond that drops the oldest waiting
+// one that is not being written (superseded: it is reported to failed, never
+// committed). With a spool, every waiting checkpoint is on local disk too,
+// so a trainer restarted while the store is down can still write it.
 // A checkpoint is committed (commit, which reports it) only after every
 // earlier one was committed or dropped.
 //
@@ -58,12 +100,7 @@ type pendingSave struct {
 // training). commit and failed are called on the saver's goroutine only,
 // one at a time.
 type saver struct {
-	commit func(ctx context.Context, p *pendingSave) error
-	failed func(step int, err error)
-	stop   func(error)
-	store  string // the store, for errors
-	max    int
-	outage time.Duration
+	cfg saverConfig
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -72,6 +109,7 @@ type saver struct {
 
 	mu        sync.Mutex // guards the fields below
 	queue     []*pendingSave
+	bytes     int64 // of queue
 	writing   bool  // queue[0] is being written
 	dropped   []int // steps dropped, not yet reported to failed
 	closed    bool  // no more checkpoints will come
@@ -84,41 +122,58 @@ type saver struct {
 	hasBest       bool
 }
 
-// newSaver starts a saver; committed is the step the run resumed from (0:
-// none), metric the selection metric whose best checkpoint is never dropped. The caller ends it with wait or abort.
-func newSaver(ctx context.Context, store string, max int, outage time.Duration, committed int, metric string,
-	commit func(context.Context, *pendingSave) error, failed func(int, error), stop func(error)) *saver {
+// newSaver starts a saver. The caller ends it with wait or abort.
+func newSaver(ctx context.Context, cfg saverConfig) *saver {
 	switch {
-	case max <= 0:
-		max = DefaultPendingCheckpoints
-	case max < 2:
-		max = 2 // the one being written and the newest, which is never dropped
+	case cfg.max <= 0:
+		cfg.max = DefaultPendingCheckpoints
+	case cfg.max < 2:
+		cfg.max = 2 // the one being written and the newest, which is never dropped
 	}
-	if outage <= 0 {
-		outage = DefaultStoreOutage
+	if cfg.maxBytes <= 0 {
+		cfg.maxBytes = DefaultPendingBytes
 	}
-	s := &saver{commit: commit, failed: failed, stop: stop, store: store, max: max, outage: outage,
-		wake: make(chan struct{}, 1), done: make(chan struct{}), committed: committed, metric: metric}
+	if cfg.outage <= 0 {
+		cfg.outage = DefaultStoreOutage
+	}
+	if cfg.warn == nil {
+		cfg.warn = func(string) {}
+	}
+	s := &saver{cfg: cfg, wake: make(chan struct{}, 1), done: make(chan struct{}), committed: cfg.committed, metric: cfg.metric}
 	s.ctx, s.cancel = context.WithCancel(ctx)
 	go s.run()
 	return s
 }
 
-// add queues a checkpoint for writing. It fails only once the saver has
-// given up.
+// add queues a checkpoint for writing, spooling it first (unless it came
+// from the spool). It fails only once the saver has given up.
 func (s *saver) add(p *pendingSave) error {
+	if err := s.stopped(); err != nil {
+		return err
+	}
+	if s.cfg.spool != nil && !p.spooled {
+		// A spool that cannot be written (disk full) costs the restart
+		// safety only: the checkpoint still waits in memory.
+		if err := s.cfg.spool.put(p, s.cfg.generation, s.cfg.run); err != nil {
+			s.cfg.warn(fmt.Sprintf("warning: %v; the checkpoint waits in memory only", err))
+		} else {
+			p.spooled = true
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err != nil {
 		return s.err
 	}
 	s.queue = append(s.queue, p)
-	for len(s.queue) > s.max {
+	s.bytes += p.size()
+	for len(s.queue) > s.cfg.max || s.bytes > s.cfg.maxBytes {
 		i := s.droppable()
 		if i < 0 {
 			break // only the best and the newest wait: keep both
 		}
 		s.dropped = append(s.dropped, s.queue[i].step)
+		s.bytes -= s.queue[i].size()
 		s.queue = slices.Delete(s.queue, i, i+1)
 	}
 	s.poke()
@@ -208,7 +263,8 @@ func (s *saver) run() {
 		closed := s.closed
 		s.mu.Unlock()
 		for _, step := range dropped {
-			s.failed(step, fmt.Errorf("checkpoint at step %d: %w: newer checkpoints superseded it while %s failed", step, ErrCheckpointDropped, s.store))
+			s.unspool(step)
+			s.cfg.failed(step, fmt.Errorf("checkpoint at step %d: %w: newer checkpoints superseded it while %s failed", step, ErrCheckpointDropped, s.cfg.store))
 		}
 		if p == nil {
 			if closed {
@@ -222,16 +278,20 @@ func (s *saver) run() {
 			}
 		}
 
-		err := s.commit(s.ctx, p)
+		err := s.cfg.commit(s.ctx, p)
 		s.mu.Lock()
 		s.writing = false
 		if err == nil {
 			s.queue = s.queue[1:] // p is still first: add never drops the one being written
+			s.bytes -= p.size()
 			s.committed = p.step
 			if v, ok := p.metrics[s.metric]; ok && s.metric != "" && (!s.hasBest || v > s.bestCommitted) {
 				s.bestCommitted, s.hasBest = v, true
 			}
 			s.mu.Unlock()
+			if p.spooled {
+				s.unspool(p.step)
+			}
 			backoff, failingSince = saveBackoffMin, time.Time{}
 			continue
 		}
@@ -239,16 +299,16 @@ func (s *saver) run() {
 		if s.ctx.Err() != nil {
 			return
 		}
-		s.failed(p.step, err)
+		s.cfg.failed(p.step, err)
 		now := time.Now()
 		if failingSince.IsZero() {
 			failingSince = now
 		}
-		if now.Sub(failingSince) >= s.outage {
+		if now.Sub(failingSince) >= s.cfg.outage {
 			s.giveUp(err)
 			return
 		}
-		t := time.NewTimer(min(backoff, s.outage-now.Sub(failingSince)))
+		t := time.NewTimer(min(backoff, s.cfg.outage-now.Sub(failingSince)))
 		select {
 		case <-t.C:
 		case <-s.ctx.Done():
@@ -256,6 +316,16 @@ func (s *saver) run() {
 			return
 		}
 		backoff = min(2*backoff, saveBackoffMax)
+	}
+}
+
+// unspool removes a committed or dropped checkpoint from the spool.
+func (s *saver) unspool(step int) {
+	if s.cfg.spool == nil {
+		return
+	}
+	if err := s.cfg.spool.remove(step); err != nil {
+		s.cfg.warn(fmt.Sprintf("warning: step %d: %v", step, err))
 	}
 }
 
@@ -272,8 +342,8 @@ func (s *saver) giveUp(last error) {
 		committed = fmt.Sprint(s.committed)
 	}
 	s.err = fmt.Errorf("%w for %v (%s); last committed step %s; checkpoints at steps %v not written: %w",
-		ErrStoreUnreachable, s.outage, s.store, committed, steps, last)
+		ErrStoreUnreachable, s.cfg.outage, s.cfg.store, committed, steps, last)
 	err := s.err
 	s.mu.Unlock()
-	s.stop(err)
+	s.cfg.stop(err)
 }
