@@ -7,8 +7,6 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
-
-	"github.com/loraft/loraft/checkpoint/safetensors"
 )
 
 // Tensor is a host-side float32 tensor.
@@ -126,16 +124,51 @@ func ignoredKey(k string) bool {
 	return strings.HasPrefix(k, "cls.") || strings.HasSuffix(k, "position_ids")
 }
 
-// LoadWeights reads an HF model.safetensors for c: BertForPreTraining,
-// BertModel (no "bert." prefix) and BertForSequenceClassification layouts,
-// F32/F16/BF16, and TF-era LayerNorm gamma/beta names. It fails with one
-// error listing every missing, unexpected and mis-shaped key. When the file
-// has a classifier of the right shape it is returned too (else nil).
+// LoadWeights reads a base model's weights for c from path: an HF
+// model.safetensors, a PyTorch pytorch_model.bin (read by package torchbin,
+// which never runs pickled code), or the *.index.json of a sharded
+// checkpoint of either kind (its shards in the same directory). It takes
+// BertForPreTraining, BertModel (no "bert." prefix) and
+// BertForSequenceClassification layouts, F32/F16/BF16 (F64 in .bin files),
+// and TF-era LayerNorm gamma/beta names. It fails with one error listing
+// every missing, unexpected and mis-shaped key. When the file has a
+// classifier of the right shape it is returned too (else nil).
 func LoadWeights(path string, c Config, labels int) (w Weights, classifierW, classifierB *Tensor, err error) {
-	f, err := safetensors.Open(path)
-	if err != nil {
-		return nil, nil, nil, err
+	paths := []string{path}
+	if strings.HasSuffix(path, ".index.json") {
+		if paths, err = ReadShardIndex(path); err != nil {
+			return nil, nil, nil, err
+		}
 	}
+	return LoadWeightFiles(paths, c, labels)
+}
+
+// LoadWeightFiles is LoadWeights over the shards of one checkpoint: every
+// tensor must be in exactly one of them.
+func LoadWeightFiles(paths []string, c Config, labels int) (w Weights, classifierW, classifierB *Tensor, err error) {
+	if len(paths) == 0 {
+		return nil, nil, nil, fmt.Errorf("%w: no weights files", ErrWeights)
+	}
+	type named struct {
+		file tensorFile
+		key  string
+	}
+	var keys []named
+	from := map[string]string{}
+	for _, p := range paths {
+		f, err := openTensorFile(p)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		for _, k := range f.Names() {
+			if prev, dup := from[k]; dup {
+				return nil, nil, nil, fmt.Errorf("%w: tensor %s is in both %s and %s", ErrWeights, k, prev, p)
+			}
+			from[k] = p
+			keys = append(keys, named{f, k})
+		}
+	}
+	path := strings.Join(paths, ", ")
 	want := expectedShapes(c)
 	canon := func(k string) string {
 		if !strings.HasPrefix(k, "bert.") && !strings.HasPrefix(k, "cls.") && !strings.HasPrefix(k, "classifier.") {
@@ -147,9 +180,10 @@ func LoadWeights(path string, c Config, labels int) (w Weights, classifierW, cla
 	var missing, unexpected, misshaped []string
 	w = Weights{}
 	seen := map[string]bool{}
-	for _, k := range f.Names() {
+	for _, nk := range keys {
+		f, k := nk.file, nk.key
 		name := canon(k)
-		info, err := f.Info(k)
+		infoShape, err := f.Shape(k)
 		if err != nil {
 			return nil, nil, nil, err
 		}
@@ -160,7 +194,7 @@ func LoadWeights(path string, c Config, labels int) (w Weights, classifierW, cla
 			if name == "classifier.bias" {
 				wantShape = []int64{int64(labels)}
 			}
-			if !slices.Equal(info.Shape, wantShape) {
+			if !slices.Equal(infoShape, wantShape) {
 				// A head for other labels is not ours: train a fresh one, as HF does with ignore_mismatched_sizes.
 				continue
 			}
@@ -168,7 +202,7 @@ func LoadWeights(path string, c Config, labels int) (w Weights, classifierW, cla
 			if err != nil {
 				return nil, nil, nil, err
 			}
-			t := &Tensor{Shape: info.Shape, Data: data}
+			t := &Tensor{Shape: infoShape, Data: data}
 			if name == "classifier.weight" {
 				classifierW = t
 			} else {
@@ -180,8 +214,8 @@ func LoadWeights(path string, c Config, labels int) (w Weights, classifierW, cla
 				unexpected = append(unexpected, k)
 			}
 			continue
-		case !slices.Equal(info.Shape, shape):
-			misshaped = append(misshaped, fmt.Sprintf("%s %v (want %v)", k, info.Shape, shape))
+		case !slices.Equal(infoShape, shape):
+			misshaped = append(misshaped, fmt.Sprintf("%s %v (want %v)", k, infoShape, shape))
 			continue
 		}
 		data, _, err := f.Float32(k)
