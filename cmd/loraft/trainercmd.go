@@ -63,6 +63,7 @@ func trainerCommand() *cli.Command {
 		&cli.StringFlag{Name: "run-id", Usage: "run identity in all-reduce messages, the same on every rank (default: --run, else the peer list)"},
 		&cli.Uint64Flag{Name: "generation", Value: 1, Usage: "assignment generation; messages of other generations are rejected"},
 		&cli.DurationFlag{Name: "step-timeout", Value: 60 * time.Second, Usage: "give up a step's all-reduce after this long (a peer died)"},
+		&cli.PathFlag{Name: "spool-dir", Usage: "under --coordinators: keep checkpoints waiting for the store here until written, so a restart loses none (default: <cache-dir>/spool)"},
 	)
 	flags = append(flags, tlsFlags()...)
 	flags = append(flags, insecureFlag())
@@ -97,7 +98,7 @@ func trainerCommand() *cli.Command {
 // ring setting (the assignment's), and is refused under --coordinators.
 func agentFlags() map[string]bool {
 	names := map[string]bool{"coordinators": true, "id": true, "listen": true, "events": true, "device": true, "compute-dtype": true, "insecure": true,
-		"cache-dir": true, "no-cache": true, "step-timeout": true, "keep-latest": true, "keep-best": true}
+		"cache-dir": true, "no-cache": true, "step-timeout": true, "spool-dir": true, "keep-latest": true, "keep-best": true}
 	for _, fs := range [][]cli.Flag{storeFlags(), tlsFlags()} {
 		for _, f := range fs {
 			names[f.Names()[0]] = true
@@ -109,7 +110,7 @@ func agentFlags() map[string]bool {
 // agentOnlyFlags are the agent's flags that a static rank does not read
 // (an empty --coordinators, e.g. from the environment, means static mode).
 func agentOnlyFlags() map[string]bool {
-	return map[string]bool{"id": true, "listen": true, "events": true}
+	return map[string]bool{"id": true, "listen": true, "events": true, "spool-dir": true}
 }
 
 // refuseFlags fails, naming them in the command's flag order, when flags
@@ -229,7 +230,7 @@ func runAgent(c *cli.Context) error {
 		return fmt.Errorf("flag --compute-dtype: %w", err)
 	}
 	runner := &agent.JobRunner{Store: store, CacheDir: cacheDir, NoTokenCache: c.Bool("no-cache"), Device: device, Compute: c.String("compute-dtype"),
-		StepTimeout: c.Duration("step-timeout"), ServerTLS: serverTLS, ClientTLS: clientTLS, Retention: retentionFlags(c),
+		StepTimeout: c.Duration("step-timeout"), ServerTLS: serverTLS, ClientTLS: clientTLS, Retention: retentionFlags(c), SpoolDir: c.Path("spool-dir"),
 		Log: func(msg string) { slog.Info(msg, "trainer", id) }}
 	a, err := agent.New(agent.Config{ID: id, Address: c.String("listen"), Coordinator: cl, Runner: runner, Events: events})
 	if err != nil {

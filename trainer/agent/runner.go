@@ -17,7 +17,6 @@ import (
 	"github.com/loraft/loraft/trainer/allreduce"
 	"github.com/loraft/loraft/trainer/lora"
 	"github.com/loraft/loraft/trainer/metrics"
-	"github.com/loraft/loraft/trainer/model"
 	"github.com/sugarme/gotch"
 	"google.golang.org/protobuf/proto"
 )
@@ -27,7 +26,7 @@ import (
 // rank does, resumes from the committed checkpoint and trains.
 type JobRunner struct {
 	Store checkpoint.Store
-	// CacheDir holds fetched datasets and token caches.
+	// CacheDir holds fetched datasets, bases (CacheDir/bases) and token caches.
 	CacheDir string
 	// NoTokenCache tokenizes every dataset afresh instead of using the
 	// token cache under CacheDir.
@@ -40,6 +39,9 @@ type JobRunner struct {
 	ServerTLS, ClientTLS *tls.Config
 	// Retention prunes each trial's checkpoints after every save.
 	Retention checkpoint.Retention
+	// SpoolDir keeps the checkpoints waiting for the store on local disk
+	// (trainer.Job.SpoolDir); empty: CacheDir/spool.
+	SpoolDir string
 	// Log receives one line per notice (resume point, skipped checkpoints); nil drops them.
 	Log func(msg string)
 }
@@ -76,7 +78,7 @@ func (r *JobRunner) Run(ctx context.Context, a *pb.Assignment, rep Reporter) (*p
 	if err != nil {
 		return nil, err
 	}
-	base, err := BaseFor(ts)
+	base, err := BaseFor(ctx, r.Store, r.CacheDir, ts)
 	if err != nil {
 		return nil, err
 	}
@@ -109,7 +111,10 @@ func (r *JobRunner) Run(ctx context.Context, a *pb.Assignment, rep Reporter) (*p
 		Tokenizer: trainer.Tokenizer{VocabSHA256: tok.VocabSHA256(), MaxLen: maxLen, LowerCase: true},
 		Vocab:     wordpiece.BertBaseUncasedVocab(), Device: r.Device, Store: r.Store,
 		CheckpointEvery: int(ts.GetCheckpointEvery()), Retention: retention, Metric: metric, ResumeAt: int(a.GetCheckpointStep()), Generation: a.GetGeneration(),
-		Rank: int(a.GetRank()), World: int(a.GetWorld()), Warn: r.Log}
+		Rank: int(a.GetRank()), World: int(a.GetWorld()), Warn: r.Log, SpoolDir: r.SpoolDir}
+	if job.SpoolDir == "" && r.CacheDir != "" {
+		job.SpoolDir = filepath.Join(r.CacheDir, "spool")
+	}
 	if a.GetWorld() > 1 {
 		ring, err := allreduce.Listen(ctx, allreduce.Config{Rank: int(a.GetRank()), World: int(a.GetWorld()), Peers: a.GetPeers(),
 			RunID: t.GetName(), Generation: a.GetGeneration(), StepTimeout: r.StepTimeout, ServerTLS: r.ServerTLS, ClientTLS: r.ClientTLS,
@@ -200,27 +205,6 @@ func splitRatios(ts *pb.TrainSettings) (shard.Ratios, error) {
 		return shard.Ratios{}, fmt.Errorf("sweep train.split: %w", err)
 	}
 	return r, nil
-}
-
-// BaseFor is the frozen base a sweep's train settings describe; its config
-// resolves as `loraft train --config` does (model.ResolveConfig).
-func BaseFor(ts *pb.TrainSettings) (trainer.Base, error) {
-	name, cfg, err := model.ResolveConfig(ts.GetConfig(), ts.GetWeights() != "")
-	if err != nil {
-		return trainer.Base{}, fmt.Errorf("sweep train.config: %w", err)
-	}
-	q := model.Quant(ts.GetQuant())
-	if q == "" {
-		q = model.NF4
-	}
-	b := trainer.Base{ConfigName: name, Config: cfg, Quant: q, Compute: "fp32"}
-	if w := ts.GetWeights(); w != "" {
-		if b.WeightsSHA256, err = trainer.FileSHA256(w); err != nil {
-			return b, fmt.Errorf("sweep train.weights on this trainer: %w", err)
-		}
-		b.Weights = w
-	}
-	return b, nil
 }
 
 // etaClock estimates the time left from the rate since the first step seen.
