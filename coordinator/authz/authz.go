@@ -129,7 +129,7 @@ func (a *authorizer) intercept(ctx context.Context, req any, info *grpc.UnarySer
 		err = a.check(id, info.FullMethod, r, known, req)
 	}
 	if err == nil && secure {
-		// MUT err = registerAddress(ctx, req)
+		err = registerAddress(ctx, req)
 	}
 	var resp any
 	if err != nil {
