@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"time"
 
 	"google.golang.org/grpc"
@@ -66,6 +67,18 @@ type Config struct {
 	// MaxTrialsPerSweep bounds the trials of one launched sweep
 	// (0: DefaultMaxTrialsPerSweep); a larger sweep is InvalidArgument.
 	MaxTrialsPerSweep int
+
+	// HTTPAddr, when set, is the address of the HTTP listener ("127.0.0.1:0"
+	// picks a port): /metrics for Prometheus and whatever HTTPHandlers
+	// mounts. Empty: no listener. With ServerTLS it serves HTTPS with the
+	// same certificate and asks for (but does not require) a client
+	// certificate; authz.HTTPCaller decides who may read what.
+	HTTPAddr string
+	// HTTPHandlers, when set, mounts more handlers (the dashboard) on the
+	// HTTP listener's mux. Open calls it once, after the coordinator is
+	// built and before the listener serves, so every route exists from the
+	// first request. It must not register /metrics.
+	HTTPHandlers func(c *Coordinator, mux *http.ServeMux)
 
 	// UnaryInterceptors run, in order, around every unary RPC of the API,
 	// after the authorization and audit interceptor.
@@ -188,6 +201,11 @@ func (c Config) Validate() error {
 		bad("Scheduler.Grace", "%v is shorter than Scheduler.HeartbeatInterval %v: a new leader would drop live trainers", s.Grace, s.HeartbeatInterval)
 	case s.Tick <= 0 || s.Tick > s.Lease:
 		bad("Scheduler.Tick", "%v, want a positive duration of at most Scheduler.Lease %v", s.Tick, s.Lease)
+	}
+	if c.HTTPAddr != "" {
+		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+			bad("HTTPAddr", "%s: %v", c.HTTPAddr, err)
+		}
 	}
 	if c.MaxTrialsPerSweep < 0 {
 		bad("MaxTrialsPerSweep", "%d, want ≥ 0 (0: %d)", c.MaxTrialsPerSweep, DefaultMaxTrialsPerSweep)

@@ -24,10 +24,14 @@ type Coordinator struct {
 	api  *Server
 	srv  *grpc.Server
 	lis  net.Listener
+	// http is the HTTP listener (/metrics, the dashboard), nil without HTTPAddr.
+	http    *httpListener
+	metrics *metricSet
 
 	stop context.CancelFunc // stops the scheduler
 	wg   sync.WaitGroup     // the Serve loop and the scheduler
-	// failed receives the Serve loop's error if it ends before Close.
+	// failed receives the first Serve loop's error (API or HTTP) if one
+	// ends before Close.
 	failed chan error
 
 	closeOnce sync.Once
@@ -82,9 +86,18 @@ func Open(ctx context.Context, cfg Config) (*Coordinator, error) {
 	if cfg.ServerTLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.ServerTLS)))
 	}
-	c := &Coordinator{cfg: cfg, node: node, lis: lis, srv: grpc.NewServer(opts...), failed: make(chan error, 1),
+	c := &Coordinator{cfg: cfg, node: node, lis: lis, srv: grpc.NewServer(opts...), failed: make(chan error, 1), metrics: newMetrics(),
 		api: newServer(node, ServerConfig{APIAddrs: apiAddrs, Scheduler: cfg.Scheduler, MaxTrialsPerSweep: cfg.MaxTrialsPerSweep})}
 	pb.RegisterCoordinatorServer(c.srv, c.api)
+	if cfg.HTTPAddr != "" {
+		if c.http, err = c.openHTTP(); err != nil {
+			lis.Close()
+			node.Close()
+			return nil, err
+		}
+		c.wg.Add(1)
+		go c.serveHTTP(c.http)
+	}
 
 	sctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	c.stop = stop
@@ -93,7 +106,10 @@ func Open(ctx context.Context, cfg Config) (*Coordinator, error) {
 		defer c.wg.Done()
 		if err := c.srv.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			cfg.Logger.Error("coordinator API stopped serving", "id", cfg.ID, "addr", lis.Addr().String(), "err", err)
-			c.failed <- fmt.Errorf("coordinator %s API on %s: %w", cfg.ID, lis.Addr(), err)
+			select {
+			case c.failed <- fmt.Errorf("coordinator %s API on %s: %w", cfg.ID, lis.Addr(), err):
+			default: // the HTTP listener's failure is already there
+			}
 		}
 	}()
 	go func() {
@@ -120,12 +136,16 @@ func (c *Coordinator) Node() *Node { return c.node }
 // Close; a process should then exit.
 func (c *Coordinator) Failed() <-chan error { return c.failed }
 
-// Close shuts the coordinator down in order: the API stops accepting calls
-// (in-flight ones get drainTimeout to finish), the scheduler drains, then
+// Close shuts the coordinator down in order: the HTTP listener and then the
+// API stop accepting calls (in-flight ones get drainTimeout each to
+// finish), the scheduler drains, then
 // raft shuts down and its stores close. It waits for every goroutine Open
 // started and is safe to call more than once.
 func (c *Coordinator) Close() error {
 	c.closeOnce.Do(func() {
+		if c.http != nil {
+			c.http.close()
+		}
 		done := make(chan struct{})
 		go func() { c.srv.GracefulStop(); close(done) }()
 		select {
