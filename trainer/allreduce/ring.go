@@ -37,6 +37,8 @@ type Ring struct {
 	ran      bool                // a step ended in this generation
 	lastStep uint64              // the last step that ended in this generation
 	lastErr  error               // its outcome
+	inFlight bool                // an AllReduce call is between begin and finish
+	curStep  uint64              // its step
 	conns    map[int]*grpc.ClientConn
 	reached  map[int]bool // peers a stream reached in this generation
 	closed   bool
@@ -74,6 +76,7 @@ func listen(cfg Config, lis net.Listener) (*Ring, error) {
 		grpc.ForceServerCodecV2(wireCodec{}),
 		experimental.BufferPool(grpcPool{}),
 		grpc.MaxRecvMsgSize(maxRecvMsgBytes),
+		grpc.MaxConcurrentStreams(maxStreamsPerConn),
 		grpc.WriteBufferSize(ioBufferBytes),
 		grpc.ReadBufferSize(ioBufferBytes),
 		grpc.StaticStreamWindowSize(streamWindowBytes),
@@ -160,7 +163,8 @@ func (r *Ring) SetGeneration(gen uint64) {
 	}
 	old := r.gen
 	r.gen = gen
-	r.ran, r.lastStep, r.lastErr = false, 0, nil
+	// A step in flight fails; it measures nothing in the new generation.
+	r.ran, r.lastStep, r.lastErr, r.inFlight = false, 0, nil, false
 	clear(r.reached) // the re-formed ring's peers may be starting up
 	for k, ib := range r.inboxes {
 		err := fmt.Errorf("%w: generation changed from %d to %d during step %d", ErrStaleGeneration, old, gen, k.step)

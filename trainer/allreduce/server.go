@@ -151,8 +151,11 @@ func (r *Ring) fence(c *pb.Chunk) error {
 		return fmt.Errorf("%w: chunk of generation %d from rank %d; rank %d is at generation %d", ErrStaleGeneration, g, from, r.cfg.Rank, r.gen)
 	case g > r.gen:
 		err := fmt.Errorf("%w: rank %d is at generation %d, rank %d at generation %d", ErrStaleGeneration, from, g, r.cfg.Rank, r.gen)
-		if !r.closed && !r.finishedLocked(c.GetStep()) {
-			r.inboxLocked(inboxKey{step: c.GetStep(), from: from}).fail(err)
+		// Fail the step the chunk belongs to here too, but create no inbox
+		// a sound chunk could not have: a forged generation must not be a
+		// way around the window.
+		if key := (inboxKey{step: c.GetStep(), from: from}); !r.closed && !r.finishedLocked(key.step) && r.admitLocked(key) == nil {
+			r.inboxLocked(key).fail(err)
 		}
 		return err
 	}
@@ -174,6 +177,9 @@ func (r *Ring) attach(c *pb.Chunk) (*inbox, error) {
 			return nil, statusOf(r.cfg.Rank, r.lastErr)
 		}
 		return nil, status.Errorf(codes.Aborted, "rank %d already ended step %d (last step %d)", r.cfg.Rank, key.step, r.lastStep)
+	}
+	if err := r.admitLocked(key); err != nil {
+		return nil, err
 	}
 	ib := r.inboxLocked(key)
 	if ib.attached {
