@@ -59,10 +59,14 @@ type EarlyStopping struct {
 
 // TrainSettings are the fixed training settings every trial shares.
 type TrainSettings struct {
-	// Config is tiny, base or a config.json on the trainers; empty: base
-	// with Weights, tiny without (model.ResolveConfig, on each trainer).
+	// Config is tiny, base or a config.json on the launching machine; empty:
+	// base with Weights, tiny without (model.ResolveConfig, on each trainer).
+	// Weights is an HF model.safetensors on the launching machine, empty for
+	// random init. `sweep launch` uploads both (agent.UploadSweepBase) and
+	// the sweep names them by TrainSettings.base_sha256: the coordinator
+	// refuses any other path (checkTrainBase).
 	Config    string `yaml:"config"`
-	Weights   string `yaml:"weights"` // HF model.safetensors on the trainers, empty for random init
+	Weights   string `yaml:"weights"`
 	Epochs    int    `yaml:"epochs"`
 	BatchSize int    `yaml:"batch_size"`
 	MaxLen    int    `yaml:"max_len"`

@@ -16,6 +16,7 @@ import (
 	"github.com/loraft/loraft/internal/chart"
 	pb "github.com/loraft/loraft/proto/coordinatorpb"
 	"github.com/loraft/loraft/shard"
+	"github.com/loraft/loraft/trainer/agent"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 )
@@ -314,6 +315,12 @@ func launchSweep(ctx context.Context, cl *coordinator.Client, store checkpoint.S
 	}
 	fmt.Fprintf(w, "dataset %s (%d rows, sha256 %.12s…) %s %s\n", filepath.Base(dataPath), len(ds.Rows), sha, verb, store)
 	sw := spec.Sweep(raw, sha, time.Now())
+	// The spec's config and weights are paths here; trainers get the base by sha256.
+	if base, err := agent.UploadSweepBase(ctx, store, sw.GetTrain()); err != nil {
+		return nil, fmt.Errorf("%s: %w", specPath, err)
+	} else if base != "" {
+		fmt.Fprintf(w, "base %s (sha256 %.12s…) in %s\n", sw.GetTrain().GetBaseName(), base, store)
+	}
 	if err := cl.LaunchSweepWithDataset(ctx, sw, &pb.Dataset{Sha256: sha, Name: filepath.Base(dataPath), Size: size, Rows: int64(len(ds.Rows))}); err != nil {
 		return nil, fmt.Errorf("launching sweep %s: %w", sw.GetName(), err)
 	}
