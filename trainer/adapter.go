@@ -175,3 +175,18 @@ func OpenAdapter(dir, weightsPath string, device gotch.Device) (*model.Model, Ma
 	}
 	return m, man, nil
 }
+
+// WriteAdapterFromCheckpoint writes a stored checkpoint (its loaded files,
+// of run at step) as a PEFT adapter directory with a model card: what
+// `loraft adapter pull` and `loraft serve --sweep` hand out.
+func WriteAdapterFromCheckpoint(files map[string][]byte, run string, step int, out string) error {
+	st, vocab, err := StateFromFiles(files)
+	if err != nil {
+		return fmt.Errorf("checkpoint %s step %d: %w", run, step, err)
+	}
+	rep := Reports{Val: st.Val, Test: st.Test, History: st.History, Losses: st.Losses}
+	if rep.Val.N == 0 && len(st.History) > 0 {
+		rep.Val = st.History[len(st.History)-1].Report
+	}
+	return WriteAdapter(out, st.Params, st.Manifest, rep, vocab, run, step)
+}

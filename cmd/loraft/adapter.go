@@ -135,7 +135,7 @@ func adapterPull(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := writeAdapterFrom(ck, files, c.Path("out")); err != nil {
+	if err := trainer.WriteAdapterFromCheckpoint(files, ck.Run, ck.Step, c.Path("out")); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.App.Writer, "pulled run %s step %d (%s %.4f) to %s\n%s\n", ck.Run, ck.Step, metric,
@@ -252,18 +252,4 @@ func pullCheckpoint(c *cli.Context, store checkpoint.Store, runs []string, metri
 		return nil, nil, err
 	}
 	return ck, files, nil
-}
-
-// writeAdapterFrom writes checkpoint ck (its loaded files) as a PEFT adapter
-// directory with a model card.
-func writeAdapterFrom(ck *checkpoint.Checkpoint, files map[string][]byte, out string) error {
-	st, vocab, err := trainer.StateFromFiles(files)
-	if err != nil {
-		return fmt.Errorf("checkpoint %s step %d: %w", ck.Run, ck.Step, err)
-	}
-	rep := trainer.Reports{Val: st.Val, Test: st.Test, History: st.History, Losses: st.Losses}
-	if rep.Val.N == 0 && len(st.History) > 0 {
-		rep.Val = st.History[len(st.History)-1].Report
-	}
-	return trainer.WriteAdapter(out, st.Params, st.Manifest, rep, vocab, ck.Run, ck.Step)
 }

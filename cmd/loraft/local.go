@@ -182,7 +182,7 @@ func pullAndPredict(ctx context.Context, c *cli.Context, cl *coordinator.Client,
 		return err
 	}
 	out := c.Path("out")
-	if err := writeAdapterFrom(ck, files, out); err != nil {
+	if err := trainer.WriteAdapterFromCheckpoint(files, ck.Run, ck.Step, out); err != nil {
 		return err
 	}
 	fmt.Fprintf(w, "\nbest: %s (rank %d, alpha %g), step %d, val %s %.4f → adapter in %s\n", best.GetName(), best.GetRank(), best.GetAlpha(), ck.Step,
