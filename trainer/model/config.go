@@ -34,6 +34,11 @@ type Config struct {
 	// transformers saved the model from (empty for Tiny and Base). It names
 	// the base of an exported adapter; it does not shape the model.
 	NameOrPath string `json:"_name_or_path,omitempty"`
+	// ModelType is config.json's model_type; only "bert" (or unset) is built.
+	ModelType string `json:"model_type,omitempty"`
+	// PositionEmbeddingType is config.json's position_embedding_type; only
+	// "absolute" (or unset) is built.
+	PositionEmbeddingType string `json:"position_embedding_type,omitempty"`
 }
 
 // Base is bert-base-uncased's configuration.
@@ -114,8 +119,16 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: sizes must be positive: %+v", ErrConfig, c)
 	case c.HiddenSize%c.NumHeads != 0:
 		return fmt.Errorf("%w: hidden_size %d is not a multiple of num_attention_heads %d", ErrConfig, c.HiddenSize, c.NumHeads)
+	case c.ModelType != "" && c.ModelType != "bert":
+		return fmt.Errorf("%w: model_type %q, only bert is implemented", ErrConfig, c.ModelType)
+	case c.PositionEmbeddingType != "" && c.PositionEmbeddingType != "absolute":
+		return fmt.Errorf("%w: position_embedding_type %q, only absolute is implemented", ErrConfig, c.PositionEmbeddingType)
 	case c.HiddenAct != "gelu":
-		return fmt.Errorf("%w: hidden_act %q, only gelu is implemented", ErrConfig, c.HiddenAct)
+		return fmt.Errorf("%w: hidden_act %q, only gelu (erf) is implemented", ErrConfig, c.HiddenAct)
+	case c.LayerNormEps <= 0 || c.LayerNormEps > 0.1:
+		return fmt.Errorf("%w: layer_norm_eps %g, want a small positive number", ErrConfig, c.LayerNormEps)
+	case c.ClassifierDropout != nil && (*c.ClassifierDropout < 0 || *c.ClassifierDropout >= 1):
+		return fmt.Errorf("%w: classifier_dropout %g, want [0, 1)", ErrConfig, *c.ClassifierDropout)
 	case c.HiddenDropout < 0 || c.HiddenDropout >= 1 || c.AttentionDropout < 0 || c.AttentionDropout >= 1:
 		return fmt.Errorf("%w: dropout probabilities must be in [0, 1)", ErrConfig)
 	}
