@@ -38,7 +38,9 @@ const (
 // description, which leaves the credentials out.
 type S3Config struct {
 	// Endpoint is the S3 server's host:port, or a URL "http://host:port"
-	// or "https://host:port" whose scheme then decides Secure.
+	// or "https://host:port" whose scheme then decides Secure. A host:port
+	// that is not loopback is reached over HTTPS whatever Secure says:
+	// plain HTTP to another machine must be asked for as http://host:port.
 	Endpoint string
 	// Bucket holds the objects; NewS3Store creates it when missing.
 	Bucket string
@@ -46,7 +48,7 @@ type S3Config struct {
 	// stores can share a bucket; empty uses the bucket's root. Leading
 	// and trailing slashes are ignored.
 	Prefix string
-	// Secure selects HTTPS.
+	// Secure selects HTTPS for a loopback host:port too.
 	Secure bool
 	// Region is the bucket's region; empty asks the server (MinIO and
 	// most S3-compatible servers answer us-east-1).
@@ -80,6 +82,8 @@ func (c S3Config) String() string {
 	host := c.Endpoint
 	if u, err := url.Parse(c.Endpoint); err == nil && (u.Scheme == "http" || u.Scheme == "https") {
 		scheme, host = u.Scheme, u.Host
+	} else if !loopbackHost(host) {
+		scheme = "https"
 	}
 	loc := "s3://" + c.Bucket
 	if p := strings.Trim(c.Prefix, "/"); p != "" {
@@ -163,8 +167,25 @@ func NewS3Store(ctx context.Context, cfg S3Config) (*S3Store, error) {
 	return s, nil
 }
 
+// loopbackHost reports whether a host:port endpoint names this machine
+// (localhost or a loopback IP): only there is plain HTTP the default.
+func loopbackHost(endpoint string) bool {
+	host, _, err := net.SplitHostPort(endpoint)
+	if err != nil {
+		host = endpoint
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
 // parseS3Endpoint splits an endpoint given as host:port or as an http(s)
-// URL into minio-go's host:port and whether to use TLS.
+// URL into minio-go's host:port and whether to use TLS: the URL's scheme,
+// else HTTPS unless secure is false and the host is loopback (credentials
+// and checkpoints cross a network only encrypted unless http:// says
+// otherwise).
 func parseS3Endpoint(endpoint string, secure bool) (string, bool, error) {
 	if endpoint == "" {
 		return "", false, errors.New("s3 endpoint: empty")
@@ -173,7 +194,7 @@ func parseS3Endpoint(endpoint string, secure bool) (string, bool, error) {
 		if strings.ContainsAny(endpoint, "/?#@") {
 			return "", false, fmt.Errorf("s3 endpoint %q: want host:port or http(s)://host:port", endpoint)
 		}
-		return endpoint, secure, nil
+		return endpoint, secure || !loopbackHost(endpoint), nil
 	}
 	u, err := url.Parse(endpoint)
 	if err != nil {

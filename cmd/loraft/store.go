@@ -13,8 +13,8 @@ import (
 func storeFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "store", EnvVars: []string{"LORAFT_STORE"}, Usage: "checkpoint store: a directory, or s3://bucket/prefix"},
-		&cli.StringFlag{Name: "s3-endpoint", EnvVars: []string{"LORAFT_S3_ENDPOINT"}, Usage: "S3 endpoint host:port (s3:// stores)"},
-		&cli.BoolFlag{Name: "s3-tls", EnvVars: []string{"LORAFT_S3_TLS"}, Usage: "use HTTPS for S3"},
+		&cli.StringFlag{Name: "s3-endpoint", EnvVars: []string{"LORAFT_S3_ENDPOINT"}, Usage: "S3 endpoint host:port, HTTPS unless loopback (s3:// stores); http://host:port for plain HTTP"},
+		&cli.BoolFlag{Name: "s3-tls", EnvVars: []string{"LORAFT_S3_TLS"}, Usage: "use HTTPS for a loopback --s3-endpoint too (other host:port endpoints always use it)"},
 		&cli.StringFlag{Name: "s3-region", EnvVars: []string{"LORAFT_S3_REGION"}},
 		&cli.PathFlag{Name: "s3-credentials-file", EnvVars: []string{"LORAFT_S3_CREDENTIALS_FILE"},
 			Usage: "file with access_key= and secret_key= lines (else AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"},
