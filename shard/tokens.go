@@ -60,7 +60,11 @@ const tokensVersion = "loraft-tokens-v1"
 
 // TokensKey names the tokens of ds under enc and maxLen.
 func TokensKey(ds *Dataset, enc Encoder, maxLen int) string {
-	sum := sha256.Sum256(fmt.Appendf(nil, "%s|%s|%d|%s|%d", tokensVersion, ds.SHA256, ds.Report.Kept, enc.VocabSHA256(), maxLen))
+	vocab := enc.VocabSHA256()
+	if lc, ok := enc.(interface{ LowerCase() bool }); ok && !lc.LowerCase() {
+		vocab += "|cased" // a cased tokenizer gives other ids from the same vocabulary
+	}
+	sum := sha256.Sum256(fmt.Appendf(nil, "%s|%s|%d|%s|%d", tokensVersion, ds.SHA256, ds.Report.Kept, vocab, maxLen))
 	return hex.EncodeToString(sum[:12])
 }
 

@@ -182,7 +182,11 @@ func (t *Tokenizer) basic(s *state, text string) {
 			case asciiWord:
 				word = append(word, c)
 			case asciiUpper:
-				word = append(word, c+('a'-'A'))
+				if t.cased {
+					word = append(word, c)
+				} else {
+					word = append(word, c+('a'-'A'))
+				}
 			case asciiSpace:
 				flush()
 			case asciiPunct:
@@ -204,7 +208,10 @@ func (t *Tokenizer) basic(s *state, text string) {
 			ascii = false
 			flush()
 		default:
-			word = utf8.AppendRune(word, unicode.ToLower(r))
+			if !t.cased {
+				r = unicode.ToLower(r)
+			}
+			word = utf8.AppendRune(word, r)
 			ascii = false
 		}
 	}
@@ -222,7 +229,11 @@ func (t *Tokenizer) word(s *state, w []byte, ascii bool) {
 	// norm.Iter, kept in the pooled state, holds its reorder buffer inline;
 	// norm.NFD.Append would allocate one per word.
 	nfd := s.nfd[:0]
-	s.iter.Init(norm.NFD, w)
+	form := norm.NFD // uncased: decompose, then drop the accents (Mn)
+	if t.cased {
+		form = norm.NFC // cased: BasicTokenizer's NFC, accents kept
+	}
+	s.iter.Init(form, w)
 	for !s.iter.Done() {
 		nfd = append(nfd, s.iter.Next()...)
 	}
@@ -239,7 +250,7 @@ func (t *Tokenizer) word(s *state, w []byte, ascii bool) {
 			cl = classOf(r)
 		}
 		switch {
-		case cl&classMn != 0:
+		case cl&classMn != 0 && !t.cased:
 		case cl&classPunct != 0:
 			if len(piece) > 0 {
 				t.wordpiece(s, piece)

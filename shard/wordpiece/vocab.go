@@ -48,10 +48,14 @@ const (
 const maxWordChars = 100
 
 // Tokenizer turns text into the ids of a WordPiece vocabulary exactly as HF's
-// slow BertTokenizer(do_lower_case=True) does. It is immutable after Load or
-// New and safe for concurrent use.
+// slow BertTokenizer(do_lower_case=True) does, or, after WithLowerCase(false),
+// as BertTokenizer(do_lower_case=False) does for cased BERTs. It is immutable
+// after Load or New and safe for concurrent use.
 type Tokenizer struct {
-	name   string
+	name string
+	// cased: keep case and accents (do_lower_case=False, strip_accents
+	// unset), and compose words in NFC as BasicTokenizer does first.
+	cased  bool
 	vocab  map[string]int32
 	tokens []string // id -> token
 	sha    string
@@ -165,6 +169,18 @@ func cutContinuation(tok string) (string, bool) {
 	}
 	return tok, false
 }
+
+// WithLowerCase returns the tokenizer for tokenizer_config.json's
+// do_lower_case: true lowercases and strips accents (uncased BERTs, the
+// default of Load and New); false keeps both (cased BERTs).
+func (t *Tokenizer) WithLowerCase(lower bool) *Tokenizer {
+	c := *t
+	c.cased = !lower
+	return &c
+}
+
+// LowerCase reports whether the tokenizer lowercases (do_lower_case).
+func (t *Tokenizer) LowerCase() bool { return !t.cased }
 
 // Name returns the name the vocabulary was loaded under (the path for Load).
 func (t *Tokenizer) Name() string { return t.name }
