@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"strings"
 	"sync"
@@ -43,6 +44,10 @@ type FailoverConfig struct {
 	// HeartbeatTime on the "default" profile's group.
 	Trainers, HeartbeatGoroutines int
 	HeartbeatTime                 time.Duration
+	// Blackholes is the number of leader pauses (SIGSTOP) per profile and
+	// position in the trainer's list, first and not first, with a trainer
+	// agent training (0: DefaultBlackholes; negative: none).
+	Blackholes int
 }
 
 // FailoverResult is the failover benchmark's report and its summary.
@@ -67,12 +72,13 @@ func (r *Runner) Failover(ctx context.Context, cfg FailoverConfig) (*FailoverRes
 	report := Report{}
 	profilesOut := map[string]any{}
 	p99 := map[string]float64{}
+	worstStopped := map[string]float64{}
 	var hb *heartbeatResult
 	var summary strings.Builder
 	for _, profile := range cfg.Profiles {
 		r.logf("bench failover: %s profile (heartbeat %s, election %s, leader lease %s): starting 3 coordinators …\n",
 			profile.Name, profile.Heartbeat, profile.Election, profile.LeaderLease)
-		res, hbRes, err := r.failoverProfile(ctx, profile.Name, cfg)
+		res, bh, hbRes, err := r.failoverProfile(ctx, profile.Name, cfg)
 		if err != nil {
 			return nil, fmt.Errorf("%s profile: %w", profile.Name, err)
 		}
@@ -85,13 +91,21 @@ func (r *Runner) Failover(ctx context.Context, cfg FailoverConfig) (*FailoverRes
 		}
 		p99[profile.Name] = percentile(elect, 0.99)
 		e, rs := msStats(elect), msStats(resume)
-		profilesOut[profile.Name] = map[string]any{
+		out := map[string]any{
 			"raft": map[string]any{"heartbeat_timeout_ms": profile.Heartbeat.Milliseconds(), "election_timeout_ms": profile.Election.Milliseconds(),
 				"leader_lease_timeout_ms": profile.LeaderLease.Milliseconds()},
 			"elect_ms": e, "resume_ms": rs, "kills": len(res), "rounds": res,
 		}
 		fmt.Fprintf(&summary, "failover %-7s %2d kills: elect p50 %6.0f ms  p99 %6.0f ms | resume p50 %6.0f ms  p99 %6.0f ms\n",
 			profile.Name, len(res), e["p50"], e["p99"], rs["p50"], rs["p99"])
+		if len(bh) > 0 {
+			rep, worst := blackholeReport(bh)
+			out["blackhole"] = rep
+			worstStopped[profile.Name] = worst
+			fmt.Fprintf(&summary, "black-holed leader %-7s %2d pauses: training stopped, worst %6.0f ms (first in list: %v; not first: %v)\n",
+				profile.Name, len(bh), worst, stoppedList(bh, positionFirst), stoppedList(bh, positionNotFirst))
+		}
+		profilesOut[profile.Name] = out
 	}
 	report["profiles"] = profilesOut
 	met := map[string]bool{}
@@ -100,6 +114,13 @@ func (r *Runner) Failover(ctx context.Context, cfg FailoverConfig) (*FailoverRes
 	}
 	if v, ok := p99["fast"]; ok {
 		met["elect_p99_fast"] = v <= failoverGoalElectFastMS
+	}
+	for name, worst := range worstStopped {
+		if name == "default" {
+			met["blackhole_training_stopped_default"] = worst <= blackholeGoalDefaultMS
+		} else if lanProfile(name) {
+			met["blackhole_training_stopped_lan"] = worst <= blackholeGoalLANMS
+		}
 	}
 	if hb != nil {
 		report["heartbeats_per_s"] = round1(hb.perS)
@@ -114,7 +135,8 @@ func (r *Runner) Failover(ctx context.Context, cfg FailoverConfig) (*FailoverRes
 	}
 	fmt.Fprintf(&summary, "goals met: %v\n", met)
 	report["goals"] = map[string]any{"elect_p99_default_ms": failoverGoalElectDefaultMS, "elect_p99_fast_ms": failoverGoalElectFastMS,
-		"heartbeats_per_s": failoverGoalHeartbeatsPerS}
+		"heartbeats_per_s":                      failoverGoalHeartbeatsPerS,
+		"blackhole_training_stopped_default_ms": blackholeGoalDefaultMS, "blackhole_training_stopped_lan_ms": blackholeGoalLANMS}
 	report["met"] = met
 	report["lease_ms"] = cfg.Lease.Milliseconds()
 	report["machine"] = machineInfo()
@@ -124,8 +146,23 @@ func (r *Runner) Failover(ctx context.Context, cfg FailoverConfig) (*FailoverRes
 		"elect_ms: t0 until a survivor answers a consistent read (raft barrier on the new leader), polled every 5 ms. " +
 		"resume_ms: t0 until a simulated trainer (heartbeat every 50 ms, registered and idle before the kill) is handed the trial of a sweep launched through the survivors right after the kill. " +
 		"Clients retry every few ms rather than with the coordinator client's growing backoff, so the times are the group's, not a client's. " +
-		"heartbeats_per_s: Heartbeat RPCs answered by the leader, from concurrent senders in this process over a few gRPC connections."
+		"heartbeats_per_s: Heartbeat RPCs answered by the leader, from concurrent senders in this process over a few gRPC connections. " +
+		"blackhole: the leader paused with SIGSTOP (a black-holed host: sockets open, no answer) while a real trainer agent (loraft's agent, " +
+		"coordinator.Client with default settings, self-fencing at 80% of the lease) runs a trial whose job checks its authorization every 50 ms; " +
+		"the leader is first in the trainer's --coordinators list (first) or last (not_first). training_stopped_ms: time in the window after the pause " +
+		"with no job running on the trainer (0: it never stopped). The profile named fast is the LAN profile (coordinator.LANConfig)."
 	return &FailoverResult{Report: report, Summary: summary.String()}, nil
+}
+
+// stoppedList is the rounds' training-stopped ms at one position.
+func stoppedList(rounds []blackholeRound, pos string) []float64 {
+	var out []float64
+	for _, r := range rounds {
+		if r.Position == pos {
+			out = append(out, math.Round(r.TrainingStoppedMS))
+		}
+	}
+	return out
 }
 
 // failoverRound is one leader kill.
@@ -142,15 +179,15 @@ const healthyTimeout = 30 * time.Second
 // failoverProfile runs cfg.Kills rounds on a fresh 3-coordinator group, then
 // on the "default" profile the heartbeat measurement while it is still
 // healthy.
-func (r *Runner) failoverProfile(ctx context.Context, profile string, cfg FailoverConfig) (rounds []failoverRound, hb *heartbeatResult, err error) {
+func (r *Runner) failoverProfile(ctx context.Context, profile string, cfg FailoverConfig) (rounds []failoverRound, bh []blackholeRound, hb *heartbeatResult, err error) {
 	dir, err := os.MkdirTemp("", "loraft-bench-failover-")
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	defer os.RemoveAll(dir)
 	cl, err := proccluster.Start(proccluster.Config{Bin: r.Bin, Dir: dir, Coordinators: 3, RaftProfile: profile, Lease: cfg.Lease})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	defer func() {
 		if err != nil && ctx.Err() == nil {
@@ -159,35 +196,43 @@ func (r *Runner) failoverProfile(ctx context.Context, profile string, cfg Failov
 		_ = cl.Close()
 	}()
 	if _, err := waitHealthy(ctx, cl, nil); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	const trainerID = "bench-trainer"
 	reg, err := proccluster.PollingClient(cl.APIAddrs())
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	_, err = reg.RegisterTrainer(rctx, &pb.RegisterTrainerRequest{Trainer: &pb.TrainerRecord{Id: trainerID, Address: "127.0.0.1:1"}})
 	cancel()
 	reg.Close()
 	if err != nil {
-		return nil, nil, fmt.Errorf("registering the simulated trainer: %w", err)
+		return nil, nil, nil, fmt.Errorf("registering the simulated trainer: %w", err)
 	}
 	for k := 1; k <= cfg.Kills; k++ {
 		round, err := failover(ctx, cl, k, trainerID)
 		if err != nil {
-			return nil, nil, fmt.Errorf("round %d: %w", k, err)
+			return nil, nil, nil, fmt.Errorf("round %d: %w", k, err)
 		}
 		r.logf("bench failover: %s round %d/%d: killed leader %s, %s answered a consistent read after %.0f ms, trial placed after %.0f ms\n",
 			profile, k, cfg.Kills, round.Killed, round.NewLeader, round.ElectMS, round.ResumeMS)
 		rounds = append(rounds, round)
 	}
-	if profile == "default" {
-		if hb, err = r.benchHeartbeats(ctx, cl, cfg.Trainers, cfg.HeartbeatGoroutines, cfg.HeartbeatTime); err != nil {
-			return nil, nil, err
+	if n := cfg.Blackholes; n >= 0 {
+		if n == 0 {
+			n = DefaultBlackholes
+		}
+		if bh, err = r.blackholes(ctx, cl, profile, n, cfg.Lease); err != nil {
+			return nil, nil, nil, err
 		}
 	}
-	return rounds, hb, nil
+	if profile == "default" {
+		if hb, err = r.benchHeartbeats(ctx, cl, cfg.Trainers, cfg.HeartbeatGoroutines, cfg.HeartbeatTime); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	return rounds, bh, hb, nil
 }
 
 // waitHealthy waits up to healthyTimeout for cl.WaitHealthy.
