@@ -55,6 +55,31 @@ train:
   checkpoint_every: 7
 `
 
+// ringSpec is the sweep of the ring scenarios: two trials, each trained by
+// both trainers at once (a data-parallel ring of two), so one trial runs at
+// a time. Its undisturbed run is the baseline-ring entry.
+const ringSpec = `name: chaos
+search: grid
+trainers_per_trial: 2
+metric: macro_f1
+space:
+  rank: [4, 8]
+  alpha: [16]
+  learning_rate: [3.0e-3]
+  lora_dropout: [0.0]
+  seed: [7]
+train:
+  config: tiny
+  epochs: 10
+  batch_size: 16
+  max_len: 48
+  checkpoint_every: 7
+`
+
+// ringStepTimeout is the trainers' --step-timeout in the ring scenarios:
+// well inside their 20 s cut, so the all-reduce gives up during it.
+const ringStepTimeout = "8s"
+
 // lease is the trainers' lease: the coordinators' default.
 const lease = 3 * time.Second
 
@@ -70,6 +95,12 @@ type scenario struct {
 	prepare func(t *testing.T, dir string)
 	// netns runs each coordinator in a network namespace of its own (r.net).
 	netns bool
+	// ring trains ringSpec, with each trainer's all-reduce reached through
+	// a fault proxy of its own (r.ringProxies; proxied must be set too).
+	ring bool
+	// check, when set, looks at the finished sweep for the fault's expected
+	// effect (a scenario whose fault did nothing proves nothing).
+	check func(st *pb.State) error
 }
 
 // Result is one scenario run, as written to chaos.json.
@@ -127,18 +158,35 @@ func TestChaos(t *testing.T) {
 	if *only != "" {
 		pick = regexp.MustCompile(*only)
 	}
-	base := &runCtx{t: t, bin: proc.Binary{Path: bin, Env: []string{"OMP_NUM_THREADS=1"}}}
-	want, baseRes := base.sweep(t, nil)
-	baseRes.Passed, baseRes.AdapterBytesEqual, baseRes.BestTrialEqual = !t.Failed(), true, true
-	results := []Result{baseRes}
-	t.Logf("baseline: %d trials, best %s, longest gap without training %d ms", len(want.trials), want.best, baseRes.NoTrainingMs)
+	binary := proc.Binary{Path: bin, Env: []string{"OMP_NUM_THREADS=1"}}
+	var picked []scenario
+	needRing, needPlain := false, false
 	for _, s := range scenarios() {
-		if pick != nil && !pick.MatchString(s.name) {
+		if pick == nil || pick.MatchString(s.name) {
+			picked = append(picked, s)
+			needRing, needPlain = needRing || s.ring, needPlain || !s.ring
+		}
+	}
+	// The undisturbed runs the picked scenarios compare with (the plain one
+	// always, as the suite's reference), keyed by ring.
+	wants := map[bool]*outcome{}
+	var results []Result
+	for _, b := range []scenario{{name: "baseline"}, {name: "baseline-ring", ring: true, proxied: true}} {
+		if b.ring && !needRing || !b.ring && !needPlain && needRing {
 			continue
 		}
+		base := &runCtx{t: t, bin: binary}
+		want, baseRes := base.sweep(t, &b)
+		baseRes.Passed, baseRes.AdapterBytesEqual, baseRes.BestTrialEqual = !t.Failed(), true, true
+		results = append(results, baseRes)
+		wants[b.ring] = want
+		t.Logf("%s: %d trials, best %s, longest gap without training %d ms", b.name, len(want.trials), want.best, baseRes.NoTrainingMs)
+	}
+	for _, s := range picked {
+		want := wants[s.ring]
 		for i := range *runs {
 			t.Run(fmt.Sprintf("%s/%d", s.name, i+1), func(t *testing.T) {
-				r := &runCtx{t: t, bin: base.bin}
+				r := &runCtx{t: t, bin: binary}
 				got, res := r.sweep(t, &s)
 				res.Run = i + 1
 				compare(t, want, got, &res)
@@ -197,14 +245,25 @@ type runCtx struct {
 	proxies []*faultproxy.Proxy
 	// coordProxies are trainer ID → its proxies to the coordinators.
 	coordProxies map[string][]*faultproxy.Proxy
-	net          *network
+	// ringProxies stand in front of each trainer's all-reduce listener
+	// (ring scenarios only; not among proxies).
+	ringProxies []*faultproxy.Proxy
+	ring        bool
+	net         *network
 }
 
 // route starts a fault proxy in front of target for one trainer.
 func (r *runCtx) route(trainer, kind, target string) (string, error) {
+	if kind == "ring" && !r.ring {
+		return target, nil
+	}
 	p, err := faultproxy.Start("127.0.0.1:0", target)
 	if err != nil {
 		return "", err
+	}
+	if kind == "ring" {
+		r.ringProxies = append(r.ringProxies, p)
+		return p.Addr(), nil
 	}
 	r.proxies = append(r.proxies, p)
 	if kind == "coordinator" {
@@ -224,30 +283,31 @@ func (r *runCtx) setFaults(f faultproxy.Faults) {
 }
 
 // sweep starts a cluster, launches the sweep, injects s's fault (none for
-// the baseline) once the first trial has made progress, waits for the end
-// and collects what it left.
+// a baseline, whose inject is nil) once the first trial has made progress,
+// waits for the end and collects what it left.
 func (r *runCtx) sweep(t *testing.T, s *scenario) (*outcome, Result) {
 	t.Helper()
-	name := "baseline"
-	if s != nil {
-		name = s.name
-	}
+	name := s.name
 	res := Result{Scenario: name, Linearizable: true}
 	start := time.Now()
 	r.dir = t.TempDir()
 	cfg := proccluster.Config{Bin: r.bin, Dir: r.dir, Trainers: 2, Lease: lease, MinIO: true}
-	if s != nil && s.prepare != nil {
+	r.ring = s.ring
+	if s.ring {
+		cfg.TrainerArgs = append(cfg.TrainerArgs, "--step-timeout", ringStepTimeout)
+	}
+	if s.prepare != nil {
 		s.prepare(t, r.dir)
 	}
-	if s != nil && s.netns {
+	if s.netns {
 		r.net = newNetwork(t, 3)
 		cfg.CoordinatorNetns, cfg.CoordinatorHosts = r.net.netns, r.net.hosts
 		cfg.CoordinatorArgs = insecureFlag(r.bin)
 	}
-	if s != nil && s.proxied {
+	if s.proxied {
 		cfg.TrainerRoute = r.route
 		defer func() {
-			for _, p := range r.proxies {
+			for _, p := range append(r.proxies, r.ringProxies...) {
 				p.Close()
 			}
 		}()
@@ -286,7 +346,7 @@ func (r *runCtx) sweep(t *testing.T, s *scenario) (*outcome, Result) {
 
 	waitProgress(t, ctx, c)
 	faultStart := time.Now()
-	if s != nil {
+	if s.inject != nil {
 		probe := startProbe(ctx, c.APIAddrs())
 		if err := s.inject(ctx, r); err != nil {
 			t.Fatalf("injecting %s: %v", s.name, err)
@@ -303,6 +363,11 @@ func (r *runCtx) sweep(t *testing.T, s *scenario) (*outcome, Result) {
 	coordinatortest.CheckLinearizable(t, ops, name)
 	res.Linearizable = !t.Failed()
 
+	if s.check != nil {
+		if err := s.check(st); err != nil {
+			fail(t, &res, "%s: %v", s.name, err)
+		}
+	}
 	out := r.collect(t, ctx, st)
 	jobs, err := c.Jobs(nil)
 	if err != nil {
@@ -336,7 +401,11 @@ func insecureFlag(bin proc.Binary) []string {
 func (r *runCtx) launch(t *testing.T) {
 	t.Helper()
 	specPath := filepath.Join(r.dir, "chaos.yaml")
-	if err := os.WriteFile(specPath, []byte(spec), 0o644); err != nil {
+	sp := spec
+	if r.ring {
+		sp = ringSpec
+	}
+	if err := os.WriteFile(specPath, []byte(sp), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	data, err := filepath.Abs(*dataFile)

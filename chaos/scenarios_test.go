@@ -17,6 +17,7 @@ import (
 	"github.com/loraft/loraft/internal/faultproxy"
 
 	"github.com/loraft/loraft/internal/proc"
+	pb "github.com/loraft/loraft/proto/coordinatorpb"
 )
 
 // scenarios are the faults the suite injects, each on a fresh cluster.
@@ -51,6 +52,27 @@ func scenarios() []scenario {
 				p.Set(faultproxy.Faults{})
 			}
 			return werr
+		}},
+		{name: "trainer-ring-cut-off-20s", proxied: true, ring: true, inject: func(ctx context.Context, r *runCtx) error {
+			// The reverse: both trainers of a trial reach the coordinators
+			// and the store, not each other. The all-reduce times out
+			// (--step-timeout), both ranks stop, and the trial resumes from
+			// its committed checkpoint once the ring is whole again.
+			for _, p := range r.ringProxies {
+				p.Set(faultproxy.Faults{BlackHole: true})
+			}
+			werr := wait(ctx, 20*time.Second)
+			for _, p := range r.ringProxies {
+				p.Set(faultproxy.Faults{})
+			}
+			return werr
+		}, check: func(st *pb.State) error {
+			for _, tr := range sweepOf(st, "chaos").GetTrials() {
+				if tr.GetAttempts() > 1 {
+					return nil
+				}
+			}
+			return errors.New("every trial ran once: the cut ring stopped no rank")
 		}},
 		{name: "first-coordinator-paused-30s", inject: func(ctx context.Context, r *runCtx) error {
 			// First in every trainer's and client's list (a follower or the

@@ -21,9 +21,9 @@ import (
 // tlsFlags configure optional mutual TLS for gRPC servers and clients.
 func tlsFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.PathFlag{Name: "tls-ca", Usage: "CA certificate (PEM) that signs every peer's certificate; enables mutual TLS with --tls-cert/--tls-key"},
-		&cli.PathFlag{Name: "tls-cert", Usage: "this node's certificate (PEM)"},
-		&cli.PathFlag{Name: "tls-key", Usage: "this node's private key (PEM)"},
+		&cli.PathFlag{Name: "tls-ca", EnvVars: []string{"LORAFT_TLS_CA"}, Usage: "CA certificate (PEM) that signs every peer's certificate; enables mutual TLS with --tls-cert/--tls-key"},
+		&cli.PathFlag{Name: "tls-cert", EnvVars: []string{"LORAFT_TLS_CERT"}, Usage: "this node's certificate (PEM)"},
+		&cli.PathFlag{Name: "tls-key", EnvVars: []string{"LORAFT_TLS_KEY"}, Usage: "this node's private key (PEM)"},
 	}
 }
 
@@ -56,6 +56,7 @@ func trainerCommand() *cli.Command {
 			Usage: "gRPC API addresses of the coordinators: run under them (register, heartbeat, train what they assign) instead of static --rank/--world/--peers"},
 		&cli.StringFlag{Name: "id", Usage: "this trainer's stable name under the coordinators (default: hostname-listen address)"},
 		&cli.StringFlag{Name: "listen", Value: "127.0.0.1:7500", Usage: "all-reduce address this trainer listens on and advertises (under --coordinators)"},
+		&cli.StringFlag{Name: "advertise", Usage: "all-reduce address the other trainers dial, when not --listen (behind a proxy or NAT; under --coordinators)"},
 		&cli.PathFlag{Name: "events", Usage: "append a JSON line per job start and end to this file (under --coordinators)"},
 		&cli.IntFlag{Name: "rank", Usage: "static mode: this trainer's rank, 0..world-1 (rank 0 evaluates and checkpoints)"},
 		&cli.IntFlag{Name: "world", Usage: "static mode: number of trainers in the run"},
@@ -97,7 +98,7 @@ func trainerCommand() *cli.Command {
 // other trainer flag is a training setting (the sweep's) or a static-mode
 // ring setting (the assignment's), and is refused under --coordinators.
 func agentFlags() map[string]bool {
-	names := map[string]bool{"coordinators": true, "id": true, "listen": true, "events": true, "device": true, "compute-dtype": true, "insecure": true,
+	names := map[string]bool{"coordinators": true, "id": true, "listen": true, "advertise": true, "events": true, "device": true, "compute-dtype": true, "insecure": true,
 		"cache-dir": true, "no-cache": true, "step-timeout": true, "spool-dir": true, "keep-latest": true, "keep-best": true}
 	for _, fs := range [][]cli.Flag{storeFlags(), tlsFlags()} {
 		for _, f := range fs {
@@ -110,7 +111,7 @@ func agentFlags() map[string]bool {
 // agentOnlyFlags are the agent's flags that a static rank does not read
 // (an empty --coordinators, e.g. from the environment, means static mode).
 func agentOnlyFlags() map[string]bool {
-	return map[string]bool{"id": true, "listen": true, "events": true, "spool-dir": true}
+	return map[string]bool{"id": true, "listen": true, "advertise": true, "events": true, "spool-dir": true}
 }
 
 // refuseFlags fails, naming them in the command's flag order, when flags
@@ -229,10 +230,14 @@ func runAgent(c *cli.Context) error {
 	if _, err := trainer.ParseCompute(c.String("compute-dtype")); err != nil {
 		return fmt.Errorf("flag --compute-dtype: %w", err)
 	}
-	runner := &agent.JobRunner{Store: store, CacheDir: cacheDir, NoTokenCache: c.Bool("no-cache"), Device: device, Compute: c.String("compute-dtype"),
+	address, listen := c.String("listen"), ""
+	if adv := c.String("advertise"); adv != "" && adv != address {
+		address, listen = adv, c.String("listen")
+	}
+	runner := &agent.JobRunner{Store: store, CacheDir: cacheDir, Listen: listen, NoTokenCache: c.Bool("no-cache"), Device: device, Compute: c.String("compute-dtype"),
 		StepTimeout: c.Duration("step-timeout"), ServerTLS: serverTLS, ClientTLS: clientTLS, Retention: retentionFlags(c), SpoolDir: c.Path("spool-dir"),
 		Log: func(msg string) { slog.Info(msg, "trainer", id) }}
-	a, err := agent.New(agent.Config{ID: id, Address: c.String("listen"), Coordinator: cl, Runner: runner, Events: events})
+	a, err := agent.New(agent.Config{ID: id, Address: address, Coordinator: cl, Runner: runner, Events: events})
 	if err != nil {
 		return err
 	}

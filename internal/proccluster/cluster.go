@@ -53,7 +53,9 @@ type Config struct {
 	// TrainerRoute, when set, gives the address a trainer (by ID) dials
 	// instead of each coordinator API address (kind "coordinator") and the
 	// MinIO endpoint (kind "store"), host:port: a fault-injecting proxy in
-	// front of it, say.
+	// front of it, say. For kind "ring" the target is the trainer's own
+	// all-reduce address, and the answer is what it advertises (--advertise)
+	// for its ring peers to dial; returning target leaves it direct.
 	TrainerRoute func(trainer, kind, target string) (string, error)
 }
 
@@ -182,6 +184,15 @@ func Start(cfg Config) (cl *Cluster, err error) {
 		}
 		tr.Events = filepath.Join(cfg.Dir, "events-"+tr.ID+".jsonl")
 		args := []string{"trainer", "--id", tr.ID, "--listen", tr.Addr, "--events", tr.Events}
+		if cfg.TrainerRoute != nil {
+			adv, err := cfg.TrainerRoute(tr.ID, "ring", tr.Addr)
+			if err != nil {
+				return nil, fmt.Errorf("routing trainer %s's ring peers: %w", tr.ID, err)
+			}
+			if adv != tr.Addr {
+				args = append(args, "--advertise", adv)
+			}
+		}
 		tr.Proc = &proc.Proc{Name: "trainer " + tr.ID, Bin: cfg.Bin, Args: append(args, cfg.TrainerArgs...), Env: trainerEnv,
 			Log: filepath.Join(cfg.Dir, "trainer-"+tr.ID+".log")}
 		if err := tr.Start(); err != nil {

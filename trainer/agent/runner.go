@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -34,6 +35,10 @@ type JobRunner struct {
 	Device       gotch.Device
 	// Compute is the compute dtype, fp32 (default) or bf16.
 	Compute string
+	// Listen, when set, is where this trainer's all-reduce listens when
+	// that is not the address its ring peers dial (the one it registered:
+	// behind a proxy or NAT); empty: the registered one.
+	Listen string
 	// StepTimeout bounds each all-reduce; TLS configures the ring's mutual TLS (nil: plaintext).
 	StepTimeout          time.Duration
 	ServerTLS, ClientTLS *tls.Config
@@ -116,7 +121,13 @@ func (r *JobRunner) Run(ctx context.Context, a *pb.Assignment, rep Reporter) (*p
 		job.SpoolDir = filepath.Join(r.CacheDir, "spool")
 	}
 	if a.GetWorld() > 1 {
-		ring, err := allreduce.Listen(ctx, allreduce.Config{Rank: int(a.GetRank()), World: int(a.GetWorld()), Peers: a.GetPeers(),
+		peers := a.GetPeers()
+		if r.Listen != "" && int(a.GetRank()) < len(peers) {
+			// A rank only listens on its own entry; its peers dial the advertised one.
+			peers = slices.Clone(peers)
+			peers[a.GetRank()] = r.Listen
+		}
+		ring, err := allreduce.Listen(ctx, allreduce.Config{Rank: int(a.GetRank()), World: int(a.GetWorld()), Peers: peers,
 			RunID: t.GetName(), Generation: a.GetGeneration(), StepTimeout: r.StepTimeout, ServerTLS: r.ServerTLS, ClientTLS: r.ClientTLS,
 			PeerIDs: ringIDs(r.ServerTLS != nil, t.GetTrainers(), int(a.GetWorld()))})
 		if err != nil {
