@@ -2,9 +2,11 @@ package checkpoint
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"strings"
@@ -180,8 +182,27 @@ func readCredentialsFile(path string) (access, secret string, err error) {
 		return "", "", fmt.Errorf("s3 credentials file: %w", err)
 	}
 	defer f.Close()
+	// A credentials file is a few lines; reading at most one byte past the
+	// limit keeps a wrong path (a device, a huge file) from costing more.
+	b, err := io.ReadAll(io.LimitReader(f, maxCredentialsFileBytes+1))
+	if err != nil {
+		return "", "", fmt.Errorf("s3 credentials file %s: %w", path, err)
+	}
+	if len(b) > maxCredentialsFileBytes {
+		return "", "", fmt.Errorf("s3 credentials file %s: longer than %d bytes", path, maxCredentialsFileBytes)
+	}
+	return parseCredentials(bytes.NewReader(b), path)
+}
+
+// maxCredentialsFileBytes bounds a credentials file.
+const maxCredentialsFileBytes = 64 << 10
+
+// parseCredentials parses the content of the credentials file path (see
+// readCredentialsFile); path only names it in errors, which never quote a
+// line or a value.
+func parseCredentials(r io.Reader, path string) (access, secret string, err error) {
 	section := ""
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(r)
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
 		if n == 1 {
@@ -213,6 +234,7 @@ func readCredentialsFile(path string) (access, secret string, err error) {
 		}
 	}
 	if err := sc.Err(); err != nil {
+		// The scanner's errors (a line too long) quote nothing of the file.
 		return "", "", fmt.Errorf("s3 credentials file %s: %w", path, err)
 	}
 	if access == "" || secret == "" {
