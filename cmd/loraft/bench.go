@@ -169,6 +169,13 @@ func benchCommand() *cli.Command {
 				fmt.Fprint(summary, res.Summary)
 				return writeJSON(c, c.String("out"), res.Report)
 			},
+		}, {
+			Name:  "dashboard",
+			Usage: "time the first paint of a sweep page (HTML, its JSON, scripts and styles) against an in-process coordinator (JSON)",
+			Flags: []cli.Flag{out, &cli.IntFlag{Name: "trials", Value: 100}, &cli.IntFlag{Name: "loads", Value: 20}},
+			Action: func(c *cli.Context) error {
+				return benchReport(c)(benchRunner(c).Dashboard(c.Context, bench.DashboardConfig{Trials: c.Int("trials"), Loads: c.Int("loads")}))
+			},
 		}},
 	}
 }
