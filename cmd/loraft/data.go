@@ -57,15 +57,20 @@ func loadData(c *cli.Context) (*loadedData, error) {
 	if err != nil {
 		return nil, err
 	}
+	vocab, lower, err := vocabFlags(c)
+	if err != nil {
+		return nil, err
+	}
 	var tok *wordpiece.Tokenizer
-	if p := c.Path("vocab"); p != "" {
-		tok, err = wordpiece.Load(p)
+	if vocab != "" {
+		tok, err = wordpiece.Load(vocab)
 	} else {
 		tok, err = wordpiece.BertBaseUncased()
 	}
 	if err != nil {
 		return nil, fmt.Errorf("flag --vocab: %w", err)
 	}
+	tok = tok.WithLowerCase(lower)
 	sp, err := shard.NewSplit(ds, c.Uint64("seed"), ratios)
 	if err != nil {
 		return nil, err

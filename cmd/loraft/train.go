@@ -20,6 +20,7 @@ import (
 	"github.com/loraft/loraft/trainer/lora"
 	"github.com/loraft/loraft/trainer/metrics"
 	"github.com/loraft/loraft/trainer/model"
+	"github.com/loraft/loraft/trainer/model/hub"
 	"github.com/sugarme/gotch"
 	"github.com/urfave/cli/v2"
 )
@@ -29,7 +30,8 @@ import (
 func trainFlags(rankFlag string) []cli.Flag {
 	d, l := trainer.DefaultHyper(), lora.DefaultConfig()
 	return []cli.Flag{
-		&cli.PathFlag{Name: "weights", Usage: "HF model.safetensors of the base (bert-base-uncased layout); nothing is downloaded"},
+		&cli.StringFlag{Name: "base", Usage: "base model: an HF model directory, a hub id in the local HF cache (bert-base-uncased), or a weights file; never downloads"},
+		&cli.PathFlag{Name: "weights", Usage: "HF model.safetensors or pytorch_model.bin of the base (bert-base-uncased layout); nothing is downloaded"},
 		&cli.StringFlag{Name: "config", Usage: "tiny, base or a config.json (default: base with --weights, tiny without)"},
 		&cli.Uint64Flag{Name: "init-seed", Value: 0, Usage: "seed of a random-init base (without --weights)"},
 		&cli.IntFlag{Name: rankFlag, Value: l.Rank, Usage: "LoRA rank r"},
@@ -130,6 +132,9 @@ func runTrain(c *cli.Context, dp *dataParallel) error {
 	if err != nil {
 		return err
 	}
+	if d.tok.VocabSize() > base.Config.VocabSize {
+		return fmt.Errorf("vocabulary %s has %d tokens, the model's vocab_size is %d", d.tok.Name(), d.tok.VocabSize(), base.Config.VocabSize)
+	}
 	var bar *progress.Bar
 	// Notices go above the progress bar once it is up, to stderr before.
 	warn := func(msg string) {
@@ -141,7 +146,7 @@ func runTrain(c *cli.Context, dp *dataParallel) error {
 	}
 	job := trainer.Job{Run: run, Base: base, LoRA: lc, Hyper: h,
 		Data:      &trainer.Data{DS: d.ds, Split: d.split, Tokens: d.tokens, PadID: d.tok.PadID()},
-		Tokenizer: trainer.Tokenizer{VocabSHA256: d.tok.VocabSHA256(), MaxLen: c.Int("max-len"), LowerCase: true},
+		Tokenizer: trainer.Tokenizer{VocabSHA256: d.tok.VocabSHA256(), MaxLen: c.Int("max-len"), LowerCase: d.tok.LowerCase()},
 		Vocab:     vocab, Device: device, Store: store, CheckpointEvery: c.Int("checkpoint-every"),
 		ResumeLatest: c.Bool("resume"), Warn: warn,
 		Built: func(m *model.Model, man trainer.Manifest) {
@@ -190,21 +195,35 @@ func retentionFlags(c *cli.Context) checkpoint.Retention {
 	return checkpoint.Retention{KeepLatest: c.Int("keep-latest"), KeepBest: c.Int("keep-best"), Metric: metrics.DefaultSelection, Grace: time.Hour}
 }
 
-// baseFromFlags is the frozen base of --config, --weights, --init-seed,
-// --quant and --compute-dtype; the config resolves as a sweep's does on a
-// trainer (model.ResolveConfig).
+// baseFromFlags is the frozen base of --base or --config and --weights,
+// --init-seed, --quant and --compute-dtype; the config resolves as a sweep's
+// does on a trainer (model.ResolveConfig).
 func baseFromFlags(c *cli.Context) (trainer.Base, error) {
-	cfgName, cfg, err := model.ResolveConfig(c.String("config"), c.Path("weights") != "")
+	hb, err := baseFlag(c)
+	if err != nil {
+		return trainer.Base{}, err
+	}
+	weights, cfgSpec := c.Path("weights"), c.String("config")
+	if hb != nil {
+		weights = hb.Weights
+		if cfgSpec == "" {
+			cfgSpec = hb.Config // "" for a lone weights file: base, as for --weights
+		}
+	}
+	cfgName, cfg, err := model.ResolveConfig(cfgSpec, weights != "")
 	if err != nil {
 		return trainer.Base{}, fmt.Errorf("flag --config: %w", err)
+	}
+	if hb != nil {
+		cfg.NameOrPath = hb.Name // the hub id, config.json's _name_or_path or the path
 	}
 	q := model.Quant(c.String("quant"))
 	if q != model.NF4 && q != model.Dense {
 		return trainer.Base{}, fmt.Errorf("flag --quant: %q, want nf4 or fp32", q)
 	}
 	b := trainer.Base{ConfigName: cfgName, Config: cfg, InitSeed: c.Uint64("init-seed"), Quant: q, Compute: c.String("compute-dtype")}
-	if p := c.Path("weights"); p != "" {
-		abs, err := filepath.Abs(p)
+	if weights != "" {
+		abs, err := filepath.Abs(weights)
 		if err != nil {
 			return b, fmt.Errorf("flag --weights: %w", err)
 		}
@@ -216,8 +235,45 @@ func baseFromFlags(c *cli.Context) (trainer.Base, error) {
 	return b, nil
 }
 
-func vocabBytes(c *cli.Context) ([]byte, error) {
+// baseFlag resolves --base offline (nil without it).
+func baseFlag(c *cli.Context) (*hub.Base, error) {
+	spec := c.String("base")
+	if spec == "" {
+		return nil, nil
+	}
+	if c.Path("weights") != "" {
+		return nil, errors.New("flags --base and --weights: give one")
+	}
+	b, err := hub.Resolve(spec)
+	if err != nil {
+		return nil, fmt.Errorf("flag --base: %w", err)
+	}
+	return &b, nil
+}
+
+// vocabFlags is the vocab.txt of --vocab, else of --base ("": bert-base-uncased's,
+// embedded), and --base's do_lower_case (true without --base).
+func vocabFlags(c *cli.Context) (string, bool, error) {
+	hb, err := baseFlag(c)
+	if err != nil || hb == nil {
+		return c.Path("vocab"), true, err
+	}
+	lower, err := hb.LowerCase()
+	if err != nil {
+		return "", false, fmt.Errorf("flag --base: %w", err)
+	}
 	if p := c.Path("vocab"); p != "" {
+		return p, lower, nil
+	}
+	return hb.Vocab, lower, nil
+}
+
+func vocabBytes(c *cli.Context) ([]byte, error) {
+	p, _, err := vocabFlags(c)
+	if err != nil {
+		return nil, err
+	}
+	if p != "" {
 		return os.ReadFile(p)
 	}
 	return wordpiece.BertBaseUncasedVocab(), nil
@@ -423,5 +479,5 @@ func loadAdapter(dir, weightsPath string, device gotch.Device) (*model.Model, tr
 		m.Drop()
 		return nil, man, nil, err
 	}
-	return m, man, tok, nil
+	return m, man, tok.WithLowerCase(man.Tokenizer.LowerCase), nil
 }
