@@ -55,7 +55,7 @@ func NewClient(addrs []string, opts ...grpc.DialOption) (*Client, error) {
 	if len(opts) == 0 {
 		opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	}
-	opts = append(opts, clientKeepalive)
+	opts = append(opts, clientKeepalive, clientMsgSizes)
 	return &Client{addrs: addrs, conns: map[string]*grpc.ClientConn{}, suspect: map[string]time.Time{}, opts: opts,
 		Backoff: 50 * time.Millisecond, Attempts: 40, AttemptTimeout: 2 * time.Second, HedgeDelay: 300 * time.Millisecond, SuspectFor: 10 * time.Second}, nil
 }

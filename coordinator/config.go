@@ -202,6 +202,16 @@ func (c Config) Validate() error {
 	case s.Tick <= 0 || s.Tick > s.Lease:
 		bad("Scheduler.Tick", "%v, want a positive duration of at most Scheduler.Lease %v", s.Tick, s.Lease)
 	}
+	if s.SweepRetention < 0 {
+		bad("Scheduler.SweepRetention", "%v, want ≥ 0 (0: keep sweeps until deleted)", s.SweepRetention)
+	}
+	if s.ForgetTrainerAfter > 0 && s.ForgetTrainerAfter < 2*s.Lease {
+		// Shorter would forget a trainer that merely missed a lease.
+		bad("Scheduler.ForgetTrainerAfter", "%v is shorter than twice Scheduler.Lease %v", s.ForgetTrainerAfter, s.Lease)
+	}
+	if s.ForgetTrainerAfter < 0 {
+		bad("Scheduler.ForgetTrainerAfter", "%v, want a positive duration (0: %v)", s.ForgetTrainerAfter, DefaultForgetTrainerAfter)
+	}
 	if c.HTTPAddr != "" {
 		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 			bad("HTTPAddr", "%s: %v", c.HTTPAddr, err)

@@ -11,7 +11,9 @@ import "errors"
 //	                           coordinatorpb.IsFenced)
 //	ErrNotPending,
 //	ErrNothingToResume,
-//	ErrMemberConflict          FailedPrecondition: refused by the state machine
+//	ErrMemberConflict,
+//	ErrSweepActive,
+//	ErrTrainerBusy             FailedPrecondition: refused by the state machine
 //	                           (or, for a member, by the membership check)
 //	ErrNotFound                NotFound
 //	ErrExists                  AlreadyExists
@@ -30,6 +32,10 @@ var (
 	ErrNotPending      = errors.New("only a pending trial can be assigned")
 	ErrNotRunning      = errors.New("the trial is not running")
 	ErrNothingToResume = errors.New("nothing to resume")
+	// ErrSweepActive: DeleteSweep of a sweep with a pending or running trial.
+	ErrSweepActive = errors.New("the sweep has pending or running trials (cancel it first)")
+	// ErrTrainerBusy: ForgetTrainer of a trainer a running trial names.
+	ErrTrainerBusy = errors.New("the trainer holds an assignment")
 	// ErrMemberConflict: AddVoter for an id (or raft address) the group
 	// already has with other addresses. Membership never rewrites a
 	// member's addresses; the operator removes it, then adds it again.

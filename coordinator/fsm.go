@@ -150,6 +150,10 @@ func (f *fsm) apply(c *pb.Command) error {
 		}
 		f.members[m.GetId()] = proto.Clone(m).(*pb.Member)
 		return nil
+	case *pb.Command_DeleteSweep:
+		return f.deleteSweep(cmd.DeleteSweep.GetName())
+	case *pb.Command_ForgetTrainer:
+		return f.forgetTrainer(cmd.ForgetTrainer.GetId())
 	case *pb.Command_RemoveMember:
 		delete(f.members, cmd.RemoveMember.GetId())
 		return nil

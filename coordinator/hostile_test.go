@@ -214,6 +214,24 @@ func TestHostileClient(t *testing.T) {
 			return err
 		}, codes.InvalidArgument, "member.raft_address"},
 		{"remove a voter without an id", func() error { _, err := api.RemoveVoter(ctx, &pb.RemoveVoterRequest{}); return err }, codes.InvalidArgument, "id: required"},
+		{"list trials with page_size 10^6", func() error { _, err := api.ListTrials(ctx, &pb.ListTrialsRequest{PageSize: 1_000_000}); return err }, codes.InvalidArgument, "page_size: 1000000, want 1 to 1000"},
+		{"list sweeps with a negative page_size", func() error { _, err := api.ListSweeps(ctx, &pb.ListSweepsRequest{PageSize: -1}); return err }, codes.InvalidArgument, "page_size: -1"},
+		{"list trials with a bogus page token", func() error {
+			_, err := api.ListTrials(ctx, &pb.ListTrialsRequest{PageToken: "not base64!"})
+			return err
+		}, codes.InvalidArgument, "page_token"},
+		{"list sweeps with a trial list's token", func() error {
+			_, err := api.ListSweeps(ctx, &pb.ListSweepsRequest{PageToken: "dDE6b2stdDAwMA"}) // base64 of "t1:ok-t000"
+			return err
+		}, codes.InvalidArgument, "page_token"},
+		{"list sweeps with a 1 MB page token", func() error {
+			_, err := api.ListSweeps(ctx, &pb.ListSweepsRequest{PageToken: strings.Repeat("A", 1<<20)})
+			return err
+		}, codes.InvalidArgument, "page_token"},
+		{"list trials in state 99", func() error { _, err := api.ListTrials(ctx, &pb.ListTrialsRequest{State: 99}); return err }, codes.InvalidArgument, "state"},
+		{"delete a sweep with running trials", func() error { _, err := api.DeleteSweep(ctx, &pb.DeleteSweepRequest{Name: "ok"}); return err }, codes.FailedPrecondition, gt + " (RUNNING)"},
+		{"delete an unknown sweep", func() error { _, err := api.DeleteSweep(ctx, &pb.DeleteSweepRequest{Name: "ghost"}); return err }, codes.NotFound, "ghost"},
+		{"delete a path", func() error { _, err := api.DeleteSweep(ctx, &pb.DeleteSweepRequest{Name: "../ok"}); return err }, codes.InvalidArgument, "name"},
 	}
 	consistent := func() *pb.State {
 		t.Helper()

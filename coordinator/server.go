@@ -381,7 +381,8 @@ func (s *Server) status(err error) error {
 		return status.Error(codes.AlreadyExists, err.Error())
 	case errors.Is(err, ErrStaleGeneration), errors.Is(err, ErrNotRunning):
 		return status.Error(pb.FencedCode, err.Error())
-	case errors.Is(err, ErrNotPending), errors.Is(err, ErrNothingToResume), errors.Is(err, ErrMemberConflict):
+	case errors.Is(err, ErrNotPending), errors.Is(err, ErrNothingToResume), errors.Is(err, ErrMemberConflict),
+		errors.Is(err, ErrSweepActive), errors.Is(err, ErrTrainerBusy):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, ErrInvalidArgument), errors.Is(err, ErrBadCommand), errors.Is(err, ErrUnknownVersion):
 		return status.Error(codes.InvalidArgument, err.Error())
