@@ -29,7 +29,7 @@ type Coordinator struct {
 	metrics *metricSet
 
 	stop context.CancelFunc // stops the scheduler
-	wg   sync.WaitGroup     // the Serve loop and the scheduler
+	wg   sync.WaitGroup     // the Serve loops, the scheduler and the leader watch
 	// failed receives the first Serve loop's error (API or HTTP) if one
 	// ends before Close.
 	failed chan error
@@ -54,7 +54,8 @@ func Open(ctx context.Context, cfg Config) (*Coordinator, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("opening coordinator %s: %w", cfg.ID, err)
 	}
-	node, err := openNode(cfg)
+	m := newMetrics()
+	node, err := openNode(cfg, m)
 	if err != nil {
 		return nil, err
 	}
@@ -74,20 +75,21 @@ func Open(ctx context.Context, cfg Config) (*Coordinator, error) {
 		node.Close()
 		return nil, fmt.Errorf("coordinator API on %s: %w", cfg.APIAddr, err)
 	}
-	// Authorization (and the audit log) come first: a refused call reaches
-	// no other interceptor's side effects and no handler.
-	interceptors := append([]grpc.UnaryServerInterceptor{authz.UnaryInterceptor(authz.Config{State: authzState{node}, Logger: cfg.Logger})},
+	m.reg.MustRegister(newStateCollector(node))
+	// Authorization (and the audit log) come first after the metrics: a
+	// refused call reaches no other interceptor's side effects and no
+	// handler, but is counted.
+	interceptors := append([]grpc.UnaryServerInterceptor{m.unaryInterceptor, authz.UnaryInterceptor(authz.Config{State: authzState{node}, Logger: cfg.Logger})},
 		cfg.UnaryInterceptors...)
 	opts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(interceptors...),
 		// Clients ping every 5 s to notice a dead coordinator (see the
 		// Client's keepalive); allow it, and drop clients that vanish.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second})}
-	opts = append(opts, serverMsgSizes()...) // sizes chosen in msgsize.go
 	if cfg.ServerTLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.ServerTLS)))
 	}
-	c := &Coordinator{cfg: cfg, node: node, lis: lis, srv: grpc.NewServer(opts...), failed: make(chan error, 1), metrics: newMetrics(),
+	c := &Coordinator{cfg: cfg, node: node, lis: lis, srv: grpc.NewServer(opts...), failed: make(chan error, 1), metrics: m,
 		api: newServer(node, ServerConfig{APIAddrs: apiAddrs, Scheduler: cfg.Scheduler, MaxTrialsPerSweep: cfg.MaxTrialsPerSweep})}
 	pb.RegisterCoordinatorServer(c.srv, c.api)
 	if cfg.HTTPAddr != "" {
@@ -102,7 +104,11 @@ func Open(ctx context.Context, cfg Config) (*Coordinator, error) {
 
 	sctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	c.stop = stop
-	c.wg.Add(2)
+	c.wg.Add(3)
+	go func() {
+		defer c.wg.Done()
+		m.watchLeader(sctx, node.raft)
+	}()
 	go func() {
 		defer c.wg.Done()
 		if err := c.srv.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {

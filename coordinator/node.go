@@ -22,11 +22,13 @@ type Node struct {
 	fsm    *fsm
 	stores *Stores
 	trans  *raft.NetworkTransport
+	// metrics is the coordinator's metric set, nil when not measured.
+	metrics *metricSet
 }
 
 // openNode starts a raft node on cfg.RaftAddr with stores under cfg.Dir;
-// cfg has its defaults and is valid.
-func openNode(cfg Config) (*Node, error) {
+// cfg has its defaults and is valid. With m, the FSM's applies are measured.
+func openNode(cfg Config, m *metricSet) (*Node, error) {
 	logger := newRaftLogger(cfg.Logger, cfg.RaftLogLevel)
 	stores, err := OpenStores(cfg.Dir, logger.Named("snapshots").StandardWriter(nil))
 	if err != nil {
@@ -61,13 +63,22 @@ func openNode(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("coordinator raft config: %w", err)
 	}
 	f := newFSM()
-	r, err := raft.NewRaft(rc, f, stores.Log, stores.Stable, stores.Snapshots, trans)
+	var rf raft.FSM = f
+	var obs *observedFSM
+	if m != nil {
+		obs = &observedFSM{fsm: f, m: m}
+		rf = obs
+	}
+	r, err := raft.NewRaft(rc, rf, stores.Log, stores.Stable, stores.Snapshots, trans)
 	if err != nil {
 		trans.Close()
 		stores.Close()
 		return nil, fmt.Errorf("starting raft: %w", err)
 	}
-	return &Node{cfg: cfg, raft: r, fsm: f, stores: stores, trans: trans}, nil
+	if obs != nil {
+		obs.r.Store(r)
+	}
+	return &Node{cfg: cfg, raft: r, fsm: f, stores: stores, trans: trans, metrics: m}, nil
 }
 
 // Bootstrap forms a new group from servers (ID → address), once, on one

@@ -20,7 +20,7 @@ func singleNode(t *testing.T) *Node {
 	}
 	cfg := LANConfig()
 	cfg.ID, cfg.RaftAddr, cfg.APIAddr, cfg.Dir = "c0", addrs[0], "127.0.0.1:0", t.TempDir()
-	n, err := openNode(cfg.withDefaults())
+	n, err := openNode(cfg.withDefaults(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +53,7 @@ func TestJoinIsIdempotent(t *testing.T) {
 	}
 	cfg := LANConfig()
 	cfg.ID, cfg.RaftAddr, cfg.APIAddr, cfg.Dir = "c9", addrs[0], "127.0.0.1:0", t.TempDir()
-	joiner, err := openNode(cfg.withDefaults())
+	joiner, err := openNode(cfg.withDefaults(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
