@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/loraft/loraft/coordinator/dashboard"
 	"github.com/loraft/loraft/internal/pki"
 	"github.com/urfave/cli/v2"
 )
@@ -44,6 +45,20 @@ func certsCommand() *cli.Command {
 					&cli.PathFlag{Name: "out", Required: true, Usage: "directory to write <role>-<id>/ in"},
 				},
 				Action: certsIssue,
+			},
+			{
+				Name: "token",
+				Usage: "print a new random dashboard token (for browsers and scripts) and its --http-tokens-file line; " +
+					"the file keeps only the token's SHA-256, so keep the token itself",
+				Flags: []cli.Flag{&cli.StringFlag{Name: "role", Value: "viewer", Usage: "viewer or operator"}},
+				Action: func(c *cli.Context) error {
+					token, line, err := dashboard.NewToken(c.String("role"))
+					if err != nil {
+						return fmt.Errorf("flag --role: %w", err)
+					}
+					fmt.Fprintf(c.App.Writer, "token: %s\ntokens-file line: %s\n", token, line)
+					return nil
+				},
 			},
 		},
 	}
