@@ -5,8 +5,10 @@
 // (torch.FloatStorage, HalfStorage, BFloat16Storage, …), collections.OrderedDict
 // and torch._utils' tensor and parameter rebuild functions, all implemented
 // here in Go. Any other class is refused with an error naming it, before the
-// unpickler could call it. Every size a file declares is checked against the
-// bytes it has before anything is allocated.
+// unpickler could call it. (gopickle itself maps __builtin__.object and
+// copy_reg._reconstructor to inert Go types; whatever a pickle builds that
+// is not a tensor is refused too.) Every size a file declares is checked
+// against the bytes it has before anything is allocated.
 package torchbin
 
 import (
@@ -412,8 +414,21 @@ func (f *File) Float32(name string) ([]float32, []int64, error) {
 	if n == 0 {
 		return out, slices.Clone(t.shape), nil
 	}
-	idx := make([]int64, len(t.shape))
 	el := int64(t.size)
+	if t.contiguous() { // the usual case: one pass over the bytes
+		b := t.storage.data[t.offset*el : (t.offset+n)*el]
+		if t.dtype == F32 { // the common case, without a call per element
+			for i := range out {
+				out[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+			}
+			return out, slices.Clone(t.shape), nil
+		}
+		for i := range out {
+			out[i] = conv(b[int64(i)*el:])
+		}
+		return out, slices.Clone(t.shape), nil
+	}
+	idx := make([]int64, len(t.shape))
 	for i := range out {
 		off := t.offset
 		for d, k := range idx {
@@ -429,6 +444,19 @@ func (f *File) Float32(name string) ([]float32, []int64, error) {
 		}
 	}
 	return out, slices.Clone(t.shape), nil
+}
+
+// contiguous reports whether t's strides are row-major for its shape
+// (dimensions of size 1 may have any stride).
+func (t *tensor) contiguous() bool {
+	want := int64(1)
+	for d := len(t.shape) - 1; d >= 0; d-- {
+		if t.shape[d] != 1 && t.stride[d] != want {
+			return false
+		}
+		want *= t.shape[d]
+	}
+	return true
 }
 
 // f16ToFloat32 widens an IEEE half (subnormals, infinities and NaN kept).
