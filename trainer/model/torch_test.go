@@ -2,11 +2,14 @@ package model
 
 import (
 	"encoding/json"
+	"fmt"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/loraft/loraft/checkpoint/safetensors"
@@ -148,5 +151,79 @@ func TestTorchFilesLogits(t *testing.T) {
 				t.Fatalf("logits differ from torch's by %v, bound %v", worst, tc.tol)
 			}
 		})
+	}
+}
+
+// TestSafetensorsShards loads a model.safetensors.index.json whose two shards
+// hold the tensors of pytorch_model.bin, and checks the index's refusals.
+func TestSafetensorsShards(t *testing.T) {
+	c, err := LoadConfig(filepath.Join(torchDir, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, cw, cb, err := LoadWeights(filepath.Join(torchDir, "pytorch_model.bin"), c, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	all := map[string]*Tensor{"classifier.weight": cw, "classifier.bias": cb}
+	maps.Copy(all, ref)
+	shards := [2]*safetensors.Writer{{}, {}}
+	weightMap := map[string]string{}
+	for i, name := range slices.Sorted(maps.Keys(all)) {
+		file := fmt.Sprintf("model-%05d-of-00002.safetensors", i%2+1)
+		if err := shards[i%2].AddFloat32(name, all[name].Shape, all[name].Data); err != nil {
+			t.Fatal(err)
+		}
+		weightMap[name] = file
+	}
+	for i, sw := range shards {
+		if err := sw.WriteFile(filepath.Join(dir, fmt.Sprintf("model-%05d-of-00002.safetensors", i+1))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeIndex := func(name string, m map[string]string) string {
+		b, err := json.Marshal(map[string]any{"metadata": map[string]any{"total_size": 1}, "weight_map": m})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	w, gotCW, gotCB, err := LoadWeights(writeIndex("model.safetensors.index.json", weightMap), c, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, r := range ref {
+		if !slices.Equal(w[name].Data, r.Data) {
+			t.Fatalf("%s differs from pytorch_model.bin's", name)
+		}
+	}
+	if !slices.Equal(gotCW.Data, cw.Data) || !slices.Equal(gotCB.Data, cb.Data) {
+		t.Fatal("classifier differs")
+	}
+	for _, tc := range []struct {
+		name string
+		m    map[string]string
+		want string
+	}{
+		{"escape.index.json", map[string]string{"a": "../model-00001-of-00002.safetensors"}, `names shard "../model-00001-of-00002.safetensors"`},
+		{"empty.index.json", map[string]string{}, "empty or missing weight_map"},
+		{"gone.index.json", map[string]string{"a": "gone.safetensors"}, "gone.safetensors"},
+	} {
+		if _, _, _, err := LoadWeights(writeIndex(tc.name, tc.m), c, 3); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want %q", tc.name, err, tc.want)
+		}
+	}
+	// The same tensor in two shards is an error naming both.
+	dup := filepath.Join(dir, "dup.safetensors")
+	if err := shards[0].WriteFile(dup); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := LoadWeightFiles([]string{filepath.Join(dir, "model-00001-of-00002.safetensors"), dup}, c, 3); err == nil || !strings.Contains(err.Error(), "is in both") {
+		t.Errorf("duplicate tensors across shards: %v", err)
 	}
 }

@@ -73,6 +73,25 @@ func TestHostilePickleRefused(t *testing.T) {
 			t.Errorf("%s: %v; want ErrRefused naming %s", tc.file, err, tc.names)
 		}
 	}
+	// The same pickle as a bare file (what torch's legacy format starts with)
+	// is refused while reading the first header pickle.
+	zr, err := zip.OpenReader(filepath.Join("testdata", "evil_global.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zr.Close()
+	rc, err := zr.File[0].Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raw bytes.Buffer
+	if _, err := raw.ReadFrom(rc); err != nil {
+		t.Fatal(err)
+	}
+	rc.Close()
+	if _, err := Parse(bytes.NewReader(raw.Bytes()), int64(raw.Len()), "raw.pkl"); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "posix.system") {
+		t.Errorf("raw pickle: %v; want ErrRefused naming posix.system", err)
+	}
 	if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("%s exists: pickled code ran (%v)", marker, err)
 	}
