@@ -23,6 +23,8 @@ and ../../../trainer/model/torchbin/testdata/:
                                (STACK_GLOBAL, protocol 4)
   small.bin, small_legacy.bin  four small tensors (a transposed F32 view,
                                F16, BF16, I64): exact values and fuzz seeds
+  shared.bin                   three tensors on one storage (tied, and a
+                               view at an offset)
 Neither hostile file must ever run: loraft refuses both before any call.
 """
 import collections
@@ -168,6 +170,9 @@ small = collections.OrderedDict(w=torch.arange(6, dtype=torch.float32).view(2, 3
                                  b=torch.tensor([0.5, 3.0]).bfloat16(), i=torch.tensor([7, 8]))
 torch.save(small, evil_dir + "/small.bin")
 torch.save(small, evil_dir + "/small_legacy.bin", _use_new_zipfile_serialization=False)
+# Tied weights: two entries on one storage, and a view at an offset into it.
+base = torch.arange(6, dtype=torch.float32)
+torch.save(collections.OrderedDict(a=base, b=base, c=base[2:].view(2, 2)), evil_dir + "/shared.bin")
 import builtins  # noqa: E402
 torch.save({"x": Evil(builtins.exec, f"open({marker!r}, 'w').close()")}, evil_dir + "/evil_stack.bin",
            pickle_protocol=4)

@@ -208,7 +208,7 @@ func parseZip(r io.ReaderAt, size int64, name string) (*File, error) {
 			return nil, err
 		}
 		if s, ok := storages[key]; ok {
-			if s.class != cls || s.numel != numel {
+			if s.class.name != cls.name || s.numel != numel {
 				return nil, fmt.Errorf("storage %s is used as %s × %d and %s × %d", key, s.class.name, s.numel, cls.name, numel)
 			}
 			return s, nil

@@ -56,6 +56,29 @@ func TestSmallExact(t *testing.T) {
 	}
 }
 
+// TestSharedStorage: tensors that share a storage (tied weights, a view at
+// an offset) read the one storage torch wrote.
+func TestSharedStorage(t *testing.T) {
+	f, err := Open(filepath.Join("testdata", "shared.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		shape []int64
+		want  []float32
+	}{
+		{"a", []int64{6}, []float32{0, 1, 2, 3, 4, 5}},
+		{"b", []int64{6}, []float32{0, 1, 2, 3, 4, 5}},
+		{"c", []int64{2, 2}, []float32{2, 3, 4, 5}},
+	} {
+		got, shape, err := f.Float32(tc.name)
+		if err != nil || !slices.Equal(got, tc.want) || !slices.Equal(shape, tc.shape) {
+			t.Errorf("Float32(%s) = %v %v, %v; want %v %v", tc.name, got, shape, err, tc.want, tc.shape)
+		}
+	}
+}
+
 // TestHostilePickleRefused: pickles that call os.system (GLOBAL, protocol
 // 2) and builtins.exec (STACK_GLOBAL, protocol 4), as a Python unpickler
 // would, are refused with the name of what they import, and nothing runs.
@@ -210,7 +233,7 @@ func TestMalformedRefused(t *testing.T) {
 // FuzzParse: no input makes the reader panic or read outside its bounds,
 // and whatever it accepts converts without error or panic.
 func FuzzParse(f *testing.F) {
-	for _, p := range []string{"small.bin", "small_legacy.bin", "evil_global.bin", "evil_stack.bin"} {
+	for _, p := range []string{"small.bin", "small_legacy.bin", "shared.bin", "evil_global.bin", "evil_stack.bin"} {
 		b, err := os.ReadFile(filepath.Join("testdata", p))
 		if err != nil {
 			f.Fatal(err)
