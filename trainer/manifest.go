@@ -1,9 +1,9 @@
 package trainer
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
@@ -97,16 +97,19 @@ var ErrAdapter = errors.New("unusable adapter directory")
 
 // LoadManifest reads dir's loraft.json.
 func LoadManifest(dir string) (Manifest, error) {
-	var man Manifest
-	data, err := os.ReadFile(filepath.Join(dir, ManifestFile))
+	path := filepath.Join(dir, ManifestFile)
+	f, err := os.Open(path)
 	if err != nil {
-		return man, fmt.Errorf("%w: %v", ErrAdapter, err)
+		return Manifest{}, fmt.Errorf("%w: %v", ErrAdapter, err)
 	}
-	if err := json.Unmarshal(data, &man); err != nil {
-		return man, fmt.Errorf("%w: %s: %v", ErrAdapter, filepath.Join(dir, ManifestFile), err)
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxJSONBytes+1))
+	if err != nil {
+		return Manifest{}, fmt.Errorf("%w: reading %s: %v", ErrAdapter, path, err)
 	}
-	if man.Format != 1 {
-		return man, fmt.Errorf("%w: %s has format %d, this loraft reads 1", ErrAdapter, filepath.Join(dir, ManifestFile), man.Format)
+	man, err := ParseManifest(data, path)
+	if err != nil {
+		return Manifest{}, fmt.Errorf("%w: %w", ErrAdapter, err)
 	}
 	return man, nil
 }

@@ -90,9 +90,9 @@ func StateFromFiles(files map[string][]byte) (*State, []byte, error) {
 	if !ok {
 		return nil, nil, fmt.Errorf("checkpoint has no %s", stateFile)
 	}
-	s := &State{}
-	if err := json.Unmarshal(sj, s); err != nil {
-		return nil, nil, fmt.Errorf("checkpoint %s: %w", stateFile, err)
+	s, err := ParseState(sj)
+	if err != nil {
+		return nil, nil, fmt.Errorf("checkpoint: %w", err)
 	}
 	read := func(name string) (map[string]*model.Tensor, error) {
 		f, err := safetensors.Parse(files[name], name)
@@ -109,7 +109,6 @@ func StateFromFiles(files map[string][]byte) (*State, []byte, error) {
 		}
 		return out, nil
 	}
-	var err error
 	if s.Params, err = read(paramsFile); err != nil {
 		return nil, nil, err
 	}
