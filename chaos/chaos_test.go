@@ -373,7 +373,7 @@ func (r *runCtx) sweep(t *testing.T, s *scenario) (*outcome, Result) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, o := range proccluster.Overlaps(jobs) {
+	for _, o := range duplicates(jobs, s.ring) {
 		res.DuplicateExecutions++
 		fail(t, &res, "trial %s ran twice at once: on %s (generation %d) and %s (generation %d)", o[0].Trial, o[0].Trainer, o[0].Generation, o[1].Trainer, o[1].Generation)
 	}
@@ -385,6 +385,24 @@ func (r *runCtx) sweep(t *testing.T, s *scenario) (*outcome, Result) {
 	}
 	res.WallS = math.Round(time.Since(start).Seconds()*10) / 10
 	return out, res
+}
+
+// duplicates are the pairs of jobs that ran one trial twice at once. In a
+// ring every rank runs the trial under the same generation at the same
+// time, so there only jobs of different generations count.
+func duplicates(jobs []proccluster.Job, ring bool) [][2]proccluster.Job {
+	if !ring {
+		return proccluster.Overlaps(jobs)
+	}
+	var out [][2]proccluster.Job
+	for i, a := range jobs {
+		for _, b := range jobs[i+1:] {
+			if a.Trial == b.Trial && a.Generation != b.Generation && a.From < b.To && b.From < a.To {
+				out = append(out, [2]proccluster.Job{a, b})
+			}
+		}
+	}
+	return out
 }
 
 // insecureFlag is --insecure when the binary has it: coordinators on
