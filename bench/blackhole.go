@@ -3,14 +3,15 @@ package bench
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/loraft/loraft/coordinator"
 	"github.com/loraft/loraft/internal/proccluster"
+	"github.com/loraft/loraft/internal/syncbuf"
 	pb "github.com/loraft/loraft/proto/coordinatorpb"
 	"github.com/loraft/loraft/trainer/agent"
 )
@@ -23,7 +24,7 @@ const (
 )
 
 // DefaultBlackholes is FailoverConfig.Blackholes when zero.
-const DefaultBlackholes = 3
+const DefaultBlackholes = 5
 
 // Positions of the paused leader in the trainer's --coordinators list.
 const (
@@ -44,6 +45,8 @@ type blackholeRound struct {
 	StoppedAtMS float64 `json:"stopped_at_ms"`
 	ResumedAtMS float64 `json:"resumed_at_ms"`
 	WindowMS    float64 `json:"window_ms"`
+	// agentLog is the trainer agent's log (debug level) from the pause on.
+	agentLog string
 }
 
 // blackholes pauses the leader n times with it first in the trainer's
@@ -58,6 +61,10 @@ func (r *Runner) blackholes(ctx context.Context, cl *proccluster.Cluster, profil
 			}
 			r.logf("bench failover: %s black-holed leader %s (%s in the list): training stopped %.0f ms (stopped at %.0f, ran again at %.0f)\n",
 				profile, round.Paused, pos, round.TrainingStoppedMS, round.StoppedAtMS, round.ResumedAtMS)
+			if round.TrainingStoppedMS > 0 {
+				// Why it stopped is in the agent's log.
+				r.logf("%s", lastLines(round.agentLog, 40))
+			}
 			out = append(out, round)
 		}
 	}
@@ -89,8 +96,9 @@ func blackhole(ctx context.Context, cl *proccluster.Cluster, name, pos string, l
 	}
 	defer client.Close()
 	run := &spanRunner{started: make(chan struct{}, 16), finish: make(chan struct{})}
+	var logBuf syncbuf.Buffer
 	a, err := agent.New(agent.Config{ID: name, Address: "127.0.0.1:1", Coordinator: client, Runner: run,
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Log: slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {
 		return round, err
 	}
@@ -128,6 +136,7 @@ func blackhole(ctx context.Context, cl *proccluster.Cluster, name, pos string, l
 	// Long enough for the default profile's election, a lapsed lease and a
 	// new assignment, several times over.
 	window := max(5*lease, 10*time.Second)
+	logFrom := len(logBuf.String())
 	t0 := time.Now()
 	if err := leader.Pause(); err != nil {
 		return round, err
@@ -143,6 +152,7 @@ func blackhole(ctx context.Context, cl *proccluster.Cluster, name, pos string, l
 		return round, fmt.Errorf("resuming %s: %w", leader.ID, err)
 	}
 	round.WindowMS = ms(end.Sub(t0))
+	round.agentLog = logBuf.String()[logFrom:]
 	spans := run.spansUntil(end)
 	idle, stopped, resumed := idleIn(spans, t0, end)
 	round.TrainingStoppedMS = ms(idle)
@@ -159,6 +169,15 @@ func blackhole(ctx context.Context, cl *proccluster.Cluster, name, pos string, l
 		return round, fmt.Errorf("finishing sweep %s after resuming %s: %w", name, leader.ID, err)
 	}
 	return round, nil
+}
+
+// lastLines is s's last n lines, indented.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return "    " + strings.Join(lines, "\n    ") + "\n"
 }
 
 // trialDone holds once every trial of sweep name has ended.
