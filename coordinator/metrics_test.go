@@ -260,4 +260,3 @@ func seriesNames(body string) []string {
 	}
 	return out
 }
-

@@ -108,6 +108,11 @@ type Job struct {
 	// Saved and SaveFailed are called from the job's checkpoint writer
 	// goroutine, one at a time, possibly while Progress runs.
 	SaveFailed func(step int, err error)
+	// SaveTook and LoadTook, when set, are told how long a checkpoint took
+	// to commit to Store (its objects and manifest; retention not included)
+	// and the checkpoint resumed from took to load and verify, for metrics.
+	// SaveTook is called from the checkpoint writer goroutine.
+	SaveTook, LoadTook func(step int, took time.Duration)
 	// Warn receives notices that do not stop the job, one line each without
 	// a trailing newline: checkpoints skipped on resume, where the run
 	// resumes, failed retention. Calls never overlap.
@@ -211,8 +216,12 @@ func RunJob(ctx context.Context, j Job) (*model.Model, Manifest, *Result, error)
 	var cbMu sync.Mutex // Saved and SaveFailed calls never overlap
 	if j.Store != nil {
 		commit := func(ctx context.Context, p *pendingSave) error {
+			start := time.Now()
 			if _, err := checkpoint.Save(ctx, j.Store, run, p.step, p.files, p.metrics, p.at); err != nil {
 				return err
+			}
+			if j.SaveTook != nil {
+				j.SaveTook(p.step, time.Since(start))
 			}
 			if j.Saved != nil {
 				cbMu.Lock()
@@ -293,6 +302,7 @@ func (j Job) resumeState(ctx context.Context, warn func(string, ...any)) (*State
 		files map[string][]byte
 		err   error
 	)
+	start := time.Now()
 	if j.ResumeAt > 0 {
 		ck, files, err = checkpoint.LoadAtOrBefore(ctx, j.Store, j.Run, j.ResumeAt, skip)
 	} else {
@@ -312,6 +322,9 @@ func (j Job) resumeState(ctx context.Context, warn func(string, ...any)) (*State
 	st, _, err := StateFromFiles(files)
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint %s step %d: %w", j.Run, ck.Step, err)
+	}
+	if j.LoadTook != nil {
+		j.LoadTook(ck.Step, time.Since(start))
 	}
 	if j.Generation > 0 && st.Generation > j.Generation {
 		return nil, fmt.Errorf("%w: checkpoint %s step %d was written under generation %d, newer than this job's %d: a newer assignment owns run %s",

@@ -49,6 +49,8 @@ type JobRunner struct {
 	SpoolDir string
 	// Log receives one line per notice (resume point, skipped checkpoints); nil drops them.
 	Log func(msg string)
+	// Metrics, when set, measures every job (steps, all-reduce, checkpoints).
+	Metrics *Metrics
 }
 
 // Run trains rank a.Rank of the assigned trial.
@@ -184,7 +186,9 @@ func (r *JobRunner) Run(ctx context.Context, a *pb.Assignment, rep Reporter) (*p
 			rep.Progress(pp)
 		}
 	}
+	endMetrics := r.Metrics.observe(&job, h.BatchSize*h.GradAccum/max(1, int(a.GetWorld())))
 	m, _, res, err := trainer.RunJob(ctx, job)
+	endMetrics()
 	if err != nil {
 		return nil, err
 	}
