@@ -26,6 +26,10 @@ func TestTrainerModeFlags(t *testing.T) {
 			[]string{"flag --store"}, []string{"not used under"}},
 		{"agent flag in static mode", []string{"trainer", "--listen", "127.0.0.1:0", "--id", "t1", "--data", "x.csv", "--out", "o", "--peers", "127.0.0.1:1"},
 			[]string{"flags --id, --listen are only used under --coordinators"}, nil},
+		{"spool and advertise pass the check", []string{"trainer", "--coordinators", "127.0.0.1:1", "--spool-dir", store, "--listen", "127.0.0.1:0", "--advertise", "127.0.0.1:9"},
+			[]string{"flag --store"}, []string{"not used under"}},
+		{"spool and advertise in static mode", []string{"trainer", "--spool-dir", store, "--advertise", "127.0.0.1:9", "--data", "x.csv", "--out", "o", "--peers", "127.0.0.1:1"},
+			[]string{"flags --advertise, --spool-dir are only used under --coordinators"}, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
