@@ -86,6 +86,7 @@ func Open(ctx context.Context, cfg Config) (*Coordinator, error) {
 		// Client's keepalive); allow it, and drop clients that vanish.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second})}
+	opts = append(opts, serverMsgSizes()...) // sizes chosen in msgsize.go
 	if cfg.ServerTLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.ServerTLS)))
 	}

@@ -25,7 +25,20 @@ type SchedulerConfig struct {
 	Grace time.Duration
 	// Tick is how often the leader looks for lost trainers and free work (default 50 ms).
 	Tick time.Duration
+	// SweepRetention, when positive, is how long a sweep whose trials have
+	// all ended stays in the state: the leader then deletes it (as
+	// DeleteSweep would; its objects in the store stay). 0 keeps sweeps
+	// until they are deleted by hand.
+	SweepRetention time.Duration
+	// ForgetTrainerAfter is how long a trainer may stay silent before the
+	// leader removes its record (default 24 h), unless a running trial
+	// names it. Silence is counted from its last heartbeat to this leader,
+	// or from when this node became leader.
+	ForgetTrainerAfter time.Duration
 }
+
+// DefaultForgetTrainerAfter is SchedulerConfig.ForgetTrainerAfter's default.
+const DefaultForgetTrainerAfter = 24 * time.Hour
 
 func (c SchedulerConfig) withDefaults() SchedulerConfig {
 	if c.Lease <= 0 {
@@ -39,6 +52,9 @@ func (c SchedulerConfig) withDefaults() SchedulerConfig {
 	}
 	if c.Tick <= 0 {
 		c.Tick = 50 * time.Millisecond
+	}
+	if c.ForgetTrainerAfter == 0 {
+		c.ForgetTrainerAfter = DefaultForgetTrainerAfter
 	}
 	return c
 }
@@ -60,7 +76,13 @@ type scheduler struct {
 	refused map[trialGen]bool
 	// warned holds the problems already logged this term, so each is logged once.
 	warned map[string]bool
+	// lastTidy is when tidy last ran: it looks at every sweep and trainer,
+	// so it runs every tidyEvery rather than every tick.
+	lastTidy time.Time
 }
+
+// tidyEvery is how often the leader looks for expired sweeps and silent trainers.
+const tidyEvery = time.Second
 
 // trialGen names one generation of a trial.
 type trialGen struct {
@@ -159,10 +181,26 @@ func (s *scheduler) tick(ctx context.Context, now time.Time) {
 	var ds []decision
 	var stuck []string
 	running := map[string]uint64{}
+	tidy := now.Sub(s.lastTidyAt()) >= tidyEvery
 	s.node.view(func(f *fsm) {
 		ds, stuck = plan(f, now, alive, heard, s.cfg.Lease, func(k trialGen) bool { return refused[k] })
 		running = runningTrials(f)
+		if tidy {
+			since := s.leaderSinceAt()
+			lastHeard := func(id string) time.Time {
+				if t, ok := seen[id]; ok {
+					return t
+				}
+				return since
+			}
+			ds = append(ds, tidyDecisions(f, now, s.cfg, lastHeard, func(k trialGen) bool { return refused[k] })...)
+		}
 	})
+	if tidy {
+		s.mu.Lock()
+		s.lastTidy = now
+		s.mu.Unlock()
+	}
 	s.pruneProgress(running)
 	for _, msg := range stuck {
 		s.warnOnce(msg)
@@ -173,6 +211,11 @@ func (s *scheduler) tick(ctx context.Context, now time.Time) {
 		case err == nil:
 			s.node.cfg.Logger.Info("scheduler", "decision", d.what)
 			s.node.metrics.decided(d.cmd)
+			if ft, ok := d.cmd.GetCmd().(*pb.Command_ForgetTrainer); ok {
+				s.mu.Lock()
+				delete(s.seen, ft.ForgetTrainer.GetId())
+				s.mu.Unlock()
+			}
 		case refusal(err):
 			s.mu.Lock()
 			s.refused[d.trial] = true
@@ -185,10 +228,65 @@ func (s *scheduler) tick(ctx context.Context, now time.Time) {
 	}
 }
 
+func (s *scheduler) lastTidyAt() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastTidy
+}
+
+func (s *scheduler) leaderSinceAt() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.leaderSince
+}
+
+// tidyDecisions deletes the sweeps that ended more than SweepRetention ago
+// and forgets the trainers silent for ForgetTrainerAfter that no running
+// trial names (lastHeard is a trainer's last heartbeat). Their keys in
+// skip use a "sweep "/"trainer " prefix, never a trial name's charset.
+func tidyDecisions(f *fsm, now time.Time, cfg SchedulerConfig, lastHeard func(string) time.Time, skip func(trialGen) bool) []decision {
+	var ds []decision
+	if cfg.SweepRetention > 0 {
+		for _, sw := range sortedSweeps(f) {
+			ended, ok := sweepEndedMs(sw)
+			k := trialGen{trial: "sweep " + sw.GetName()}
+			if !ok || now.Sub(time.UnixMilli(ended)) <= cfg.SweepRetention || skip(k) {
+				continue
+			}
+			ds = append(ds, decision{trial: k, cmd: &pb.Command{Cmd: &pb.Command_DeleteSweep{DeleteSweep: &pb.DeleteSweep{Name: sw.GetName()}}},
+				what: fmt.Sprintf("delete sweep %s: ended %s ago (retention %s)", sw.GetName(), now.Sub(time.UnixMilli(ended)).Round(time.Second), cfg.SweepRetention)})
+		}
+	}
+	if cfg.ForgetTrainerAfter > 0 {
+		busy := map[string]bool{}
+		for _, t := range f.trials {
+			if t.GetState() == pb.TrialState_TRIAL_STATE_RUNNING {
+				for _, id := range t.GetTrainers() {
+					busy[id] = true
+				}
+			}
+		}
+		ids := make([]string, 0, len(f.trainers))
+		for id := range f.trainers {
+			ids = append(ids, id)
+		}
+		slices.Sort(ids)
+		for _, id := range ids {
+			k := trialGen{trial: "trainer " + id}
+			if busy[id] || now.Sub(lastHeard(id)) <= cfg.ForgetTrainerAfter || skip(k) {
+				continue
+			}
+			ds = append(ds, decision{trial: k, cmd: &pb.Command{Cmd: &pb.Command_ForgetTrainer{ForgetTrainer: &pb.ForgetTrainer{Id: id}}},
+				what: fmt.Sprintf("forget trainer %s: silent for %s", id, now.Sub(lastHeard(id)).Round(time.Second))})
+		}
+	}
+	return ds
+}
+
 // refusal reports whether err is the FSM's refusal of a command (rather
 // than raft failing to commit it).
 func refusal(err error) bool {
-	for _, e := range []error{ErrBadCommand, ErrInvalidArgument, ErrUnknownVersion, ErrNotFound, ErrExists, ErrNotPending, ErrNotRunning, ErrStaleGeneration, ErrNothingToResume} {
+	for _, e := range []error{ErrBadCommand, ErrInvalidArgument, ErrUnknownVersion, ErrNotFound, ErrExists, ErrNotPending, ErrNotRunning, ErrStaleGeneration, ErrNothingToResume, ErrSweepActive, ErrTrainerBusy} {
 		if errors.Is(err, e) {
 			return true
 		}
