@@ -14,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 
 	"github.com/loraft/loraft/trainer/model"
@@ -200,21 +199,23 @@ func CacheDir() string {
 	return filepath.Join(home, ".cache", "huggingface", "hub")
 }
 
-// canonicalOrgs are the organisations the hub moved its original
-// un-namespaced models into (bert-base-uncased is now
+// canonicalOrgs maps the prefixes of the hub's original un-namespaced model
+// ids to the organisations they were moved into (bert-base-uncased is now
 // google-bert/bert-base-uncased); a cache may hold either spelling.
-var canonicalOrgs = []string{"google-bert", "distilbert", "FacebookAI", "openai-community", "google-t5"}
+var canonicalOrgs = []struct{ prefix, org string }{
+	{"bert-", "google-bert"}, {"distilbert-", "distilbert"}, {"roberta-", "FacebookAI"}, {"xlm-roberta-", "FacebookAI"},
+}
 
 // cacheNames lists the cache folders a hub id may live in.
 func cacheNames(id string) []string {
 	names := []string{id}
-	if org, name, ok := strings.Cut(id, "/"); ok {
-		if slices.Contains(canonicalOrgs, org) {
+	org, name, namespaced := strings.Cut(id, "/")
+	for _, c := range canonicalOrgs {
+		switch {
+		case namespaced && org == c.org && strings.HasPrefix(name, c.prefix):
 			names = append(names, name)
-		}
-	} else {
-		for _, org := range canonicalOrgs {
-			names = append(names, org+"/"+id)
+		case !namespaced && strings.HasPrefix(id, c.prefix):
+			names = append(names, c.org+"/"+id)
 		}
 	}
 	out := make([]string, len(names))
