@@ -66,3 +66,46 @@ func answered(err error) bool {
 	}
 	return false
 }
+
+// EachSweep calls fn with every sweep summary, a page of pageSize at a
+// time (0: DefaultPageSize), in name order, and reports whether any page
+// was stale. It stops at fn's first error.
+func (c *Client) EachSweep(ctx context.Context, pageSize int32, fn func(*pb.SweepSummary) error) (stale bool, err error) {
+	token := ""
+	for {
+		page, err := c.ListSweeps(ctx, pageSize, token)
+		if err != nil {
+			return stale, err
+		}
+		stale = stale || page.GetStale()
+		for _, s := range page.GetSweeps() {
+			if err := fn(s); err != nil {
+				return stale, err
+			}
+		}
+		if token = page.GetNextPageToken(); token == "" {
+			return stale, nil
+		}
+	}
+}
+
+// EachTrial calls fn with every trial (of sweep, in state, as ListTrials
+// filters them), a page at a time, in name order; as EachSweep.
+func (c *Client) EachTrial(ctx context.Context, sweep string, state pb.TrialState, pageSize int32, fn func(*pb.TrialSummary) error) (stale bool, err error) {
+	token := ""
+	for {
+		page, err := c.ListTrials(ctx, sweep, state, pageSize, token)
+		if err != nil {
+			return stale, err
+		}
+		stale = stale || page.GetStale()
+		for _, t := range page.GetTrials() {
+			if err := fn(t); err != nil {
+				return stale, err
+			}
+		}
+		if token = page.GetNextPageToken(); token == "" {
+			return stale, nil
+		}
+	}
+}

@@ -75,6 +75,8 @@ func coordinatorCommand() *cli.Command {
 		&cli.StringFlag{Name: "peers", Usage: "the initial group, the same on every member: ID=RAFT_ADDR/API_ADDR,... (bootstraps a fresh group; ignored once it has state). Without it the node waits to be added by `loraft coordinator join`"},
 		&cli.StringFlag{Name: "raft-profile", Value: "default", Usage: "raft timeouts: default (hashicorp/raft's: 1 s heartbeat and election) or lan (150 ms)"},
 		&cli.DurationFlag{Name: "lease", Value: 3 * time.Second, Usage: "a trainer silent this long is lost and its trial requeued"},
+		&cli.DurationFlag{Name: "sweep-retention", Usage: "the leader deletes sweeps that ended longer ago than this from the state (0: keep them; store objects always stay)"},
+		&cli.DurationFlag{Name: "forget-trainer-after", Value: coordinator.DefaultForgetTrainerAfter, Usage: "the leader forgets an idle trainer silent this long"},
 		&cli.PathFlag{Name: "http-tokens-file", Usage: "dashboard tokens for browsers and scripts: a file of '<role> <sha256-of-token>' lines, made with loraft certs token"},
 	}
 	flags = append(flags, tlsFlags()...)
@@ -154,6 +156,7 @@ func coordinatorConfig(c *cli.Context) (coordinator.Config, error) {
 	}
 	cfg.ID, cfg.RaftAddr, cfg.APIAddr, cfg.Dir, cfg.Peers = c.String("id"), c.String("raft-addr"), c.String("api-addr"), c.Path("dir"), peers
 	cfg.Raft, cfg.Scheduler.Lease = timing, c.Duration("lease")
+	cfg.Scheduler.SweepRetention, cfg.Scheduler.ForgetTrainerAfter = c.Duration("sweep-retention"), c.Duration("forget-trainer-after")
 	cfg.ServerTLS, cfg.ClientTLS = serverTLS, clientTLS
 	cfg.Logger = slog.Default()
 	var tokens *dashboard.Tokens
@@ -168,7 +171,8 @@ func coordinatorConfig(c *cli.Context) (coordinator.Config, error) {
 
 // configFlags names the flag behind each coordinator.Config field.
 var configFlags = map[string]string{"ID": "--id", "RaftAddr": "--raft-addr", "APIAddr": "--api-addr", "Dir": "--dir",
-	"Peers": "--peers", "Raft": "--raft-profile", "Scheduler": "--lease", "ServerTLS": "--tls-cert", "ClientTLS": "--tls-cert"}
+	"Peers": "--peers", "Raft": "--raft-profile", "Scheduler": "--lease", "ServerTLS": "--tls-cert", "ClientTLS": "--tls-cert",
+	"Scheduler.SweepRetention": "--sweep-retention", "Scheduler.ForgetTrainerAfter": "--forget-trainer-after"}
 
 // flagErrors rewrites a Config's field errors in terms of the flags that set them.
 func flagErrors(err error) error {
@@ -188,7 +192,9 @@ func flagErrors(err error) error {
 		}
 		top, _, _ := strings.Cut(fe.Field, ".")
 		top, _, _ = strings.Cut(top, "[")
-		if flag, ok := configFlags[top]; ok {
+		if flag, ok := configFlags[fe.Field]; ok {
+			msgs = append(msgs, fmt.Sprintf("flag %s: %s", flag, fe.Msg))
+		} else if flag, ok := configFlags[top]; ok {
 			msgs = append(msgs, fmt.Sprintf("flag %s: %s", flag, fe.Msg))
 		} else {
 			msgs = append(msgs, e.Error())

@@ -35,6 +35,7 @@ func sweepCommand() *cli.Command {
 			sweepReportCommand(),
 			sweepLsCommand(),
 			sweepCancelCommand(),
+			sweepDeleteCommand(),
 		},
 	}
 }
@@ -136,43 +137,91 @@ func sweepReportAction(c *cli.Context, cl *coordinator.Client) error {
 func sweepLsCommand() *cli.Command {
 	return &cli.Command{
 		Name:   "ls",
-		Usage:  "every sweep with its trial counts and best metric",
+		Usage:  "every sweep with its trial counts and best metric (asked for a page at a time)",
 		Flags:  clientFlags(&cli.BoolFlag{Name: "json", Usage: "print JSON"}),
 		Action: withCoordinators(sweepLs),
 	}
 }
 
-// sweepLs is `loraft sweep ls`.
+// sweepSummaryJSON is one line of `sweep ls --json`.
+type sweepSummaryJSON struct {
+	Name      string   `json:"name"`
+	Trials    int32    `json:"trials"`
+	Succeeded int32    `json:"succeeded"`
+	Running   int32    `json:"running"`
+	Pending   int32    `json:"pending"`
+	Failed    int32    `json:"failed"`
+	Cancelled int32    `json:"cancelled"`
+	Stopped   int32    `json:"stopped_early"`
+	Metric    string   `json:"metric"`
+	BestTrial string   `json:"best_trial,omitempty"`
+	Best      *float64 `json:"best,omitempty"`
+}
+
+// sweepLs is `loraft sweep ls`: ListSweeps page by page, never the whole state.
 func sweepLs(c *cli.Context, cl *coordinator.Client) error {
-	st, err := cl.State(c.Context)
+	var rows []*pb.SweepSummary
+	stale, err := cl.EachSweep(c.Context, 0, func(s *pb.SweepSummary) error { rows = append(rows, s); return nil })
 	if err != nil {
-		return err
+		return fmt.Errorf("listing sweeps: %w", err)
 	}
 	if c.Bool("json") {
-		var out []sweepStatusJSON
-		for _, sw := range st.GetSweeps() {
-			out = append(out, sweepJSON(&pb.SweepStatus{Sweep: sw}))
+		out := []sweepSummaryJSON{}
+		for _, s := range rows {
+			j := sweepSummaryJSON{Name: s.GetName(), Trials: s.GetTrials(), Succeeded: s.GetSucceeded(), Running: s.GetRunning(), Pending: s.GetPending(),
+				Failed: s.GetFailed(), Cancelled: s.GetCancelledTrials(), Stopped: s.GetStoppedEarly(), Metric: s.GetMetric(), BestTrial: s.GetBestTrial()}
+			if s.GetBestTrial() != "" {
+				v := s.GetBestMetric()
+				j.Best = &v
+			}
+			out = append(out, j)
 		}
 		return printJSON(c.App.Writer, out)
 	}
-	return printSweeps(c.App.Writer, st.GetSweeps())
+	if stale {
+		fmt.Fprintln(c.App.Writer, "STALE: no coordinator leader answered; this is one coordinator's last applied state")
+	}
+	return printSweeps(c.App.Writer, rows)
 }
 
 // printSweeps is the table of `sweep ls`.
-func printSweeps(w io.Writer, sweeps []*pb.Sweep) error {
+func printSweeps(w io.Writer, sweeps []*pb.SweepSummary) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "sweep\ttrials\tsucceeded\trunning\tpending\tfailed/cancelled/stopped\tbest trial\tbest")
-	for _, sw := range sweeps {
-		n := countStates(sw)
+	for _, s := range sweeps {
 		best, bestName := "-", "-"
-		if t := bestTrial(sw); t != nil {
-			best, bestName = fmt.Sprintf("%.4f", t.GetBestMetric()), t.GetName()
+		if s.GetBestTrial() != "" {
+			best, bestName = fmt.Sprintf("%.4f", s.GetBestMetric()), s.GetBestTrial()
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", sw.GetName(), len(sw.GetTrials()), n[pb.TrialState_TRIAL_STATE_SUCCEEDED],
-			n[pb.TrialState_TRIAL_STATE_RUNNING], n[pb.TrialState_TRIAL_STATE_PENDING],
-			n[pb.TrialState_TRIAL_STATE_FAILED]+n[pb.TrialState_TRIAL_STATE_CANCELLED]+n[pb.TrialState_TRIAL_STATE_STOPPED_EARLY], bestName, best)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", s.GetName(), s.GetTrials(), s.GetSucceeded(), s.GetRunning(), s.GetPending(),
+			s.GetFailed()+s.GetCancelledTrials()+s.GetStoppedEarly(), bestName, best)
 	}
 	return tw.Flush()
+}
+
+func sweepDeleteCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "delete",
+		Usage: "remove a finished or cancelled sweep and its runs from the coordinators' state",
+		Description: "Only a sweep without pending or running runs can be deleted (cancel it first). " +
+			"Its checkpoints, adapters and sweeps/<sweep>.json stay in the store: delete those there if you want them gone.",
+		ArgsUsage: "SWEEP",
+		Flags:     clientFlags(),
+		Action:    withCoordinators(sweepDelete),
+	}
+}
+
+// sweepDelete is `loraft sweep delete`.
+func sweepDelete(c *cli.Context, cl *coordinator.Client) error {
+	name, err := oneArg(c, "sweep delete", "SWEEP")
+	if err != nil {
+		return err
+	}
+	if err := cl.DeleteSweep(c.Context, name); err != nil {
+		return fmt.Errorf("deleting sweep %s: %w", name, err)
+	}
+	fmt.Fprintf(c.App.Writer, "sweep %s deleted from the coordinators (its objects in the store are kept)\n", name)
+	return nil
 }
 
 func sweepCancelCommand() *cli.Command {
@@ -209,30 +258,28 @@ func runCommand() *cli.Command {
 func runLsCommand() *cli.Command {
 	return &cli.Command{
 		Name:   "ls",
-		Usage:  "every run: sweep, state, generation, attempts, committed checkpoint, best metric",
+		Usage:  "every run: sweep, state, generation, attempts, committed checkpoint, best metric (asked for a page at a time; history: sweep status --json)",
 		Flags:  clientFlags(&cli.StringFlag{Name: "sweep", Usage: "only this sweep's runs"}, &cli.BoolFlag{Name: "json", Usage: "print JSON"}),
 		Action: withCoordinators(runLs),
 	}
 }
 
-// runLs is `loraft run ls`.
+// runLs is `loraft run ls`: ListTrials page by page (with the leader's
+// live progress), never the whole state.
 func runLs(c *cli.Context, cl *coordinator.Client) error {
-	st, err := cl.State(c.Context)
-	if err != nil {
-		return err
-	}
 	var rows []trialJSON
-	for _, sw := range st.GetSweeps() {
-		if s := c.String("sweep"); s != "" && sw.GetName() != s {
-			continue
-		}
-		progress := liveProgress(c.Context, cl, sw)
-		for _, t := range sw.GetTrials() {
-			rows = append(rows, trialRow(sw, t, progress[t.GetName()]))
-		}
+	stale, err := cl.EachTrial(c.Context, c.String("sweep"), pb.TrialState_TRIAL_STATE_UNSPECIFIED, 0, func(ts *pb.TrialSummary) error {
+		rows = append(rows, trialRow(&pb.Sweep{Name: ts.GetSweep()}, ts.GetTrial(), ts.GetProgress()))
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("listing runs: %w", err)
 	}
 	if c.Bool("json") {
 		return printJSON(c.App.Writer, rows)
+	}
+	if stale {
+		fmt.Fprintln(c.App.Writer, "STALE: no coordinator leader answered; this is one coordinator's last applied state, without live progress")
 	}
 	defer printWarnings(c.App.Writer, rows)
 	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
@@ -242,20 +289,6 @@ func runLs(c *cli.Context, cl *coordinator.Client) error {
 			metricCell(r.BestMetric), strings.Join(r.Trainers, ","), oneLine(r.Reason, 50))
 	}
 	return tw.Flush()
-}
-
-// liveProgress is the leader's live progress of sw's running trials (none
-// when no trial runs or no leader answers): it carries the trainers'
-// warnings, such as failing checkpoint saves.
-func liveProgress(ctx context.Context, cl *coordinator.Client, sw *pb.Sweep) map[string]*pb.Progress {
-	if countStates(sw)[pb.TrialState_TRIAL_STATE_RUNNING] == 0 {
-		return nil
-	}
-	st, err := cl.Sweep(ctx, sw.GetName())
-	if err != nil {
-		return nil
-	}
-	return st.GetProgress()
 }
 
 // printWarnings lists the trials whose trainers report a warning.
