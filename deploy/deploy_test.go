@@ -375,12 +375,16 @@ var (
 		"adapter pull": merge(tlsFlags, storeFlags, clientFlags, map[string]bool{"best": false, "run": true,
 			"sweep": true, "metric": true, "out": true}),
 		"version": {"json": false, "stubbed": false},
+		"certs init": {"out": true, "coordinator-ids": true, "coordinator-hosts": true, "trainer-ids": true,
+			"trainer-hosts": true, "operator-ids": true, "viewer-ids": true},
+		"certs issue": {"ca": true, "role": true, "id": true, "hosts": true, "out": true},
 		"predict": {"adapter": true, "text": true, "input": true, "weights": true, "device": true, "json": false},
 		"plot":    {"report": true, "out": true, "format": true},
 	}
 	// cliEnv are the environment variables the loraft CLI reads that the files may set.
 	cliEnv = []string{"LORAFT_COORDINATORS", "LORAFT_STORE", "LORAFT_S3_ENDPOINT", "LORAFT_S3_TLS",
-		"LORAFT_S3_REGION", "LORAFT_S3_CREDENTIALS_FILE", "LORAFT_CACHE", "LORAFT_LOG_LEVEL"}
+		"LORAFT_S3_REGION", "LORAFT_S3_CREDENTIALS_FILE", "LORAFT_CACHE", "LORAFT_LOG_LEVEL",
+		"LORAFT_TLS_CA", "LORAFT_TLS_CERT", "LORAFT_TLS_KEY"}
 )
 
 func merge(ms ...map[string]bool) map[string]bool {
@@ -646,7 +650,7 @@ func TestKustomizations(t *testing.T) {
 
 const (
 	coordinatorSTS = "loraft-coordinator"
-	trainerDeploy  = "loraft-trainer"
+	trainerSTS     = "loraft-trainer"
 )
 
 // coordinatorArgs returns the coordinator container's loraft arguments with the shell variables
@@ -806,7 +810,7 @@ func TestK8sCoordinatorStatefulSet(t *testing.T) {
 	}
 
 	// Clients list every member's API (writes find the leader by trying each).
-	trainer := container(t, findObject(t, objs, "Deployment", trainerDeploy), "trainer")
+	trainer := container(t, findObject(t, objs, "StatefulSet", trainerSTS), "trainer")
 	for who, e := range map[string]map[string]map[string]any{"coordinator": env, "trainer": envOf(trainer)} {
 		if got := str(e["LORAFT_COORDINATORS"]["value"]); got != strings.Join(apis, ",") {
 			t.Errorf("%s LORAFT_COORDINATORS %q, want the members' API addresses %q", who, got, strings.Join(apis, ","))
@@ -830,84 +834,126 @@ func TestK8sCoordinatorStatefulSet(t *testing.T) {
 	}
 }
 
+// trainerArgs returns the trainer container's loraft arguments for pod, the script's own
+// (with $POD_NAME and $POD_IP expanded) followed by extra, which the script passes on as "$@".
+// The trainer runs [/bin/sh -ec SCRIPT NAME] with extra as the container's args.
+func trainerArgs(t *testing.T, cmd []string, extra []string, pod string) ([]string, string) {
+	t.Helper()
+	if len(cmd) != 4 || cmd[0] != "/bin/sh" || cmd[1] != "-ec" {
+		t.Fatalf("trainer: want command [/bin/sh -ec SCRIPT NAME], got %q", cmd)
+	}
+	runs := loraftInScript(t, cmd[2])
+	if len(runs) != 1 || !strings.Contains(cmd[2], "exec loraft trainer") {
+		t.Fatalf("trainer script must exec loraft trainer once:\n%s", cmd[2])
+	}
+	var out []string
+	for _, a := range runs[0] {
+		if a == "$@" {
+			out = append(out, extra...)
+			continue
+		}
+		out = append(out, os.Expand(a, func(k string) string {
+			switch k {
+			case "POD_NAME":
+				return pod
+			case "POD_IP":
+				return "10.0.0.1"
+			}
+			t.Errorf("trainer script uses $%s, which is not set", k)
+			return ""
+		}))
+	}
+	if !slices.Contains(runs[0], "$@") {
+		t.Errorf("trainer script does not pass its arguments on (\"$@\"): the GPU overlay's flags would be lost")
+	}
+	return out, cmd[2]
+}
+
 func TestK8sTrainer(t *testing.T) {
 	objs := k8sObjects(t, "k8s/base")
-	dep := findObject(t, objs, "Deployment", trainerDeploy)
-	c := container(t, dep, "trainer")
-	if cmd := c["command"]; cmd != nil {
-		t.Fatalf("trainer overrides the image's entrypoint: %v", cmd)
-	}
+	sts := findObject(t, objs, "StatefulSet", trainerSTS)
+	c := container(t, sts, "trainer")
 	env := envOf(c)
-	// The GPU overlay's strategic-merge patch replaces the args: check both.
+	podLabels := mapping(dig(sts, "spec", "template", "metadata", "labels"))
+	// The headless Service gives each trainer the stable DNS name it listens on and its
+	// certificate names.
+	svcName := str(dig(sts, "spec", "serviceName"))
+	svc := findObject(t, objs, "Service", svcName)
+	if dig(svc, "spec", "clusterIP") != "None" || dig(svc, "spec", "publishNotReadyAddresses") != true {
+		t.Errorf("Service %s must be headless and publish not-ready pods", svcName)
+	}
+	if !selects(mapping(dig(svc, "spec", "selector")), podLabels) {
+		t.Errorf("Service %s does not select the trainer pods", svcName)
+	}
+	port := containerPort(t, c, "allreduce")
+	if servicePort(t, svc, "allreduce") != port {
+		t.Errorf("Service %s allreduce port is not the container's %d", svcName, port)
+	}
+	for _, name := range []string{"POD_NAME", "POD_IP"} {
+		want := map[string]string{"POD_NAME": "metadata.name", "POD_IP": "status.podIP"}[name]
+		if got := dig(env[name], "valueFrom", "fieldRef", "fieldPath"); got != want {
+			t.Errorf("env %s from %v, want the downward API's %s", name, got, want)
+		}
+	}
+	// The GPU overlay's strategic-merge patch sets the args, which the script passes on.
 	patch := loadYAML(t, "k8s/gpu/trainer-gpu.yaml")[0].v
+	if patch["kind"] != "StatefulSet" {
+		t.Fatalf("GPU patch kind %v, want the trainer StatefulSet", patch["kind"])
+	}
 	pcs := list(dig(patch, "spec", "template", "spec", "containers"))
 	if len(pcs) != 1 || mapping(pcs[0])["name"] != "trainer" {
 		t.Fatalf("GPU patch containers %v, want the trainer", pcs)
 	}
 	gpu := mapping(pcs[0])
+	if gpu["command"] != nil {
+		t.Errorf("GPU patch replaces the trainer's script")
+	}
 	if q := dig(gpu, "resources", "limits", "nvidia.com/gpu"); q != 1 {
 		t.Errorf("GPU trainer limits nvidia.com/gpu %v, want 1 (it uses cuda:0)", q)
 	}
+	cmd := strList(t, "command", c["command"])
 	for _, tc := range []struct {
 		name   string
-		args   []string
+		extra  []string
 		device string
 	}{
 		{"base", strList(t, "args", c["args"]), ""},
 		{"gpu", strList(t, "gpu args", gpu["args"]), "cuda:0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			args := tc.args
+			pod := trainerSTS + "-1"
+			args, script := trainerArgs(t, cmd, tc.extra, pod)
 			if err := checkInvocation(args); err != nil {
 				t.Fatal(err)
 			}
-			if args[0] != "trainer" {
-				t.Fatalf("runs loraft %s", args[0])
+			// --listen is what other ranks dial and what the certificate names: the pod's DNS
+			// name under the headless Service, once it resolves to the pod.
+			if l := mustFlag(t, "trainer", args, "listen"); l != fmt.Sprintf("%s.%s:%d", pod, svcName, port) {
+				t.Errorf("--listen %q, want %s.%s:%d", l, pod, svcName, port)
 			}
-			// --listen is what other ranks dial: the pod's own IP, from the downward API.
-			host, port := hostPort(t, mustFlag(t, "trainer", args, "listen"))
-			if host != "$(POD_IP)" || dig(env["POD_IP"], "valueFrom", "fieldRef", "fieldPath") != "status.podIP" {
-				t.Errorf("--listen host %q, want $(POD_IP) from status.podIP", host)
+			if !strings.Contains(script, `getent hosts "$POD_NAME.`+svcName+`"`) {
+				t.Errorf("the script does not wait for $POD_NAME.%s to resolve", svcName)
 			}
-			if port != containerPort(t, c, "allreduce") {
-				t.Errorf("--listen port %d is not the allreduce containerPort", port)
-			}
-			if id := mustFlag(t, "trainer", args, "id"); id != "$(POD_NAME)" || dig(env["POD_NAME"], "valueFrom", "fieldRef", "fieldPath") != "metadata.name" {
-				t.Errorf("--id %q, want $(POD_NAME) from metadata.name", id)
+			if id := mustFlag(t, "trainer", args, "id"); id != pod {
+				t.Errorf("--id %q, want the pod name %q", id, pod)
 			}
 			if d, _ := flagValue(args, "device"); d != tc.device {
 				t.Errorf("--device %q, want %q", d, tc.device)
 			}
 		})
 	}
-	// Store: an s3:// prefix on the MinIO Service of the same install.
+	// Store: an s3:// prefix on the MinIO Service of the same install, trusting the loraft CA.
 	if s := str(env["LORAFT_STORE"]["value"]); !strings.HasPrefix(s, "s3://") {
 		t.Errorf("LORAFT_STORE %q, want s3://bucket/prefix", s)
 	}
-	host, port := hostPort(t, str(env["LORAFT_S3_ENDPOINT"]["value"]))
+	host, sport := hostPort(t, str(env["LORAFT_S3_ENDPOINT"]["value"]))
 	minio := findObject(t, objs, "Service", host)
-	if servicePort(t, minio, "s3") != port {
-		t.Errorf("LORAFT_S3_ENDPOINT port %d is not the %s Service's s3 port", port, host)
+	if servicePort(t, minio, "s3") != sport {
+		t.Errorf("LORAFT_S3_ENDPOINT port %d is not the %s Service's s3 port", sport, host)
 	}
 	minioSTS := findObject(t, objs, "StatefulSet", host)
 	if !selects(mapping(dig(minio, "spec", "selector")), mapping(dig(minioSTS, "spec", "template", "metadata", "labels"))) {
 		t.Errorf("Service %s does not select MinIO's pods", host)
-	}
-	// S3 credentials come from the Secret whose example defines exactly those keys.
-	secret := loadYAML(t, "k8s/base/secret.example.yaml")[0].v
-	if secret["kind"] != "Secret" {
-		t.Fatalf("secret.example.yaml holds a %v", secret["kind"])
-	}
-	keys := mapping(secret["stringData"])
-	for _, name := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} {
-		ref := mapping(dig(env[name], "valueFrom", "secretKeyRef"))
-		if ref == nil || ref["name"] != dig(secret, "metadata", "name") {
-			t.Errorf("%s is not taken from Secret %v: %v", name, dig(secret, "metadata", "name"), env[name])
-			continue
-		}
-		if _, ok := keys[str(ref["key"])]; !ok {
-			t.Errorf("%s: the Secret example has no key %v", name, ref["key"])
-		}
 	}
 }
 
@@ -921,6 +967,33 @@ func composeServices(t *testing.T, file string) map[string]map[string]any {
 	}
 	if len(out) == 0 {
 		t.Fatalf("%s: no services", file)
+	}
+	return out
+}
+
+// composeVolume is one entry of a service's volumes, short (SRC:DST[:MODE]) or long syntax.
+type composeVolume struct {
+	source, target, subpath string
+	readOnly                bool
+}
+
+func composeVolumes(t *testing.T, service string, s map[string]any) []composeVolume {
+	t.Helper()
+	var out []composeVolume
+	for _, v := range list(s["volumes"]) {
+		switch v := v.(type) {
+		case string:
+			parts := strings.Split(v, ":")
+			if len(parts) < 2 {
+				t.Fatalf("%s: volume %q, want SRC:DST[:MODE]", service, v)
+			}
+			out = append(out, composeVolume{source: parts[0], target: parts[1], readOnly: len(parts) > 2 && strings.Contains(parts[2], "ro")})
+		case map[string]any:
+			ro, _ := v["read_only"].(bool)
+			out = append(out, composeVolume{source: str(v["source"]), target: str(v["target"]), subpath: str(dig(v, "volume", "subpath")), readOnly: ro})
+		default:
+			t.Fatalf("%s: volume %v (%T)", service, v, v)
+		}
 	}
 	return out
 }
@@ -1006,9 +1079,9 @@ func TestCompose(t *testing.T) {
 		}
 		dir := mustFlag(t, name, args, "dir")
 		found := false
-		for _, v := range strList(t, name+" volumes", s["volumes"]) {
-			src, dst, _ := strings.Cut(v, ":")
-			if strings.TrimSuffix(dst, ":rw") == dir {
+		for _, v := range composeVolumes(t, name, s) {
+			src, dst := v.source, v.target
+			if dst == dir {
 				if _, named := volumes[src]; !named {
 					t.Errorf("%s: --dir %s is on %q, not a named volume", name, dir, src)
 				}
@@ -1069,8 +1142,8 @@ func TestCompose(t *testing.T) {
 		}
 		if name == "cli" {
 			mountsExperiments := false
-			for _, v := range strList(t, "cli volumes", s["volumes"]) {
-				mountsExperiments = mountsExperiments || strings.HasPrefix(v, "../../experiments:")
+			for _, v := range composeVolumes(t, "cli", s) {
+				mountsExperiments = mountsExperiments || v.source == "../../experiments"
 			}
 			if !mountsExperiments {
 				t.Errorf("cli does not mount the experiments")
@@ -1091,10 +1164,13 @@ func TestCompose(t *testing.T) {
 		if nets := strList(t, name+" networks", s["networks"]); len(nets) != 1 || nets[0] != "loraft" {
 			t.Errorf("%s: networks %v, want [loraft]", name, nets)
 		}
-		if name != "minio" && !isLoraft(s) {
+		if strings.HasPrefix(name, "minio") {
+			continue
+		}
+		if name != "certs" && !isLoraft(s) { // certs runs a script of loraft commands
 			t.Errorf("%s does not run the loraft image's entrypoint", name)
 		}
-		if name != "minio" && str(dig(s, "build", "dockerfile")) != "deploy/docker/Dockerfile.cpu" {
+		if str(dig(s, "build", "dockerfile")) != "deploy/docker/Dockerfile.cpu" {
 			t.Errorf("%s: build.dockerfile %v", name, dig(s, "build", "dockerfile"))
 		}
 	}
@@ -1190,8 +1266,25 @@ func commandLines(t *testing.T) []commandLine {
 				cmd := strList(t, where, c["command"])
 				args := strList(t, where, c["args"])
 				add(where+" command", cmd, false)
-				// No command: the args go to the image's entrypoint, loraft (a patch names no image).
+				// No command: the args go to the image's entrypoint, loraft (a patch names no image),
+				// unless the patch's container runs the base's script, which passes them on ("$@").
 				img := str(c["image"])
+				if len(cmd) == 0 && img == "" {
+					if script := baseScript(t, d, str(c["name"])); script != "" {
+						for _, run := range loraftInScript(t, script) {
+							var words []string
+							for _, w := range run {
+								if w == "$@" {
+									words = append(words, args...)
+								} else {
+									words = append(words, w)
+								}
+							}
+							out = append(out, commandLine{where: where + " args (base script)", words: words, loraft: words})
+						}
+						continue
+					}
+				}
 				add(where+" args", args, len(cmd) == 0 && (img == "" || strings.HasPrefix(img, "loraft")))
 				for _, probe := range []string{"readinessProbe", "livenessProbe", "startupProbe"} {
 					pc := strList(t, where, dig(c, probe, "exec", "command"))
@@ -1231,6 +1324,23 @@ func commandLines(t *testing.T) []commandLine {
 		}
 	}
 	return out
+}
+
+// baseScript returns the shell script the base manifest's container name of the object d
+// patches runs ([/bin/sh -ec SCRIPT …]), or "".
+func baseScript(t *testing.T, d yamlDoc, name string) string {
+	t.Helper()
+	for _, b := range k8sObjects(t, "k8s/base") {
+		if b.v["kind"] != d.v["kind"] || dig(b.v, "metadata", "name") != dig(d.v, "metadata", "name") {
+			continue
+		}
+		for _, c := range containers(b.v) {
+			if cmd := strList(t, "command", c["command"]); c["name"] == name && len(cmd) >= 3 && cmd[0] == "/bin/sh" {
+				return cmd[2]
+			}
+		}
+	}
+	return ""
 }
 
 // splitCommands splits shell words at &&, ||, ; and |.
