@@ -378,8 +378,8 @@ var (
 		"certs init": {"out": true, "coordinator-ids": true, "coordinator-hosts": true, "trainer-ids": true,
 			"trainer-hosts": true, "operator-ids": true, "viewer-ids": true},
 		"certs issue": {"ca": true, "role": true, "id": true, "hosts": true, "out": true},
-		"predict": {"adapter": true, "text": true, "input": true, "weights": true, "device": true, "json": false},
-		"plot":    {"report": true, "out": true, "format": true},
+		"predict":     {"adapter": true, "text": true, "input": true, "weights": true, "device": true, "json": false},
+		"plot":        {"report": true, "out": true, "format": true},
 	}
 	// cliEnv are the environment variables the loraft CLI reads that the files may set.
 	cliEnv = []string{"LORAFT_COORDINATORS", "LORAFT_STORE", "LORAFT_S3_ENDPOINT", "LORAFT_S3_TLS",
