@@ -114,6 +114,10 @@ func TestCertsInitAndIssue(t *testing.T) {
 	if _, err := run(t, "certs", "issue", "--ca", out, "--role", "trainer", "--id", "gpu-2", "--hosts", "10.0.0.9", "--out", out); err != nil {
 		t.Fatal(err)
 	}
+	// The object store's HTTPS certificate (deploy/: MinIO), from the same CA.
+	if _, err := run(t, "certs", "issue", "--ca", out, "--role", "store", "--id", "minio", "--hosts", "minio", "--out", out); err != nil {
+		t.Fatal(err)
+	}
 	caPEM, err := os.ReadFile(filepath.Join(out, "ca", "ca.pem"))
 	if err != nil {
 		t.Fatal(err)
@@ -131,6 +135,7 @@ func TestCertsInitAndIssue(t *testing.T) {
 		{"trainer-gpu-2", pki.Identity{Role: pki.RoleTrainer, ID: "gpu-2"}, "10.0.0.9"},
 		{"operator-alice", pki.Identity{Role: pki.RoleOperator, ID: "alice"}, ""},
 		{"viewer-grafana", pki.Identity{Role: pki.RoleViewer, ID: "grafana"}, ""},
+		{"store-minio", pki.Identity{Role: pki.RoleStore, ID: "minio"}, "minio"},
 	} {
 		dir := filepath.Join(out, tc.dir)
 		if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
