@@ -90,8 +90,13 @@ func (b dashboardBackend) Raft() dashboard.RaftStatus {
 	}
 	if f := r.GetConfiguration(); f.Error() == nil {
 		for _, s := range f.Configuration().Servers {
-			rs.Members = append(rs.Members, dashboard.RaftMember{ID: string(s.ID), RaftAddr: string(s.Address),
-				APIAddr: b.c.node.memberAPI(string(s.Address)), Suffrage: s.Suffrage.String()})
+			api := b.c.node.memberAPI(string(s.Address))
+			for _, p := range b.c.cfg.Peers { // a bootstrapped member is in Peers, not in the member table
+				if api == "" && p.ID == string(s.ID) {
+					api = p.APIAddr
+				}
+			}
+			rs.Members = append(rs.Members, dashboard.RaftMember{ID: string(s.ID), RaftAddr: string(s.Address), APIAddr: api, Suffrage: s.Suffrage.String()})
 		}
 	}
 	return rs

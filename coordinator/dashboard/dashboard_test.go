@@ -200,7 +200,7 @@ func TestPagesAndAPIs(t *testing.T) {
 			`"pull":"loraft adapter pull --store s3://ckpt/runs --run ` + f.trial + ` --out out/` + f.trial + `"`,
 			`"checkpoints":[{"step":5,"metric":0.31,"committed":true,"latest":true,"size":null}]`}},
 		{"/api/trainers", 200, "application/json", []string{`"id":"tr1"`, `"address":"127.0.0.1:7501"`, `"trial":"` + f.trial + `"`, `"lease_ms":300000`}},
-		{"/api/raft", 200, "application/json", []string{`"state":"Leader"`, `"leader_id":"n1"`, `"self":true`}},
+		{"/api/raft", 200, "application/json", []string{`"state":"Leader"`, `"leader_id":"n1"`, `"self":true`, `"api_addr":"` + f.cluster.APIAddrs[0] + `"`}},
 		{"/api/session", 200, "application/json", []string{`"role":"operator"`, `"can_write":true`}},
 		{"/api/sweeps/nope", 404, "application/json", []string{"not found"}},
 		{"/api/trials/nope", 404, "application/json", []string{"not found"}},

@@ -343,8 +343,14 @@ func (h *Handler) apiSweep(w http.ResponseWriter, r *http.Request, _ caller) {
 // comment line keeps proxies from closing it.
 const keepAlive = 15 * time.Second
 
+// curvesEvery is how often at most the event stream sends a sweep's
+// curves: they are most of its bytes and change with every heartbeat.
+const curvesEvery = 5 * time.Second
+
 // apiSweepEvents streams the sweep view as server-sent events: one "data:"
-// line of JSON whenever it changes (looked at every Interval).
+// line of JSON (the view without its curves) whenever it changes, looked
+// at every Interval, and a "curves" event with the curves when they
+// changed, at most every curvesEvery.
 func (h *Handler) apiSweepEvents(w http.ResponseWriter, r *http.Request, _ caller) {
 	name := r.PathValue("name")
 	ctx := r.Context()
@@ -360,7 +366,8 @@ func (h *Handler) apiSweepEvents(w http.ResponseWriter, r *http.Request, _ calle
 	w.WriteHeader(http.StatusOK)
 	t := time.NewTicker(h.cfg.Interval)
 	defer t.Stop()
-	var last []byte
+	var last, lastCurves []byte
+	var curvesAt time.Time
 	quiet := time.Now()
 	for {
 		v, err := h.sweep(ctx, name)
@@ -370,6 +377,8 @@ func (h *Handler) apiSweepEvents(w http.ResponseWriter, r *http.Request, _ calle
 			b, _ := json.Marshal(map[string]string{"error": err.Error()})
 			msg = append(append([]byte("event: problem\ndata: "), b...), "\n\n"...)
 		default:
+			curves := v.Curves
+			v.Curves = nil
 			b, merr := json.Marshal(v)
 			if merr != nil {
 				return
@@ -377,6 +386,12 @@ func (h *Handler) apiSweepEvents(w http.ResponseWriter, r *http.Request, _ calle
 			if !bytes.Equal(b, last) {
 				last = b
 				msg = append(append([]byte("data: "), b...), "\n\n"...)
+			}
+			if time.Since(curvesAt) >= curvesEvery {
+				if c, _ := json.Marshal(curves); !bytes.Equal(c, lastCurves) {
+					lastCurves, curvesAt = c, time.Now()
+					msg = append(append(append(msg, "event: curves\ndata: "...), c...), "\n\n"...)
+				}
 			}
 		}
 		if msg == nil && time.Since(quiet) > keepAlive {

@@ -42,8 +42,9 @@ type sweepView struct {
 	Heat   heatMap    `json:"heat"`
 	Events []Event    `json:"events"`
 	// Curves are each trial's loss (from live progress) and metric (from
-	// the replicated history) points.
-	Curves []curve `json:"curves"`
+	// the replicated history) points, at most maxCurvePoints each. The
+	// event stream sends them apart from the rest (see apiSweepEvents).
+	Curves []curve `json:"curves,omitempty"`
 	// EarlyStopping describes the sweep's rule ("" for none).
 	EarlyStopping string `json:"early_stopping"`
 }
@@ -215,11 +216,27 @@ func (w *watcher) sweepView(st *pb.SweepStatus, live bool) sweepView {
 	for _, t := range sw.GetTrials() {
 		v.Trials = append(v.Trials, row(t, st.GetProgress()[t.GetName()]))
 		facts := w.facts(t.GetName())
-		v.Curves = append(v.Curves, curve{Trial: t.GetName(), Loss: orEmpty(facts.loss), Metric: history(t)})
+		v.Curves = append(v.Curves, curve{Trial: t.GetName(), Loss: thin(facts.loss), Metric: thin(history(t))})
 	}
 	v.Heat = heat(sw)
 	v.Events = mergeEvents(sw.GetTrials(), w.events(sw.GetName()))
 	return v
+}
+
+// maxCurvePoints bounds the points of one curve a page gets: a chart
+// 1,000 pixels wide shows no more, and a 100-trial sweep stays small.
+const maxCurvePoints = 200
+
+// thin keeps at most maxCurvePoints of p, evenly spaced, with the last.
+func thin(p []point) []point {
+	if len(p) <= maxCurvePoints {
+		return orEmpty(p)
+	}
+	out := make([]point, 0, maxCurvePoints)
+	for i := range maxCurvePoints - 1 {
+		out = append(out, p[i*(len(p)-1)/(maxCurvePoints-1)])
+	}
+	return append(out, p[len(p)-1])
 }
 
 func orEmpty(p []point) []point {
@@ -317,7 +334,7 @@ func (w *watcher) trialView(st *pb.SweepStatus, t *pb.Trial, live bool, store st
 	v := trialView{Sweep: sw.GetName(), Metric: metricName(sw), Live: live, Trial: row(t, st.GetProgress()[t.GetName()]),
 		Result: t.GetResult(), StartedMs: t.GetStartedUnixMs(), FinishedMs: t.GetFinishedUnixMs(), RunningMs: t.GetRunningMs()}
 	facts := w.facts(t.GetName())
-	v.Curve = curve{Trial: t.GetName(), Loss: orEmpty(facts.loss), Metric: history(t)}
+	v.Curve = curve{Trial: t.GetName(), Loss: thin(facts.loss), Metric: thin(history(t))}
 	v.Checkpoints = []checkpointRow{}
 	for _, h := range t.GetHistory() {
 		v.Checkpoints = append(v.Checkpoints, checkpointRow{Step: h.GetStep(), Metric: ptr(h.GetMetric()), Committed: true})

@@ -218,6 +218,7 @@
     var parts = { states: document.getElementById("states"), trials: document.getElementById("trials"), heat: document.getElementById("heat"),
       events: document.getElementById("events"), chart: document.getElementById("chart"), live: document.getElementById("live"),
       cancel: document.getElementById("cancel") };
+    var metric = "macro_f1";
     function render(v) {
       parts.states.innerHTML = counts(v.states) + (v.cancelled ? ' <span class="muted">cancelled</span>' : "") +
         (v.early_stopping ? ' <span class="muted">early stopping: ' + esc(v.early_stopping) + "</span>" : "");
@@ -225,7 +226,8 @@
       parts.heat.innerHTML = heatTable(v.heat, v.metric);
       parts.events.innerHTML = eventsList(v.events);
       if (parts.cancel) parts.cancel.disabled = v.cancelled || !((v.states.PENDING || 0) + (v.states.RUNNING || 0));
-      drawCurves(parts.chart, v.curves, v.metric);
+      metric = v.metric;
+      if (v.curves) drawCurves(parts.chart, v.curves, v.metric);
       body.dataset.updated = String(Date.now());
     }
     var url = "/api/sweeps/" + encodeURIComponent(name);
@@ -238,6 +240,8 @@
       parts.live.textContent = "live";
       render(JSON.parse(m.data));
     };
+    // Curves come apart, at most every few seconds: they are most of the bytes.
+    es.addEventListener("curves", function (m) { drawCurves(parts.chart, JSON.parse(m.data), metric); });
     es.addEventListener("problem", function (m) { note(JSON.parse(m.data).error, true); });
     es.onerror = function () { parts.live.className = "live off"; parts.live.textContent = "reconnecting…"; };
   }
@@ -260,7 +264,7 @@
       var kv = [["rank", t.rank], ["alpha", t.alpha], ["learning rate", t.learning_rate], ["step", (t.step == null ? "—" : t.step) + " / " + (t.steps == null ? "—" : t.steps)],
         ["loss", num(t.loss)], ["best " + v.metric, num(t.best)], ["ETA", t.state === "RUNNING" ? dur(t.eta_ms) : "—"], ["attempts", t.attempts],
         ["generation", t.generation], ["trainers", t.trainers.join(", ") || "—"], ["started", when(v.started_unix_ms)], ["finished", when(v.finished_unix_ms)],
-        ["run time", dur(v.running_ms)], ["reason", t.reason || "—"]];
+        ["run time", dur(v.running_ms + (t.state === "RUNNING" && v.started_unix_ms ? Date.now() - v.started_unix_ms : 0))], ["reason", t.reason || "—"]];
       if (v.result) kv.push(["test macro-F1", num(v.result.test_macro_f1)], ["val accuracy", num(v.result.val_accuracy)], ["val ECE", num(v.result.val_ece)]);
       document.getElementById("kv").innerHTML = kv.map(function (p) { return "<dt>" + esc(p[0]) + "</dt><dd>" + esc(p[1]) + "</dd>"; }).join("");
       document.getElementById("pull").textContent = v.pull;
