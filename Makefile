@@ -8,7 +8,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # MinIO for tests and the demo: path of the cached server binary (deploy/minio.sh).
 MINIO = $$(deploy/minio.sh)
 
-.PHONY: all setup build test demo proto lint bench bench-libtorch bench-shard bench-trainer bench-checkpoint bench-allreduce bench-failover bench-dashboard chaos gpu-check clean
+.PHONY: all setup build test demo proto lint bench bench-libtorch bench-shard bench-trainer bench-checkpoint bench-allreduce bench-failover bench-dashboard bench-scale chaos gpu-check clean
 
 all: build
 
@@ -44,7 +44,7 @@ lint: setup
 	$(GO) vet ./...
 
 ## bench: every benchmark; results as JSON under bench/results/
-bench: bench-libtorch bench-shard bench-trainer bench-checkpoint bench-allreduce bench-failover bench-dashboard
+bench: bench-libtorch bench-shard bench-trainer bench-checkpoint bench-allreduce bench-failover bench-dashboard bench-scale
 
 bench-libtorch: build
 	bin/loraft bench libtorch --out bench/results/libtorch.json
@@ -79,6 +79,10 @@ bench-allreduce: build
 # timeouts) until a new leader reads and schedules again, and heartbeats/s on the leader.
 bench-failover: build
 	bin/loraft bench failover --out bench/results/failover.json --kills 10
+
+# Scale: 1,000 simulated trainers, 3 coordinator processes, a 10,000-trial sweep launched, listed and deleted
+bench-scale: build
+	bin/loraft bench scale --out bench/results/scale.json
 
 # First paint of a 100-trial sweep page on loopback (HTML + JSON + scripts and styles, p50 of 20).
 bench-dashboard: build

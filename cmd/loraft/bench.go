@@ -170,6 +170,18 @@ func benchCommand() *cli.Command {
 				return writeJSON(c, c.String("out"), res.Report)
 			},
 		}, {
+			Name: "scale",
+			Usage: "1,000 simulated trainers heartbeating against 3 coordinator processes while a 10,000-trial sweep is launched, " +
+				"listed page by page and deleted: leader CPU and RSS, heartbeat latency, raft log growth, snapshot and state size (JSON)",
+			Flags: []cli.Flag{out, &cli.IntFlag{Name: "trainers", Value: 1000}, &cli.IntFlag{Name: "trials", Value: 10000},
+				&cli.IntFlag{Name: "conns", Value: 16, Usage: "gRPC connections the simulated trainers share"},
+				&cli.IntFlag{Name: "page-size", Value: 100}, &cli.DurationFlag{Name: "lease", Value: 3 * time.Second, Usage: "the coordinators' --lease"},
+				&cli.DurationFlag{Name: "hold", Value: 10 * time.Second, Usage: "heartbeats measured idle, and again with trials running"}},
+			Action: func(c *cli.Context) error {
+				return benchReport(c)(benchRunner(c).Scale(c.Context, bench.ScaleConfig{Trainers: c.Int("trainers"), Trials: c.Int("trials"),
+					Conns: c.Int("conns"), PageSize: int32(min(c.Int("page-size"), coordinator.MaxPageSize)), Lease: c.Duration("lease"), Hold: c.Duration("hold")}))
+			},
+		}, {
 			Name:  "dashboard",
 			Usage: "time the first paint of a sweep page (HTML, its JSON, scripts and styles) against an in-process coordinator (JSON)",
 			Flags: []cli.Flag{out, &cli.IntFlag{Name: "trials", Value: 100}, &cli.IntFlag{Name: "loads", Value: 20}},
