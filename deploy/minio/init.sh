@@ -21,7 +21,7 @@ mc admin policy create local loraft-trainer "$POLICIES/trainer-policy.json"
 mc admin policy create local loraft-operator "$POLICIES/operator-policy.json"
 # attach refuses a policy that is already attached (a rerun): look first.
 attach() {
-  if ! mc admin user info local "$2" | grep -q "$1"; then
+  if ! mc admin user info local "$2" | grep -q "^PolicyName: .*$1"; then
     mc admin policy attach local "$1" --user "$2"
   fi
 }
