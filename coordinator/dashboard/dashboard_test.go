@@ -59,6 +59,8 @@ type fixtureOpts struct {
 	// on picks the member that serves the dashboard (default: the leader).
 	on  func(leader int) int
 	tls *tls.Config
+	// maxStreams is Config.MaxStreams.
+	maxStreams int
 }
 
 func newFixture(t *testing.T, o fixtureOpts) *fixture {
@@ -102,7 +104,7 @@ func newFixture(t *testing.T, o fixtureOpts) *fixture {
 		on = o.on(leader)
 	}
 	h, err := dashboard.New(dashboard.Config{Backend: coordinator.DashboardBackend(cl.Members[on]), Tokens: o.tokens,
-		Logger: slog.New(slog.NewTextHandler(f.logs, nil)), Interval: 50 * time.Millisecond, Store: "s3://ckpt/runs"})
+		Logger: slog.New(slog.NewTextHandler(f.logs, nil)), Interval: 50 * time.Millisecond, Store: "s3://ckpt/runs", MaxStreams: o.maxStreams})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,8 +319,12 @@ func await(t *testing.T, ch <-chan string, within time.Duration, what string, ok
 // TestSweepEventsFollowChanges: the event stream pushes the sweep again
 // when a step advances and when the sweep is cancelled.
 func TestSweepEventsFollowChanges(t *testing.T) {
-	f := newFixture(t, fixtureOpts{})
+	f := newFixture(t, fixtureOpts{maxStreams: 1})
 	ch := events(t, f, "/api/sweeps/web/events")
+	// One stream is the most this handler serves: a second waits its turn.
+	if code, hd, body := f.do(t, nil, req{method: "GET", path: "/api/sweeps/web/events"}); code != 503 || hd.Get("Retry-After") == "" {
+		t.Fatalf("a stream past MaxStreams: %d %s", code, body)
+	}
 	await(t, ch, 10*time.Second, "the first view", func(d string) bool { return strings.Contains(d, `"step":3,`) })
 	f.progress(t, 7, 1.1)
 	await(t, ch, 10*time.Second, "step 7", func(d string) bool { return strings.Contains(d, `"step":7,`) && strings.Contains(d, `"loss":1.1`) })

@@ -52,7 +52,14 @@ type Config struct {
 	// Interval is how often a sweep's event stream looks for a change, and
 	// Run samples live progress (0: 500 ms).
 	Interval time.Duration
+	// MaxStreams bounds the open event streams (0: DefaultMaxStreams);
+	// more are refused with 503 and the page falls back to retrying.
+	MaxStreams int
 }
+
+// DefaultMaxStreams is Config.MaxStreams's default: each stream looks at
+// its sweep every Interval, so streams cost the coordinator CPU.
+const DefaultMaxStreams = 64
 
 // Handler serves the dashboard. It is an http.Handler for every path but
 // the ones its host mounts beside it (such as /metrics). Close ends its
@@ -66,6 +73,8 @@ type Handler struct {
 	login  *template.Template
 	assets map[string]string // file → its URL with a content hash
 	static http.Handler
+
+	streams chan struct{} // a slot per open event stream
 
 	done      chan struct{}
 	closeOnce sync.Once
@@ -84,12 +93,15 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.Interval <= 0 {
 		cfg.Interval = 500 * time.Millisecond
 	}
+	if cfg.MaxStreams <= 0 {
+		cfg.MaxStreams = DefaultMaxStreams
+	}
 	sub, err := fs.Sub(staticFS, "static")
 	if err != nil {
 		return nil, fmt.Errorf("dashboard static files: %w", err)
 	}
 	h := &Handler{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), watch: newWatcher(), assets: map[string]string{},
-		static: http.StripPrefix("/static/", http.FileServerFS(sub)), done: make(chan struct{})}
+		static: http.StripPrefix("/static/", http.FileServerFS(sub)), streams: make(chan struct{}, cfg.MaxStreams), done: make(chan struct{})}
 	err = fs.WalkDir(sub, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
@@ -358,6 +370,14 @@ func (h *Handler) apiSweepEvents(w http.ResponseWriter, r *http.Request, _ calle
 		writeStatusError(w, err)
 		return
 	}
+	select {
+	case h.streams <- struct{}{}:
+		defer func() { <-h.streams }()
+	default:
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusServiceUnavailable, fmt.Errorf("%d event streams are open, the most this coordinator serves", cap(h.streams)))
+		return
+	}
 	rc := http.NewResponseController(w)
 	hd := w.Header()
 	hd.Set("Content-Type", "text/event-stream")
@@ -542,6 +562,7 @@ func (h *Handler) renderLogin(w http.ResponseWriter, code int, next, problem str
 // loginPost checks a token and keeps it in an HttpOnly, SameSite=Strict
 // cookie, so scripts cannot read it and other sites cannot send it.
 func (h *Handler) loginPost(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 4<<10) // a token and a path
 	next := safeNext(r.FormValue("next"))
 	if o := r.Header.Get("Origin"); o != "" && !sameOrigin(o, r) {
 		h.renderLogin(w, http.StatusForbidden, next, "cross-origin sign-in refused")

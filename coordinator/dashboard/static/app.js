@@ -243,7 +243,15 @@
     // Curves come apart, at most every few seconds: they are most of the bytes.
     es.addEventListener("curves", function (m) { drawCurves(parts.chart, JSON.parse(m.data), metric); });
     es.addEventListener("problem", function (m) { note(JSON.parse(m.data).error, true); });
-    es.onerror = function () { parts.live.className = "live off"; parts.live.textContent = "reconnecting…"; };
+    es.onerror = function () {
+      parts.live.className = "live off";
+      parts.live.textContent = "reconnecting…";
+      if (es.readyState === EventSource.CLOSED) {
+        // Refused (too many streams, signed out): poll instead.
+        parts.live.textContent = "polling";
+        setInterval(function () { if (!document.hidden) refresh(); }, 2000);
+      }
+    };
   }
 
   function trialPage() {
