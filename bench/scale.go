@@ -333,7 +333,7 @@ func (r *Runner) Scale(ctx context.Context, cfg ScaleConfig) (Report, error) {
 		"divided by wall time; RSS peak: VmHWM. State and snapshot bytes: the consistent GetState message, which is exactly what the FSM snapshot " +
 		"persists (fsm.state()); encode_ms/decode_ms time proto marshal (deterministic, as Persist does) and unmarshal of it in this process: the " +
 		"coordinators have no snapshot RPC. raft_log: entries read back from the leader's raft.db after the run: index before the sweep's CreateSweep, " +
-		"its DeleteSweep's, and the bytes of the commands in between (assignments, cancel, delete). The sweep is cancelled before it is deleted " +
+		"its DeleteSweep's, and the entries and bytes in between (assignments, requeues, cancel, delete, and the empty barrier entries of consistent reads). The sweep is cancelled before it is deleted " +
 		"(a sweep with running trials cannot be)."
 	r.logf("bench scale: leader %.2f cores, heartbeat p99 %.1f ms, state %d → %d → %d bytes; goals met: %v\n",
 		cpuBusy.Seconds()/busyS, p99, before.bytes, launched.bytes, after.bytes, met)
