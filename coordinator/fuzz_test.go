@@ -90,6 +90,10 @@ func fuzzCommandSeeds(tb testing.TB) [][]byte {
 		{Cmd: &pb.Command_RegisterTrainer{RegisterTrainer: &pb.RegisterTrainer{Trainer: &pb.TrainerRecord{Id: "t3", Address: "h:3"}}}},
 		{Cmd: &pb.Command_SetMember{SetMember: &pb.SetMember{Member: &pb.Member{Id: "n2", RaftAddress: "r:2"}}}},
 		{Cmd: &pb.Command_RemoveMember{RemoveMember: &pb.RemoveMember{Id: "n1"}}},
+		{Cmd: &pb.Command_DeleteSweep{DeleteSweep: &pb.DeleteSweep{Name: "fa"}}}, // running: refused
+		{Cmd: &pb.Command_DeleteSweep{DeleteSweep: &pb.DeleteSweep{Name: "fb"}}},
+		{Cmd: &pb.Command_ForgetTrainer{ForgetTrainer: &pb.ForgetTrainer{Id: "t1"}}}, // assigned: refused
+		{Cmd: &pb.Command_ForgetTrainer{ForgetTrainer: &pb.ForgetTrainer{Id: "t2"}}},
 		{},
 	} {
 		data, err := EncodeCommand(c)
