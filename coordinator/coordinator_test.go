@@ -48,6 +48,12 @@ func TestConfigValidate(t *testing.T) {
 		{"leader lease longer than heartbeat", func(c *coordinator.Config) { c.Raft.LeaderLeaseTimeout = 2 * time.Second }, []string{"Raft.LeaderLeaseTimeout"}},
 		{"heartbeat interval over half the lease", func(c *coordinator.Config) { c.Scheduler.HeartbeatInterval = 2 * time.Second }, []string{"Scheduler.HeartbeatInterval"}},
 		{"half of mutual TLS", func(c *coordinator.Config) { c.ServerTLS = &tls.Config{} }, []string{"ClientTLS"}},
+		{"retention and forgetting", func(c *coordinator.Config) {
+			c.Scheduler.SweepRetention, c.Scheduler.ForgetTrainerAfter = 24*time.Hour, time.Hour
+		}, nil},
+		{"negative retention", func(c *coordinator.Config) { c.Scheduler.SweepRetention = -time.Second }, []string{"Scheduler.SweepRetention"}},
+		{"forget a trainer within two leases", func(c *coordinator.Config) { c.Scheduler.ForgetTrainerAfter = 5 * time.Second }, []string{"Scheduler.ForgetTrainerAfter"}},
+		{"negative forget", func(c *coordinator.Config) { c.Scheduler.ForgetTrainerAfter = -time.Hour }, []string{"Scheduler.ForgetTrainerAfter"}},
 		{"peers without this one", func(c *coordinator.Config) {
 			c.Peers = []coordinator.Peer{{ID: "n2", RaftAddr: "127.0.0.1:7001", APIAddr: "127.0.0.1:7401"}}
 		}, []string{"Peers"}},
