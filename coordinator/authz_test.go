@@ -122,6 +122,18 @@ func TestAuthorizationByRole(t *testing.T) {
 			_, err := cl.BestTrial(ctx, &pb.BestTrialRequest{Sweep: "s"})
 			return err
 		}},
+		{"ListSweeps", func(ctx context.Context, cl pb.CoordinatorClient) error {
+			_, err := cl.ListSweeps(ctx, &pb.ListSweepsRequest{Consistent: true})
+			return err
+		}},
+		{"ListTrials", func(ctx context.Context, cl pb.CoordinatorClient) error {
+			_, err := cl.ListTrials(ctx, &pb.ListTrialsRequest{PageSize: 10})
+			return err
+		}},
+		{"DeleteSweep", func(ctx context.Context, cl pb.CoordinatorClient) error {
+			_, err := cl.DeleteSweep(ctx, &pb.DeleteSweepRequest{Name: "never-launched"})
+			return err
+		}},
 		{"LaunchSweep", func(ctx context.Context, cl pb.CoordinatorClient) error {
 			_, err := cl.LaunchSweep(ctx, &pb.LaunchSweepRequest{Sweep: testSweep("s2", 1)})
 			return err
@@ -160,7 +172,7 @@ func TestAuthorizationByRole(t *testing.T) {
 			return err
 		}},
 	}
-	reads := []string{"GetState", "GetSweep", "BestTrial"}
+	reads := []string{"GetState", "GetSweep", "BestTrial", "ListSweeps", "ListTrials"}
 	plain := ca.Issue(t, "no-identity") // from the right CA, without a loraft URI SAN
 	roles := []struct {
 		name    string
@@ -171,7 +183,7 @@ func TestAuthorizationByRole(t *testing.T) {
 		{"coordinator", ca.IssueAs(t, pki.RoleCoordinator, "n2"), reads},
 		{"no identity", plain, nil},
 		{"trainer t2 (not t1)", ca.IssueAs(t, pki.RoleTrainer, "t2"), nil},
-		{"operator", ca.IssueAs(t, pki.RoleOperator, "ops2"), append([]string{"LaunchSweep", "CancelSweep", "ResumeRun", "AddVoter", "RemoveVoter"}, reads...)},
+		{"operator", ca.IssueAs(t, pki.RoleOperator, "ops2"), append([]string{"LaunchSweep", "CancelSweep", "DeleteSweep", "ResumeRun", "AddVoter", "RemoveVoter"}, reads...)},
 		{"trainer t1", ca.IssueAs(t, pki.RoleTrainer, "t1"), []string{"RegisterTrainer", "Heartbeat", "ReportCheckpoint", "ReportResult"}},
 	}
 	viewer := dial(roles[0].cert)
