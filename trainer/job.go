@@ -187,6 +187,16 @@ func RunJob(ctx context.Context, j Job) (*model.Model, Manifest, *Result, error)
 			return nil, Manifest{}, nil, fmt.Errorf("resume: run %s was trained with vocab %.12s, max length %d and split %s; these flags give %.12s, %d and %s",
 				run, man.Tokenizer.VocabSHA256, man.Tokenizer.MaxLen, man.SplitID, j.Tokenizer.VocabSHA256, j.Tokenizer.MaxLen, d.Split.Spec.ID())
 		}
+		// A sweep's base sits in each trainer's own cache, so the path a
+		// checkpoint records (maybe another trainer's, and read from the
+		// store) is never opened: this job's copy is, when its sha256 matches.
+		if man.Base.Weights != "" {
+			if man.Base.WeightsSHA256 == "" || man.Base.WeightsSHA256 != j.Base.WeightsSHA256 {
+				return nil, Manifest{}, nil, fmt.Errorf("resume: run %s was trained on base weights of sha256 %.12s; this job's base has %.12s",
+					run, man.Base.WeightsSHA256, j.Base.WeightsSHA256)
+			}
+			man.Base.Weights = j.Base.Weights
+		}
 	}
 	compute, err := ParseCompute(man.Base.Compute)
 	if err != nil {

@@ -319,4 +319,15 @@ func TestRunnerTrainsFetchedBase(t *testing.T) {
 	if !strings.HasPrefix(b.Weights, cache) {
 		t.Fatalf("checkpoint's base weights %s, want the fetched copy under %s", b.Weights, cache)
 	}
+	// Another trainer resumes the trial: it opens its own copy of the
+	// base, not the path the checkpoint recorded (gone with the first
+	// trainer's cache).
+	if err := os.RemoveAll(cache); err != nil {
+		t.Fatal(err)
+	}
+	a.Generation, a.CheckpointStep = 2, int64(st.Step)
+	r2 := &JobRunner{Store: store, CacheDir: t.TempDir(), NoTokenCache: true, Device: gotch.CPU}
+	if _, err := r2.Run(ctx, a, &nopReporter{}); err != nil {
+		t.Fatalf("resuming on another trainer: %v", err)
+	}
 }
