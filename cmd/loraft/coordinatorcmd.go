@@ -77,6 +77,7 @@ func coordinatorCommand() *cli.Command {
 		&cli.DurationFlag{Name: "lease", Value: 3 * time.Second, Usage: "a trainer silent this long is lost and its trial requeued"},
 		&cli.DurationFlag{Name: "sweep-retention", Usage: "the leader deletes sweeps that ended longer ago than this from the state (0: keep them; store objects always stay)"},
 		&cli.DurationFlag{Name: "forget-trainer-after", Value: coordinator.DefaultForgetTrainerAfter, Usage: "the leader forgets an idle trainer silent this long"},
+		&cli.StringFlag{Name: "http-addr", Usage: "HTTP listener for the dashboard and Prometheus /metrics (host:port; empty: none). With the TLS flags it serves HTTPS; without them only loopback, unless --insecure"},
 		&cli.PathFlag{Name: "http-tokens-file", Usage: "dashboard tokens for browsers and scripts: a file of '<role> <sha256-of-token>' lines, made with loraft certs token"},
 	}
 	flags = append(flags, tlsFlags()...)
@@ -140,7 +141,7 @@ func coordinatorConfig(c *cli.Context) (coordinator.Config, error) {
 	if err != nil {
 		return cfg, err
 	}
-	if err := secureByDefault(c, serverTLS != nil, []addrFlag{{"raft-addr", c.String("raft-addr")}, {"api-addr", c.String("api-addr")}}); err != nil {
+	if err := secureByDefault(c, serverTLS != nil, []addrFlag{{"raft-addr", c.String("raft-addr")}, {"api-addr", c.String("api-addr")}, {"http-addr", c.String("http-addr")}}); err != nil {
 		return cfg, err
 	}
 	if serverTLS != nil {
@@ -157,7 +158,7 @@ func coordinatorConfig(c *cli.Context) (coordinator.Config, error) {
 	cfg.ID, cfg.RaftAddr, cfg.APIAddr, cfg.Dir, cfg.Peers = c.String("id"), c.String("raft-addr"), c.String("api-addr"), c.Path("dir"), peers
 	cfg.Raft, cfg.Scheduler.Lease = timing, c.Duration("lease")
 	cfg.Scheduler.SweepRetention, cfg.Scheduler.ForgetTrainerAfter = c.Duration("sweep-retention"), c.Duration("forget-trainer-after")
-	cfg.ServerTLS, cfg.ClientTLS = serverTLS, clientTLS
+	cfg.ServerTLS, cfg.ClientTLS, cfg.HTTPAddr = serverTLS, clientTLS, c.String("http-addr")
 	cfg.Logger = slog.Default()
 	var tokens *dashboard.Tokens
 	if p := c.Path("http-tokens-file"); p != "" {
@@ -171,7 +172,7 @@ func coordinatorConfig(c *cli.Context) (coordinator.Config, error) {
 
 // configFlags names the flag behind each coordinator.Config field.
 var configFlags = map[string]string{"ID": "--id", "RaftAddr": "--raft-addr", "APIAddr": "--api-addr", "Dir": "--dir",
-	"Peers": "--peers", "Raft": "--raft-profile", "Scheduler": "--lease", "ServerTLS": "--tls-cert", "ClientTLS": "--tls-cert",
+	"Peers": "--peers", "Raft": "--raft-profile", "Scheduler": "--lease", "ServerTLS": "--tls-cert", "ClientTLS": "--tls-cert", "HTTPAddr": "--http-addr",
 	"Scheduler.SweepRetention": "--sweep-retention", "Scheduler.ForgetTrainerAfter": "--forget-trainer-after"}
 
 // flagErrors rewrites a Config's field errors in terms of the flags that set them.
@@ -213,6 +214,9 @@ func runCoordinator(c *cli.Context) error {
 		return err
 	}
 	fmt.Fprintf(c.App.ErrWriter, "coordinator %s: raft %s, API %s, data %s\n", cfg.ID, cfg.RaftAddr, co.APIAddr(), cfg.Dir)
+	if u := co.HTTPURL(); u != "" {
+		fmt.Fprintf(c.App.ErrWriter, "dashboard: %s (Prometheus: %smetrics)\n", u, u)
+	}
 	select {
 	case <-c.Context.Done():
 		return co.Close()

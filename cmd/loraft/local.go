@@ -90,6 +90,7 @@ func runLocal(c *cli.Context) error {
 	defer lc.Close()
 	fmt.Fprintf(ew, "local: 3 coordinators on %s (raft profile %s), %d trainer processes (logs in %s), store %s, state in %s\n",
 		strings.Join(lc.Ports.API, ","), c.String("raft-profile"), n, lc.Logs, store, stateDir)
+	fmt.Fprintf(ew, "dashboard: %s\n", lc.DashboardURL())
 	cl, err := coordinator.NewClient(lc.Ports.API)
 	if err != nil {
 		return err

@@ -64,6 +64,7 @@ func trainerCommand() *cli.Command {
 		&cli.StringFlag{Name: "run-id", Usage: "run identity in all-reduce messages, the same on every rank (default: --run, else the peer list)"},
 		&cli.Uint64Flag{Name: "generation", Value: 1, Usage: "assignment generation; messages of other generations are rejected"},
 		&cli.DurationFlag{Name: "step-timeout", Value: 60 * time.Second, Usage: "give up a step's all-reduce after this long (a peer died)"},
+		&cli.StringFlag{Name: "metrics-addr", Usage: "under --coordinators: serve Prometheus /metrics on this host:port (empty: off); HTTPS with the TLS flags, else loopback only unless --insecure"},
 		&cli.PathFlag{Name: "spool-dir", Usage: "under --coordinators: keep checkpoints waiting for the store here until written, so a restart loses none (default: <cache-dir>/spool)"},
 	)
 	flags = append(flags, tlsFlags()...)
@@ -195,7 +196,7 @@ func runAgent(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := secureByDefault(c, serverTLS != nil, []addrFlag{{"listen", c.String("listen")}}); err != nil {
+	if err := secureByDefault(c, serverTLS != nil, []addrFlag{{"listen", c.String("listen")}, {"metrics-addr", c.String("metrics-addr")}}); err != nil {
 		return err
 	}
 	cl, err := dialCoordinators(c)
@@ -237,6 +238,15 @@ func runAgent(c *cli.Context) error {
 	runner := &agent.JobRunner{Store: store, CacheDir: cacheDir, Listen: listen, NoTokenCache: c.Bool("no-cache"), Device: device, Compute: c.String("compute-dtype"),
 		StepTimeout: c.Duration("step-timeout"), ServerTLS: serverTLS, ClientTLS: clientTLS, Retention: retentionFlags(c), SpoolDir: c.Path("spool-dir"),
 		Log: func(msg string) { slog.Info(msg, "trainer", id) }}
+	if addr := c.String("metrics-addr"); addr != "" {
+		runner.Metrics = agent.NewMetrics()
+		ms, err := agent.ServeMetrics(addr, runner.Metrics.Gatherer(), serverTLS, slog.Default())
+		if err != nil {
+			return fmt.Errorf("flag --metrics-addr: %w", err)
+		}
+		defer ms.Close()
+		fmt.Fprintf(c.App.ErrWriter, "trainer %s: Prometheus /metrics on %s\n", id, ms.Addr())
+	}
 	a, err := agent.New(agent.Config{ID: id, Address: address, Coordinator: cl, Runner: runner, Events: events})
 	if err != nil {
 		return err

@@ -44,6 +44,11 @@ type Ports struct {
 	Raft     []string `json:"raft"`
 	API      []string `json:"api"`
 	Trainers []string `json:"trainers"`
+	// HTTP are the coordinators' HTTP listeners (the dashboard and
+	// /metrics) and Metrics the trainers' /metrics listeners; a ports file
+	// written before they existed gets them on the next start.
+	HTTP    []string `json:"http,omitempty"`
+	Metrics []string `json:"metrics,omitempty"`
 }
 
 // Cluster is a running local cluster.
@@ -89,6 +94,10 @@ func (c *Cluster) Close() {
 	}
 }
 
+// DashboardURL is the first coordinator's HTTP listener: its dashboard
+// (any coordinator's shows the same) and /metrics.
+func (c *Cluster) DashboardURL() string { return c.coordinators[0].HTTPURL() }
+
 // LoadPorts reads the ports file at path, choosing free loopback ports for
 // what it lacks (a first start, or more trainers than before), and writes
 // it back.
@@ -104,9 +113,12 @@ func LoadPorts(path string, trainers int) (*Ports, error) {
 	default:
 		return nil, fmt.Errorf("local cluster ports: %w", err)
 	}
-	need := 6 + max(0, trainers-len(p.Trainers))
+	need := 6 + max(0, trainers-len(p.Trainers)) + max(0, trainers-len(p.Metrics))
 	if len(p.Raft) == 3 {
 		need -= 6
+	}
+	if len(p.HTTP) != 3 {
+		need += 3
 	}
 	free, err := loopback.Addrs(need)
 	if err != nil {
@@ -115,10 +127,16 @@ func LoadPorts(path string, trainers int) (*Ports, error) {
 	if len(p.Raft) != 3 {
 		p.Raft, p.API, free = free[:3], free[3:6], free[6:]
 	}
+	if len(p.HTTP) != 3 {
+		p.HTTP, free = free[:3], free[3:]
+	}
 	for len(p.Trainers) < trainers {
 		p.Trainers, free = append(p.Trainers, free[0]), free[1:]
 	}
-	p.Trainers = p.Trainers[:trainers]
+	for len(p.Metrics) < trainers {
+		p.Metrics, free = append(p.Metrics, free[0]), free[1:]
+	}
+	p.Trainers, p.Metrics = p.Trainers[:trainers], p.Metrics[:trainers]
 	b, _ = json.MarshalIndent(p, "", "  ")
 	if err := atomicfile.WriteFile(path, b, 0o644); err != nil {
 		return nil, fmt.Errorf("local cluster ports: %w", err)
@@ -137,6 +155,7 @@ func (c *Cluster) startCoordinators(ctx context.Context, cfg Config) error {
 		co := coordinator.DefaultConfig()
 		co.ID, co.RaftAddr, co.APIAddr, co.Dir, co.Peers = p.ID, p.RaftAddr, p.APIAddr, filepath.Join(cfg.StateDir, "raft", p.ID), peers
 		co.Raft, co.Scheduler.Lease = cfg.Raft, cfg.Lease
+		co.HTTPAddr = c.Ports.HTTP[i]
 		co.HTTPHandlers = coordinator.Dashboard(ctx, dashboard.Config{Store: cfg.Store})
 		m, err := coordinator.Open(ctx, co)
 		if err != nil {
@@ -172,7 +191,8 @@ func (c *Cluster) startTrainers(cfg Config) error {
 		if err != nil {
 			return err
 		}
-		cmd := exec.Command(self, "trainer", "--id", id, "--listen", c.Ports.Trainers[i], "--events", filepath.Join(c.Logs, id+".events.jsonl"))
+		cmd := exec.Command(self, "trainer", "--id", id, "--listen", c.Ports.Trainers[i], "--events", filepath.Join(c.Logs, id+".events.jsonl"),
+			"--metrics-addr", c.Ports.Metrics[i])
 		cmd.Env, cmd.Stdout, cmd.Stderr = env, lf, lf
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		err = cmd.Start()
