@@ -41,6 +41,8 @@ apt_install() {
 # shellcheck source=deploy/libtorch.sh
 . "$here/libtorch.sh"
 command -v g++ >/dev/null || apt_install g++
+# Debian's Prometheus server: internal/monitoring's test scrapes a real cluster with it.
+apt_install prometheus
 if ! libtorch_detect; then
   apt_install libtorch-dev libopenblas0-pthread
   libtorch_detect || { echo "setup: libtorch-dev installed but not found" >&2; exit 1; }
