@@ -23,9 +23,10 @@ func inboxCount(r *Ring) int {
 }
 
 // hostileCluster starts a 3-rank ring under mutual TLS with PeerIDs, and
-// returns it with a client connection to rank 0 that holds rank 2's
-// certificate: a peer the ring admits, sending whatever it likes.
-func hostileCluster(t *testing.T) (*cluster, *grpc.ClientConn) {
+// returns it with client connections to rank 0 holding rank 1's and rank
+// 2's certificates, by rank: peers the ring admits, sending whatever they
+// like.
+func hostileCluster(t *testing.T) (*cluster, map[uint32]*grpc.ClientConn) {
 	t.Helper()
 	ca := testpki.New(t)
 	ids := []string{"t0", "t1", "t2"}
@@ -34,13 +35,17 @@ func hostileCluster(t *testing.T) (*cluster, *grpc.ClientConn) {
 		cfg.ServerTLS, cfg.ClientTLS, cfg.PeerIDs = ca.ServerConfig(cert), ca.ClientConfig(cert), ids
 		cfg.StepTimeout = 10 * time.Second
 	})
-	cert := ca.IssueAs(t, pki.RoleTrainer, "t2")
-	conn, err := grpc.NewClient(c.rings[0].Addr(), grpc.WithTransportCredentials(credentials.NewTLS(ca.ClientConfig(cert))))
-	if err != nil {
-		t.Fatal(err)
+	conns := map[uint32]*grpc.ClientConn{}
+	for rank := uint32(1); rank <= 2; rank++ {
+		cert := ca.IssueAs(t, pki.RoleTrainer, ids[rank])
+		conn, err := grpc.NewClient(c.rings[0].Addr(), grpc.WithTransportCredentials(credentials.NewTLS(ca.ClientConfig(cert))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		conns[rank] = conn
 	}
-	t.Cleanup(func() { conn.Close() })
-	return c, conn
+	return c, conns
 }
 
 // sendOne opens a stream, sends one chunk of step step from rank from in
@@ -65,7 +70,7 @@ func sendOne(t *testing.T, conn *grpc.ClientConn, gen, step uint64, from uint32)
 // taken, the inboxes of reduced steps are dropped, and the ring still
 // reduces correctly afterwards.
 func TestHostilePeerFarSteps(t *testing.T) {
-	c, conn := hostileCluster(t)
+	c, conns := hostileCluster(t)
 	bufs := [][]float32{{1, 2, 3}, {10, 20, 30}, {100, 200, 300}}
 	c.allReduce(t, 1, bufs) // rank 0 has ended step 1: the window is steps 2..4
 	if n := inboxCount(c.rings[0]); n != 0 {
@@ -83,8 +88,13 @@ func TestHostilePeerFarSteps(t *testing.T) {
 		{"the largest step", 1, math.MaxUint64, 1, codes.InvalidArgument},
 		{"a newer generation far ahead", 2, 1 << 50, 2, codes.FailedPrecondition},
 		{"a step already reduced", 1, 1, 2, codes.Aborted},
+		{"speaking as another rank", 1, 2, 1, codes.PermissionDenied},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			conn := conns[2] // rank 2's certificate, whatever the chunk says
+			if tc.code != codes.PermissionDenied {
+				conn = conns[tc.from]
+			}
 			err := sendOne(t, conn, tc.gen, tc.step, tc.from)
 			if status.Code(err) != tc.code {
 				t.Fatalf("got %v, want %v", err, tc.code)
@@ -98,7 +108,7 @@ func TestHostilePeerFarSteps(t *testing.T) {
 	// one inbox per sender and step.
 	for step := uint64(2); step <= 4; step++ {
 		for from := uint32(1); from <= 2; from++ {
-			if err := sendOne(t, conn, 1, step, from); err != nil {
+			if err := sendOne(t, conns[from], 1, step, from); err != nil {
 				t.Fatalf("step %d from rank %d, within the window: %v", step, from, err)
 			}
 		}
@@ -124,11 +134,11 @@ func TestHostilePeerFarSteps(t *testing.T) {
 // maxInboxes inboxes and then ResourceExhausted; the ring's first step then
 // drops them and works.
 func TestHostilePeerInboxBound(t *testing.T) {
-	c, conn := hostileCluster(t)
+	c, conns := hostileCluster(t)
 	limit := c.rings[0].maxInboxes()
 	refused := 0
 	for i := range 4 * limit {
-		err := sendOne(t, conn, 1, uint64(1000-i), 2)
+		err := sendOne(t, conns[2], 1, uint64(1000-i), 2)
 		switch status.Code(err) {
 		case codes.OK:
 		case codes.ResourceExhausted:
@@ -167,8 +177,8 @@ func TestHostilePeerInboxBound(t *testing.T) {
 // Exchange streams at a time; a further one waits (here until its deadline)
 // instead of costing the server a handler.
 func TestStreamsPerConnection(t *testing.T) {
-	c, conn := hostileCluster(t)
-	client := pb.NewAllReduceClient(conn)
+	c, conns := hostileCluster(t)
+	client := pb.NewAllReduceClient(conns[2])
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	for i := range maxStreamsPerConn {
@@ -176,19 +186,20 @@ func TestStreamsPerConnection(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// Open streams, each attached to its own inbox (steps 1, 2 from
-		// ranks 1 and 2), held open.
-		if err := stream.Send(&pb.Chunk{RunId: testRun, Generation: 1, Step: uint64(1 + i/2), FromRank: uint32(1 + i%2),
+		// Streams held open, each attached to its own inbox. Steps go
+		// down (no step has run, so the lowest one seen is the
+		// reference), one stream attached before the next opens.
+		if err := stream.Send(&pb.Chunk{RunId: testRun, Generation: 1, Step: uint64(maxStreamsPerConn - i), FromRank: 2,
 			Phase: pb.Phase_PHASE_REDUCE_SCATTER, Data: make([]byte, 4), Length: 3}); err != nil {
 			t.Fatal(err)
 		}
+		waitFor(t, "the stream to attach", 10*time.Second, func() bool { return inboxCount(c.rings[0]) == i+1 })
 	}
-	waitFor(t, "the open streams to attach", 10*time.Second, func() bool { return inboxCount(c.rings[0]) == maxStreamsPerConn })
 	short, cancelShort := context.WithTimeout(ctx, 500*time.Millisecond)
 	defer cancelShort()
 	extra, err := client.Exchange(short)
 	if err == nil {
-		err = extra.Send(&pb.Chunk{RunId: testRun, Generation: 1, Step: 3, FromRank: 1, Phase: pb.Phase_PHASE_REDUCE_SCATTER, Data: make([]byte, 4), Length: 3})
+		err = extra.Send(&pb.Chunk{RunId: testRun, Generation: 1, Step: 1, FromRank: 2, Phase: pb.Phase_PHASE_REDUCE_SCATTER, Data: make([]byte, 4), Length: 3})
 		if err == nil {
 			_, err = extra.CloseAndRecv()
 		}

@@ -1,13 +1,17 @@
 package allreduce
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 
+	"github.com/loraft/loraft/internal/pki"
 	pb "github.com/loraft/loraft/proto/allreducepb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
 
@@ -74,6 +78,10 @@ func (s *service) Exchange(stream grpc.ClientStreamingServer[pb.Chunk, pb.Exchan
 			return statusOf(r.cfg.Rank, err)
 		}
 		if ib == nil {
+			// Later chunks must name the same sender (checked below).
+			if err := r.sender(stream.Context(), c); err != nil {
+				return err
+			}
 			var err error
 			if ib, err = r.attach(c); err != nil {
 				return err
@@ -187,4 +195,33 @@ func (r *Ring) attach(c *pb.Chunk) (*inbox, error) {
 	}
 	ib.attached = true
 	return ib, nil
+}
+
+// sender checks, when the ring knows its ranks' certificates (PeerIDs under
+// TLS), that the chunk's from_rank is the rank whose certificate the stream
+// came with: the handshake admits any trainer of the ring, and without this
+// one of them could speak for another, filling that rank's inboxes or
+// failing its steps. The error is a PermissionDenied status.
+func (r *Ring) sender(ctx context.Context, c *pb.Chunk) error {
+	if r.cfg.ServerTLS == nil || len(r.cfg.PeerIDs) == 0 {
+		return nil
+	}
+	from := int(c.GetFromRank())
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return status.Errorf(codes.PermissionDenied, "rank %d: chunk from rank %d on a stream without a peer", r.cfg.Rank, from)
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok {
+		return status.Errorf(codes.PermissionDenied, "rank %d: chunk from rank %d on a stream without TLS", r.cfg.Rank, from)
+	}
+	id, err := pki.FromConnectionState(info.State)
+	if err != nil {
+		return status.Errorf(codes.PermissionDenied, "rank %d: chunk from rank %d: %v", r.cfg.Rank, from, err)
+	}
+	if id.ID != r.cfg.PeerIDs[from] { // fence checked from < World
+		return status.Errorf(codes.PermissionDenied, "rank %d: trainer %s sent a chunk as rank %d, which is trainer %s",
+			r.cfg.Rank, id.ID, from, r.cfg.PeerIDs[from])
+	}
+	return nil
 }
