@@ -22,6 +22,11 @@ var sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
 // DatasetKey is the store key of the dataset with this sha256.
 func DatasetKey(sha string) string { return "datasets/" + sha + ".csv" }
 
+// MaxDatasetBytes bounds a dataset file: Kaggle's Combined Data.csv is
+// about 30 MB, so a gigabyte is room for far larger corpora while a wrong
+// object (or path) cannot fill a trainer's disk.
+const MaxDatasetBytes = 1 << 30
+
 // ErrDatasetMismatch reports a stored or cached dataset whose bytes do not hash to its name.
 var ErrDatasetMismatch = errors.New("dataset content does not match its sha256")
 
@@ -37,8 +42,11 @@ func UploadDataset(ctx context.Context, s Store, path string) (sha string, size 
 	}
 	defer f.Close()
 	h := sha256.New()
-	if size, err = io.Copy(h, f); err != nil {
+	if size, err = io.Copy(h, io.LimitReader(f, MaxDatasetBytes+1)); err != nil {
 		return "", 0, false, fmt.Errorf("hashing dataset %s: %w", path, err)
+	}
+	if size > MaxDatasetBytes {
+		return "", 0, false, fmt.Errorf("dataset %s: %d bytes, more than the %d allowed", path, size, MaxDatasetBytes)
 	}
 	sha = hex.EncodeToString(h.Sum(nil))
 	if info, err := s.Stat(ctx, DatasetKey(sha)); err == nil && info.Size == size {
@@ -87,8 +95,12 @@ func FetchDataset(ctx context.Context, s Store, sha, dir string) (string, error)
 	}
 	h := sha256.New()
 	err = atomicfile.Write(path, CacheFilePerm, func(w io.Writer) error {
-		if _, err := io.Copy(io.MultiWriter(w, h), rc); err != nil {
+		n, err := io.Copy(io.MultiWriter(w, h), io.LimitReader(rc, MaxDatasetBytes+1))
+		if err != nil {
 			return err
+		}
+		if n > MaxDatasetBytes {
+			return fmt.Errorf("%w: %s in %s is longer than %d bytes", ErrDatasetMismatch, DatasetKey(sha), s, MaxDatasetBytes)
 		}
 		if got := hex.EncodeToString(h.Sum(nil)); got != sha {
 			return fmt.Errorf("%w: %s in %s hashes to %s", ErrDatasetMismatch, DatasetKey(sha), s, got)
