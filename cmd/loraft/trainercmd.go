@@ -100,7 +100,7 @@ func trainerCommand() *cli.Command {
 // ring setting (the assignment's), and is refused under --coordinators.
 func agentFlags() map[string]bool {
 	names := map[string]bool{"coordinators": true, "id": true, "listen": true, "advertise": true, "events": true, "device": true, "compute-dtype": true, "insecure": true,
-		"cache-dir": true, "no-cache": true, "step-timeout": true, "spool-dir": true, "keep-latest": true, "keep-best": true}
+		"cache-dir": true, "no-cache": true, "step-timeout": true, "spool-dir": true, "keep-latest": true, "keep-best": true, "metrics-addr": true}
 	for _, fs := range [][]cli.Flag{storeFlags(), tlsFlags()} {
 		for _, f := range fs {
 			names[f.Names()[0]] = true
@@ -112,7 +112,7 @@ func agentFlags() map[string]bool {
 // agentOnlyFlags are the agent's flags that a static rank does not read
 // (an empty --coordinators, e.g. from the environment, means static mode).
 func agentOnlyFlags() map[string]bool {
-	return map[string]bool{"id": true, "listen": true, "advertise": true, "events": true, "spool-dir": true}
+	return map[string]bool{"id": true, "listen": true, "advertise": true, "events": true, "spool-dir": true, "metrics-addr": true}
 }
 
 // refuseFlags fails, naming them in the command's flag order, when flags
