@@ -28,6 +28,12 @@ func TestTrainerModeFlags(t *testing.T) {
 			[]string{"flags --id, --listen are only used under --coordinators"}, nil},
 		{"spool and advertise pass the check", []string{"trainer", "--coordinators", "127.0.0.1:1", "--spool-dir", store, "--listen", "127.0.0.1:0", "--advertise", "127.0.0.1:9"},
 			[]string{"flag --store"}, []string{"not used under"}},
+		{"metrics address passes the check", []string{"trainer", "--coordinators", "127.0.0.1:1", "--metrics-addr", "127.0.0.1:0", "--listen", "127.0.0.1:0"},
+			[]string{"flag --store"}, []string{"not used under"}},
+		{"metrics address in static mode", []string{"trainer", "--metrics-addr", "127.0.0.1:0", "--data", "x.csv", "--out", "o", "--peers", "127.0.0.1:1"},
+			[]string{"flag --metrics-addr is only used under --coordinators"}, nil},
+		{"non-loopback metrics address without TLS", []string{"trainer", "--coordinators", "127.0.0.1:1", "--store", store, "--metrics-addr", "0.0.0.0:9100", "--listen", "127.0.0.1:0"},
+			[]string{"--metrics-addr 0.0.0.0:9100", "not loopback"}, nil},
 		{"spool and advertise in static mode", []string{"trainer", "--spool-dir", store, "--advertise", "127.0.0.1:9", "--data", "x.csv", "--out", "o", "--peers", "127.0.0.1:1"},
 			[]string{"flags --advertise, --spool-dir are only used under --coordinators"}, nil},
 	}
