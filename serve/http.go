@@ -86,9 +86,8 @@ func classify(s *Service, o HTTPOptions, w http.ResponseWriter, r *http.Request)
 	if !authorized(o, r) {
 		return unauthorized(w)
 	}
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
-		return writeError(w, http.StatusUnsupportedMediaType, fmt.Sprintf("content type %q, want application/json", ct))
-	}
+	// The body must be JSON whatever its Content-Type says (curl -d sends
+	// application/x-www-form-urlencoded).
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, o.MaxBodyBytes))
 	if err != nil {
 		var tooBig *http.MaxBytesError

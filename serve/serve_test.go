@@ -492,3 +492,90 @@ func testutilCount(t *testing.T, s *Service, name string) float64 {
 	t.Fatalf("no metric %s", name)
 	return 0
 }
+
+func TestParseTokenHashes(t *testing.T) {
+	h := sha256.Sum256([]byte("s3cret"))
+	hexh := fmt.Sprintf("%x", h)
+	tests := []struct {
+		name, in, err string
+		n             int
+	}{
+		{"hash per line", "# tokens\n" + hexh + "\n\n", "", 1},
+		{"dashboard format", "viewer " + hexh + "\noperator " + hexh + "\n", "", 2},
+		{"a raw token", "s3cret\n", "t:1: not a sha256", 0},
+		{"too many fields", "a b " + hexh + "\n", "t:1: want [role] sha256-hex", 0},
+		{"empty", "# nothing\n", "t: no token hashes", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseTokenHashes(strings.NewReader(tt.in), "t")
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) || strings.Contains(err.Error(), "s3cret") {
+					t.Fatalf("err %v, want one containing %q and not the token", err, tt.err)
+				}
+				return
+			}
+			if err != nil || len(got) != tt.n || !TokenAccepted(got, "s3cret") || TokenAccepted(got, "other") {
+				t.Fatalf("got %d hashes, %v", len(got), err)
+			}
+		})
+	}
+}
+
+func FuzzParseTokenHashes(f *testing.F) {
+	f.Add("viewer 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\n")
+	f.Add("# c\n\n9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")
+	f.Add("a b c")
+	f.Fuzz(func(t *testing.T, s string) {
+		hs, err := ParseTokenHashes(strings.NewReader(s), "fuzz")
+		if err == nil && len(hs) == 0 {
+			t.Fatal("no error and no hashes")
+		}
+	})
+}
+
+// dirSource serves whichever adapter directory best names, by copying it.
+type dirSource struct {
+	mu   sync.Mutex
+	best string
+	dirs map[string]string
+}
+
+func (d *dirSource) Best(context.Context) (string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.best, nil
+}
+
+func (d *dirSource) Export(_ context.Context, id, dir string) error {
+	return os.CopyFS(dir, os.DirFS(d.dirs[id]))
+}
+
+// FollowOnce loads the source's best when it changes, and only then.
+func TestFollowSwapsToTheBetterAdapter(t *testing.T) {
+	src := &dirSource{best: "t1@10", dirs: map[string]string{"t1@10": writeAdapter(t, 1, 0.3), "t2@20": writeAdapter(t, 2, 0.4)}}
+	s := newService(t, DefaultConfig())
+	opens := 0
+	open := func(dir, id string) (*Model, error) { opens++; return OpenAdapter(dir, "", id, gotch.CPU) }
+	work := t.TempDir()
+	for _, step := range []struct {
+		best      string
+		wantOpens int
+	}{{"t1@10", 1}, {"t1@10", 1}, {"t2@20", 2}} {
+		src.mu.Lock()
+		src.best = step.best
+		src.mu.Unlock()
+		if err := FollowOnce(context.Background(), s, src, open, work); err != nil {
+			t.Fatal(err)
+		}
+		if m := s.Model(); m == nil || m.Name != step.best || opens != step.wantOpens {
+			t.Fatalf("after best %s: serving %v with %d loads, want %s with %d", step.best, m, opens, step.best, step.wantOpens)
+		}
+	}
+	if got := s.Model().ReviewBelow; got != 0.4 {
+		t.Errorf("review threshold %v, want the new adapter's 0.4", got)
+	}
+	if left, _ := os.ReadDir(work); len(left) != 0 {
+		t.Errorf("exported adapters left in the work dir: %v", left)
+	}
+}

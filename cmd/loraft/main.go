@@ -75,6 +75,7 @@ func newApp() *cli.App {
 			sweepCommand(),
 			runCommand(),
 			plotCommand(),
+			serveCommand(),
 			benchCommand(),
 		},
 		// Statements contain commas: --text "a, b" is one statement.

@@ -169,3 +169,11 @@ func TestCertsInitAndIssue(t *testing.T) {
 		}
 	}
 }
+
+// loraft serve off loopback needs TLS and a credential, or --insecure.
+func TestServeRefusesOpenAddressWithoutTLS(t *testing.T) {
+	out, err := run(t, "serve", "--adapter", t.TempDir(), "--listen", "0.0.0.0:0")
+	if err == nil || !strings.Contains(err.Error(), "--insecure") || !strings.Contains(err.Error(), "--tokens-file") {
+		t.Fatalf("serve on 0.0.0.0 without TLS: %v\n%s; want a refusal naming --insecure and --tokens-file", err, out)
+	}
+}
