@@ -73,7 +73,9 @@ func serveAction(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("flag --device: %w", err)
 	}
-	open := func(dir, name string) (*serve.Model, error) { return serve.OpenAdapter(dir, c.Path("weights"), name, device) }
+	open := func(dir, name string) (*serve.Model, error) {
+		return serve.OpenAdapter(dir, c.Path("weights"), name, device)
+	}
 
 	svc, err := serve.New(cfg, nil)
 	if err != nil {

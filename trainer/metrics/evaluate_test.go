@@ -418,10 +418,10 @@ func TestReportJSON(t *testing.T) {
 
 func TestReviewThreshold(t *testing.T) {
 	tests := []struct {
-		name            string
-		conf            []float64
-		correct         []bool
-		target          float64
+		name             string
+		conf             []float64
+		correct          []bool
+		target           float64
 		wantT, wantShare float64
 	}{
 		{"all right: nothing to review", []float64{0.9, 0.5, 0.3}, []bool{true, true, true}, 0.9, 0.3, 0},
