@@ -291,35 +291,49 @@ func TestQueueBoundsAndOverload(t *testing.T) {
 		t.Fatal(err)
 	}
 	cls := &blockingClassifier{started: make(chan struct{}, 16), release: make(chan struct{})}
-	cfg := Config{MaxBatch: 2, MaxWait: time.Millisecond, Workers: 1, QueueTexts: 4, MaxTexts: 4, MaxTextBytes: 100, Review: DefaultReview()}
+	// The longest MaxWait (1 s) makes every batch exactly
+	// MaxBatch texts, whatever order the requests' texts interleave in, so
+	// the state below is the same on a loaded machine.
+	cfg := Config{MaxBatch: 2, MaxWait: time.Second, Workers: 1, QueueTexts: 4, MaxTexts: 4, MaxTextBytes: 100, Review: DefaultReview()}
 	s := newService(t, cfg)
 	s.SetModel(NewModel("block", shard.LabelNames(), 16, cls, tok, nil))
+	// Registered after newService's cleanup, so it runs first: a failed
+	// check below must not leave Close waiting on a held worker.
+	var releaseOnce sync.Once
+	release := func() { releaseOnce.Do(func() { close(cls.release) }) }
+	t.Cleanup(release)
 
 	results := make(chan error, 8)
 	go func() { _, err := s.Classify(context.Background(), []string{"a", "b"}); results <- err }()
 	<-cls.started // the worker holds one batch of 2; the batcher will block on the next
-	go func() { _, err := s.Classify(context.Background(), []string{"c", "d"}); results <- err }()
-	go func() { _, err := s.Classify(context.Background(), []string{"e", "f", "g", "h"}); results <- err }()
-	// Wait for the state the bound is about: the worker holds {a b}, {c d}
-	// waits for it, the batcher holds {e f} and {g h} are queued.
-	deadline := time.Now().Add(10 * time.Second)
-	for s.queued.Load() != 2 || len(s.work) != 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("queue never filled: %d texts queued, %d batches waiting", s.queued.Load(), len(s.work))
+	waitFor := func(queued int64, batches int) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for s.queued.Load() != queued || len(s.work) != batches {
+			if time.Now().After(deadline) {
+				t.Fatalf("queue never reached %d texts and %d batches: %d texts queued, %d batches waiting",
+					queued, batches, s.queued.Load(), len(s.work))
+			}
+			time.Sleep(time.Millisecond)
 		}
-		time.Sleep(time.Millisecond)
 	}
+	// One request at a time, so each is admitted: the worker holds {a b},
+	// {c d} waits for it, the batcher holds {e f} and {g h} are queued.
+	go func() { _, err := s.Classify(context.Background(), []string{"c", "d"}); results <- err }()
+	waitFor(0, 1)
+	go func() { _, err := s.Classify(context.Background(), []string{"e", "f", "g", "h"}); results <- err }()
+	waitFor(2, 1)
 	_, err = s.Classify(context.Background(), []string{"x", "y", "z", "w"})
 	if !errors.Is(err, ErrOverloaded) {
 		t.Fatalf("a request past the queue bound: %v, want ErrOverloaded", err)
 	}
-	close(cls.release)
+	release()
 	for range 3 {
 		if err := <-results; err != nil {
 			t.Fatalf("a queued request: %v", err)
 		}
 	}
-	if _, err := s.Classify(context.Background(), []string{"after"}); err != nil {
+	if _, err := s.Classify(context.Background(), []string{"after", "drain"}); err != nil {
 		t.Fatalf("after the queue drained: %v", err)
 	}
 }
