@@ -115,7 +115,7 @@ func (r *JobRunner) Run(ctx context.Context, a *pb.Assignment, rep Reporter) (*p
 	}
 	job := trainer.Job{Run: t.GetName(), Base: base, LoRA: lc, Hyper: h,
 		Data:      &trainer.Data{DS: ds, Split: sp, Tokens: tokens, PadID: tok.PadID()},
-		Tokenizer: trainer.Tokenizer{VocabSHA256: tok.VocabSHA256(), MaxLen: maxLen, LowerCase: true},
+		Tokenizer: trainer.Tokenizer{VocabSHA256: tok.VocabSHA256(), MaxLen: maxLen, LowerCase: tok.LowerCase()},
 		Vocab:     wordpiece.BertBaseUncasedVocab(), Device: r.Device, Store: r.Store,
 		CheckpointEvery: int(ts.GetCheckpointEvery()), Retention: retention, Metric: metric, ResumeAt: int(a.GetCheckpointStep()), Generation: a.GetGeneration(),
 		Rank: int(a.GetRank()), World: int(a.GetWorld()), Warn: r.Log, SpoolDir: r.SpoolDir}
