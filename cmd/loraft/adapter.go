@@ -45,6 +45,7 @@ func adapterPullCommand() *cli.Command {
 			&cli.PathFlag{Name: "out", Required: true, Usage: "directory to write"},
 			&cli.StringFlag{Name: "coordinators", EnvVars: []string{"LORAFT_COORDINATORS"},
 				Usage: "with --best --sweep: ask the coordinators which trial is best (else every trial of the sweep in the store is compared)"},
+			insecureFlag(),
 		),
 		Action: adapterPull,
 	}

@@ -35,7 +35,8 @@ func withCoordinators(action func(c *cli.Context, cl *coordinator.Client) error)
 	}
 }
 
-// dialCoordinators connects a client to --coordinators (mutual TLS with the TLS flags).
+// dialCoordinators connects a client to --coordinators: mutual TLS with the
+// TLS flags; plaintext only to loopback, or with --insecure.
 func dialCoordinators(c *cli.Context) (*coordinator.Client, error) {
 	addrs := splitList(c.String("coordinators"))
 	if len(addrs) == 0 {
@@ -44,6 +45,11 @@ func dialCoordinators(c *cli.Context) (*coordinator.Client, error) {
 	_, clientTLS, err := mutualTLS(c)
 	if err != nil {
 		return nil, err
+	}
+	if clientTLS == nil {
+		if err := plaintextDial(c, "coordinators", addrs); err != nil {
+			return nil, err
+		}
 	}
 	return coordinator.NewClient(addrs, transportCredentials(clientTLS))
 }
@@ -94,8 +100,8 @@ func coordinatorCommand() *cli.Command {
 				Name:  "join",
 				Usage: "add a coordinator (already started without --peers) to the group as a voter",
 				Flags: append([]cli.Flag{coordinatorsFlag(),
-					&cli.StringFlag{Name: "id", Required: true}, &cli.StringFlag{Name: "raft-addr", Required: true}, &cli.StringFlag{Name: "api-addr", Required: true}},
-					tlsFlags()...),
+					&cli.StringFlag{Name: "id", Required: true}, &cli.StringFlag{Name: "raft-addr", Required: true}, &cli.StringFlag{Name: "api-addr", Required: true},
+					insecureFlag()}, tlsFlags()...),
 				Action: withCoordinators(func(c *cli.Context, cl *coordinator.Client) error {
 					if err := cl.AddVoter(c.Context, &pb.Member{Id: c.String("id"), RaftAddress: c.String("raft-addr"), ApiAddress: c.String("api-addr")}); err != nil {
 						return fmt.Errorf("adding coordinator %s: %w", c.String("id"), err)
@@ -107,7 +113,7 @@ func coordinatorCommand() *cli.Command {
 			{
 				Name:  "remove",
 				Usage: "remove a coordinator from the group",
-				Flags: append([]cli.Flag{coordinatorsFlag(), &cli.StringFlag{Name: "id", Required: true}}, tlsFlags()...),
+				Flags: append([]cli.Flag{coordinatorsFlag(), &cli.StringFlag{Name: "id", Required: true}, insecureFlag()}, tlsFlags()...),
 				Action: withCoordinators(func(c *cli.Context, cl *coordinator.Client) error {
 					if err := cl.RemoveVoter(c.Context, c.String("id")); err != nil {
 						return fmt.Errorf("removing coordinator %s: %w", c.String("id"), err)

@@ -15,11 +15,13 @@ import (
 	"github.com/loraft/loraft/internal/loopback"
 	"github.com/loraft/loraft/internal/pki"
 	"github.com/loraft/loraft/internal/syncbuf"
+	"github.com/urfave/cli/v2"
 )
 
 // TestSecureByDefault: a coordinator or trainer that would serve a
-// non-loopback address without TLS refuses to start and names --insecure;
-// --insecure with TLS flags is refused as a contradiction.
+// non-loopback address without TLS, or a client that would dial one, refuses
+// to start and names --insecure; --insecure with TLS flags is refused as a
+// contradiction.
 func TestSecureByDefault(t *testing.T) {
 	addrs, err := loopback.Addrs(1)
 	if err != nil {
@@ -43,6 +45,12 @@ func TestSecureByDefault(t *testing.T) {
 			[]string{"--listen :7500", "--insecure"}},
 		{"static rank on a LAN IP", []string{"trainer", "--data", "x.csv", "--out", t.TempDir(), "--rank", "0", "--world", "2", "--peers", "127.0.0.1:1,10.0.0.2:7500"},
 			[]string{"--peers 10.0.0.2:7500", "--insecure"}},
+		{"sweep status of a LAN coordinator", []string{"sweep", "ls", "--coordinators", "127.0.0.1:1,10.1.2.3:7400"},
+			[]string{"--coordinators: 10.1.2.3:7400 not loopback", "--insecure", "loraft certs init"}},
+		{"trainer under LAN coordinators", []string{"trainer", "--coordinators", "10.1.2.3:7400", "--store", t.TempDir()},
+			[]string{"--coordinators: 10.1.2.3:7400", "--insecure"}},
+		{"coordinator join through a LAN coordinator", []string{"coordinator", "join", "--coordinators", "coord.example:7400", "--id", "n4", "--raft-addr", "127.0.0.1:1", "--api-addr", "127.0.0.1:2"},
+			[]string{"--coordinators: coord.example:7400", "--insecure"}},
 		{"--insecure with TLS", []string{"coordinator", "--id", "n1", "--raft-addr", addrs[0], "--api-addr", "127.0.0.1:0", "--dir", t.TempDir(), "--insecure",
 			"--tls-ca", filepath.Join(n1, "ca.pem"), "--tls-cert", filepath.Join(n1, "cert.pem"), "--tls-key", filepath.Join(n1, "key.pem")},
 			[]string{"--insecure contradicts"}},
@@ -175,5 +183,38 @@ func TestServeRefusesOpenAddressWithoutTLS(t *testing.T) {
 	out, err := run(t, "serve", "--adapter", t.TempDir(), "--listen", "0.0.0.0:0")
 	if err == nil || !strings.Contains(err.Error(), "--insecure") || !strings.Contains(err.Error(), "--tokens-file") {
 		t.Fatalf("serve on 0.0.0.0 without TLS: %v\n%s; want a refusal naming --insecure and --tokens-file", err, out)
+	}
+}
+
+// TestPlaintextDial: dialing a non-loopback address without TLS needs
+// --insecure, which then warns on stderr; loopback needs neither.
+func TestPlaintextDial(t *testing.T) {
+	t.Setenv("LORAFT_INSECURE", "")
+	for _, tc := range []struct {
+		name     string
+		args     []string
+		addrs    []string
+		wantErr  string
+		wantWarn string
+	}{
+		{"loopback", nil, []string{"127.0.0.1:7400", "[::1]:7400", "localhost:7400"}, "", ""},
+		{"LAN without --insecure", nil, []string{"127.0.0.1:7400", "10.0.0.1:7400"}, "--coordinators: 10.0.0.1:7400 not loopback", ""},
+		{"LAN with --insecure", []string{"--insecure"}, []string{"10.0.0.1:7400", "coord:7400"}, "", "WARNING: --insecure: dialing --coordinators 10.0.0.1:7400,coord:7400 without TLS"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stderr := &syncbuf.Buffer{}
+			app := &cli.App{Flags: []cli.Flag{insecureFlag()}, ErrWriter: stderr, Writer: stderr,
+				Action: func(c *cli.Context) error { return plaintextDial(c, "coordinators", tc.addrs) }}
+			err := app.Run(append([]string{"loraft"}, tc.args...))
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
+			}
+			if got := stderr.String(); (tc.wantWarn == "") != (got == "") || !strings.Contains(got, tc.wantWarn) {
+				t.Fatalf("stderr %q, want %q", got, tc.wantWarn)
+			}
+		})
 	}
 }

@@ -21,8 +21,10 @@ import (
 	"golang.org/x/term"
 )
 
+// clientFlags are a coordinator client's flags: the addresses, extra, the
+// TLS flags and --insecure (needed to dial non-loopback plaintext).
 func clientFlags(extra ...cli.Flag) []cli.Flag {
-	return append(append([]cli.Flag{coordinatorsFlag()}, extra...), tlsFlags()...)
+	return append(append([]cli.Flag{coordinatorsFlag()}, extra...), append(tlsFlags(), insecureFlag())...)
 }
 
 func sweepCommand() *cli.Command {

@@ -153,6 +153,11 @@ func Start(cfg Config) (cl *Cluster, err error) {
 	}
 	c.Env = append(c.Env, "LORAFT_STORE="+c.Store, "LORAFT_COORDINATORS="+strings.Join(apis, ","),
 		"LORAFT_CACHE="+filepath.Join(cfg.Dir, "cache"))
+	if len(cfg.CoordinatorHosts) > 0 {
+		// Coordinators off loopback without TLS: every process that dials
+		// them (trainers, and the CLI run with Env) must say it means it.
+		c.Env = append(c.Env, "LORAFT_INSECURE=1")
+	}
 	for i, co := range c.Coordinators {
 		bin, args := cfg.Bin, []string{}
 		if len(cfg.CoordinatorNetns) > 0 {
