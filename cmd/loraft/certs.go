@@ -6,7 +6,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/loraft/loraft/coordinator/dashboard"
+	"github.com/loraft/loraft/internal/bearer"
 	"github.com/loraft/loraft/internal/pki"
 	"github.com/urfave/cli/v2"
 )
@@ -52,7 +52,7 @@ func certsCommand() *cli.Command {
 					"the file keeps only the token's SHA-256, so keep the token itself",
 				Flags: []cli.Flag{&cli.StringFlag{Name: "role", Value: "viewer", Usage: "viewer or operator"}},
 				Action: func(c *cli.Context) error {
-					token, line, err := dashboard.NewToken(c.String("role"))
+					token, line, err := bearer.New(c.String("role"))
 					if err != nil {
 						return fmt.Errorf("flag --role: %w", err)
 					}

@@ -18,6 +18,7 @@ import (
 	"github.com/loraft/loraft/coordinator"
 	"github.com/loraft/loraft/coordinator/coordinatortest"
 	"github.com/loraft/loraft/coordinator/dashboard"
+	"github.com/loraft/loraft/internal/bearer"
 	"github.com/loraft/loraft/internal/pki"
 	"github.com/loraft/loraft/internal/syncbuf"
 	"github.com/loraft/loraft/internal/testpki"
@@ -341,11 +342,11 @@ func TestSweepEventsFollowChanges(t *testing.T) {
 
 func tokens(t *testing.T) (tok *dashboard.Tokens, viewer, operator string) {
 	t.Helper()
-	viewer, vline, err := dashboard.NewToken("viewer")
+	viewer, vline, err := bearer.New("viewer")
 	if err != nil {
 		t.Fatal(err)
 	}
-	operator, oline, err := dashboard.NewToken("operator")
+	operator, oline, err := bearer.New("operator")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -569,7 +569,7 @@ func (h *Handler) loginPost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	token := strings.TrimSpace(r.FormValue("token"))
-	role, who, ok := h.cfg.Tokens.lookup(token)
+	role, who, ok := h.cfg.Tokens.Lookup(token)
 	if !ok {
 		h.log.Warn("dashboard sign-in refused", "why", "unknown token", "remote", r.RemoteAddr)
 		h.renderLogin(w, http.StatusUnauthorized, next, "That token is not in this coordinator's tokens file.")
