@@ -59,12 +59,18 @@ type EarlyStopping struct {
 
 // TrainSettings are the fixed training settings every trial shares.
 type TrainSettings struct {
+	// Base is the base as `loraft train --base` takes it, on the launching
+	// machine: a model directory, a Hugging Face hub id resolved offline from
+	// the HF cache, or a single weights file. It brings its own config.json,
+	// vocab.txt and do_lower_case, so it excludes Config and Weights.
+	Base string `yaml:"base"`
 	// Config is tiny, base or a config.json on the launching machine; empty:
 	// base with Weights, tiny without (model.ResolveConfig, on each trainer).
 	// Weights is an HF model.safetensors on the launching machine, empty for
-	// random init. `sweep launch` uploads both (agent.UploadSweepBase) and
-	// the sweep names them by TrainSettings.base_sha256: the coordinator
-	// refuses any other path (checkTrainBase).
+	// random init. `sweep launch` uploads Base, or Config and Weights
+	// (agent.UploadSweepBase), and the sweep names them by
+	// TrainSettings.base_sha256: the coordinator refuses any other path
+	// (checkTrainBase).
 	Config    string `yaml:"config"`
 	Weights   string `yaml:"weights"`
 	Epochs    int    `yaml:"epochs"`
@@ -345,6 +351,16 @@ func (s *SweepSpec) validateSpace(v *specCheck) {
 // validateTrain checks the shared training settings.
 func (s *SweepSpec) validateTrain(v *specCheck) {
 	tr := &s.Train
+	if tr.Base != "" {
+		// The base's own config.json and weights: a second source for either
+		// would leave it unclear which one trains.
+		if tr.Config != "" {
+			v.fail("train.config", "%q with train.base %q: give one (the base brings its config.json)", tr.Config, tr.Base)
+		}
+		if tr.Weights != "" {
+			v.fail("train.weights", "%q with train.base %q: give one (the base brings its weights)", tr.Weights, tr.Base)
+		}
+	}
 	if tr.Epochs < 1 || tr.Epochs > MaxEpochs {
 		v.fail("train.epochs", "%d, want 1..%d", tr.Epochs, MaxEpochs)
 	}
@@ -480,7 +496,7 @@ func (s *SweepSpec) Sweep(specYAML []byte, datasetSHA string, now time.Time) *pb
 	tr := s.Train
 	sw := &pb.Sweep{Name: s.Name, SpecYaml: specYAML, DatasetSha256: datasetSHA, CreatedUnixMs: now.UnixMilli(),
 		TrainersPerTrial: sat32(s.TrainersPerTrial), MaxConcurrent: sat32(s.MaxConcurrent), Metric: s.Metric,
-		Train: &pb.TrainSettings{Config: tr.Config, Weights: tr.Weights, Epochs: sat32(tr.Epochs), BatchSize: sat32(tr.BatchSize),
+		Train: &pb.TrainSettings{Base: tr.Base, Config: tr.Config, Weights: tr.Weights, Epochs: sat32(tr.Epochs), BatchSize: sat32(tr.BatchSize),
 			MaxLen: sat32(tr.MaxLen), EvalEvery: sat32(tr.EvalEvery), Quant: tr.Quant, WarmupRatio: tr.WarmupRatio,
 			CheckpointEvery: sat32(tr.CheckpointEvery), SplitSeed: tr.SplitSeed, SplitRatios: tr.Split}}
 	if es := s.EarlyStopping; es != nil {

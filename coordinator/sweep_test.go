@@ -89,6 +89,8 @@ func TestSweepSpecErrors(t *testing.T) {
 		{"bad early stopping", "name: a\nearly_stopping: {rule: hyperband}\n", "field early_stopping.rule"},
 		{"batch smaller than world", "name: a\ntrainers_per_trial: 4\ntrain: {batch_size: 2}\n", "field train.batch_size"},
 		{"not yaml", "name: [a\n", "s.yaml"},
+		{"base and weights", "name: a\ntrain:\n  base: bert-base-uncased\n  weights: w.safetensors\n", "s.yaml:4: field train.weights: \"w.safetensors\" with train.base \"bert-base-uncased\": give one"},
+		{"base and config", "name: a\ntrain:\n  config: tiny\n  base: /models/bert\n", "s.yaml:3: field train.config: \"tiny\" with train.base"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

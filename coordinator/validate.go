@@ -271,9 +271,13 @@ const maxBaseNameLen = 256
 // checkTrainBase checks what names the sweep's base. Nothing from the
 // network names a path on a trainer (DESIGN invariant 9): a config.json and
 // weights travel through the store, named by base_sha256, which `sweep
-// launch` uploads; train.config may only name a built-in config.
+// launch` uploads; train.config may only name a built-in config, and
+// train.base (a directory, hub id or file on the launcher) must be gone.
 func checkTrainBase(tr *pb.TrainSettings) error {
 	const p = "sweep.train."
+	if b := tr.GetBase(); b != "" {
+		return argErr(p+"base", "%s: want none; sweep launch resolves the base on its machine, uploads it to the store and names it by base_sha256, never opened as a path or hub id on the trainers", quoteCut(b))
+	}
 	if c := tr.GetConfig(); c != "" && !slices.Contains(builtinConfigs, c) {
 		return argErr(p+"config", "%s: want a built-in config (%s) or none; a config.json is uploaded with the base (base_sha256) by sweep launch, never opened as a path on the trainers",
 			quoteCut(c), strings.Join(builtinConfigs, ", "))

@@ -68,6 +68,13 @@ func TestCheckSweep(t *testing.T) {
 			sw.Train.Weights, sw.Train.BaseSha256 = "model.safetensors", strings.Repeat("a", 64)
 		},
 			want: "sweep.train.weights"},
+		// train.base names a directory, hub id or file on the launcher:
+		// sweep launch uploads it and clears the field.
+		{name: "base not uploaded", edit: func(sw *pb.Sweep) { sw.Train.Base = "/models/bert-base-cased" }, want: `sweep.train.base: "/models/bert-base-cased": want none`},
+		{name: "base hub id with a base", edit: func(sw *pb.Sweep) {
+			sw.Train.Base, sw.Train.BaseSha256 = "bert-base-cased", strings.Repeat("a", 64)
+		},
+			want: "sweep.train.base"},
 		{name: "config path", edit: func(sw *pb.Sweep) { sw.Train.Config = "/etc/shadow" }, want: `sweep.train.config: "/etc/shadow": want a built-in config (base, bert-base-uncased, tiny)`},
 		{name: "config.json", edit: func(sw *pb.Sweep) { sw.Train.Config = "config.json" }, want: "sweep.train.config"},
 		{name: "config long path cut", edit: func(sw *pb.Sweep) { sw.Train.Config = strings.Repeat("/x", 5000) }, want: `sweep.train.config: "` + strings.Repeat("/x", 32) + `"…`},

@@ -716,7 +716,13 @@ type TrainSettings struct {
 	BaseSha256 string `protobuf:"bytes,12,opt,name=base_sha256,json=baseSha256,proto3" json:"base_sha256,omitempty"`
 	// base_name is the base's name for people and the model card (a Hub id or
 	// a file name), as the base manifest records it.
-	BaseName      string `protobuf:"bytes,13,opt,name=base_name,json=baseName,proto3" json:"base_name,omitempty"`
+	BaseName string `protobuf:"bytes,13,opt,name=base_name,json=baseName,proto3" json:"base_name,omitempty"`
+	// base is the spec's train.base as written: a model directory, a Hugging
+	// Face hub id or a weights file on the launching machine. `sweep launch`
+	// resolves and uploads it (config.json, weights, vocab.txt,
+	// tokenizer_config.json) and clears it, naming the base by base_sha256;
+	// the coordinator refuses a sweep that still carries it.
+	Base          string `protobuf:"bytes,14,opt,name=base,proto3" json:"base,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -838,6 +844,13 @@ func (x *TrainSettings) GetBaseSha256() string {
 func (x *TrainSettings) GetBaseName() string {
 	if x != nil {
 		return x.BaseName
+	}
+	return ""
+}
+
+func (x *TrainSettings) GetBase() string {
+	if x != nil {
+		return x.Base
 	}
 	return ""
 }
@@ -1935,7 +1948,7 @@ const file_coordinatorpb_fsm_proto_rawDesc = "" +
 	"\aval_ece\x18\a \x01(\x01R\x06valEce\x12\x17\n" +
 	"\awall_ms\x18\b \x01(\x03R\x06wallMs\x12\x1d\n" +
 	"\n" +
-	"final_loss\x18\t \x01(\x01R\tfinalLoss\"\xaa\x03\n" +
+	"final_loss\x18\t \x01(\x01R\tfinalLoss\"\xbe\x03\n" +
 	"\rTrainSettings\x12\x16\n" +
 	"\x06config\x18\x01 \x01(\tR\x06config\x12\x18\n" +
 	"\aweights\x18\x02 \x01(\tR\aweights\x12\x16\n" +
@@ -1954,7 +1967,8 @@ const file_coordinatorpb_fsm_proto_rawDesc = "" +
 	"\fsplit_ratios\x18\v \x01(\tR\vsplitRatios\x12\x1f\n" +
 	"\vbase_sha256\x18\f \x01(\tR\n" +
 	"baseSha256\x12\x1b\n" +
-	"\tbase_name\x18\r \x01(\tR\bbaseNameB\x0f\n" +
+	"\tbase_name\x18\r \x01(\tR\bbaseName\x12\x12\n" +
+	"\x04base\x18\x0e \x01(\tR\x04baseB\x0f\n" +
 	"\r_warmup_ratio\"o\n" +
 	"\rEarlyStopping\x12\x12\n" +
 	"\x04rule\x18\x01 \x01(\tR\x04rule\x12\x1f\n" +
