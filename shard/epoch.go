@@ -1,8 +1,10 @@
 package shard
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // ErrBadShard reports an impossible sharding request (rank outside the
@@ -88,4 +90,51 @@ func (s *splitMix64) below(n uint64) uint64 {
 			return v % n
 		}
 	}
+}
+
+// BucketPool is how many global batches BucketByLength sorts together: as
+// in HF's group_by_length (50 "mega-batches"), enough for each batch to
+// hold rows of similar length, few enough that an epoch stays well mixed.
+const BucketPool = 50
+
+// BucketByLength reorders an epoch's order so that each global batch holds
+// rows of similar length (length(row) gives a row's token count), cutting
+// the padding that Tokens.Batch adds up to each batch's longest row. It
+// sorts pools of BucketPool global batches by length (longest first, ties
+// in order), cuts the result into global batches, and shuffles the full
+// batches with a generator seeded by (seed, epoch); a short last batch
+// stays last, so StepsPerEpoch and GlobalBatchSize still hold. Like
+// EpochOrder it depends on the global batch only, never on the world size:
+// RankBatches then gives every world size the same global batches.
+func BucketByLength(order []int, length func(row int) int, globalBatch int, seed uint64, epoch int) []int {
+	if globalBatch < 1 || len(order) <= globalBatch {
+		return order
+	}
+	sorted := make([]int, len(order))
+	copy(sorted, order)
+	pool := BucketPool * globalBatch
+	for lo := 0; lo < len(sorted); lo += pool {
+		p := sorted[lo:min(lo+pool, len(sorted))]
+		lens := make(map[int]int, len(p))
+		for _, r := range p {
+			lens[r] = length(r)
+		}
+		slices.SortStableFunc(p, func(a, b int) int { return cmp.Compare(lens[b], lens[a]) })
+	}
+	full := len(sorted) / globalBatch
+	perm := make([]int, full)
+	for i := range perm {
+		perm[i] = i
+	}
+	// Not EpochOrder's stream: bucketing must not correlate with the shuffle.
+	rng := splitMix64{state: seed ^ (uint64(epoch)+1)*0xD1B54A32D192ED03}
+	for i := full - 1; i > 0; i-- {
+		j := int(rng.below(uint64(i + 1)))
+		perm[i], perm[j] = perm[j], perm[i]
+	}
+	out := make([]int, 0, len(sorted))
+	for _, k := range perm {
+		out = append(out, sorted[k*globalBatch:(k+1)*globalBatch]...)
+	}
+	return append(out, sorted[full*globalBatch:]...)
 }

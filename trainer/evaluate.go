@@ -1,9 +1,11 @@
 package trainer
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"runtime"
+	"slices"
 
 	"github.com/loraft/loraft/shard"
 	"github.com/loraft/loraft/trainer/graph"
@@ -13,23 +15,40 @@ import (
 )
 
 // Logits runs the model without dropout or gradients over rows of d, batch
-// rows at a time, and returns each row's class logits.
+// rows at a time, and returns each row's class logits, in the order of
+// rows. It visits the rows longest first, so each batch, padded to its
+// longest row, holds rows of similar length: the answer is the same (up to
+// float rounding), the padding mostly gone.
 func Logits(ctx context.Context, m *model.Model, d *Data, rows []int, batch int) ([][]float64, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	defer libtorch.NoGrad()()
 
-	out := make([][]float64, 0, len(rows))
-	for lo := 0; lo < len(rows); lo += batch {
+	byLength := make([]int, len(rows)) // positions in rows
+	for i := range byLength {
+		byLength[i] = i
+	}
+	slices.SortStableFunc(byLength, func(a, b int) int {
+		return cmp.Compare(len(d.Tokens.IDs[rows[b]]), len(d.Tokens.IDs[rows[a]]))
+	})
+	out := make([][]float64, len(rows))
+	chunk := make([]int, 0, batch)
+	for lo := 0; lo < len(byLength); lo += batch {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("evaluate: %w", err)
 		}
-		chunk := rows[lo:min(lo+batch, len(rows))]
+		pos := byLength[lo:min(lo+batch, len(byLength))]
+		chunk = chunk[:0]
+		for _, p := range pos {
+			chunk = append(chunk, rows[p])
+		}
 		l, err := batchLogits(m, d.Tokens.Batch(d.DS, chunk, d.PadID))
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, l...)
+		for i, p := range pos {
+			out[p] = l[i]
+		}
 	}
 	return out, nil
 }

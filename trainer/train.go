@@ -32,6 +32,10 @@ type Hyper struct {
 	EvalBatch int `json:"eval_batch"`
 	// Calibrate fits temperature scaling on the validation split at the end.
 	Calibrate bool `json:"calibrate"`
+	// BucketByLength makes each global batch of rows of similar length
+	// (shard.BucketByLength), so batches padded to their longest row waste
+	// little compute; the batches stay the same for any world size.
+	BucketByLength bool `json:"bucket_by_length,omitempty"`
 }
 
 // DefaultHyper are loraft's defaults for LoRA fine-tuning of BERT.
@@ -253,6 +257,9 @@ func (r *run) drop() {
 // each global batch, and normalises the loss by all ranks' rows.
 func (r *run) epoch(epoch int) error {
 	order := shard.EpochOrder(len(r.train), r.h.Seed, epoch)
+	if r.h.BucketByLength {
+		order = shard.BucketByLength(order, func(p int) int { return len(r.d.Tokens.IDs[r.train[p]]) }, r.global, r.h.Seed, epoch)
+	}
 	all, err := shard.RankBatches(order, r.global, 0, 1)
 	if err != nil {
 		return err

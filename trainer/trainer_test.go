@@ -3,6 +3,7 @@ package trainer
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -140,8 +141,16 @@ func TestTrainRealSample(t *testing.T) {
 
 // TestGradAccumulationEquivalence: 2 micro-batches of 16 per step give the
 // same adapter as one batch of 32 (dropout off, so only float summation
-// order differs).
+// order differs), with and without length bucketing, which is defined on
+// the global batch and so is the same however it is split (into
+// micro-batches here, into ranks in cmd/loraft's data-parallel tests).
 func TestGradAccumulationEquivalence(t *testing.T) {
+	for _, bucket := range []bool{false, true} {
+		t.Run(fmt.Sprintf("bucket=%v", bucket), func(t *testing.T) { gradAccumEquivalence(t, bucket) })
+	}
+}
+
+func gradAccumEquivalence(t *testing.T, bucket bool) {
 	d := demoData(t, "../experiments/data/demo.csv", 24)
 	c := model.Tiny()
 	c.HiddenDropout, c.AttentionDropout = 0, 0
@@ -153,7 +162,7 @@ func TestGradAccumulationEquivalence(t *testing.T) {
 		}
 		defer m.Drop()
 		h := DefaultHyper()
-		h.Epochs, h.BatchSize, h.GradAccum, h.LR, h.Calibrate = 2, batch, accum, 1e-3, false
+		h.Epochs, h.BatchSize, h.GradAccum, h.LR, h.Calibrate, h.BucketByLength = 2, batch, accum, 1e-3, false, bucket
 		if _, err := Train(context.Background(), m, d, h, Options{}); err != nil {
 			t.Fatal(err)
 		}
@@ -173,5 +182,37 @@ func TestGradAccumulationEquivalence(t *testing.T) {
 	t.Logf("max |Δ| between batch 32 and 2×16: %.3g", worst)
 	if worst > 1e-4 {
 		t.Fatalf("gradient accumulation changed the adapter by up to %v", worst)
+	}
+}
+
+// TestLogitsByLength: Logits visits rows longest first but answers in the
+// caller's order, equal (to float rounding) to one row at a time, where no
+// row is padded at all.
+func TestLogitsByLength(t *testing.T) {
+	d := demoData(t, "../experiments/data/demo.csv", 48)
+	c := model.Tiny()
+	m, err := model.New(c, model.RandomWeights(c, 0), nil, nil, model.Options{Quant: model.NF4, Compute: gotch.Float,
+		Device: gotch.CPU, LoRA: testLoRA, Labels: shard.NumLabels, Seed: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Drop()
+	rows := d.Split.Val
+	batched, err := Logits(context.Background(), m, d, rows, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	single, err := Logits(context.Background(), m, d, rows, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	worst := 0.0
+	for i := range single {
+		for k := range single[i] {
+			worst = math.Max(worst, math.Abs(batched[i][k]-single[i][k]))
+		}
+	}
+	if len(batched) != len(rows) || worst > 1e-4 {
+		t.Fatalf("%d rows of logits for %d; max |Δ| against one row at a time %.3g", len(batched), len(rows), worst)
 	}
 }

@@ -48,6 +48,7 @@ func trainFlags(rankFlag string) []cli.Flag {
 		&cli.Float64Flag{Name: "max-grad-norm", Value: d.MaxGradNorm, Usage: "clip the global gradient norm (0: off)"},
 		&cli.BoolFlag{Name: "class-weights", Usage: "weight the loss by inverse class frequency"},
 		&cli.IntFlag{Name: "eval-every", Usage: "evaluate on the validation split every N steps (0: at the end)"},
+		&cli.BoolFlag{Name: "bucket-by-length", Usage: "batch rows of similar token length together, so little compute goes to padding (the same batches for any number of ranks)"},
 		&cli.BoolFlag{Name: "no-calibrate", Usage: "skip temperature scaling on the validation split"},
 		&cli.StringFlag{Name: "quant", Value: string(model.NF4), Usage: "frozen base storage: nf4 or fp32"},
 		&cli.StringFlag{Name: "compute-dtype", Value: "fp32", Usage: "fp32 or bf16"},
@@ -88,6 +89,7 @@ func runTrain(c *cli.Context, dp *dataParallel) error {
 	h.Epochs, h.BatchSize, h.GradAccum = c.Int("epochs"), c.Int("batch-size"), c.Int("grad-accum")
 	h.LR, h.WarmupRatio, h.WeightDecay, h.MaxGradNorm = c.Float64("lr"), c.Float64("warmup-ratio"), c.Float64("weight-decay"), c.Float64("max-grad-norm")
 	h.ClassWeights, h.Seed, h.EvalEvery, h.Calibrate = c.Bool("class-weights"), c.Uint64("seed"), c.Int("eval-every"), !c.Bool("no-calibrate")
+	h.BucketByLength = c.Bool("bucket-by-length")
 	if err := h.Validate(); err != nil {
 		return fmt.Errorf("flags: %w", err)
 	}
