@@ -13,11 +13,13 @@ import (
 // Dashboard returns a Config.HTTPHandlers that serves the web dashboard
 // (package dashboard) at / of the coordinator's HTTP listener, reading
 // this coordinator and writing through its API's handlers. dc.Backend is
-// filled in. ctx bounds the dashboard's progress sampler: pass the
-// process's (or the test's) context.
+// filled in (DashboardBackend) unless set. ctx bounds the dashboard's
+// progress sampler: pass the process's (or the test's) context.
 func Dashboard(ctx context.Context, dc dashboard.Config) func(*Coordinator, *http.ServeMux) {
 	return func(c *Coordinator, mux *http.ServeMux) {
-		dc.Backend = DashboardBackend(c)
+		if dc.Backend == nil {
+			dc.Backend = DashboardBackend(c)
+		}
 		if dc.Logger == nil {
 			dc.Logger = c.cfg.Logger
 		}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/loraft/loraft/checkpoint"
 	"github.com/loraft/loraft/coordinator"
+	"github.com/loraft/loraft/coordinator/dashboard"
 	"github.com/loraft/loraft/internal/chart"
 	"github.com/loraft/loraft/internal/localcluster"
 	pb "github.com/loraft/loraft/proto/coordinatorpb"
@@ -49,6 +50,7 @@ func localCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "text", Usage: "statements to classify with the best adapter (default: four examples)"},
 			&cli.StringFlag{Name: "raft-profile", Value: "lan", Usage: "raft timeouts: default (hashicorp/raft's) or lan (150 ms, for loopback)"},
 			&cli.DurationFlag{Name: "lease", Value: 3 * time.Second, Usage: "trainer lease"},
+			&cli.PathFlag{Name: "http-tokens-file", Usage: "dashboard tokens ('<role> <sha256-of-token>' lines, made with loraft certs token): a viewer token signs a browser in read-only; without one a loopback browser is an operator"},
 		}, storeFlags()...),
 		Action: runLocal,
 	}
@@ -83,7 +85,14 @@ func runLocal(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("flag --raft-profile: %w", err)
 	}
-	lc, err := localcluster.Start(ctx, localcluster.Config{StateDir: stateDir, Trainers: n, Store: storeSpec, Raft: timing, Lease: c.Duration("lease")})
+	var tokens *dashboard.Tokens
+	if p := c.Path("http-tokens-file"); p != "" {
+		if tokens, err = dashboard.LoadTokens(p); err != nil {
+			return fmt.Errorf("flag --http-tokens-file: %w", err)
+		}
+	}
+	lc, err := localcluster.Start(ctx, localcluster.Config{StateDir: stateDir, Trainers: n, Store: storeSpec, Raft: timing, Lease: c.Duration("lease"),
+		Tokens: tokens})
 	if err != nil {
 		return err
 	}
