@@ -43,6 +43,8 @@ apt_install() {
 command -v g++ >/dev/null || apt_install g++
 # Debian's Prometheus server: internal/monitoring's test scrapes a real cluster with it.
 apt_install prometheus
+# Debian's chromium: cmd/loraft's browser test drives the dashboard with it, headless.
+apt_install chromium
 if ! libtorch_detect; then
   apt_install libtorch-dev libopenblas0-pthread
   libtorch_detect || { echo "setup: libtorch-dev installed but not found" >&2; exit 1; }

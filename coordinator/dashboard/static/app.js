@@ -175,7 +175,7 @@
       v.trials.map(function (t) {
         var frac = t.step != null && t.steps ? Math.min(1, t.step / t.steps) : 0;
         var resumable = t.state === "FAILED" || t.state === "CANCELLED" || t.state === "STOPPED_EARLY";
-        return "<tr" + (best === t ? ' class="best"' : "") + ' id="t-' + esc(t.name) + '"><td>' + link("trials", t.name) + "</td>" +
+        return "<tr" + (best === t ? ' class="best"' : "") + ' id="t-' + esc(t.name) + '" data-state="' + esc(t.state) + '" data-step="' + (t.step == null ? "" : t.step) + '"><td>' + link("trials", t.name) + "</td>" +
           '<td class="num">' + t.rank + '</td><td class="num">' + t.alpha + "</td><td>" + badge(t.state) + "</td>" +
           '<td class="mono"><span class="bar"><i style="width:' + (frac * 100).toFixed(1) + '%"></i></span>' +
           (t.step == null ? "—" : t.step) + " / " + (t.steps == null ? "—" : t.steps) + "</td>" +
