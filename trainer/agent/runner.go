@@ -13,7 +13,6 @@ import (
 	"github.com/loraft/loraft/checkpoint"
 	pb "github.com/loraft/loraft/proto/coordinatorpb"
 	"github.com/loraft/loraft/shard"
-	"github.com/loraft/loraft/shard/wordpiece"
 	"github.com/loraft/loraft/trainer"
 	"github.com/loraft/loraft/trainer/allreduce"
 	"github.com/loraft/loraft/trainer/lora"
@@ -72,20 +71,19 @@ func (r *JobRunner) Run(ctx context.Context, a *pb.Assignment, rep Reporter) (*p
 	if err != nil {
 		return nil, err
 	}
-	tok, err := wordpiece.BertBaseUncased()
+	// The base comes first: its vocab.txt and do_lower_case tokenize the
+	// data (the token cache's key holds both).
+	sb, err := sweepBaseFor(ctx, r.Store, r.CacheDir, ts)
 	if err != nil {
 		return nil, err
 	}
+	base, tok := sb.base, sb.tok
 	maxLen := int(ts.GetMaxLen())
 	tokenCache := filepath.Join(r.CacheDir, "tokens")
 	if r.NoTokenCache {
 		tokenCache = ""
 	}
 	tokens, _, err := shard.LoadOrTokenize(ctx, tokenCache, ds, tok, maxLen, nil)
-	if err != nil {
-		return nil, err
-	}
-	base, err := BaseFor(ctx, r.Store, r.CacheDir, ts)
 	if err != nil {
 		return nil, err
 	}
@@ -116,7 +114,7 @@ func (r *JobRunner) Run(ctx context.Context, a *pb.Assignment, rep Reporter) (*p
 	job := trainer.Job{Run: t.GetName(), Base: base, LoRA: lc, Hyper: h,
 		Data:      &trainer.Data{DS: ds, Split: sp, Tokens: tokens, PadID: tok.PadID()},
 		Tokenizer: trainer.Tokenizer{VocabSHA256: tok.VocabSHA256(), MaxLen: maxLen, LowerCase: tok.LowerCase()},
-		Vocab:     wordpiece.BertBaseUncasedVocab(), Device: r.Device, Store: r.Store,
+		Vocab:     sb.vocab, Device: r.Device, Store: r.Store,
 		CheckpointEvery: int(ts.GetCheckpointEvery()), Retention: retention, Metric: metric, ResumeAt: int(a.GetCheckpointStep()), Generation: a.GetGeneration(),
 		Rank: int(a.GetRank()), World: int(a.GetWorld()), Warn: r.Log, SpoolDir: r.SpoolDir}
 	if job.SpoolDir == "" && r.CacheDir != "" {

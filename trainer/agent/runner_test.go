@@ -116,6 +116,8 @@ func TestBaseForRefusesPaths(t *testing.T) {
 		want string
 	}{
 		{&pb.TrainSettings{Weights: "/dev/zero"}, `train.weights "/dev/zero"`},
+		{&pb.TrainSettings{Base: "/dev/zero"}, `train.base "/dev/zero"`},
+		{&pb.TrainSettings{Base: "bert-base-cased", BaseSha256: strings.Repeat("a", 64)}, `train.base "bert-base-cased"`},
 		{&pb.TrainSettings{Config: "tiny", Weights: "/dev/zero", BaseSha256: strings.Repeat("a", 64)}, "train.weights"},
 		{&pb.TrainSettings{Config: "/dev/zero"}, `train.config "/dev/zero"`},
 		{&pb.TrainSettings{Config: "config.json"}, "train.config"},
