@@ -87,6 +87,9 @@ type TrainSettings struct {
 	// "0.8,0.1,0.1").
 	SplitSeed uint64 `yaml:"split_seed"`
 	Split     string `yaml:"split"`
+	// BucketByLength batches rows of similar token length together
+	// (`loraft train --bucket-by-length`).
+	BucketByLength bool `yaml:"bucket_by_length"`
 }
 
 // SweepSpec is a sweep as its YAML file describes it.
@@ -498,7 +501,7 @@ func (s *SweepSpec) Sweep(specYAML []byte, datasetSHA string, now time.Time) *pb
 		TrainersPerTrial: sat32(s.TrainersPerTrial), MaxConcurrent: sat32(s.MaxConcurrent), Metric: s.Metric,
 		Train: &pb.TrainSettings{Base: tr.Base, Config: tr.Config, Weights: tr.Weights, Epochs: sat32(tr.Epochs), BatchSize: sat32(tr.BatchSize),
 			MaxLen: sat32(tr.MaxLen), EvalEvery: sat32(tr.EvalEvery), Quant: tr.Quant, WarmupRatio: tr.WarmupRatio,
-			CheckpointEvery: sat32(tr.CheckpointEvery), SplitSeed: tr.SplitSeed, SplitRatios: tr.Split}}
+			CheckpointEvery: sat32(tr.CheckpointEvery), SplitSeed: tr.SplitSeed, SplitRatios: tr.Split, BucketByLength: tr.BucketByLength}}
 	if es := s.EarlyStopping; es != nil {
 		sw.EarlyStopping = &pb.EarlyStopping{Rule: es.Rule, GraceSteps: int64(es.GraceSteps), ReductionFactor: sat32(es.ReductionFactor)}
 	}

@@ -152,6 +152,24 @@ func TestSweepWarmupDefault(t *testing.T) {
 	}
 }
 
+func TestSweepBucketByLength(t *testing.T) {
+	for _, tc := range []struct {
+		yaml string
+		want bool
+	}{
+		{"name: a\n", false},
+		{"name: a\ntrain:\n  bucket_by_length: true\n", true},
+	} {
+		s, err := ParseSweepSpec([]byte(tc.yaml), "s.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.Sweep(nil, "x", time.Unix(0, 0)).GetTrain().GetBucketByLength(); got != tc.want {
+			t.Fatalf("%q: bucket_by_length %v, want %v", tc.yaml, got, tc.want)
+		}
+	}
+}
+
 func TestTrialSweep(t *testing.T) {
 	for _, tc := range []struct {
 		run, sweep string

@@ -722,9 +722,13 @@ type TrainSettings struct {
 	// resolves and uploads it (config.json, weights, vocab.txt,
 	// tokenizer_config.json) and clears it, naming the base by base_sha256;
 	// the coordinator refuses a sweep that still carries it.
-	Base          string `protobuf:"bytes,14,opt,name=base,proto3" json:"base,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Base string `protobuf:"bytes,14,opt,name=base,proto3" json:"base,omitempty"`
+	// bucket_by_length groups rows of similar token length into the same
+	// global batches (trainer.Hyper.BucketByLength); the same batches for
+	// any number of trainers per trial.
+	BucketByLength bool `protobuf:"varint,15,opt,name=bucket_by_length,json=bucketByLength,proto3" json:"bucket_by_length,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *TrainSettings) Reset() {
@@ -853,6 +857,13 @@ func (x *TrainSettings) GetBase() string {
 		return x.Base
 	}
 	return ""
+}
+
+func (x *TrainSettings) GetBucketByLength() bool {
+	if x != nil {
+		return x.BucketByLength
+	}
+	return false
 }
 
 // EarlyStopping is the sweep's rule for stopping weak trials.
@@ -1948,7 +1959,7 @@ const file_coordinatorpb_fsm_proto_rawDesc = "" +
 	"\aval_ece\x18\a \x01(\x01R\x06valEce\x12\x17\n" +
 	"\awall_ms\x18\b \x01(\x03R\x06wallMs\x12\x1d\n" +
 	"\n" +
-	"final_loss\x18\t \x01(\x01R\tfinalLoss\"\xbe\x03\n" +
+	"final_loss\x18\t \x01(\x01R\tfinalLoss\"\xe8\x03\n" +
 	"\rTrainSettings\x12\x16\n" +
 	"\x06config\x18\x01 \x01(\tR\x06config\x12\x18\n" +
 	"\aweights\x18\x02 \x01(\tR\aweights\x12\x16\n" +
@@ -1968,7 +1979,8 @@ const file_coordinatorpb_fsm_proto_rawDesc = "" +
 	"\vbase_sha256\x18\f \x01(\tR\n" +
 	"baseSha256\x12\x1b\n" +
 	"\tbase_name\x18\r \x01(\tR\bbaseName\x12\x12\n" +
-	"\x04base\x18\x0e \x01(\tR\x04baseB\x0f\n" +
+	"\x04base\x18\x0e \x01(\tR\x04base\x12(\n" +
+	"\x10bucket_by_length\x18\x0f \x01(\bR\x0ebucketByLengthB\x0f\n" +
 	"\r_warmup_ratio\"o\n" +
 	"\rEarlyStopping\x12\x12\n" +
 	"\x04rule\x18\x01 \x01(\tR\x04rule\x12\x1f\n" +

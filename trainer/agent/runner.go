@@ -92,7 +92,7 @@ func (r *JobRunner) Run(ctx context.Context, a *pb.Assignment, rep Reporter) (*p
 	}
 	h := trainer.DefaultHyper()
 	h.Epochs, h.BatchSize, h.LR, h.Seed = int(ts.GetEpochs()), int(ts.GetBatchSize()), t.GetLearningRate(), t.GetSeed()
-	h.EvalEvery = int(ts.GetEvalEvery())
+	h.EvalEvery, h.BucketByLength = int(ts.GetEvalEvery()), ts.GetBucketByLength()
 	if ts.WarmupRatio != nil {
 		h.WarmupRatio = ts.GetWarmupRatio()
 	}
