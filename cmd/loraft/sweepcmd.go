@@ -350,7 +350,7 @@ func launchSweep(ctx context.Context, cl *coordinator.Client, store checkpoint.S
 	}
 	fmt.Fprintf(w, "dataset %s (%d rows, sha256 %.12s…) %s %s\n", filepath.Base(dataPath), len(ds.Rows), sha, verb, store)
 	sw := spec.Sweep(raw, sha, time.Now())
-	// The spec's config and weights are paths here; trainers get the base by sha256.
+	// The spec's base, config and weights are this machine's; trainers get the base by sha256.
 	if base, err := agent.UploadSweepBase(ctx, store, sw.GetTrain()); err != nil {
 		return nil, fmt.Errorf("%s: %w", specPath, err)
 	} else if base != "" {
