@@ -8,7 +8,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # MinIO for tests and the demo: path of the cached server binary (deploy/minio.sh).
 MINIO = $$(deploy/minio.sh)
 
-.PHONY: all setup build test demo proto lint bench bench-libtorch bench-shard bench-trainer bench-checkpoint bench-allreduce bench-failover bench-dashboard bench-scale chaos gpu-check clean
+.PHONY: all setup build test demo proto lint bench bench-libtorch bench-shard bench-trainer bench-checkpoint bench-allreduce bench-failover bench-dashboard bench-scale bench-security chaos gpu-check clean
 
 all: build
 
@@ -44,7 +44,7 @@ lint: setup
 	$(GO) vet ./...
 
 ## bench: every benchmark; results as JSON under bench/results/
-bench: bench-libtorch bench-shard bench-trainer bench-checkpoint bench-allreduce bench-failover bench-dashboard bench-scale
+bench: bench-libtorch bench-shard bench-trainer bench-checkpoint bench-allreduce bench-failover bench-dashboard bench-scale bench-security
 
 bench-libtorch: build
 	bin/loraft bench libtorch --out bench/results/libtorch.json
@@ -87,6 +87,13 @@ bench-scale: build
 # First paint of a 100-trial sweep page on loopback (HTML + JSON + scripts and styles, p50 of 20).
 bench-dashboard: build
 	bin/loraft bench dashboard --out bench/results/dashboard.json
+
+# Issue #12's figures: TestHostileClient's attacks against a real 3-coordinator group (refused, state
+# changes, heartbeat p99) and every fuzz target for 15 s. It drives `go test`, so it is a `go run`
+# program, not a `loraft bench` subcommand (15 to 25 minutes on 2 cores, mostly compiling the
+# packages with fuzzing instrumentation).
+bench-security: setup
+	$(GO) run -ldflags "$(LDFLAGS)" ./bench/security --go $(GO) --out bench/results/security.json
 
 ## chaos: the gray-failure suite (real coordinator, trainer and MinIO processes; paused and
 ## black-holed processes, store outages): an undisturbed sweep, then the same sweep under each

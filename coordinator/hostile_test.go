@@ -2,8 +2,12 @@ package coordinator_test
 
 import (
 	"context"
+	"encoding/json"
+	"flag"
 	"fmt"
 	"math"
+	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +20,42 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
+
+// securityJSON names a file for TestHostileClient's figures (attacks,
+// refusals, state changes, heartbeat latencies); `go run ./bench/security`
+// sets it to build bench/results/security.json.
+var securityJSON = flag.String("security-json", "", "write TestHostileClient's figures as JSON to this `file`")
+
+// attackRecord is one attack's outcome as TestHostileClient saw it.
+type attackRecord struct {
+	Name         string `json:"name"`
+	WantCode     string `json:"want_code"`
+	GotCode      string `json:"got_code"`
+	Refused      bool   `json:"refused"`
+	StateChanged bool   `json:"state_changed"`
+}
+
+// securityFigures is what -security-json writes.
+type securityFigures struct {
+	What           string         `json:"what"`
+	AttacksTried   int            `json:"attacks_tried"`
+	AttacksRefused int            `json:"attacks_refused"`
+	StateChanges   int            `json:"state_changes"`
+	Heartbeats     int            `json:"heartbeats"`
+	HeartbeatP50   float64        `json:"heartbeat_p50_ms"`
+	HeartbeatP99   float64        `json:"heartbeat_p99_ms"`
+	HeartbeatMax   float64        `json:"heartbeat_max_ms"`
+	Attacks        []attackRecord `json:"attacks"`
+}
+
+// latencyQuantile is the q-quantile (0..1) of sorted, nearest rank, in ms.
+func latencyQuantile(sorted []time.Duration, q float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := max(0, min(int(math.Ceil(q*float64(len(sorted))))-1, len(sorted)-1))
+	return float64(sorted[i].Microseconds()) / 1000
+}
 
 // hostileSweep is a valid sweep as the CLI sends it: n trials, every train
 // setting, ASHA early stopping; with 95 dataset rows, 2 epochs of batch 10
@@ -60,12 +100,16 @@ func TestHostileClient(t *testing.T) {
 	var beats int
 	var slowest time.Duration
 	var beatErrs []error
+	// Every answered heartbeat's latency from the first attack to the last:
+	// the figure the issue asks for is the p99 while the leader is attacked.
+	var attacking bool
+	var latencies []time.Duration
 	bctx, stopBeats := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		tick := time.NewTicker(20 * time.Millisecond)
+		tick := time.NewTicker(5 * time.Millisecond) // often enough for a p99 over a second of attacks
 		defer tick.Stop()
 		for bctx.Err() == nil {
 			for _, id := range []string{"good", "evil"} {
@@ -89,6 +133,9 @@ func TestHostileClient(t *testing.T) {
 				} else if err == nil {
 					beats++
 					slowest = max(slowest, took)
+					if attacking {
+						latencies = append(latencies, took)
+					}
 					assigned[id] = resp.GetAssignment()
 				}
 				mu.Unlock()
@@ -101,6 +148,45 @@ func TestHostileClient(t *testing.T) {
 	}()
 	defer wg.Wait()
 	defer stopBeats()
+
+	// Figures are made once the heartbeats have stopped (cleanups run after
+	// the defers above), and also when an assertion failed, so a failing
+	// run still logs its p99 and leaves its record.
+	var records []attackRecord
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		slices.Sort(latencies)
+		figures := securityFigures{
+			What: "attacks from TestHostileClient against the leader of a real 3-coordinator group on loopback; refused: " +
+				"answered with the documented code and message (a spoofed heartbeat: answered OK and its progress ignored); " +
+				"state_changed: GetState(consistent) before and after differ; heartbeats: two trainers heartbeating every " +
+				"5 ms, latency of each answered one sent between the first attack and the last",
+			AttacksTried: len(records), Heartbeats: len(latencies), Attacks: records,
+			HeartbeatP50: latencyQuantile(latencies, 0.5), HeartbeatP99: latencyQuantile(latencies, 0.99), HeartbeatMax: latencyQuantile(latencies, 1),
+		}
+		for _, r := range records {
+			if r.Refused {
+				figures.AttacksRefused++
+			}
+			if r.StateChanged {
+				figures.StateChanges++
+			}
+		}
+		t.Logf("%d attacks, %d refused, %d state changes; heartbeat p50 %.1f ms, p99 %.1f ms, max %.1f ms over %d during the attacks",
+			figures.AttacksTried, figures.AttacksRefused, figures.StateChanges, figures.HeartbeatP50, figures.HeartbeatP99, figures.HeartbeatMax, figures.Heartbeats)
+		if *securityJSON != "" {
+			b, err := json.MarshalIndent(figures, "", "  ")
+			if err != nil {
+				t.Errorf("security figures: %v", err)
+				return
+			}
+			if err := os.WriteFile(*securityJSON, append(b, '\n'), 0o644); err != nil {
+				t.Errorf("security figures: %v", err)
+				return
+			}
+		}
+	})
 
 	var good, evil *pb.Assignment
 	coordinatortest.Eventually(t, 20*time.Second, func() error {
@@ -241,15 +327,23 @@ func TestHostileClient(t *testing.T) {
 		}
 		return st
 	}
+	mu.Lock()
+	attacking = true // heartbeat latencies count from here to the last spoof
+	mu.Unlock()
 	for _, a := range attacks {
 		t.Run(a.name, func(t *testing.T) {
 			before := consistent()
 			err := a.call()
 			st, _ := status.FromError(err)
-			if st.Code() != a.code || !strings.Contains(st.Message(), a.msg) {
+			after := consistent()
+			refused := err != nil && st.Code() == a.code && strings.Contains(st.Message(), a.msg)
+			changed := !proto.Equal(before, after)
+			// Recorded before any assertion, so a failed attack is in the figures too.
+			records = append(records, attackRecord{Name: a.name, WantCode: a.code.String(), GotCode: st.Code().String(), Refused: refused, StateChanged: changed})
+			if !refused {
 				t.Fatalf("%v, want %s containing %q", err, a.code, a.msg)
 			}
-			if after := consistent(); !proto.Equal(before, after) {
+			if changed {
 				t.Fatalf("the refused request changed the state:\nbefore %v\nafter  %v", before, after)
 			}
 		})
@@ -268,27 +362,54 @@ func TestHostileClient(t *testing.T) {
 		}
 		return nil
 	})
-	for i := range 20 {
-		for _, spoof := range []*pb.HeartbeatRequest{
-			{TrainerId: "evil", Trial: gt, Generation: gg, Progress: &pb.Progress{Step: 12345}},
-			{TrainerId: "evil", Trial: fmt.Sprintf("invented-t%03d", i), Generation: 1, Progress: &pb.Progress{Step: 12345}},
-			{TrainerId: "good", Trial: gt, Generation: gg, Progress: &pb.Progress{Step: 12345, Loss: math.NaN()}},
-		} {
-			if _, err := api.Heartbeat(ctx, spoof); err != nil {
+	// Each spoof is an attack of its own in the figures: answered OK (a
+	// trainer must not be cut off for it), refused meaning its progress was
+	// ignored all 20 times.
+	spoofs := []struct {
+		name string
+		req  func(i int) *pb.HeartbeatRequest
+	}{
+		{"heartbeat with progress for another trainer's trial", func(int) *pb.HeartbeatRequest {
+			return &pb.HeartbeatRequest{TrainerId: "evil", Trial: gt, Generation: gg, Progress: &pb.Progress{Step: 12345}}
+		}},
+		{"heartbeat with progress for invented trials", func(i int) *pb.HeartbeatRequest {
+			return &pb.HeartbeatRequest{TrainerId: "evil", Trial: fmt.Sprintf("invented-t%03d", i), Generation: 1, Progress: &pb.Progress{Step: 12345}}
+		}},
+		{"heartbeat with progress past the trial's steps and a NaN loss", func(int) *pb.HeartbeatRequest {
+			return &pb.HeartbeatRequest{TrainerId: "good", Trial: gt, Generation: gg, Progress: &pb.Progress{Step: 12345, Loss: math.NaN()}}
+		}},
+	}
+	for _, sp := range spoofs {
+		before := consistent()
+		rec := attackRecord{Name: sp.name + " (20 times)", WantCode: codes.OK.String(), GotCode: codes.OK.String(), Refused: true}
+		for i := range 20 {
+			if _, err := api.Heartbeat(ctx, sp.req(i)); err != nil {
+				rec.GotCode, rec.Refused = status.Code(err).String(), false
+				records = append(records, rec)
 				t.Fatalf("a heartbeat with progress to ignore: %v, want it answered", err)
 			}
-		}
-		s, err := api.GetSweep(ctx, &pb.GetSweepRequest{Name: "ok"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for trial, p := range s.GetProgress() {
-			if p.GetStep() == 12345 {
-				t.Fatalf("spoofed progress shown for %s: %v", trial, p)
+			s, err := api.GetSweep(ctx, &pb.GetSweepRequest{Name: "ok"})
+			if err != nil {
+				t.Fatal(err)
 			}
+			for trial, p := range s.GetProgress() {
+				if p.GetStep() == 12345 {
+					rec.Refused = false
+					records = append(records, rec)
+					t.Fatalf("spoofed progress shown for %s: %v", trial, p)
+				}
+			}
+		}
+		rec.StateChanged = !proto.Equal(before, consistent())
+		records = append(records, rec)
+		if rec.StateChanged {
+			t.Errorf("%s changed the replicated state", sp.name)
 		}
 	}
 
+	mu.Lock()
+	attacking = false
+	mu.Unlock()
 	stopBeats()
 	wg.Wait()
 	mu.Lock()
