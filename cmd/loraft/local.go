@@ -22,6 +22,8 @@ import (
 	"github.com/loraft/loraft/trainer/metrics"
 	"github.com/sugarme/gotch"
 	"github.com/urfave/cli/v2"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // defaultExamples are classified by the best adapter at the end of `loraft local`.
@@ -121,7 +123,11 @@ func runLocal(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "\nsweep %s finished in %s\n", sw.GetName(), time.Since(start).Round(time.Second))
+	if took := time.Since(start).Round(time.Second); st.GetSweep().GetCancelled() {
+		fmt.Fprintf(w, "\nsweep %s was cancelled after %s (from the dashboard or loraft sweep cancel)\n", sw.GetName(), took)
+	} else {
+		fmt.Fprintf(w, "\nsweep %s finished in %s\n", sw.GetName(), took)
+	}
 	if err := printResults(w, st.GetSweep()); err != nil {
 		return err
 	}
@@ -176,6 +182,9 @@ func printResults(w io.Writer, sw *pb.Sweep) error {
 func pullAndPredict(ctx context.Context, c *cli.Context, cl *coordinator.Client, store checkpoint.Store, sw *pb.Sweep) error {
 	w := c.App.Writer
 	best, err := cl.BestTrial(ctx, sw.GetName())
+	if status.Code(err) == codes.NotFound && sw.GetCancelled() {
+		return fmt.Errorf("sweep %s was cancelled before any trial reported a metric: there is no adapter to pull", sw.GetName())
+	}
 	if err != nil {
 		return fmt.Errorf("best trial of sweep %s: %w", sw.GetName(), err)
 	}
