@@ -1,15 +1,17 @@
 // Package bench measures what loraft needs from a machine and from itself:
 // libtorch matmul throughput, reading and tokenizing a dataset, the QLoRA
 // training step against PyTorch eager, checkpoint save and load, ring
-// all-reduce between processes, and coordinator failover. Each benchmark
+// all-reduce between processes, coordinator failover, and `loraft serve`
+// under Debian's hey load generator. Each benchmark
 // is a method of [Runner] that returns a [Report]; `loraft bench <name>`
 // parses the flags, calls it and writes the report to
 // bench/results/<name>.json (see the Makefile's bench-* targets).
 //
 // The benchmarks whose parts are processes re-execute the loraft binary
 // ([Runner.Bin]): `loraft bench step` (which calls [Step]) for the training
-// step, `loraft bench allreduce-rank` ([AllreduceRank]) for each rank, and
-// `loraft coordinator` (through internal/proccluster) for failover. They run
+// step, `loraft bench allreduce-rank` ([AllreduceRank]) for each rank,
+// `loraft coordinator` (through internal/proccluster) for failover, and
+// `loraft serve` ([Runner.Serve]) for the serving benchmark. They run
 // inside the shipped binary, so nothing here imports testing.
 package bench
 

@@ -182,6 +182,34 @@ func benchCommand() *cli.Command {
 					Conns: c.Int("conns"), PageSize: int32(min(c.Int("page-size"), coordinator.MaxPageSize)), Lease: c.Duration("lease"), Hold: c.Duration("hold")}))
 			},
 		}, {
+			Name: "serve",
+			Usage: "requests/s and p50/p99 latency of `loraft serve` processes on loopback under Debian's hey, single-text requests, " +
+				"dynamic batching on and off, tiny and bert-base random adapters (JSON)",
+			Flags: []cli.Flag{out,
+				&cli.StringFlag{Name: "hey", Value: "hey", Usage: "the load generator"},
+				&cli.StringFlag{Name: "models", Value: "tiny,base", Usage: "model configurations served"},
+				&cli.StringFlag{Name: "concurrency", Value: "1,8,64", Usage: "hey -c values"},
+				&cli.DurationFlag{Name: "duration", Value: 10 * time.Second, Usage: "hey -z of each tiny-model measurement"},
+				&cli.DurationFlag{Name: "base-duration", Value: 10 * time.Second, Usage: "hey -z of each bert-base measurement"},
+				&cli.IntFlag{Name: "max-batch", Value: 32, Usage: "serve --max-batch with batching on"},
+				&cli.DurationFlag{Name: "max-wait", Value: 5 * time.Millisecond, Usage: "serve --max-wait with batching on"},
+				&cli.IntFlag{Name: "workers", Usage: "serve --workers (0: its default)"},
+			},
+			Action: func(c *cli.Context) error {
+				var conc []int
+				for _, s := range splitList(c.String("concurrency")) {
+					n, err := strconv.Atoi(s)
+					if err != nil || n < 1 {
+						return fmt.Errorf("flag --concurrency: %q", s)
+					}
+					conc = append(conc, n)
+				}
+				return benchReport(c)(benchRunner(c).Serve(c.Context, bench.ServeConfig{Hey: c.String("hey"),
+					Models: splitList(c.String("models")), Concurrency: conc, Duration: c.Duration("duration"),
+					BaseDuration: c.Duration("base-duration"), MaxBatch: c.Int("max-batch"), MaxWait: c.Duration("max-wait"),
+					Workers: c.Int("workers")}))
+			},
+		}, {
 			Name:  "dashboard",
 			Usage: "time the first paint of a sweep page (HTML, its JSON, scripts and styles) against an in-process coordinator (JSON)",
 			Flags: []cli.Flag{out, &cli.IntFlag{Name: "trials", Value: 100}, &cli.IntFlag{Name: "loads", Value: 20}},
