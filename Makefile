@@ -8,7 +8,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # MinIO for tests and the demo: path of the cached server binary (deploy/minio.sh).
 MINIO = $$(deploy/minio.sh)
 
-.PHONY: all setup build test demo proto lint bench bench-libtorch bench-shard bench-trainer bench-checkpoint bench-allreduce bench-failover bench-dashboard bench-scale bench-security chaos gpu-check clean
+.PHONY: all setup build test demo proto lint bench bench-libtorch bench-shard bench-trainer bench-checkpoint bench-allreduce bench-failover bench-dashboard bench-scale bench-serve bench-security chaos gpu-check clean
 
 all: build
 
@@ -44,7 +44,7 @@ lint: setup
 	$(GO) vet ./...
 
 ## bench: every benchmark; results as JSON under bench/results/
-bench: bench-libtorch bench-shard bench-trainer bench-checkpoint bench-allreduce bench-failover bench-dashboard bench-scale bench-security
+bench: bench-libtorch bench-shard bench-trainer bench-checkpoint bench-allreduce bench-failover bench-dashboard bench-scale bench-serve bench-security
 
 bench-libtorch: build
 	bin/loraft bench libtorch --out bench/results/libtorch.json
@@ -87,6 +87,11 @@ bench-scale: build
 # First paint of a 100-trial sweep page on loopback (HTML + JSON + scripts and styles, p50 of 20).
 bench-dashboard: build
 	bin/loraft bench dashboard --out bench/results/dashboard.json
+
+# `loraft serve` processes on loopback under Debian's hey (setup installs it): single-text requests at
+# concurrency 1, 8 and 64, dynamic batching on and off, tiny and bert-base random adapters.
+bench-serve: build
+	bin/loraft bench serve --out bench/results/serve.json
 
 # Issue #12's figures: TestHostileClient's attacks against a real 3-coordinator group (refused, state
 # changes, heartbeat p99) and every fuzz target for 15 s. It drives `go test`, so it is a `go run`

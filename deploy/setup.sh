@@ -45,6 +45,8 @@ command -v g++ >/dev/null || apt_install g++
 apt_install prometheus
 # Debian's chromium: cmd/loraft's browser test drives the dashboard with it, headless.
 apt_install chromium
+# Debian's hey load generator: `make bench-serve` drives `loraft serve` with it.
+apt_install hey
 if ! libtorch_detect; then
   apt_install libtorch-dev libopenblas0-pthread
   libtorch_detect || { echo "setup: libtorch-dev installed but not found" >&2; exit 1; }
