@@ -168,7 +168,7 @@ func exercise(t *testing.T, m *fsm) {
 	go func() {
 		defer close(done)
 		all := func(string) bool { return true }
-		plan(m, time.Unix(100, 0), all, all, time.Second, nil)
+		plan(m, time.Unix(100, 0), all, all, time.Second, nil, nil)
 		for id := range m.trainers {
 			assignment(m, id)
 		}

@@ -76,6 +76,14 @@ type scheduler struct {
 	refused map[trialGen]bool
 	// warned holds the problems already logged this term, so each is logged once.
 	warned map[string]bool
+	// claims is the trial and generation each trainer last said it runs
+	// (its heartbeat's, whatever the assignment): a trial's previous
+	// generation may still run on a trainer that has not yet heard it
+	// lost the trial.
+	claims map[string]trialGen
+	// draining is when placement of a pending trial first waited for a
+	// trainer still running an earlier generation of it.
+	draining map[trialGen]time.Time
 	// lastTidy is when tidy last ran: it looks at every sweep and trainer,
 	// so it runs every tidyEvery rather than every tick.
 	lastTidy time.Time
@@ -97,14 +105,21 @@ type liveProgress struct {
 
 func newScheduler(n *Node, cfg SchedulerConfig) *scheduler {
 	return &scheduler{node: n, cfg: cfg.withDefaults(), seen: map[string]time.Time{}, progress: map[string]liveProgress{},
-		refused: map[trialGen]bool{}, warned: map[string]bool{}}
+		refused: map[trialGen]bool{}, warned: map[string]bool{}, claims: map[string]trialGen{}, draining: map[trialGen]time.Time{}}
 }
 
-// beat records a heartbeat; it is called on the leader only.
-func (s *scheduler) beat(id, trial string, gen uint64, p *pb.Progress, now time.Time) {
+// beat records a heartbeat; it is called on the leader only. claimed is
+// the trial and generation the trainer says it runs (empty: none), trial
+// and p its accepted live progress (empty and nil: none).
+func (s *scheduler) beat(id string, claimed trialGen, trial string, gen uint64, p *pb.Progress, now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.seen[id] = now
+	if claimed.trial == "" {
+		delete(s.claims, id)
+	} else {
+		s.claims[id] = claimed
+	}
 	if trial != "" && p != nil {
 		s.progress[trial] = liveProgress{generation: gen, p: p}
 	}
@@ -160,6 +175,7 @@ func (s *scheduler) tick(ctx context.Context, now time.Time) {
 		// A new term: forget soft state from any earlier one.
 		s.leaderSince, s.seen, s.progress = now, map[string]time.Time{}, map[string]liveProgress{}
 		s.refused, s.warned = map[trialGen]bool{}, map[string]bool{}
+		s.claims, s.draining = map[string]trialGen{}, map[trialGen]time.Time{}
 	}
 	inGrace := now.Sub(s.leaderSince) < s.cfg.Grace
 	seen := make(map[string]time.Time, len(s.seen))
@@ -170,8 +186,24 @@ func (s *scheduler) tick(ctx context.Context, now time.Time) {
 	for k := range s.refused {
 		refused[k] = true
 	}
+	claims := make(map[string]trialGen, len(s.claims))
+	for id, c := range s.claims {
+		claims[id] = c
+	}
 	s.mu.Unlock()
 	heard := func(id string) bool { t, ok := seen[id]; return ok && now.Sub(t) < s.cfg.Lease }
+	// A pending trial waits while a trainer still heard from runs one of
+	// its earlier generations, so no two generations run at once; the
+	// generation fence makes a late one harmless anyway, so the wait ends
+	// after a lease even if such a trainer never lets go.
+	stillRunning := func(k trialGen) bool {
+		for id, c := range claims {
+			if c.trial == k.trial && c.gen <= k.gen && heard(id) {
+				return s.drainWait(k, now)
+			}
+		}
+		return false
+	}
 	alive := func(id string) bool {
 		if _, ok := seen[id]; !ok && inGrace {
 			return true
@@ -183,7 +215,7 @@ func (s *scheduler) tick(ctx context.Context, now time.Time) {
 	running := map[string]uint64{}
 	tidy := now.Sub(s.lastTidyAt()) >= tidyEvery
 	s.node.view(func(f *fsm) {
-		ds, stuck = plan(f, now, alive, heard, s.cfg.Lease, func(k trialGen) bool { return refused[k] })
+		ds, stuck = plan(f, now, alive, heard, s.cfg.Lease, func(k trialGen) bool { return refused[k] }, stillRunning)
 		running = runningTrials(f)
 		if tidy {
 			since := s.leaderSinceAt()
@@ -342,9 +374,12 @@ func runningTrials(f *fsm) map[string]uint64 {
 // trials the FSM cannot address by name (a second trial of the same name,
 // from a sweep recorded before names had to be unique), and says why in
 // stuck.
-func plan(f *fsm, now time.Time, alive, placeable func(string) bool, lease time.Duration, skip func(trialGen) bool) (ds []decision, stuck []string) {
+func plan(f *fsm, now time.Time, alive, placeable func(string) bool, lease time.Duration, skip, wait func(trialGen) bool) (ds []decision, stuck []string) {
 	if skip == nil {
 		skip = func(trialGen) bool { return false }
+	}
+	if wait == nil {
+		wait = func(trialGen) bool { return false }
 	}
 	busy := map[string]bool{}
 	sweeps := sortedSweeps(f)
@@ -392,7 +427,7 @@ func plan(f *fsm, now time.Time, alive, placeable func(string) bool, lease time.
 				stuck = append(stuck, fmt.Sprintf("sweep %s: trial %s shares its name with another trial and cannot be placed", sw.GetName(), t.GetName()))
 				continue
 			}
-			if skip(k) {
+			if skip(k) || wait(k) {
 				continue
 			}
 			if (sw.GetMaxConcurrent() > 0 && running >= int(sw.GetMaxConcurrent())) || len(free) < need {
@@ -407,6 +442,23 @@ func plan(f *fsm, now time.Time, alive, placeable func(string) bool, lease time.
 		}
 	}
 	return ds, stuck
+}
+
+// drainWait reports whether pending trial k still waits for an earlier
+// generation to stop: for at most one lease from the first time it did.
+func (s *scheduler) drainWait(k trialGen, now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	first, ok := s.draining[k]
+	if !ok {
+		s.draining[k], first = now, now
+		for old := range s.draining { // placed, or long given up on
+			if now.Sub(s.draining[old]) > 10*s.cfg.Lease {
+				delete(s.draining, old)
+			}
+		}
+	}
+	return now.Sub(first) < s.cfg.Lease
 }
 
 // sortedSweeps lists sweeps oldest first (then by name), the order they are served in.

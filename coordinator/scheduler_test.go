@@ -74,7 +74,7 @@ func TestPlan(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			ds, _ := plan(f, now, tc.alive, tc.placeable, time.Second, nil)
+			ds, _ := plan(f, now, tc.alive, tc.placeable, time.Second, nil, nil)
 			got := decisionsOf(ds)
 			if strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
 				t.Fatalf("decisions:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
@@ -248,7 +248,7 @@ func TestNewLeaderGrace(t *testing.T) {
 	for _, st := range steps {
 		now := t0.Add(st.at)
 		if st.beatAlive {
-			s.beat("alive", "g-t001", 1, nil, now)
+			s.beat("alive", trialGen{"g-t001", 1}, "g-t001", 1, nil, now)
 		}
 		s.tick(ctx, now)
 		if got := stateOf("g-t000"); got != st.quiet {
@@ -341,7 +341,7 @@ func TestPlanSkipsWhatCannotBePlaced(t *testing.T) {
 			if err := f.Restore(io.NopCloser(bytes.NewReader(legacyDuplicateState(t)))); err != nil {
 				t.Fatal(err)
 			}
-			ds, stuck := plan(f, now, all, all, time.Second, tc.skip)
+			ds, stuck := plan(f, now, all, all, time.Second, tc.skip, nil)
 			if got := decisionsOf(ds); strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
 				t.Fatalf("decisions %q, want %q", got, tc.want)
 			}
@@ -364,8 +364,8 @@ func TestTickDoesNotStallOnABadSweep(t *testing.T) {
 	s := newScheduler(n, SchedulerConfig{Lease: time.Minute})
 	now := time.Now()
 	s.tick(ctx, now) // the term starts
-	s.beat("a", "", 0, nil, now)
-	s.beat("b", "", 0, nil, now)
+	s.beat("a", trialGen{}, "", 0, nil, now)
+	s.beat("b", trialGen{}, "", 0, nil, now)
 	s.tick(ctx, now)
 	if st := n.fsm.trials["next-t000"].GetState(); st != pb.TrialState_TRIAL_STATE_RUNNING {
 		t.Fatalf("the next sweep's trial is %s, want RUNNING", st)
@@ -419,9 +419,9 @@ func TestTickPrunesProgress(t *testing.T) {
 	s := newScheduler(n, SchedulerConfig{Lease: time.Minute})
 	now := time.Now()
 	s.tick(ctx, now) // the term starts
-	s.beat("a", "p-t000", 1, &pb.Progress{Step: 3}, now)
-	s.beat("a", "p-t001", 0, &pb.Progress{Step: 4}, now) // not running
-	s.beat("a", "gone", 1, &pb.Progress{Step: 5}, now)   // no such trial
+	s.beat("a", trialGen{}, "p-t000", 1, &pb.Progress{Step: 3}, now)
+	s.beat("a", trialGen{}, "p-t001", 0, &pb.Progress{Step: 4}, now) // not running
+	s.beat("a", trialGen{}, "gone", 1, &pb.Progress{Step: 5}, now)   // no such trial
 	s.tick(ctx, now)
 	if s.live("p-t000", 1).GetStep() != 3 {
 		t.Fatal("the running trial's progress was pruned")
@@ -441,5 +441,62 @@ func TestTickPrunesProgress(t *testing.T) {
 	s.mu.Unlock()
 	if kept != 0 {
 		t.Fatalf("%d trials' progress kept after the trial failed, want none", kept)
+	}
+}
+
+// TestPlacementWaitsForEarlierGeneration: a requeued trial is not placed
+// again while a trainer still heard from says it runs the trial's previous
+// generation (it has not yet learnt it lost it), so two generations never
+// run at once; it is placed as soon as that trainer lets go, or after a
+// lease if it never does (the generation fence then keeps it harmless).
+func TestPlacementWaitsForEarlierGeneration(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		letGo   bool          // the old trainer's next heartbeat claims nothing
+		at      time.Duration // when the trial is placed again
+		stuckAt time.Duration // a time before that when it still waits
+	}{
+		{"lets go", true, 600 * time.Millisecond, 300 * time.Millisecond},
+		{"holds on", false, time.Second, 900 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := singleNode(t)
+			ctx := context.Background()
+			for _, c := range []*pb.Command{
+				{Cmd: &pb.Command_RegisterTrainer{RegisterTrainer: &pb.RegisterTrainer{Trainer: &pb.TrainerRecord{Id: "old", Address: "o:1"}}}},
+				{Cmd: &pb.Command_RegisterTrainer{RegisterTrainer: &pb.RegisterTrainer{Trainer: &pb.TrainerRecord{Id: "new", Address: "n:1"}}}},
+				sweepCmd("w", 1),
+				{Cmd: &pb.Command_AssignTrial{AssignTrial: &pb.AssignTrial{Trial: "w-t000", Trainers: []string{"old"}}}},
+				{Cmd: &pb.Command_SetTrialState{SetTrialState: &pb.SetTrialState{Trial: "w-t000", Generation: 1, State: pb.TrialState_TRIAL_STATE_PENDING, Reason: "ring broken"}}},
+			} {
+				if err := n.Apply(ctx, c); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s := newScheduler(n, SchedulerConfig{Lease: time.Second, Grace: time.Millisecond})
+			t0 := time.Now()
+			trial := func() *pb.Trial { return n.State().GetSweeps()[0].GetTrials()[0] }
+			s.tick(ctx, t0) // the term starts
+			for at := time.Duration(0); at <= tc.at; at += 100 * time.Millisecond {
+				now := t0.Add(at)
+				claim := trialGen{"w-t000", 1}
+				if tc.letGo && at >= tc.at {
+					claim = trialGen{}
+				}
+				s.beat("old", claim, "", 0, nil, now)
+				s.beat("new", trialGen{}, "", 0, nil, now)
+				s.tick(ctx, now)
+				placed := trial().GetState() == pb.TrialState_TRIAL_STATE_RUNNING
+				switch {
+				case at < tc.at && placed:
+					t.Fatalf("at +%s the trial was placed (generation %d on %v) while %q still ran generation 1", at, trial().GetGeneration(), trial().GetTrainers(), "old")
+				case at == tc.stuckAt && trial().GetState() != pb.TrialState_TRIAL_STATE_PENDING:
+					t.Fatalf("at +%s the trial is %s, want PENDING", at, trial().GetState())
+				}
+			}
+			if tr := trial(); tr.GetState() != pb.TrialState_TRIAL_STATE_RUNNING || tr.GetGeneration() != 2 {
+				t.Fatalf("at +%s the trial is %s generation %d, want RUNNING generation 2", tc.at, tr.GetState(), tr.GetGeneration())
+			}
+		})
 	}
 }

@@ -217,7 +217,7 @@ func (s *Server) RegisterTrainer(ctx context.Context, req *pb.RegisterTrainerReq
 			return nil, err
 		}
 	}
-	s.sched.beat(tr.GetId(), "", 0, nil, time.Now())
+	s.sched.beat(tr.GetId(), trialGen{}, "", 0, nil, time.Now())
 	cfg := s.sched.cfg
 	return &pb.RegisterTrainerResponse{HeartbeatIntervalMs: cfg.HeartbeatInterval.Milliseconds(), LeaseMs: cfg.Lease.Milliseconds()}, nil
 }
@@ -248,10 +248,14 @@ func (s *Server) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (*pb.H
 		return nil, status.Errorf(codes.NotFound, "trainer %s is not registered", req.GetTrainerId())
 	}
 	trial, p := req.GetTrial(), req.GetProgress()
+	var claimed trialGen
+	if trial != "" && checkID("trial", trial) == nil {
+		claimed = trialGen{trial, req.GetGeneration()}
+	}
 	if a == nil || a.GetTrial().GetName() != trial || a.GetGeneration() != req.GetGeneration() || !progressOK(p) {
 		trial, p = "", nil
 	}
-	s.sched.beat(req.GetTrainerId(), trial, req.GetGeneration(), p, time.Now())
+	s.sched.beat(req.GetTrainerId(), claimed, trial, req.GetGeneration(), p, time.Now())
 	return &pb.HeartbeatResponse{Assignment: a, LeaseMs: s.sched.cfg.Lease.Milliseconds()}, nil
 }
 
