@@ -63,7 +63,7 @@ func (g *GRPCServer) Classify(ctx context.Context, req *servepb.ClassifyRequest)
 }
 
 func (g *GRPCServer) authorized(ctx context.Context) bool {
-	if len(g.o.TokenHashes) == 0 {
+	if g.o.Tokens.Len() == 0 {
 		return true
 	}
 	if p, ok := peerTLS(ctx); ok && len(p.State.VerifiedChains) > 0 {
@@ -71,8 +71,10 @@ func (g *GRPCServer) authorized(ctx context.Context) bool {
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	for _, v := range md.Get("authorization") {
-		if tok, ok := cutBearer(v); ok && TokenAccepted(g.o.TokenHashes, tok) {
-			return true
+		if tok, ok := cutBearer(v); ok {
+			if _, _, known := g.o.Tokens.Lookup(tok); known {
+				return true
+			}
 		}
 	}
 	return false

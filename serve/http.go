@@ -3,8 +3,6 @@ package serve
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +12,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/loraft/loraft/internal/bearer"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -23,10 +22,11 @@ type HTTPOptions struct {
 	MaxBodyBytes int64
 	// Timeout bounds each classification; past it the answer is 504.
 	Timeout time.Duration
-	// TokenHashes are the sha256 of the bearer tokens accepted. When set,
-	// /v1/classify and /metrics need one of them or a verified client
-	// certificate; /healthz and /readyz stay open for probes.
-	TokenHashes [][sha256.Size]byte
+	// Tokens are the bearer tokens accepted (internal/bearer's tokens
+	// file; roles are ignored). When set, /v1/classify and /metrics need
+	// one of them or a verified client certificate; /healthz and /readyz
+	// stay open for probes.
+	Tokens *bearer.Set
 }
 
 // DefaultHTTPOptions takes 1 MiB bodies and answers within 30 s.
@@ -147,9 +147,9 @@ func invalidAt(b []byte) int {
 }
 
 // authorized: no tokens configured, a verified client certificate, or a
-// bearer token whose sha256 is configured (compared in constant time).
+// bearer token in the tokens file.
 func authorized(o HTTPOptions, r *http.Request) bool {
-	if len(o.TokenHashes) == 0 {
+	if o.Tokens.Len() == 0 {
 		return true
 	}
 	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
@@ -159,17 +159,8 @@ func authorized(o HTTPOptions, r *http.Request) bool {
 	if !ok || tok == "" {
 		return false
 	}
-	return TokenAccepted(o.TokenHashes, tok)
-}
-
-// TokenAccepted reports whether tok's sha256 is among hashes.
-func TokenAccepted(hashes [][sha256.Size]byte, tok string) bool {
-	h := sha256.Sum256([]byte(tok))
-	ok := 0
-	for _, want := range hashes {
-		ok |= subtle.ConstantTimeCompare(h[:], want[:])
-	}
-	return ok == 1
+	_, _, known := o.Tokens.Lookup(tok)
+	return known
 }
 
 func unauthorized(w http.ResponseWriter) int {

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/loraft/loraft/internal/bearer"
 	"github.com/loraft/loraft/proto/servepb"
 	"github.com/loraft/loraft/shard"
 	"github.com/loraft/loraft/shard/wordpiece"
@@ -342,7 +343,7 @@ func TestHTTP(t *testing.T) {
 	s := newService(t, DefaultConfig())
 	o := DefaultHTTPOptions()
 	o.MaxBodyBytes = 4096
-	o.TokenHashes = [][sha256.Size]byte{sha256.Sum256([]byte("s3cret"))}
+	o.Tokens = tokens(t, "s3cret")
 	srv := httptest.NewServer(Handler(s, o))
 	defer srv.Close()
 
@@ -443,7 +444,7 @@ func TestGRPC(t *testing.T) {
 	s := newService(t, DefaultConfig())
 	s.SetModel(openAdapter(t, writeAdapter(t, 1, 0.3), "a@1"))
 	o := DefaultHTTPOptions()
-	o.TokenHashes = [][sha256.Size]byte{sha256.Sum256([]byte("s3cret"))}
+	o.Tokens = tokens(t, "s3cret")
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -507,45 +508,18 @@ func testutilCount(t *testing.T, s *Service, name string) float64 {
 	return 0
 }
 
-func TestParseTokenHashes(t *testing.T) {
-	h := sha256.Sum256([]byte("s3cret"))
-	hexh := fmt.Sprintf("%x", h)
-	tests := []struct {
-		name, in, err string
-		n             int
-	}{
-		{"hash per line", "# tokens\n" + hexh + "\n\n", "", 1},
-		{"dashboard format", "viewer " + hexh + "\noperator " + hexh + "\n", "", 2},
-		{"a raw token", "s3cret\n", "t:1: not a sha256", 0},
-		{"too many fields", "a b " + hexh + "\n", "t:1: want [role] sha256-hex", 0},
-		{"empty", "# nothing\n", "t: no token hashes", 0},
+// tokens is a tokens file admitting each of toks.
+func tokens(t *testing.T, toks ...string) *bearer.Set {
+	t.Helper()
+	var file strings.Builder
+	for _, tok := range toks {
+		fmt.Fprintf(&file, "%x\n", sha256.Sum256([]byte(tok)))
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := ParseTokenHashes(strings.NewReader(tt.in), "t")
-			if tt.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.err) || strings.Contains(err.Error(), "s3cret") {
-					t.Fatalf("err %v, want one containing %q and not the token", err, tt.err)
-				}
-				return
-			}
-			if err != nil || len(got) != tt.n || !TokenAccepted(got, "s3cret") || TokenAccepted(got, "other") {
-				t.Fatalf("got %d hashes, %v", len(got), err)
-			}
-		})
+	set, err := bearer.Parse(strings.NewReader(file.String()), "tokens")
+	if err != nil {
+		t.Fatal(err)
 	}
-}
-
-func FuzzParseTokenHashes(f *testing.F) {
-	f.Add("viewer 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\n")
-	f.Add("# c\n\n9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")
-	f.Add("a b c")
-	f.Fuzz(func(t *testing.T, s string) {
-		hs, err := ParseTokenHashes(strings.NewReader(s), "fuzz")
-		if err == nil && len(hs) == 0 {
-			t.Fatal("no error and no hashes")
-		}
-	})
+	return set
 }
 
 // dirSource serves whichever adapter directory best names, by copying it.

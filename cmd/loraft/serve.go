@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/loraft/loraft/internal/bearer"
 	"github.com/loraft/loraft/serve"
 	"github.com/loraft/loraft/trainer"
 	"github.com/urfave/cli/v2"
@@ -66,7 +67,7 @@ func serveAction(c *cli.Context) error {
 		return errors.New("flags --max-body and --timeout must be positive")
 	}
 	var err error
-	if o.TLS, o.HTTP.TokenHashes, err = serveCredentials(c, o.HTTPAddr, o.GRPCAddr); err != nil {
+	if o.TLS, o.HTTP.Tokens, err = serveCredentials(c, o.HTTPAddr, o.GRPCAddr); err != nil {
 		return err
 	}
 	device, err := trainer.ParseDevice(c.String("device"))
@@ -128,7 +129,7 @@ func serveAction(c *cli.Context) error {
 // serveCredentials builds the fronts' TLS config and accepted tokens. Off
 // loopback, serving needs TLS and a credential (tokens or client
 // certificates) unless --insecure says otherwise.
-func serveCredentials(c *cli.Context, addrs ...string) (*tls.Config, [][32]byte, error) {
+func serveCredentials(c *cli.Context, addrs ...string) (*tls.Config, *bearer.Set, error) {
 	cert, key, ca, tokens := c.Path("http-tls-cert"), c.Path("http-tls-key"), c.Path("http-client-ca"), c.Path("tokens-file")
 	var cfg *tls.Config
 	if (cert == "") != (key == "") {
@@ -154,10 +155,10 @@ func serveCredentials(c *cli.Context, addrs ...string) (*tls.Config, [][32]byte,
 	} else if ca != "" {
 		return nil, nil, errors.New("flag --http-client-ca needs --http-tls-cert and --http-tls-key")
 	}
-	var hashes [][32]byte
+	var accepted *bearer.Set
 	if tokens != "" {
 		var err error
-		if hashes, err = serve.ReadTokenHashes(tokens); err != nil {
+		if accepted, err = bearer.Load(tokens); err != nil {
 			return nil, nil, fmt.Errorf("flag --tokens-file: %w", err)
 		}
 	}
@@ -166,9 +167,9 @@ func serveCredentials(c *cli.Context, addrs ...string) (*tls.Config, [][32]byte,
 		open = append(open, addrFlag{[]string{"listen", "grpc-listen"}[i], a})
 	}
 	// Off loopback: TLS plus tokens or client certificates, or --insecure.
-	secured := cfg != nil && (len(hashes) > 0 || cfg.ClientCAs != nil)
+	secured := cfg != nil && (accepted.Len() > 0 || cfg.ClientCAs != nil)
 	if err := secureByDefault(c, secured, open); err != nil {
 		return nil, nil, fmt.Errorf("%w (for loraft serve: --http-tls-cert/--http-tls-key with --tokens-file or --http-client-ca)", err)
 	}
-	return cfg, hashes, nil
+	return cfg, accepted, nil
 }
