@@ -27,6 +27,8 @@ type Coordinator struct {
 	// http is the HTTP listener (/metrics, the dashboard), nil without HTTPAddr.
 	http    *httpListener
 	metrics *metricSet
+	// link reaches the leader for this node's dashboard when it follows.
+	link *leaderLink
 
 	stop context.CancelFunc // stops the scheduler
 	wg   sync.WaitGroup     // the Serve loops, the scheduler and the leader watch
@@ -90,7 +92,7 @@ func Open(ctx context.Context, cfg Config) (*Coordinator, error) {
 	if cfg.ServerTLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.ServerTLS)))
 	}
-	c := &Coordinator{cfg: cfg, node: node, lis: lis, srv: grpc.NewServer(opts...), failed: make(chan error, 1), metrics: m,
+	c := &Coordinator{cfg: cfg, node: node, lis: lis, srv: grpc.NewServer(opts...), failed: make(chan error, 1), metrics: m, link: newLeaderLink(DialTLS(cfg.ClientTLS)),
 		api: newServer(node, ServerConfig{APIAddrs: apiAddrs, Scheduler: cfg.Scheduler, MaxTrialsPerSweep: cfg.MaxTrialsPerSweep})}
 	pb.RegisterCoordinatorServer(c.srv, c.api)
 	if cfg.HTTPAddr != "" {
@@ -164,6 +166,7 @@ func (c *Coordinator) Close() error {
 		}
 		c.stop()
 		c.wg.Wait()
+		c.link.close()
 		var serveErr error
 		select {
 		case serveErr = <-c.failed:

@@ -393,3 +393,18 @@ func (s *Server) status(err error) error {
 	}
 	return status.Error(codes.Unavailable, err.Error())
 }
+
+// TrainerLeases returns the leader's memory of each trainer it has heard
+// from; a follower has none and refuses, naming the leader, so a
+// follower's dashboard asks the leader.
+func (s *Server) TrainerLeases(context.Context, *pb.TrainerLeasesRequest) (*pb.TrainerLeasesResponse, error) {
+	if !s.node.IsLeader() {
+		return nil, s.status(s.node.notLeader())
+	}
+	now := time.Now()
+	out := &pb.TrainerLeasesResponse{}
+	for _, l := range s.sched.leases() {
+		out.Leases = append(out.Leases, &pb.TrainerLease{TrainerId: l.ID, AgeMs: now.Sub(l.LastSeen).Milliseconds(), LeaseMs: l.Lease.Milliseconds()})
+	}
+	return out, nil
+}

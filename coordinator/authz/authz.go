@@ -3,9 +3,13 @@
 // caller's role and id from the verified client certificate's URI SAN
 // (loraft://<role>/<id>, see internal/pki):
 //
-//   - viewer: GetState, GetSweep, BestTrial, ListSweeps, ListTrials
+//   - viewer: GetState, GetSweep, BestTrial, ListSweeps, ListTrials,
+//     TrainerLeases
 //   - coordinator: the viewer's reads (coordinators need no other API rights;
-//     they talk to each other over raft)
+//     they talk to each other over raft), and any call on behalf of a viewer
+//     or operator it has authorized (OnBehalfOf: a follower's dashboard
+//     forwarding to the leader), checked and audited as that caller's,
+//     "via" the coordinator
 //   - operator: the reads, LaunchSweep, CancelSweep, DeleteSweep, ResumeRun,
 //     AddVoter, RemoveVoter
 //   - trainer: RegisterTrainer and Heartbeat as the id in its certificate,
@@ -13,6 +17,7 @@
 //     names (a DNS or IP SAN); ReportCheckpoint and ReportResult only for a
 //     trial the replicated state assigns to it
 //
+// OnBehalfOf metadata from any other certificate is refused.
 // A method not in the table is refused. A refusal is codes.PermissionDenied,
 // a WARN line (who, method, why) and never reaches the handler, so nothing
 // changes. A connection without TLS (the loopback-only mode) is allowed
@@ -86,6 +91,7 @@ var policy = map[string]rule{
 	pb.Coordinator_BestTrial_FullMethodName:        {reads, false},
 	pb.Coordinator_ListSweeps_FullMethodName:       {reads, false},
 	pb.Coordinator_ListTrials_FullMethodName:       {reads, false},
+	pb.Coordinator_TrainerLeases_FullMethodName:    {reads, false},
 	pb.Coordinator_DeleteSweep_FullMethodName:      {operator, true},
 	pb.Coordinator_LaunchSweep_FullMethodName:      {operator, true},
 	pb.Coordinator_CancelSweep_FullMethodName:      {operator, true},
@@ -124,6 +130,10 @@ type authorizer struct {
 func (a *authorizer) intercept(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	start := time.Now()
 	who, id, secure, err := caller(ctx)
+	var via []any // who relayed the call (OnBehalfOf), for the logs
+	if err == nil {
+		who, id, via, err = delegate(ctx, who, id, secure)
+	}
 	r, known := policy[info.FullMethod]
 	if err == nil && secure {
 		err = a.check(id, info.FullMethod, r, known, req)
@@ -134,13 +144,13 @@ func (a *authorizer) intercept(ctx context.Context, req any, info *grpc.UnarySer
 	var resp any
 	if err != nil {
 		method := methodName(info.FullMethod)
-		a.log.Warn("permission denied", "who", who, "method", method, "why", err.Error())
+		a.log.Warn("permission denied", append(append([]any{"who", who}, via...), "method", method, "why", err.Error())...)
 		err = status.Errorf(codes.PermissionDenied, "%s may not call %s: %v", who, method, err)
 	} else {
 		resp, err = handler(ctx, req)
 	}
 	if r.write || !known {
-		attrs := []any{"who", who, "method", methodName(info.FullMethod)}
+		attrs := append(append([]any{"who", who}, via...), "method", methodName(info.FullMethod))
 		for i, f := range fields(req) {
 			if s, ok := f.(string); ok && i%2 == 1 {
 				f = cut(s)

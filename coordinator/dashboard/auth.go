@@ -1,6 +1,7 @@
 package dashboard
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -124,4 +125,20 @@ func loopback(remote string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// callerKey keys the caller of a write in its context.
+type callerKey struct{}
+
+func withCaller(ctx context.Context, c caller) context.Context {
+	return context.WithValue(ctx, callerKey{}, c)
+}
+
+// CallerFrom returns who made the dashboard write whose context ctx is
+// (the name the audit log gives them) and their role, as the dashboard
+// authorized them: a follower's backend forwards the write to the leader
+// on their behalf. ok is false outside a dashboard write.
+func CallerFrom(ctx context.Context) (who string, role pki.Role, ok bool) {
+	c, ok := ctx.Value(callerKey{}).(caller)
+	return c.who, c.role, ok
 }

@@ -13,17 +13,21 @@ type Backend interface {
 	// State returns this node's applied replicated state.
 	State() *pb.State
 	// Sweep returns one sweep with the leader's live progress of its
-	// running trials (none on a follower). An unknown sweep is a gRPC
-	// NotFound status error, as the API's GetSweep returns.
+	// running trials, asking the leader when this node does not lead.
+	// When no leader answers it returns this node's applied state with
+	// Stale set (and no progress). An unknown sweep is a gRPC NotFound
+	// status error, as the API's GetSweep returns.
 	Sweep(ctx context.Context, name string) (*pb.SweepStatus, error)
 	// Trainers returns the leader's soft state about each trainer it has
-	// heard from (nil on a follower).
+	// heard from (non-nil, asked of the leader on a follower), or nil when
+	// no leader answers.
 	Trainers() []TrainerLease
 	// Raft returns this node's view of the raft group.
 	Raft() RaftStatus
-	// CancelSweep and ResumeRun are the API's writes: validated, applied
-	// through raft on the leader, and on a follower refused with the gRPC
-	// API's Unavailable status and LeaderHint.
+	// CancelSweep and ResumeRun are the API's writes: validated and
+	// applied through raft on the leader, forwarded to the leader by a
+	// follower for the dashboard's caller (CallerFrom(ctx)); an
+	// Unavailable status (with the API's LeaderHint) when no leader takes it.
 	CancelSweep(ctx context.Context, name string) error
 	ResumeRun(ctx context.Context, trial string) error
 }

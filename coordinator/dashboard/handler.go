@@ -339,7 +339,7 @@ func (h *Handler) sweep(ctx context.Context, name string) (sweepView, error) {
 		return sweepView{}, err
 	}
 	h.watch.observe(st, time.Now())
-	return h.watch.sweepView(st, h.cfg.Backend.Raft().State == "Leader"), nil
+	return h.watch.sweepView(st, !st.GetStale()), nil
 }
 
 func (h *Handler) apiSweep(w http.ResponseWriter, r *http.Request, _ caller) {
@@ -451,7 +451,7 @@ func (h *Handler) apiTrial(w http.ResponseWriter, r *http.Request, _ caller) {
 	h.watch.observe(st, time.Now())
 	for _, t := range st.GetSweep().GetTrials() {
 		if t.GetName() == name {
-			writeJSON(w, h.watch.trialView(st, t, h.cfg.Backend.Raft().State == "Leader", h.cfg.Store))
+			writeJSON(w, h.watch.trialView(st, t, !st.GetStale(), h.cfg.Store))
 			return
 		}
 	}
@@ -501,7 +501,7 @@ func (h *Handler) write(method, key string, do func(context.Context, string) err
 			writeError(w, http.StatusForbidden, fmt.Errorf("%s may not call %s: %s", c.who, method, why))
 			return
 		}
-		err = do(r.Context(), name)
+		err = do(withCaller(r.Context(), c), name)
 		audit(c.who, status.Code(err))
 		if err != nil {
 			writeStatusError(w, err)
@@ -630,8 +630,8 @@ func writeErrorJSON(w http.ResponseWriter, code int, v map[string]string) {
 }
 
 // writeStatusError answers a backend's gRPC status error with the HTTP
-// code that means the same; a follower's refusal names the leader's API
-// address, as the gRPC API's LeaderHint does.
+// code that means the same; a refusal for want of a leader names the
+// leader's API address when one is known, as the gRPC API's LeaderHint does.
 func writeStatusError(w http.ResponseWriter, err error) {
 	st := status.Convert(err)
 	code := http.StatusInternalServerError
@@ -654,7 +654,7 @@ func writeStatusError(w http.ResponseWriter, err error) {
 		if hint, ok := d.(*pb.LeaderHint); ok {
 			body["leader_api"] = hint.GetApiAddress()
 			if hint.GetApiAddress() != "" {
-				body["error"] += " (the leader's API is " + hint.GetApiAddress() + "; open the dashboard of that coordinator)"
+				body["error"] += " (the leader's API is " + hint.GetApiAddress() + ")"
 			}
 		}
 	}

@@ -36,7 +36,8 @@ type sweepView struct {
 	CreatedMs int64          `json:"created_unix_ms"`
 	Cancelled bool           `json:"cancelled"`
 	States    map[string]int `json:"states"`
-	// Live is false when this node is not the leader: no live progress.
+	// Live is false when no leader answered: the view is this node's
+	// applied state without live progress (stale).
 	Live   bool       `json:"live"`
 	Trials []trialRow `json:"trials"`
 	Heat   heatMap    `json:"heat"`

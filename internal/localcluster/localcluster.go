@@ -9,13 +9,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -23,9 +21,6 @@ import (
 	"github.com/loraft/loraft/coordinator/dashboard"
 	"github.com/loraft/loraft/internal/atomicfile"
 	"github.com/loraft/loraft/internal/loopback"
-	pb "github.com/loraft/loraft/proto/coordinatorpb"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 // Config says what Start runs.
@@ -66,7 +61,6 @@ type Cluster struct {
 	// Logs is the directory of the trainers' logs and events.
 	Logs string
 
-	mu           sync.Mutex // guards coordinators: dashboards read it while they open
 	coordinators []*coordinator.Coordinator
 	trainers     []*exec.Cmd
 }
@@ -165,85 +159,17 @@ func (c *Cluster) startCoordinators(ctx context.Context, cfg Config) error {
 		co.ID, co.RaftAddr, co.APIAddr, co.Dir, co.Peers = p.ID, p.RaftAddr, p.APIAddr, filepath.Join(cfg.StateDir, "raft", p.ID), peers
 		co.Raft, co.Scheduler.Lease = cfg.Raft, cfg.Lease
 		co.HTTPAddr = c.Ports.HTTP[i]
-		co.HTTPHandlers = func(m *coordinator.Coordinator, mux *http.ServeMux) {
-			dc := dashboard.Config{Store: cfg.Store, Tokens: cfg.Tokens, Backend: leaderBackend{Backend: coordinator.DashboardBackend(m), c: c}}
-			coordinator.Dashboard(ctx, dc)(m, mux)
-		}
+		// Any member's dashboard asks the leader for live progress and
+		// forwards writes to it (coordinator.DashboardBackend), so the one
+		// URL loraft local prints works whichever member leads.
+		co.HTTPHandlers = coordinator.Dashboard(ctx, dashboard.Config{Store: cfg.Store, Tokens: cfg.Tokens})
 		m, err := coordinator.Open(ctx, co)
 		if err != nil {
 			return fmt.Errorf("local coordinator %d: %w", i+1, err)
 		}
-		c.mu.Lock()
 		c.coordinators = append(c.coordinators, m)
-		c.mu.Unlock()
 	}
 	return nil
-}
-
-// leaderBackend is the dashboard backend of a local coordinator: its own
-// applied state and raft view, but live progress, trainers and writes from
-// whichever of the three leads now. Live progress is the leader's soft
-// state and followers refuse writes, so without this the one dashboard URL
-// loraft local prints would show no steps and refuse a cancel whenever
-// another member leads (and leadership moves on a loaded machine). The
-// three share this process, so the leader is a method call away.
-type leaderBackend struct {
-	dashboard.Backend
-	c *Cluster
-}
-
-// leader is the backend of the coordinator that leads, or this one's when
-// none does (its answers then say so, as a follower's do).
-func (b leaderBackend) leader() dashboard.Backend {
-	b.c.mu.Lock()
-	defer b.c.mu.Unlock()
-	for _, m := range b.c.coordinators {
-		if m.Node().IsLeader() {
-			return coordinator.DashboardBackend(m)
-		}
-	}
-	return b.Backend
-}
-
-func (b leaderBackend) Sweep(ctx context.Context, name string) (*pb.SweepStatus, error) {
-	return b.leader().Sweep(ctx, name)
-}
-
-func (b leaderBackend) Trainers() []dashboard.TrainerLease { return b.leader().Trainers() }
-
-func (b leaderBackend) CancelSweep(ctx context.Context, name string) error {
-	return b.write(ctx, func(ctx context.Context, l dashboard.Backend) error { return l.CancelSweep(ctx, name) })
-}
-
-func (b leaderBackend) ResumeRun(ctx context.Context, trial string) error {
-	return b.write(ctx, func(ctx context.Context, l dashboard.Backend) error { return l.ResumeRun(ctx, trial) })
-}
-
-// writeWait bounds how long a dashboard write waits out an election: on a
-// loaded machine the three members can be between leaders for a second
-// or two, and the CLI's client retries through that too.
-const writeWait = 10 * time.Second
-
-// write calls do on the leader, again while the answer is Unavailable (no
-// leader, or it moved), until writeWait or ctx ends. Both writes may be
-// retried: a second CancelSweep changes nothing, and a second ResumeRun of
-// a run the first one requeued is refused as not resumable.
-func (b leaderBackend) write(ctx context.Context, do func(context.Context, dashboard.Backend) error) error {
-	ctx, cancel := context.WithTimeout(ctx, writeWait)
-	defer cancel()
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := do(ctx, b.leader())
-		if status.Code(err) != codes.Unavailable {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-tick.C:
-		}
-	}
 }
 
 // startTrainers starts one trainer process of this same binary per trainer

@@ -1877,6 +1877,149 @@ func (*ReportResultResponse) Descriptor() ([]byte, []int) {
 	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{31}
 }
 
+type TrainerLeasesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrainerLeasesRequest) Reset() {
+	*x = TrainerLeasesRequest{}
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrainerLeasesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrainerLeasesRequest) ProtoMessage() {}
+
+func (x *TrainerLeasesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrainerLeasesRequest.ProtoReflect.Descriptor instead.
+func (*TrainerLeasesRequest) Descriptor() ([]byte, []int) {
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{32}
+}
+
+type TrainerLeasesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Leases        []*TrainerLease        `protobuf:"bytes,1,rep,name=leases,proto3" json:"leases,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrainerLeasesResponse) Reset() {
+	*x = TrainerLeasesResponse{}
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrainerLeasesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrainerLeasesResponse) ProtoMessage() {}
+
+func (x *TrainerLeasesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrainerLeasesResponse.ProtoReflect.Descriptor instead.
+func (*TrainerLeasesResponse) Descriptor() ([]byte, []int) {
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *TrainerLeasesResponse) GetLeases() []*TrainerLease {
+	if x != nil {
+		return x.Leases
+	}
+	return nil
+}
+
+// TrainerLease is the leader's memory of one trainer.
+type TrainerLease struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	TrainerId string                 `protobuf:"bytes,1,opt,name=trainer_id,json=trainerId,proto3" json:"trainer_id,omitempty"`
+	// age_ms is the time since its last heartbeat, lease_ms how long it may
+	// stay silent before it is declared lost.
+	AgeMs         int64 `protobuf:"varint,2,opt,name=age_ms,json=ageMs,proto3" json:"age_ms,omitempty"`
+	LeaseMs       int64 `protobuf:"varint,3,opt,name=lease_ms,json=leaseMs,proto3" json:"lease_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrainerLease) Reset() {
+	*x = TrainerLease{}
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrainerLease) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrainerLease) ProtoMessage() {}
+
+func (x *TrainerLease) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrainerLease.ProtoReflect.Descriptor instead.
+func (*TrainerLease) Descriptor() ([]byte, []int) {
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *TrainerLease) GetTrainerId() string {
+	if x != nil {
+		return x.TrainerId
+	}
+	return ""
+}
+
+func (x *TrainerLease) GetAgeMs() int64 {
+	if x != nil {
+		return x.AgeMs
+	}
+	return 0
+}
+
+func (x *TrainerLease) GetLeaseMs() int64 {
+	if x != nil {
+		return x.LeaseMs
+	}
+	return 0
+}
+
 // LeaderHint rides in the status details of a write refused by a follower.
 type LeaderHint struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1888,7 +2031,7 @@ type LeaderHint struct {
 
 func (x *LeaderHint) Reset() {
 	*x = LeaderHint{}
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[32]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1900,7 +2043,7 @@ func (x *LeaderHint) String() string {
 func (*LeaderHint) ProtoMessage() {}
 
 func (x *LeaderHint) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinatorpb_coordinator_proto_msgTypes[32]
+	mi := &file_coordinatorpb_coordinator_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1913,7 +2056,7 @@ func (x *LeaderHint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaderHint.ProtoReflect.Descriptor instead.
 func (*LeaderHint) Descriptor() ([]byte, []int) {
-	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{32}
+	return file_coordinatorpb_coordinator_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *LeaderHint) GetApiAddress() string {
@@ -2074,11 +2217,19 @@ const file_coordinatorpb_coordinator_proto_rawDesc = "" +
 	"\x05state\x18\x03 \x01(\x0e2!.loraft.coordinator.v1.TrialStateR\x05state\x12\x16\n" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\x12:\n" +
 	"\x06result\x18\x05 \x01(\v2\".loraft.coordinator.v1.TrialResultR\x06result\"\x16\n" +
-	"\x14ReportResultResponse\"-\n" +
+	"\x14ReportResultResponse\"\x16\n" +
+	"\x14TrainerLeasesRequest\"T\n" +
+	"\x15TrainerLeasesResponse\x12;\n" +
+	"\x06leases\x18\x01 \x03(\v2#.loraft.coordinator.v1.TrainerLeaseR\x06leases\"_\n" +
+	"\fTrainerLease\x12\x1d\n" +
+	"\n" +
+	"trainer_id\x18\x01 \x01(\tR\ttrainerId\x12\x15\n" +
+	"\x06age_ms\x18\x02 \x01(\x03R\x05ageMs\x12\x19\n" +
+	"\blease_ms\x18\x03 \x01(\x03R\aleaseMs\"-\n" +
 	"\n" +
 	"LeaderHint\x12\x1f\n" +
 	"\vapi_address\x18\x01 \x01(\tR\n" +
-	"apiAddress2\xd6\v\n" +
+	"apiAddress2\xc2\f\n" +
 	"\vCoordinator\x12P\n" +
 	"\bGetState\x12&.loraft.coordinator.v1.GetStateRequest\x1a\x1c.loraft.coordinator.v1.State\x12V\n" +
 	"\bGetSweep\x12&.loraft.coordinator.v1.GetSweepRequest\x1a\".loraft.coordinator.v1.SweepStatus\x12d\n" +
@@ -2096,7 +2247,8 @@ const file_coordinatorpb_coordinator_proto_rawDesc = "" +
 	"\x0fRegisterTrainer\x12-.loraft.coordinator.v1.RegisterTrainerRequest\x1a..loraft.coordinator.v1.RegisterTrainerResponse\x12^\n" +
 	"\tHeartbeat\x12'.loraft.coordinator.v1.HeartbeatRequest\x1a(.loraft.coordinator.v1.HeartbeatResponse\x12s\n" +
 	"\x10ReportCheckpoint\x12..loraft.coordinator.v1.ReportCheckpointRequest\x1a/.loraft.coordinator.v1.ReportCheckpointResponse\x12g\n" +
-	"\fReportResult\x12*.loraft.coordinator.v1.ReportResultRequest\x1a+.loraft.coordinator.v1.ReportResultResponseB.Z,github.com/loraft/loraft/proto/coordinatorpbb\x06proto3"
+	"\fReportResult\x12*.loraft.coordinator.v1.ReportResultRequest\x1a+.loraft.coordinator.v1.ReportResultResponse\x12j\n" +
+	"\rTrainerLeases\x12+.loraft.coordinator.v1.TrainerLeasesRequest\x1a,.loraft.coordinator.v1.TrainerLeasesResponseB.Z,github.com/loraft/loraft/proto/coordinatorpbb\x06proto3"
 
 var (
 	file_coordinatorpb_coordinator_proto_rawDescOnce sync.Once
@@ -2110,7 +2262,7 @@ func file_coordinatorpb_coordinator_proto_rawDescGZIP() []byte {
 	return file_coordinatorpb_coordinator_proto_rawDescData
 }
 
-var file_coordinatorpb_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_coordinatorpb_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_coordinatorpb_coordinator_proto_goTypes = []any{
 	(*GetStateRequest)(nil),          // 0: loraft.coordinator.v1.GetStateRequest
 	(*GetSweepRequest)(nil),          // 1: loraft.coordinator.v1.GetSweepRequest
@@ -2144,72 +2296,78 @@ var file_coordinatorpb_coordinator_proto_goTypes = []any{
 	(*ReportCheckpointResponse)(nil), // 29: loraft.coordinator.v1.ReportCheckpointResponse
 	(*ReportResultRequest)(nil),      // 30: loraft.coordinator.v1.ReportResultRequest
 	(*ReportResultResponse)(nil),     // 31: loraft.coordinator.v1.ReportResultResponse
-	(*LeaderHint)(nil),               // 32: loraft.coordinator.v1.LeaderHint
-	nil,                              // 33: loraft.coordinator.v1.SweepStatus.ProgressEntry
-	(*Sweep)(nil),                    // 34: loraft.coordinator.v1.Sweep
-	(*Dataset)(nil),                  // 35: loraft.coordinator.v1.Dataset
-	(TrialState)(0),                  // 36: loraft.coordinator.v1.TrialState
-	(*Trial)(nil),                    // 37: loraft.coordinator.v1.Trial
-	(*Member)(nil),                   // 38: loraft.coordinator.v1.Member
-	(*TrainerRecord)(nil),            // 39: loraft.coordinator.v1.TrainerRecord
-	(*TrainSettings)(nil),            // 40: loraft.coordinator.v1.TrainSettings
-	(*TrialResult)(nil),              // 41: loraft.coordinator.v1.TrialResult
-	(*State)(nil),                    // 42: loraft.coordinator.v1.State
+	(*TrainerLeasesRequest)(nil),     // 32: loraft.coordinator.v1.TrainerLeasesRequest
+	(*TrainerLeasesResponse)(nil),    // 33: loraft.coordinator.v1.TrainerLeasesResponse
+	(*TrainerLease)(nil),             // 34: loraft.coordinator.v1.TrainerLease
+	(*LeaderHint)(nil),               // 35: loraft.coordinator.v1.LeaderHint
+	nil,                              // 36: loraft.coordinator.v1.SweepStatus.ProgressEntry
+	(*Sweep)(nil),                    // 37: loraft.coordinator.v1.Sweep
+	(*Dataset)(nil),                  // 38: loraft.coordinator.v1.Dataset
+	(TrialState)(0),                  // 39: loraft.coordinator.v1.TrialState
+	(*Trial)(nil),                    // 40: loraft.coordinator.v1.Trial
+	(*Member)(nil),                   // 41: loraft.coordinator.v1.Member
+	(*TrainerRecord)(nil),            // 42: loraft.coordinator.v1.TrainerRecord
+	(*TrainSettings)(nil),            // 43: loraft.coordinator.v1.TrainSettings
+	(*TrialResult)(nil),              // 44: loraft.coordinator.v1.TrialResult
+	(*State)(nil),                    // 45: loraft.coordinator.v1.State
 }
 var file_coordinatorpb_coordinator_proto_depIdxs = []int32{
-	34, // 0: loraft.coordinator.v1.LaunchSweepRequest.sweep:type_name -> loraft.coordinator.v1.Sweep
-	35, // 1: loraft.coordinator.v1.LaunchSweepRequest.dataset:type_name -> loraft.coordinator.v1.Dataset
+	37, // 0: loraft.coordinator.v1.LaunchSweepRequest.sweep:type_name -> loraft.coordinator.v1.Sweep
+	38, // 1: loraft.coordinator.v1.LaunchSweepRequest.dataset:type_name -> loraft.coordinator.v1.Dataset
 	10, // 2: loraft.coordinator.v1.ListSweepsResponse.sweeps:type_name -> loraft.coordinator.v1.SweepSummary
-	36, // 3: loraft.coordinator.v1.ListTrialsRequest.state:type_name -> loraft.coordinator.v1.TrialState
-	37, // 4: loraft.coordinator.v1.TrialSummary.trial:type_name -> loraft.coordinator.v1.Trial
+	39, // 3: loraft.coordinator.v1.ListTrialsRequest.state:type_name -> loraft.coordinator.v1.TrialState
+	40, // 4: loraft.coordinator.v1.TrialSummary.trial:type_name -> loraft.coordinator.v1.Trial
 	21, // 5: loraft.coordinator.v1.TrialSummary.progress:type_name -> loraft.coordinator.v1.Progress
 	13, // 6: loraft.coordinator.v1.ListTrialsResponse.trials:type_name -> loraft.coordinator.v1.TrialSummary
-	38, // 7: loraft.coordinator.v1.AddVoterRequest.member:type_name -> loraft.coordinator.v1.Member
-	34, // 8: loraft.coordinator.v1.SweepStatus.sweep:type_name -> loraft.coordinator.v1.Sweep
-	33, // 9: loraft.coordinator.v1.SweepStatus.progress:type_name -> loraft.coordinator.v1.SweepStatus.ProgressEntry
-	39, // 10: loraft.coordinator.v1.RegisterTrainerRequest.trainer:type_name -> loraft.coordinator.v1.TrainerRecord
+	41, // 7: loraft.coordinator.v1.AddVoterRequest.member:type_name -> loraft.coordinator.v1.Member
+	37, // 8: loraft.coordinator.v1.SweepStatus.sweep:type_name -> loraft.coordinator.v1.Sweep
+	36, // 9: loraft.coordinator.v1.SweepStatus.progress:type_name -> loraft.coordinator.v1.SweepStatus.ProgressEntry
+	42, // 10: loraft.coordinator.v1.RegisterTrainerRequest.trainer:type_name -> loraft.coordinator.v1.TrainerRecord
 	21, // 11: loraft.coordinator.v1.HeartbeatRequest.progress:type_name -> loraft.coordinator.v1.Progress
-	37, // 12: loraft.coordinator.v1.Assignment.trial:type_name -> loraft.coordinator.v1.Trial
-	40, // 13: loraft.coordinator.v1.Assignment.train:type_name -> loraft.coordinator.v1.TrainSettings
+	40, // 12: loraft.coordinator.v1.Assignment.trial:type_name -> loraft.coordinator.v1.Trial
+	43, // 13: loraft.coordinator.v1.Assignment.train:type_name -> loraft.coordinator.v1.TrainSettings
 	26, // 14: loraft.coordinator.v1.HeartbeatResponse.assignment:type_name -> loraft.coordinator.v1.Assignment
-	36, // 15: loraft.coordinator.v1.ReportResultRequest.state:type_name -> loraft.coordinator.v1.TrialState
-	41, // 16: loraft.coordinator.v1.ReportResultRequest.result:type_name -> loraft.coordinator.v1.TrialResult
-	21, // 17: loraft.coordinator.v1.SweepStatus.ProgressEntry.value:type_name -> loraft.coordinator.v1.Progress
-	0,  // 18: loraft.coordinator.v1.Coordinator.GetState:input_type -> loraft.coordinator.v1.GetStateRequest
-	1,  // 19: loraft.coordinator.v1.Coordinator.GetSweep:input_type -> loraft.coordinator.v1.GetSweepRequest
-	2,  // 20: loraft.coordinator.v1.Coordinator.LaunchSweep:input_type -> loraft.coordinator.v1.LaunchSweepRequest
-	4,  // 21: loraft.coordinator.v1.Coordinator.CancelSweep:input_type -> loraft.coordinator.v1.CancelSweepRequest
-	6,  // 22: loraft.coordinator.v1.Coordinator.ResumeRun:input_type -> loraft.coordinator.v1.ResumeRunRequest
-	8,  // 23: loraft.coordinator.v1.Coordinator.BestTrial:input_type -> loraft.coordinator.v1.BestTrialRequest
-	9,  // 24: loraft.coordinator.v1.Coordinator.ListSweeps:input_type -> loraft.coordinator.v1.ListSweepsRequest
-	12, // 25: loraft.coordinator.v1.Coordinator.ListTrials:input_type -> loraft.coordinator.v1.ListTrialsRequest
-	15, // 26: loraft.coordinator.v1.Coordinator.DeleteSweep:input_type -> loraft.coordinator.v1.DeleteSweepRequest
-	17, // 27: loraft.coordinator.v1.Coordinator.AddVoter:input_type -> loraft.coordinator.v1.AddVoterRequest
-	19, // 28: loraft.coordinator.v1.Coordinator.RemoveVoter:input_type -> loraft.coordinator.v1.RemoveVoterRequest
-	23, // 29: loraft.coordinator.v1.Coordinator.RegisterTrainer:input_type -> loraft.coordinator.v1.RegisterTrainerRequest
-	25, // 30: loraft.coordinator.v1.Coordinator.Heartbeat:input_type -> loraft.coordinator.v1.HeartbeatRequest
-	28, // 31: loraft.coordinator.v1.Coordinator.ReportCheckpoint:input_type -> loraft.coordinator.v1.ReportCheckpointRequest
-	30, // 32: loraft.coordinator.v1.Coordinator.ReportResult:input_type -> loraft.coordinator.v1.ReportResultRequest
-	42, // 33: loraft.coordinator.v1.Coordinator.GetState:output_type -> loraft.coordinator.v1.State
-	22, // 34: loraft.coordinator.v1.Coordinator.GetSweep:output_type -> loraft.coordinator.v1.SweepStatus
-	3,  // 35: loraft.coordinator.v1.Coordinator.LaunchSweep:output_type -> loraft.coordinator.v1.LaunchSweepResponse
-	5,  // 36: loraft.coordinator.v1.Coordinator.CancelSweep:output_type -> loraft.coordinator.v1.CancelSweepResponse
-	7,  // 37: loraft.coordinator.v1.Coordinator.ResumeRun:output_type -> loraft.coordinator.v1.ResumeRunResponse
-	37, // 38: loraft.coordinator.v1.Coordinator.BestTrial:output_type -> loraft.coordinator.v1.Trial
-	11, // 39: loraft.coordinator.v1.Coordinator.ListSweeps:output_type -> loraft.coordinator.v1.ListSweepsResponse
-	14, // 40: loraft.coordinator.v1.Coordinator.ListTrials:output_type -> loraft.coordinator.v1.ListTrialsResponse
-	16, // 41: loraft.coordinator.v1.Coordinator.DeleteSweep:output_type -> loraft.coordinator.v1.DeleteSweepResponse
-	18, // 42: loraft.coordinator.v1.Coordinator.AddVoter:output_type -> loraft.coordinator.v1.AddVoterResponse
-	20, // 43: loraft.coordinator.v1.Coordinator.RemoveVoter:output_type -> loraft.coordinator.v1.RemoveVoterResponse
-	24, // 44: loraft.coordinator.v1.Coordinator.RegisterTrainer:output_type -> loraft.coordinator.v1.RegisterTrainerResponse
-	27, // 45: loraft.coordinator.v1.Coordinator.Heartbeat:output_type -> loraft.coordinator.v1.HeartbeatResponse
-	29, // 46: loraft.coordinator.v1.Coordinator.ReportCheckpoint:output_type -> loraft.coordinator.v1.ReportCheckpointResponse
-	31, // 47: loraft.coordinator.v1.Coordinator.ReportResult:output_type -> loraft.coordinator.v1.ReportResultResponse
-	33, // [33:48] is the sub-list for method output_type
-	18, // [18:33] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	39, // 15: loraft.coordinator.v1.ReportResultRequest.state:type_name -> loraft.coordinator.v1.TrialState
+	44, // 16: loraft.coordinator.v1.ReportResultRequest.result:type_name -> loraft.coordinator.v1.TrialResult
+	34, // 17: loraft.coordinator.v1.TrainerLeasesResponse.leases:type_name -> loraft.coordinator.v1.TrainerLease
+	21, // 18: loraft.coordinator.v1.SweepStatus.ProgressEntry.value:type_name -> loraft.coordinator.v1.Progress
+	0,  // 19: loraft.coordinator.v1.Coordinator.GetState:input_type -> loraft.coordinator.v1.GetStateRequest
+	1,  // 20: loraft.coordinator.v1.Coordinator.GetSweep:input_type -> loraft.coordinator.v1.GetSweepRequest
+	2,  // 21: loraft.coordinator.v1.Coordinator.LaunchSweep:input_type -> loraft.coordinator.v1.LaunchSweepRequest
+	4,  // 22: loraft.coordinator.v1.Coordinator.CancelSweep:input_type -> loraft.coordinator.v1.CancelSweepRequest
+	6,  // 23: loraft.coordinator.v1.Coordinator.ResumeRun:input_type -> loraft.coordinator.v1.ResumeRunRequest
+	8,  // 24: loraft.coordinator.v1.Coordinator.BestTrial:input_type -> loraft.coordinator.v1.BestTrialRequest
+	9,  // 25: loraft.coordinator.v1.Coordinator.ListSweeps:input_type -> loraft.coordinator.v1.ListSweepsRequest
+	12, // 26: loraft.coordinator.v1.Coordinator.ListTrials:input_type -> loraft.coordinator.v1.ListTrialsRequest
+	15, // 27: loraft.coordinator.v1.Coordinator.DeleteSweep:input_type -> loraft.coordinator.v1.DeleteSweepRequest
+	17, // 28: loraft.coordinator.v1.Coordinator.AddVoter:input_type -> loraft.coordinator.v1.AddVoterRequest
+	19, // 29: loraft.coordinator.v1.Coordinator.RemoveVoter:input_type -> loraft.coordinator.v1.RemoveVoterRequest
+	23, // 30: loraft.coordinator.v1.Coordinator.RegisterTrainer:input_type -> loraft.coordinator.v1.RegisterTrainerRequest
+	25, // 31: loraft.coordinator.v1.Coordinator.Heartbeat:input_type -> loraft.coordinator.v1.HeartbeatRequest
+	28, // 32: loraft.coordinator.v1.Coordinator.ReportCheckpoint:input_type -> loraft.coordinator.v1.ReportCheckpointRequest
+	30, // 33: loraft.coordinator.v1.Coordinator.ReportResult:input_type -> loraft.coordinator.v1.ReportResultRequest
+	32, // 34: loraft.coordinator.v1.Coordinator.TrainerLeases:input_type -> loraft.coordinator.v1.TrainerLeasesRequest
+	45, // 35: loraft.coordinator.v1.Coordinator.GetState:output_type -> loraft.coordinator.v1.State
+	22, // 36: loraft.coordinator.v1.Coordinator.GetSweep:output_type -> loraft.coordinator.v1.SweepStatus
+	3,  // 37: loraft.coordinator.v1.Coordinator.LaunchSweep:output_type -> loraft.coordinator.v1.LaunchSweepResponse
+	5,  // 38: loraft.coordinator.v1.Coordinator.CancelSweep:output_type -> loraft.coordinator.v1.CancelSweepResponse
+	7,  // 39: loraft.coordinator.v1.Coordinator.ResumeRun:output_type -> loraft.coordinator.v1.ResumeRunResponse
+	40, // 40: loraft.coordinator.v1.Coordinator.BestTrial:output_type -> loraft.coordinator.v1.Trial
+	11, // 41: loraft.coordinator.v1.Coordinator.ListSweeps:output_type -> loraft.coordinator.v1.ListSweepsResponse
+	14, // 42: loraft.coordinator.v1.Coordinator.ListTrials:output_type -> loraft.coordinator.v1.ListTrialsResponse
+	16, // 43: loraft.coordinator.v1.Coordinator.DeleteSweep:output_type -> loraft.coordinator.v1.DeleteSweepResponse
+	18, // 44: loraft.coordinator.v1.Coordinator.AddVoter:output_type -> loraft.coordinator.v1.AddVoterResponse
+	20, // 45: loraft.coordinator.v1.Coordinator.RemoveVoter:output_type -> loraft.coordinator.v1.RemoveVoterResponse
+	24, // 46: loraft.coordinator.v1.Coordinator.RegisterTrainer:output_type -> loraft.coordinator.v1.RegisterTrainerResponse
+	27, // 47: loraft.coordinator.v1.Coordinator.Heartbeat:output_type -> loraft.coordinator.v1.HeartbeatResponse
+	29, // 48: loraft.coordinator.v1.Coordinator.ReportCheckpoint:output_type -> loraft.coordinator.v1.ReportCheckpointResponse
+	31, // 49: loraft.coordinator.v1.Coordinator.ReportResult:output_type -> loraft.coordinator.v1.ReportResultResponse
+	33, // 50: loraft.coordinator.v1.Coordinator.TrainerLeases:output_type -> loraft.coordinator.v1.TrainerLeasesResponse
+	35, // [35:51] is the sub-list for method output_type
+	19, // [19:35] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_coordinatorpb_coordinator_proto_init() }
@@ -2224,7 +2382,7 @@ func file_coordinatorpb_coordinator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_coordinatorpb_coordinator_proto_rawDesc), len(file_coordinatorpb_coordinator_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   34,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -38,6 +38,7 @@ const (
 	Coordinator_Heartbeat_FullMethodName        = "/loraft.coordinator.v1.Coordinator/Heartbeat"
 	Coordinator_ReportCheckpoint_FullMethodName = "/loraft.coordinator.v1.Coordinator/ReportCheckpoint"
 	Coordinator_ReportResult_FullMethodName     = "/loraft.coordinator.v1.Coordinator/ReportResult"
+	Coordinator_TrainerLeases_FullMethodName    = "/loraft.coordinator.v1.Coordinator/TrainerLeases"
 )
 
 // CoordinatorClient is the client API for Coordinator service.
@@ -81,6 +82,10 @@ type CoordinatorClient interface {
 	ReportCheckpoint(ctx context.Context, in *ReportCheckpointRequest, opts ...grpc.CallOption) (*ReportCheckpointResponse, error)
 	// ReportResult ends a trial: succeeded with its result, or failed.
 	ReportResult(ctx context.Context, in *ReportResultRequest, opts ...grpc.CallOption) (*ReportResultResponse, error)
+	// TrainerLeases returns the leader's soft state about each trainer it
+	// has heard from (leader only: a follower answers UNAVAILABLE with a
+	// LeaderHint). A follower's dashboard shows it.
+	TrainerLeases(ctx context.Context, in *TrainerLeasesRequest, opts ...grpc.CallOption) (*TrainerLeasesResponse, error)
 }
 
 type coordinatorClient struct {
@@ -241,6 +246,16 @@ func (c *coordinatorClient) ReportResult(ctx context.Context, in *ReportResultRe
 	return out, nil
 }
 
+func (c *coordinatorClient) TrainerLeases(ctx context.Context, in *TrainerLeasesRequest, opts ...grpc.CallOption) (*TrainerLeasesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TrainerLeasesResponse)
+	err := c.cc.Invoke(ctx, Coordinator_TrainerLeases_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CoordinatorServer is the server API for Coordinator service.
 // All implementations must embed UnimplementedCoordinatorServer
 // for forward compatibility.
@@ -282,6 +297,10 @@ type CoordinatorServer interface {
 	ReportCheckpoint(context.Context, *ReportCheckpointRequest) (*ReportCheckpointResponse, error)
 	// ReportResult ends a trial: succeeded with its result, or failed.
 	ReportResult(context.Context, *ReportResultRequest) (*ReportResultResponse, error)
+	// TrainerLeases returns the leader's soft state about each trainer it
+	// has heard from (leader only: a follower answers UNAVAILABLE with a
+	// LeaderHint). A follower's dashboard shows it.
+	TrainerLeases(context.Context, *TrainerLeasesRequest) (*TrainerLeasesResponse, error)
 	mustEmbedUnimplementedCoordinatorServer()
 }
 
@@ -336,6 +355,9 @@ func (UnimplementedCoordinatorServer) ReportCheckpoint(context.Context, *ReportC
 }
 func (UnimplementedCoordinatorServer) ReportResult(context.Context, *ReportResultRequest) (*ReportResultResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReportResult not implemented")
+}
+func (UnimplementedCoordinatorServer) TrainerLeases(context.Context, *TrainerLeasesRequest) (*TrainerLeasesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method TrainerLeases not implemented")
 }
 func (UnimplementedCoordinatorServer) mustEmbedUnimplementedCoordinatorServer() {}
 func (UnimplementedCoordinatorServer) testEmbeddedByValue()                     {}
@@ -628,6 +650,24 @@ func _Coordinator_ReportResult_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Coordinator_TrainerLeases_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TrainerLeasesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).TrainerLeases(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_TrainerLeases_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).TrainerLeases(ctx, req.(*TrainerLeasesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Coordinator_ServiceDesc is the grpc.ServiceDesc for Coordinator service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -694,6 +734,10 @@ var Coordinator_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReportResult",
 			Handler:    _Coordinator_ReportResult_Handler,
+		},
+		{
+			MethodName: "TrainerLeases",
+			Handler:    _Coordinator_TrainerLeases_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

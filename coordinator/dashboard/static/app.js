@@ -221,7 +221,8 @@
     var metric = "macro_f1";
     function render(v) {
       parts.states.innerHTML = counts(v.states) + (v.cancelled ? ' <span class="muted">cancelled</span>' : "") +
-        (v.early_stopping ? ' <span class="muted">early stopping: ' + esc(v.early_stopping) + "</span>" : "");
+        (v.early_stopping ? ' <span class="muted">early stopping: ' + esc(v.early_stopping) + "</span>" : "") +
+        (v.live ? "" : ' <span class="problem" id="stale">stale: no leader answered, so this is this coordinator\'s applied state without live progress</span>');
       parts.trials.innerHTML = trialsTable(v);
       parts.heat.innerHTML = heatTable(v.heat, v.metric);
       parts.events.innerHTML = eventsList(v.events);
@@ -288,7 +289,7 @@
 
   function trainersPage() {
     poll("/api/trainers", function (v) {
-      app.innerHTML = (v.live ? "" : '<p class="muted">This coordinator is not the leader: lease ages and throughput are known only to the leader.</p>') +
+      app.innerHTML = (v.live ? "" : '<p class="problem" id="stale">Stale: no leader answered, and lease ages are known only to the leader.</p>') +
         (!v.trainers.length ? '<p class="muted">No trainer has registered.</p>' :
         '<div class="panel scroll"><table><thead><tr><th>trainer</th><th>address</th><th>device</th><th class="num">lease age</th>' +
         '<th>current trial</th><th class="num">samples/s</th></tr></thead><tbody>' + v.trainers.map(function (t) {
