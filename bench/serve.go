@@ -37,7 +37,9 @@ type ServeConfig struct {
 	// Concurrency are hey's -c values (default 1, 8, 64).
 	Concurrency []int
 	// Duration is hey's -z for each measurement of the tiny model (default
-	// 10 s); BaseDuration for bert-base (default 10 s).
+	// 10 s); BaseDuration for bert-base (default 40 s: at concurrency 64 an
+	// answer takes seconds on 2 cores, and requests/s over a span of only a
+	// few answer times counts the ramp-up and the tail).
 	Duration, BaseDuration time.Duration
 	// MaxBatch and MaxWait are serve's batching flags for the batching-on
 	// runs (default 32 and 5 ms); batching off is --max-batch 1.
@@ -81,7 +83,7 @@ func (r *Runner) Serve(ctx context.Context, cfg ServeConfig) (Report, error) {
 		cfg.Duration = 10 * time.Second
 	}
 	if cfg.BaseDuration <= 0 {
-		cfg.BaseDuration = 10 * time.Second
+		cfg.BaseDuration = 40 * time.Second
 	}
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = 32

@@ -190,7 +190,7 @@ func benchCommand() *cli.Command {
 				&cli.StringFlag{Name: "models", Value: "tiny,base", Usage: "model configurations served"},
 				&cli.StringFlag{Name: "concurrency", Value: "1,8,64", Usage: "hey -c values"},
 				&cli.DurationFlag{Name: "duration", Value: 10 * time.Second, Usage: "hey -z of each tiny-model measurement"},
-				&cli.DurationFlag{Name: "base-duration", Value: 10 * time.Second, Usage: "hey -z of each bert-base measurement"},
+				&cli.DurationFlag{Name: "base-duration", Value: 40 * time.Second, Usage: "hey -z of each bert-base measurement (long: at concurrency 64 one answer takes seconds)"},
 				&cli.IntFlag{Name: "max-batch", Value: 32, Usage: "serve --max-batch with batching on"},
 				&cli.DurationFlag{Name: "max-wait", Value: 5 * time.Millisecond, Usage: "serve --max-wait with batching on"},
 				&cli.IntFlag{Name: "workers", Usage: "serve --workers (0: its default)"},
