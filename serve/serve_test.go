@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -282,6 +283,50 @@ func (b *blockingClassifier) ClassifyTokens(ctx context.Context, ids [][]int32) 
 		out[i] = trainer.Prediction{Label: "Normal", Confidence: 1, Probabilities: map[string]float64{"Normal": 1}}
 	}
 	return out, nil
+}
+
+// idleClassifier answers at once, counting the texts of each batch.
+type idleClassifier struct {
+	mu      sync.Mutex
+	batches []int
+}
+
+func (c *idleClassifier) ClassifyTokens(ctx context.Context, ids [][]int32) ([]trainer.Prediction, error) {
+	c.mu.Lock()
+	c.batches = append(c.batches, len(ids))
+	c.mu.Unlock()
+	out := make([]trainer.Prediction, len(ids))
+	for i := range out {
+		out[i] = trainer.Prediction{Label: "Normal", Confidence: 1, Probabilities: map[string]float64{"Normal": 1}}
+	}
+	return out, nil
+}
+
+// A lone request on an idle service does not wait MaxWait for company: the
+// worker would only sit idle. Its deadline is shorter than MaxWait, so a
+// batcher that waited would fail it (a worker drops texts whose request
+// gave up).
+func TestIdleServiceDoesNotWait(t *testing.T) {
+	tok, err := wordpiece.BertBaseUncased()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cls := &idleClassifier{}
+	s := newService(t, Config{MaxBatch: 8, MaxWait: time.Second, Workers: 1, QueueTexts: 16, MaxTexts: 8, MaxTextBytes: 100, Review: DefaultReview()})
+	s.SetModel(NewModel("idle", shard.LabelNames(), 16, cls, tok, nil))
+	for i := range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
+		_, err := s.Classify(ctx, []string{fmt.Sprintf("alone %d", i)})
+		cancel()
+		if err != nil {
+			t.Fatalf("a lone request on an idle service: %v (did it wait MaxWait?)", err)
+		}
+	}
+	cls.mu.Lock()
+	defer cls.mu.Unlock()
+	if !slices.Equal(cls.batches, []int{1, 1, 1}) {
+		t.Fatalf("batches %v, want three of one text", cls.batches)
+	}
 }
 
 // A full queue answers ErrOverloaded at once instead of growing; once the

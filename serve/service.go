@@ -106,6 +106,7 @@ type Service struct {
 	queue  chan *item
 	queued atomic.Int64 // texts queued, not yet in a batch
 	work   chan []*item
+	busy   atomic.Int64 // workers classifying a batch
 	stop   context.CancelFunc
 	done   sync.WaitGroup
 }
@@ -272,6 +273,8 @@ func cutUTF8(s string, n int) string {
 // batch gathers queued texts into batches: it waits for a first text, then
 // up to MaxWait for more, up to MaxBatch; it groups them by model, sorts
 // them by length and cuts a batch where padding would double its size.
+// When a worker is idle and nothing else is queued, the first text goes at
+// once: waiting could only add latency, since the worker would sit idle.
 func (s *Service) batch(ctx context.Context) {
 	defer s.done.Done()
 	defer close(s.work)
@@ -285,9 +288,13 @@ func (s *Service) batch(ctx context.Context) {
 		case first = <-s.queue:
 		}
 		got := []*item{first}
-		timer.Reset(s.cfg.MaxWait)
+		wait := s.cfg.MaxWait
+		if len(s.queue) == 0 && s.busy.Load() < int64(s.cfg.Workers) && len(s.work) == 0 {
+			wait = 0
+		}
+		timer.Reset(wait)
 	gather:
-		for len(got) < s.cfg.MaxBatch {
+		for len(got) < s.cfg.MaxBatch && (wait > 0 || len(s.queue) > 0) {
 			select {
 			case it := <-s.queue:
 				got = append(got, it)
@@ -366,7 +373,9 @@ func (s *Service) run() {
 			ids[i] = it.ids
 		}
 		start := time.Now()
+		s.busy.Add(1)
 		preds, err := live[0].m.cls.ClassifyTokens(context.Background(), ids)
+		s.busy.Add(-1)
 		s.metrics.observeBatch(len(live), time.Since(start))
 		if err == nil && len(preds) != len(live) {
 			err = fmt.Errorf("model answered %d of %d texts", len(preds), len(live))
