@@ -141,6 +141,7 @@ type outcome struct {
 
 type trialOutcome struct {
 	state   pb.TrialState
+	reason  string // why it ended so (the trial's reason)
 	result  string // the metrics of the result, formatted
 	step    int
 	adapter string // the final checkpoint's parameters, bit-exact
@@ -214,7 +215,7 @@ func compare(t *testing.T, want, got *outcome, res *Result) {
 		switch {
 		case !ok || g.state != pb.TrialState_TRIAL_STATE_SUCCEEDED:
 			res.TrialsLost++
-			fail(t, res, "trial %s ended %v, want SUCCEEDED", name, g.state)
+			fail(t, res, "trial %s ended %v (%q), want SUCCEEDED", name, g.state, g.reason)
 		case g.adapter != w.adapter || g.step != w.step:
 			res.TrialsLost++
 			res.AdapterBytesEqual = false
@@ -467,7 +468,7 @@ func (r *runCtx) collect(t *testing.T, ctx context.Context, st *pb.State) *outco
 	sw := sweepOf(st, "chaos")
 	var best *pb.Trial
 	for _, tr := range sw.GetTrials() {
-		o := trialOutcome{state: tr.GetState()}
+		o := trialOutcome{state: tr.GetState(), reason: tr.GetReason()}
 		if res := tr.GetResult(); res != nil {
 			o.result = fmt.Sprintf("steps %d val macro-F1 %v accuracy %v test macro-F1 %v", res.GetSteps(), res.GetValMacroF1(), res.GetValAccuracy(), res.GetTestMacroF1())
 		}
