@@ -45,7 +45,7 @@ type EpochRun struct {
 // (trainer.Hyper.BucketByLength), and reports each run's samples/s, how
 // much of its batches was padding, and its validation macro-F1 (bucketing
 // changes which rows share a batch, not what is learnt).
-func Epoch(ctx context.Context, cfg EpochConfig) (Report, error) {
+func (r *Runner) Epoch(ctx context.Context, cfg EpochConfig) (Report, error) {
 	threads, err := libtorch.SetThreads()
 	if err != nil {
 		return nil, err
@@ -112,7 +112,7 @@ func Epoch(ctx context.Context, cfg EpochConfig) (Report, error) {
 			runs[name] = run
 		}
 	}
-	return Report{"data": cfg.Data, "rows_train": len(sp.Train), "config": cfg.Config, "max_len": cfg.MaxLen,
+	return Report{"loraft": r.Version, "date": time.Now().UTC().Format(time.RFC3339), "data": cfg.Data, "rows_train": len(sp.Train), "config": cfg.Config, "max_len": cfg.MaxLen,
 		"batch": cfg.Batch, "epochs": cfg.Epochs, "reps": reps, "threads": threads,
 		"note": "one process, the same seeds; padded: batches in shuffled order, each padded to its longest row; bucketed: " +
 			"shard.BucketByLength (pools of 50 global batches sorted by length, batches shuffled); seconds include the end-of-run evaluation and calibration",

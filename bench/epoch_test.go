@@ -8,7 +8,7 @@ import (
 // TestEpoch runs the bucketing benchmark on the shipped demo data: both
 // runs train the whole split, and bucketing holds fewer padding slots.
 func TestEpoch(t *testing.T) {
-	rep, err := Epoch(context.Background(), EpochConfig{Data: "../experiments/data/demo.csv", Config: "tiny", MaxLen: 64, Batch: 16, Epochs: 1, Reps: 1})
+	rep, err := (&Runner{Version: "test"}).Epoch(context.Background(), EpochConfig{Data: "../experiments/data/demo.csv", Config: "tiny", MaxLen: 64, Batch: 16, Epochs: 1, Reps: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -88,6 +88,22 @@ func benchCommand() *cli.Command {
 					Steps: c.Int("steps"), SoakSteps: c.Int("soak-steps"), Python: c.String("python"), Reference: c.Path("reference")}))
 			},
 		}, {
+			Name:  "epoch",
+			Usage: "train epochs of a dataset in this process with batches padded as shuffled and length-bucketed: samples/s, padding, macro-F1 (JSON)",
+			Flags: []cli.Flag{
+				&cli.PathFlag{Name: "data", Value: "experiments/data/demo.csv", Usage: "dataset CSV (e.g. ../shared/data/combined-val.csv)"},
+				&cli.StringFlag{Name: "config", Value: "tiny"},
+				&cli.IntFlag{Name: "max-len", Value: 128},
+				&cli.IntFlag{Name: "batch", Value: 16},
+				&cli.IntFlag{Name: "epochs", Value: 1},
+				&cli.IntFlag{Name: "reps", Value: 2, Usage: "runs of each setting, interleaved; the faster is kept"},
+				out,
+			},
+			Action: func(c *cli.Context) error {
+				return benchReport(c)(benchRunner(c).Epoch(c.Context, bench.EpochConfig{Data: c.Path("data"), Config: c.String("config"),
+					MaxLen: c.Int("max-len"), Batch: c.Int("batch"), Epochs: c.Int("epochs"), Reps: c.Int("reps")}))
+			},
+		}, {
 			Name:  "checkpoint",
 			Usage: "save and load a bert-base r=8 checkpoint (adapter + AdamW state) to a local store and to MinIO on loopback (JSON)",
 			Flags: []cli.Flag{&cli.IntFlag{Name: "repeat", Value: 5, Usage: "median of this many saves and loads"}, out},
