@@ -227,10 +227,14 @@ func benchCommand() *cli.Command {
 			},
 		}, {
 			Name:  "dashboard",
-			Usage: "time the first paint of a sweep page (HTML, its JSON, scripts and styles) against an in-process coordinator (JSON)",
-			Flags: []cli.Flag{out, &cli.IntFlag{Name: "trials", Value: 100}, &cli.IntFlag{Name: "loads", Value: 20}},
+			Usage: "time a sweep page's first paint (HTML, its JSON, scripts and styles) and first live update, and /metrics with many trials, against an in-process coordinator (JSON)",
+			Flags: []cli.Flag{out, &cli.IntFlag{Name: "trials", Value: 100}, &cli.IntFlag{Name: "loads", Value: 20},
+				&cli.IntFlag{Name: "updates", Value: 20, Usage: "live updates timed"},
+				&cli.IntFlag{Name: "metrics-trials", Value: 10000, Usage: "trials in the FSM when /metrics is timed"},
+				&cli.IntFlag{Name: "scrapes", Value: 20, Usage: "/metrics scrapes timed"}},
 			Action: func(c *cli.Context) error {
-				return benchReport(c)(benchRunner(c).Dashboard(c.Context, bench.DashboardConfig{Trials: c.Int("trials"), Loads: c.Int("loads")}))
+				return benchReport(c)(benchRunner(c).Dashboard(c.Context, bench.DashboardConfig{Trials: c.Int("trials"), Loads: c.Int("loads"),
+					Updates: c.Int("updates"), MetricsTrials: c.Int("metrics-trials"), Scrapes: c.Int("scrapes")}))
 			},
 		}},
 	}
