@@ -312,11 +312,34 @@ func (j Job) resumeState(ctx context.Context, warn func(string, ...any)) (*State
 		files map[string][]byte
 		err   error
 	)
+	if err := checkpoint.ValidateRun(j.Run); err != nil {
+		return nil, err
+	}
 	start := time.Now()
-	if j.ResumeAt > 0 {
-		ck, files, err = checkpoint.LoadAtOrBefore(ctx, j.Store, j.Run, j.ResumeAt, skip)
-	} else {
-		ck, files, err = checkpoint.LoadLatest(ctx, j.Store, j.Run, skip)
+	outage := j.StoreOutage
+	if outage <= 0 {
+		outage = DefaultStoreOutage
+	}
+	// The store may be down for a while (a restart, a partition): wait for
+	// it with backoff, as checkpoint saves do, rather than fail the trial or
+	// bounce it between trainers; give up after StoreOutage.
+	for backoff := 500 * time.Millisecond; ; backoff = min(2*backoff, 10*time.Second) {
+		if j.ResumeAt > 0 {
+			ck, files, err = checkpoint.LoadAtOrBefore(ctx, j.Store, j.Run, j.ResumeAt, skip)
+		} else {
+			ck, files, err = checkpoint.LoadLatest(ctx, j.Store, j.Run, skip)
+		}
+		if err == nil || errors.Is(err, checkpoint.ErrNoCheckpoint) || ctx.Err() != nil {
+			break
+		}
+		if waited := time.Since(start); waited+backoff > outage {
+			return nil, fmt.Errorf("%w: resuming run %s: the store has not answered for %s: %w", ErrStoreUnreachable, j.Run, waited.Round(time.Second), err)
+		}
+		warn("warning: resume: reading run %s's checkpoints from %s: %v (retrying in %s)", j.Run, j.Store, err, backoff)
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
 	}
 	switch {
 	case errors.Is(err, checkpoint.ErrNoCheckpoint):

@@ -18,11 +18,20 @@ import (
 	"github.com/sugarme/gotch"
 )
 
-// failingStore fails the first failures Puts under prefix.
+// failingStore fails the first failures Puts under prefix, and the first
+// listFailures Lists (a store that is down when a job starts).
 type failingStore struct {
 	checkpoint.Store
-	prefix   string
-	failures atomic.Int64
+	prefix       string
+	failures     atomic.Int64
+	listFailures atomic.Int64
+}
+
+func (f *failingStore) List(ctx context.Context, prefix string) ([]checkpoint.ObjectInfo, error) {
+	if f.listFailures.Add(-1) >= 0 {
+		return nil, errors.New("injected list failure: connection refused")
+	}
+	return f.Store.List(ctx, prefix)
 }
 
 func (f *failingStore) Put(ctx context.Context, key string, r io.Reader, size int64) error {
@@ -158,6 +167,7 @@ func TestRunJob(t *testing.T) {
 		resumeLatest bool
 		corrupt      []int // checkpoints whose adapter tensors are overwritten
 		failSave     int   // a step whose checkpoint fails to be written twice, then is
+		listFailures int64 // the store's first Lists fail: it is down when the job starts
 		wantFrom     int   // the step the run resumes from (0: from scratch)
 		wantSaved    []int
 		wantSkipped  int // "skipping checkpoint" warnings
@@ -169,6 +179,7 @@ func TestRunJob(t *testing.T) {
 		{name: "latest", resumeLatest: true, wantFrom: 7, wantSaved: []int{7}},
 		{name: "latest skips corrupt", resumeLatest: true, corrupt: []int{7, 6}, wantFrom: 4, wantSaved: []int{6, 7}, wantSkipped: 2},
 		{name: "none at or before", resumeAt: 1, wantFrom: 0, wantSaved: []int{2, 4, 6, 7}},
+		{name: "the store is down at the start: waited for", resumeAt: 4, listFailures: 2, wantFrom: 4, wantSaved: []int{6, 7}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -180,6 +191,7 @@ func TestRunJob(t *testing.T) {
 			}
 			var rec jobRecord
 			fs := &failingStore{Store: store}
+			fs.listFailures.Store(tc.listFailures)
 			if tc.failSave > 0 {
 				fs.prefix = checkpoint.Prefix("r", tc.failSave)
 				fs.failures.Store(2)
@@ -209,6 +221,13 @@ func TestRunJob(t *testing.T) {
 			}
 			if !found || skipped != tc.wantSkipped {
 				t.Errorf("warnings %q: want one starting %q and %d skipped checkpoints", rec.warnings, notice, tc.wantSkipped)
+			}
+			retried := 0
+			for _, w := range rec.warnings {
+				retried += strings.Count(w, "(retrying in ")
+			}
+			if int64(retried) != tc.listFailures {
+				t.Errorf("warnings %q: %d retries of a failed read, want %d", rec.warnings, retried, tc.listFailures)
 			}
 			if wantFirst := tc.wantFrom + 1; tc.wantFrom < 7 && rec.firstStep != wantFirst {
 				t.Errorf("first trained step %d, want %d", rec.firstStep, wantFirst)
@@ -300,5 +319,33 @@ func TestRunJobRecordsGeneration(t *testing.T) {
 			m.Drop()
 		}
 		t.Fatalf("a generation-2 job resuming a generation-3 checkpoint: %v, want ErrStaleGeneration", err)
+	}
+}
+
+// TestRunJobResumeGivesUpOnTheStore: a job that must resume while the
+// store stays down waits for it, then stops with ErrStoreUnreachable once
+// StoreOutage has passed (the agent then gives the trial back to the
+// queue) instead of failing the trial or starting over at step 0.
+func TestRunJobResumeGivesUpOnTheStore(t *testing.T) {
+	d := demoData(t, "../experiments/data/demo.csv", 16)
+	dir, err := checkpoint.NewDirStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := &failingStore{Store: dir}
+	fs.listFailures.Store(1 << 40)
+	var rec jobRecord
+	j := tinyJob(d, fs, &rec)
+	j.ResumeAt, j.StoreOutage = 4, 2*time.Second
+	m, _, _, err := RunJob(context.Background(), j)
+	if err == nil {
+		m.Drop()
+		t.Fatal("the job ran without reading its checkpoint")
+	}
+	if !errors.Is(err, ErrStoreUnreachable) || !strings.Contains(err.Error(), "resuming run r") {
+		t.Fatalf("error %v, want ErrStoreUnreachable while resuming run r", err)
+	}
+	if rec.firstStep != -1 {
+		t.Fatalf("trained from step %d without its checkpoint", rec.firstStep)
 	}
 }
