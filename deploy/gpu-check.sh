@@ -5,8 +5,17 @@
 # (bert-base, seq 128, batch 32, bf16) beside the PyTorch reference script.
 # Results go to $GPU_CHECK_OUT (default bench/results/). Budget: < 8 minutes.
 #
+# It then makes the HF golden vectors of issue #16 (deploy/hf-golden.py, with
+# transformers and peft) in $GPU_CHECK_OUT/hf-golden/: BertTokenizer ids,
+# a tiny random BertForSequenceClassification saved by save_pretrained with
+# its logits, a loraft adapter trained on that base (bin/loraft train, fp32,
+# on the CPU) and PEFT's logits with it. Each of those steps is bounded by
+# timeout and only reported when it fails: the rest of the check goes on.
+# Copy them into the repository as trainer/model/hub/testdata/README.md says.
+#
 # Needs in the working tree: bin/loraft, deploy/, third_party/gotch/csrc,
-# bench/reference/qlora_step.py.
+# bench/reference/qlora_step.py, shard/wordpiece/vocab/bert-base-uncased.txt,
+# shard/wordpiece/testdata/golden.json, experiments/data/demo.csv.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out=${GPU_CHECK_OUT:-bench/results}
@@ -30,4 +39,24 @@ step "trainer benchmark on cuda (bert-base, seq 128, batch 32, bf16) with the to
 timeout 360 bin/loraft bench trainer --device cuda --compute-dtype bf16 --config base --seq 128 --batch 32 \
   --steps 10 --soak-steps 0 --python "$PY" --reference bench/reference/qlora_step.py \
   --out "$out/trainer-gpu.json" 2>&1 | tail -n 20
+
+# The HF golden vectors: a failure here is reported, and the check goes on.
+hf="$out/hf-golden"
+rm -rf "$hf" && mkdir -p "$hf"
+step "HF golden vectors: tokenizer ids and the tiny BERT (deploy/hf-golden.py)"
+if timeout 120 "$PY" deploy/hf-golden.py "$hf" >"$hf/log.txt" 2>&1; then
+  tail -n 5 "$hf/log.txt"
+  step "HF golden vectors: a loraft adapter on the tiny BERT (fp32 base, so PEFT's dense base matches)"
+  if timeout 150 bin/loraft train --data experiments/data/demo.csv --base "$hf/tiny-bert" --quant fp32 \
+      --epochs 1 --no-calibrate --out "$hf/loraft-adapter" >>"$hf/log.txt" 2>&1; then
+    step "HF golden vectors: PEFT's logits with the loraft adapter"
+    timeout 90 "$PY" deploy/hf-golden.py "$hf" --skip-base --adapter "$hf/loraft-adapter" >>"$hf/log.txt" 2>&1 ||
+      echo "gpu-check: hf-golden --adapter FAILED (rc $?), see $hf/log.txt" >&2
+  else
+    echo "gpu-check: loraft train on the tiny BERT FAILED (rc $?), see $hf/log.txt" >&2
+  fi
+else
+  echo "gpu-check: hf-golden.py FAILED (rc $?), see $hf/log.txt" >&2
+fi
+tail -n 5 "$hf/log.txt" || true
 step "done: $(ls "$out")"
