@@ -47,18 +47,8 @@ func writeAdapter(t *testing.T, seed uint64, reviewBelow float64) string {
 	if dir, ok := adapters[key]; ok {
 		return dir
 	}
-	c := model.Tiny()
-	l := lora.Config{Rank: 4, Alpha: 8, Targets: []string{lora.AllLinear}}
-	m, err := model.New(c, model.RandomWeights(c, 0), nil, nil, model.Options{Quant: model.NF4, Compute: gotch.Float,
-		Device: gotch.CPU, LoRA: l, Labels: shard.NumLabels, Seed: seed})
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, man := tinyAdapter(t, seed)
 	defer m.Drop()
-	man := trainer.Manifest{Base: trainer.Base{ConfigName: "tiny", Config: c, Quant: model.NF4, Compute: "fp32"},
-		LoRA: l, Hyper: trainer.DefaultHyper(), Temperature: 1, Labels: shard.LabelNames(),
-		Tokenizer: trainer.Tokenizer{MaxLen: 32, LowerCase: true}}
-	man.Hyper.Seed = seed
 	res := &trainer.Result{Temperature: 1, Val: metrics.Report{N: 10, ReviewBelow: reviewBelow, ReviewTarget: 0.9}}
 	dir := filepath.Join(adapterRoot, key)
 	if err := trainer.SaveAdapter(dir, m, man, res, wordpiece.BertBaseUncasedVocab()); err != nil {
@@ -66,6 +56,26 @@ func writeAdapter(t *testing.T, seed uint64, reviewBelow float64) string {
 	}
 	adapters[key] = dir
 	return dir
+}
+
+// tinyAdapter is the tiny BERT shape on a random base, NF4, with LoRA
+// (rank 4, alpha 8) on every linear layer and the LoRA and classifier
+// initialized from seed, plus the manifest that describes it. The caller
+// drops the model.
+func tinyAdapter(t *testing.T, seed uint64) (*model.Model, trainer.Manifest) {
+	t.Helper()
+	c := model.Tiny()
+	l := lora.Config{Rank: 4, Alpha: 8, Targets: []string{lora.AllLinear}}
+	m, err := model.New(c, model.RandomWeights(c, 0), nil, nil, model.Options{Quant: model.NF4, Compute: gotch.Float,
+		Device: gotch.CPU, LoRA: l, Labels: shard.NumLabels, Seed: seed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	man := trainer.Manifest{Base: trainer.Base{ConfigName: "tiny", Config: c, Quant: model.NF4, Compute: "fp32"},
+		LoRA: l, Hyper: trainer.DefaultHyper(), Temperature: 1, Labels: shard.LabelNames(),
+		Tokenizer: trainer.Tokenizer{MaxLen: 32, LowerCase: true}}
+	man.Hyper.Seed = seed
+	return m, man
 }
 
 // Adapters are written once per test binary: each takes a model build.

@@ -13,10 +13,8 @@ import (
 	"github.com/loraft/loraft/coordinator"
 	"github.com/loraft/loraft/coordinator/coordinatortest"
 	pb "github.com/loraft/loraft/proto/coordinatorpb"
-	"github.com/loraft/loraft/shard"
 	"github.com/loraft/loraft/shard/wordpiece"
 	"github.com/loraft/loraft/trainer"
-	"github.com/loraft/loraft/trainer/lora"
 	"github.com/loraft/loraft/trainer/metrics"
 	"github.com/loraft/loraft/trainer/model"
 	"github.com/sugarme/gotch"
@@ -216,22 +214,12 @@ func placeTrials(t *testing.T, ctx context.Context, cl *coordinator.Client, trai
 // with a validation report whose review threshold is 0.3.
 func checkpointFiles(t *testing.T, seed uint64, step int) map[string][]byte {
 	t.Helper()
-	c := model.Tiny()
-	l := lora.Config{Rank: 4, Alpha: 8, Targets: []string{lora.AllLinear}}
-	m, err := model.New(c, model.RandomWeights(c, 0), nil, nil, model.Options{Quant: model.NF4, Compute: gotch.Float,
-		Device: gotch.CPU, LoRA: l, Labels: shard.NumLabels, Seed: seed})
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, man := tinyAdapter(t, seed)
 	defer m.Drop()
 	params, err := m.ParamValues()
 	if err != nil {
 		t.Fatal(err)
 	}
-	man := trainer.Manifest{Base: trainer.Base{ConfigName: "tiny", Config: c, Quant: model.NF4, Compute: "fp32"},
-		LoRA: l, Hyper: trainer.DefaultHyper(), Temperature: 1, Labels: shard.LabelNames(),
-		Tokenizer: trainer.Tokenizer{MaxLen: 32, LowerCase: true}}
-	man.Hyper.Seed = seed
 	st := &trainer.State{Step: step, Manifest: man, Params: params, M: map[string]*model.Tensor{}, V: map[string]*model.Tensor{},
 		Val: metrics.Report{N: 10, ReviewBelow: 0.3, ReviewTarget: 0.9}}
 	files, err := st.Files(wordpiece.BertBaseUncasedVocab())

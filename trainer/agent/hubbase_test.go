@@ -19,6 +19,7 @@ import (
 	"github.com/loraft/loraft/shard/wordpiece"
 	"github.com/loraft/loraft/trainer"
 	"github.com/loraft/loraft/trainer/model"
+	"github.com/loraft/loraft/trainer/model/hub/hubtest"
 	"github.com/sugarme/gotch"
 )
 
@@ -53,38 +54,6 @@ func copyFiles(t *testing.T, dst, src string, names ...string) string {
 // config.json, pytorch_model.bin, vocab.txt and tokenizer_config.json.
 func torchModelDir(t *testing.T) string {
 	return copyFiles(t, filepath.Join(t.TempDir(), "cased-micro"), torchDir, "config.json", "pytorch_model.bin", "vocab.txt", "tokenizer_config.json")
-}
-
-// hfCache lays the files of src out as huggingface_hub does in the cache
-// dir: models--<org>--<name>/blobs/<sha256>, snapshots/<rev>/<file> links
-// to them, and refs/main naming rev.
-func hfCache(t *testing.T, cache, id, src string, names ...string) {
-	t.Helper()
-	const rev = "3f1c2a7e9b0d4c5a6e8f7a9b1c2d3e4f5a6b7c8d"
-	repo := filepath.Join(cache, "models--"+strings.ReplaceAll(id, "/", "--"))
-	snap := filepath.Join(repo, "snapshots", rev)
-	for _, d := range []string{filepath.Join(repo, "blobs"), filepath.Join(repo, "refs"), snap} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, n := range names {
-		data, err := os.ReadFile(filepath.Join(src, n))
-		if err != nil {
-			t.Fatal(err)
-		}
-		sum := sha256.Sum256(data)
-		blob := hex.EncodeToString(sum[:])
-		if err := os.WriteFile(filepath.Join(repo, "blobs", blob), data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Symlink(filepath.Join("..", "..", "blobs", blob), filepath.Join(snap, n)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.WriteFile(filepath.Join(repo, "refs", "main"), []byte(rev), 0o644); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func fileSHA(t *testing.T, path string) string {
@@ -125,7 +94,8 @@ func TestSweepBaseFromHub(t *testing.T) {
 	if data, err := json.Marshal(cfg); err != nil || os.WriteFile(filepath.Join(hubSrc, "config.json"), data, 0o644) != nil {
 		t.Fatal(err)
 	}
-	hfCache(t, cache, "acme/cased-micro", hubSrc, "config.json", "pytorch_model.bin", "vocab.txt", "tokenizer_config.json")
+	hubtest.WriteRepo(t, cache, hubtest.Folder("acme/cased-micro"), "3f1c2a7e9b0d4c5a6e8f7a9b1c2d3e4f5a6b7c8d",
+		hubtest.Files(hubSrc, "config.json", "pytorch_model.bin", "vocab.txt", "tokenizer_config.json"))
 
 	sharded := copyFiles(t, filepath.Join(t.TempDir(), "sharded"), torchDir, "config.json", "vocab.txt", "tokenizer_config.json",
 		"sharded/pytorch_model.bin.index.json", "sharded/pytorch_model-00001-of-00002.bin", "sharded/pytorch_model-00002-of-00002.bin")

@@ -1,8 +1,6 @@
 package hub
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"maps"
 	"os"
@@ -12,53 +10,15 @@ import (
 	"testing"
 
 	"github.com/loraft/loraft/trainer/model"
+	"github.com/loraft/loraft/trainer/model/hub/hubtest"
 )
 
 // torchDir is an HF model directory whose weights real PyTorch wrote
 // (../testdata/gen_torch.py).
 const torchDir = "../testdata/torchbert"
 
+// rev is the revision the fake cache's refs/main names.
 const rev = "86b5e0934494bd15c9632b12f734a8a67f723594"
-
-// cacheRepo lays out an HF cache repository as huggingface_hub does:
-// blobs/<sha256> holding the bytes, snapshots/<rev>/<file> links to them,
-// refs/main naming rev. files maps a snapshot name to a source file.
-func cacheRepo(t *testing.T, cache, folder string, files map[string]string) string {
-	t.Helper()
-	repo := filepath.Join(cache, folder)
-	snap := filepath.Join(repo, "snapshots", rev)
-	for _, d := range []string{filepath.Join(repo, "blobs"), filepath.Join(repo, "refs"), snap} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for name, src := range files {
-		data, err := os.ReadFile(src)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sum := sha256.Sum256(data)
-		blob := hex.EncodeToString(sum[:])
-		if err := os.WriteFile(filepath.Join(repo, "blobs", blob), data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Symlink(filepath.Join("..", "..", "blobs", blob), filepath.Join(snap, name)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.WriteFile(filepath.Join(repo, "refs", "main"), []byte(rev), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return snap
-}
-
-func torchFiles(names ...string) map[string]string {
-	m := map[string]string{}
-	for _, n := range names {
-		m[n] = filepath.Join(torchDir, n)
-	}
-	return m
-}
 
 var allFiles = []string{"config.json", "vocab.txt", "tokenizer_config.json", "pytorch_model.bin"}
 
@@ -85,7 +45,7 @@ func TestResolveHubID(t *testing.T) {
 				t.Setenv("HF_HUB_CACHE", "")
 			}
 			t.Setenv(tc.env, root)
-			snap := cacheRepo(t, cache, tc.folder, torchFiles(allFiles...))
+			snap := hubtest.WriteRepo(t, cache, tc.folder, rev, hubtest.Files(torchDir, allFiles...))
 			b, err := Resolve(tc.spec)
 			if tc.wantErr != "" {
 				if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), tc.wantErr) ||
