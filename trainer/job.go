@@ -36,6 +36,10 @@ type Job struct {
 	Vocab []byte
 	// Device is where the model lives.
 	Device gotch.Device
+	// Recompute trades one more forward pass of the encoder per step for
+	// far less memory (model.Options.Recompute, --grad-checkpoint); the
+	// gradients are the same either way.
+	Recompute bool
 
 	// Store receives checkpoints (nil: no checkpoints, and no resuming).
 	Store checkpoint.Store
@@ -207,7 +211,7 @@ func RunJob(ctx context.Context, j Job) (*model.Model, Manifest, *Result, error)
 		return nil, Manifest{}, nil, err
 	}
 	m, err := model.New(man.Base.Config, w, clsW, clsB, model.Options{Quant: man.Base.Quant, Compute: compute,
-		Device: j.Device, LoRA: man.LoRA, Labels: shard.NumLabels, Seed: man.Hyper.Seed})
+		Device: j.Device, LoRA: man.LoRA, Labels: shard.NumLabels, Seed: man.Hyper.Seed, Recompute: j.Recompute})
 	if err != nil {
 		return nil, Manifest{}, nil, err
 	}

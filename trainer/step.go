@@ -129,16 +129,9 @@ func microStep(m *model.Model, d *Data, rows []int, weights *ts.Tensor, scale fl
 	if err != nil {
 		return 0, err
 	}
-	logits := m.Forward(g, ids, mask, true)
-	loss := g.Scale(g.NLLSum(g.LogSoftmax(logits, -1), labels, weights), scale)
-	if err := g.Err(); err != nil {
-		return 0, err
-	}
-	if err := loss.Backward(); err != nil {
-		return 0, fmt.Errorf("backward: %w", err)
-	}
-	// Float64Value reads in place; gotch's Float64Values leaves a float64 copy for the GC.
-	return loss.Float64Value(nil)
+	return m.Backward(ids, mask, func(g *graph.Graph, logits *ts.Tensor) *ts.Tensor {
+		return g.Scale(g.NLLSum(g.LogSoftmax(logits, -1), labels, weights), scale)
+	})
 }
 
 // batchTensors uploads a batch's ids, mask and labels (int64) to device; g owns them.

@@ -57,11 +57,12 @@ func benchCommand() *cli.Command {
 				&cli.IntFlag{Name: "steps", Value: 3},
 				&cli.IntFlag{Name: "warmup", Value: 1},
 				&cli.IntSliceFlag{Name: "rss-at", Usage: "record RSS after these step numbers (soak)"},
+				&cli.BoolFlag{Name: "grad-checkpoint", Usage: "recompute each layer in backward (as loraft train --grad-checkpoint)"},
 			},
 			Action: func(c *cli.Context) error {
 				res, err := bench.Step(c.Context, bench.StepConfig{Config: c.String("config"), Base: c.String("base"),
 					Compute: c.String("compute-dtype"), Device: c.String("device"), Seq: c.Int("seq"), Batch: c.Int("batch"),
-					Steps: c.Int("steps"), Warmup: c.Int("warmup"), RSSAt: c.IntSlice("rss-at")})
+					Steps: c.Int("steps"), Warmup: c.Int("warmup"), RSSAt: c.IntSlice("rss-at"), Recompute: c.Bool("grad-checkpoint")})
 				if err != nil {
 					return err
 				}

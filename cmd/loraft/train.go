@@ -52,6 +52,7 @@ func trainFlags(rankFlag string) []cli.Flag {
 		&cli.BoolFlag{Name: "no-calibrate", Usage: "skip temperature scaling on the validation split"},
 		&cli.StringFlag{Name: "quant", Value: string(model.NF4), Usage: "frozen base storage: nf4 or fp32"},
 		&cli.StringFlag{Name: "compute-dtype", Value: "fp32", Usage: "fp32 or bf16"},
+		&cli.BoolFlag{Name: "grad-checkpoint", Usage: "keep only each encoder layer's input for backward and run the layer again there (NF4 weights dequantized again): far less memory for one more forward pass; same gradients"},
 		&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu, cuda or cuda:N"},
 		&cli.PathFlag{Name: "out", Required: true, Usage: "adapter directory to write"},
 		&cli.StringFlag{Name: "run", Usage: "run name in the store (default: the --out directory's name)"},
@@ -149,7 +150,7 @@ func runTrain(c *cli.Context, dp *dataParallel) error {
 	job := trainer.Job{Run: run, Base: base, LoRA: lc, Hyper: h,
 		Data:      &trainer.Data{DS: d.ds, Split: d.split, Tokens: d.tokens, PadID: d.tok.PadID()},
 		Tokenizer: trainer.Tokenizer{VocabSHA256: d.tok.VocabSHA256(), MaxLen: c.Int("max-len"), LowerCase: d.tok.LowerCase()},
-		Vocab:     vocab, Device: device, Store: store, CheckpointEvery: c.Int("checkpoint-every"),
+		Vocab:     vocab, Device: device, Recompute: c.Bool("grad-checkpoint"), Store: store, CheckpointEvery: c.Int("checkpoint-every"),
 		ResumeLatest: c.Bool("resume"), Warn: warn,
 		Built: func(m *model.Model, man trainer.Manifest) {
 			base, h := man.Base, man.Hyper

@@ -99,7 +99,7 @@ func trainerCommand() *cli.Command {
 // other trainer flag is a training setting (the sweep's) or a static-mode
 // ring setting (the assignment's), and is refused under --coordinators.
 func agentFlags() map[string]bool {
-	names := map[string]bool{"coordinators": true, "id": true, "listen": true, "advertise": true, "events": true, "device": true, "compute-dtype": true, "insecure": true,
+	names := map[string]bool{"coordinators": true, "id": true, "listen": true, "advertise": true, "events": true, "device": true, "compute-dtype": true, "grad-checkpoint": true, "insecure": true,
 		"cache-dir": true, "no-cache": true, "step-timeout": true, "spool-dir": true, "keep-latest": true, "keep-best": true, "metrics-addr": true}
 	for _, fs := range [][]cli.Flag{storeFlags(), tlsFlags()} {
 		for _, f := range fs {
@@ -235,7 +235,7 @@ func runAgent(c *cli.Context) error {
 	if adv := c.String("advertise"); adv != "" && adv != address {
 		address, listen = adv, c.String("listen")
 	}
-	runner := &agent.JobRunner{Store: store, CacheDir: cacheDir, Listen: listen, NoTokenCache: c.Bool("no-cache"), Device: device, Compute: c.String("compute-dtype"),
+	runner := &agent.JobRunner{Store: store, CacheDir: cacheDir, Listen: listen, NoTokenCache: c.Bool("no-cache"), Device: device, Compute: c.String("compute-dtype"), Recompute: c.Bool("grad-checkpoint"),
 		StepTimeout: c.Duration("step-timeout"), ServerTLS: serverTLS, ClientTLS: clientTLS, Retention: retentionFlags(c), SpoolDir: c.Path("spool-dir"),
 		Log: func(msg string) { slog.Info(msg, "trainer", id) }}
 	if addr := c.String("metrics-addr"); addr != "" {

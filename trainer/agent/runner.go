@@ -34,6 +34,8 @@ type JobRunner struct {
 	Device       gotch.Device
 	// Compute is the compute dtype, fp32 (default) or bf16.
 	Compute string
+	// Recompute is trainer.Job's: --grad-checkpoint.
+	Recompute bool
 	// Listen, when set, is where this trainer's all-reduce listens when
 	// that is not the address its ring peers dial (the one it registered:
 	// behind a proxy or NAT); empty: the registered one.
@@ -114,7 +116,7 @@ func (r *JobRunner) Run(ctx context.Context, a *pb.Assignment, rep Reporter) (*p
 	job := trainer.Job{Run: t.GetName(), Base: base, LoRA: lc, Hyper: h,
 		Data:      &trainer.Data{DS: ds, Split: sp, Tokens: tokens, PadID: tok.PadID()},
 		Tokenizer: trainer.Tokenizer{VocabSHA256: tok.VocabSHA256(), MaxLen: maxLen, LowerCase: tok.LowerCase()},
-		Vocab:     sb.vocab, Device: r.Device, Store: r.Store,
+		Vocab:     sb.vocab, Device: r.Device, Recompute: r.Recompute, Store: r.Store,
 		CheckpointEvery: int(ts.GetCheckpointEvery()), Retention: retention, Metric: metric, ResumeAt: int(a.GetCheckpointStep()), Generation: a.GetGeneration(),
 		Rank: int(a.GetRank()), World: int(a.GetWorld()), Warn: r.Log, SpoolDir: r.SpoolDir}
 	if job.SpoolDir == "" && r.CacheDir != "" {

@@ -275,6 +275,37 @@ func (g *Graph) To(a *ts.Tensor, dtype gotch.DType) *ts.Tensor {
 	return g.as("cast")(a.Totype(dtype, false))
 }
 
+// Sum is the sum of all of a's elements, as a float32 scalar.
+func (g *Graph) Sum(a *ts.Tensor) *ts.Tensor {
+	if !g.ok(a) {
+		return nil
+	}
+	return g.as("sum")(a.Sum(gotch.Float, false))
+}
+
+// Leaf returns a new tensor sharing a's data but none of its history, as a
+// leaf of its own graph that requires grad when grad is true: where a
+// recomputation starts, so that backward stops there and leaves the
+// gradient with respect to a in the leaf's Grad.
+func (g *Graph) Leaf(a *ts.Tensor, grad bool) *ts.Tensor {
+	if !g.ok(a) {
+		return nil
+	}
+	d := g.as("detach")(a.Detach(false))
+	if !grad || d == nil {
+		return d
+	}
+	return g.as("requires_grad")(d.SetRequiresGrad(true, false))
+}
+
+// Grad returns a's accumulated gradient (owned by the Graph).
+func (g *Graph) Grad(a *ts.Tensor) *ts.Tensor {
+	if !g.ok(a) {
+		return nil
+	}
+	return g.as("grad")(a.Grad(false))
+}
+
 // NLLSum is Σ −logp[i, target[i]]·weight[target[i]] (weight may be nil).
 func (g *Graph) NLLSum(logp, target, weight *ts.Tensor) *ts.Tensor {
 	if !g.ok(logp, target) {

@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/loraft/loraft/trainer/graph"
+	"github.com/loraft/loraft/trainer/libtorch"
 	"github.com/loraft/loraft/trainer/lora"
 	"github.com/loraft/loraft/trainer/nf4"
 	"github.com/sugarme/gotch"
@@ -34,6 +35,11 @@ type Options struct {
 	Labels  int
 	// Seed draws the LoRA A matrices (and nothing else).
 	Seed uint64
+	// Recompute makes Backward keep only each encoder layer's input between
+	// forward and backward and run the layer again in backward (the
+	// trainer's --grad-checkpoint): far less memory for one more forward
+	// pass, and the same gradients.
+	Recompute bool
 }
 
 // Param is a named trainable tensor (float32, requires grad).
@@ -232,10 +238,33 @@ func uploadTrainable(h *Tensor, device gotch.Device) (*ts.Tensor, error) {
 
 // Forward computes class logits [B, labels] (float32) for token ids and an
 // attention mask, both int64 [B, L] on the model's device. train enables
-// dropout (drawn from libtorch's generator: seed it per step).
+// dropout, drawn from libtorch's generator (seed it per step): one draw
+// seeds the embeddings, each layer and the head separately (dropoutSeeds),
+// so that Backward's recomputation of a layer repeats its masks exactly.
 func (m *Model) Forward(g *graph.Graph, ids, mask *ts.Tensor, train bool) *ts.Tensor {
+	seeds := m.dropoutSeeds(g, train)
+	in := m.embed(g, ids, mask, train, seeds)
+	if in == nil {
+		return nil
+	}
+	h := in.h
+	for i := range m.layers {
+		h = m.layer(g, i, h, in, train, seeds)
+	}
+	return m.head(g, h, train, seeds)
+}
+
+// encoderInput is the embedded batch and what every layer needs besides
+// the hidden states.
+type encoderInput struct {
+	h, bias *ts.Tensor // [B, L, H] float32; [B, 1, 1, L]
+	b, l    int64
+}
+
+// embed looks the tokens up and builds the attention bias; nil (with the
+// error in g) on bad input.
+func (m *Model) embed(g *graph.Graph, ids, mask *ts.Tensor, train bool, seeds dropoutSeeds) *encoderInput {
 	c := m.Config
-	dt := m.Opts.Compute
 	shape, err := ids.Size()
 	if err != nil || len(shape) != 2 {
 		g.Fail("model input", fmt.Errorf("ids must be [batch, length], got %v (%v)", shape, err))
@@ -249,31 +278,93 @@ func (m *Model) Forward(g *graph.Graph, ids, mask *ts.Tensor, train bool) *ts.Te
 	end := ts.IntScalar(L)
 	posIDs := g.Own(must(ts.Arange(end, gotch.Int64, m.Opts.Device)))
 	end.MustDrop()
+	seeds.use(embedSeed)
 	emb := g.Add(g.Add(g.Embedding(m.word, ids), g.Embedding(m.pos, posIDs)), m.typ0)
 	h := g.Dropout(g.LayerNorm(emb, m.embLNw, m.embLNb, c.LayerNormEps), c.HiddenDropout, train)
-	bias := g.AttentionMaskBias(mask, gotch.Float)
+	return &encoderInput{h: h, bias: g.AttentionMaskBias(mask, gotch.Float), b: B, l: L}
+}
 
+// layer runs encoder layer i on h.
+func (m *Model) layer(g *graph.Graph, i int, h *ts.Tensor, in *encoderInput, train bool, seeds dropoutSeeds) *ts.Tensor {
+	c, dt, l := m.Config, m.Opts.Compute, m.layers[i]
+	B, L := in.b, in.l
 	H, nh := int64(c.HiddenSize), int64(c.NumHeads)
 	hd := H / nh
 	heads := func(x *ts.Tensor) *ts.Tensor { // [B, L, H] → [B, nh, L, hd]
 		return g.Permute(g.View(x, B, L, nh, hd), 0, 2, 1, 3)
 	}
-	for _, l := range m.layers {
-		q := heads(l.q.Forward(g, h, dt, train))
-		k := heads(l.k.Forward(g, h, dt, train))
-		v := heads(l.v.Forward(g, h, dt, train))
-		scores := g.Add(g.Scale(g.Matmul(q, g.Transpose(k, -1, -2)), 1/math.Sqrt(float64(hd))), bias)
-		probs := g.Dropout(g.Softmax(scores, -1), c.AttentionDropout, train)
-		ctx := g.View(g.Contiguous(g.Permute(g.Matmul(probs, v), 0, 2, 1, 3)), B, L, H)
-		a := g.Dropout(l.attnOut.Forward(g, ctx, dt, train), c.HiddenDropout, train)
-		h1 := g.LayerNorm(g.Add(a, h), l.ln1w, l.ln1b, c.LayerNormEps)
-		i := g.Gelu(l.inter.Forward(g, h1, dt, train))
-		o := g.Dropout(l.out.Forward(g, i, dt, train), c.HiddenDropout, train)
-		h = g.LayerNorm(g.Add(o, h1), l.ln2w, l.ln2b, c.LayerNormEps)
+	seeds.use(i)
+	q := heads(l.q.Forward(g, h, dt, train))
+	k := heads(l.k.Forward(g, h, dt, train))
+	v := heads(l.v.Forward(g, h, dt, train))
+	scores := g.Add(g.Scale(g.Matmul(q, g.Transpose(k, -1, -2)), 1/math.Sqrt(float64(hd))), in.bias)
+	probs := g.Dropout(g.Softmax(scores, -1), c.AttentionDropout, train)
+	ctx := g.View(g.Contiguous(g.Permute(g.Matmul(probs, v), 0, 2, 1, 3)), B, L, H)
+	a := g.Dropout(l.attnOut.Forward(g, ctx, dt, train), c.HiddenDropout, train)
+	h1 := g.LayerNorm(g.Add(a, h), l.ln1w, l.ln1b, c.LayerNormEps)
+	x := g.Gelu(l.inter.Forward(g, h1, dt, train))
+	o := g.Dropout(l.out.Forward(g, x, dt, train), c.HiddenDropout, train)
+	return g.LayerNorm(g.Add(o, h1), l.ln2w, l.ln2b, c.LayerNormEps)
+}
+
+// head pools the first token of the last hidden states and classifies it.
+func (m *Model) head(g *graph.Graph, h *ts.Tensor, train bool, seeds dropoutSeeds) *ts.Tensor {
+	seeds.use(headSeed)
+	pooled := g.Tanh(m.pooler.Forward(g, g.Select(h, 1, 0), m.Opts.Compute, train))
+	pooled = g.Dropout(pooled, m.Config.classifierDropout(), train)
+	logits := g.Linear(pooled, m.clsW, m.clsB)
+	// Leave libtorch's generator in the same state whatever ran after the
+	// head (a plain backward, or Backward's recomputation).
+	seeds.use(afterSeed)
+	return logits
+}
+
+// dropoutSeeds derives the libtorch seed of each part of one training
+// forward pass from a single draw of libtorch's generator; nil when there
+// is no dropout.
+type dropoutSeeds []int64
+
+// Parts of the forward pass with a seed of their own besides the layers
+// (which use their index).
+const (
+	embedSeed = -1
+	headSeed  = -2
+	afterSeed = -3
+)
+
+func (m *Model) dropoutSeeds(g *graph.Graph, train bool) dropoutSeeds {
+	if !train || g.Err() != nil {
+		return nil
 	}
-	pooled := g.Tanh(m.pooler.Forward(g, g.Select(h, 1, 0), dt, train))
-	pooled = g.Dropout(pooled, c.classifierDropout(), train)
-	return g.Linear(pooled, m.clsW, m.clsB)
+	t, err := ts.Randint(math.MaxInt32, []int64{1}, gotch.Int64, gotch.CPU)
+	if err != nil {
+		g.Fail("dropout seed", err)
+		return nil
+	}
+	base, err := t.Int64Value([]int64{0})
+	t.MustDrop()
+	if err != nil {
+		g.Fail("dropout seed", err)
+		return nil
+	}
+	seeds := make(dropoutSeeds, len(m.layers)+3)
+	for i := range seeds {
+		// splitmix64 of (draw, part): distinct, well-spread seeds.
+		z := uint64(base)*0x9e3779b97f4a7c15 + uint64(i+1)*0xbf58476d1ce4e5b9
+		z = (z ^ z>>30) * 0xbf58476d1ce4e5b9
+		z = (z ^ z>>27) * 0x94d049bb133111eb
+		seeds[i] = int64((z ^ z>>31) >> 1)
+	}
+	return seeds
+}
+
+// use seeds libtorch's generator for part (a layer index, or embedSeed,
+// headSeed, afterSeed).
+func (s dropoutSeeds) use(part int) {
+	if s == nil {
+		return
+	}
+	libtorch.ManualSeed(s[(part+3)%len(s)])
 }
 
 // must unwraps an op result for Graph.Own (which ignores a nil tensor after
