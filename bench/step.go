@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"os"
 	"runtime"
 	"runtime/debug"
 	"slices"
@@ -26,6 +27,8 @@ type StepConfig struct {
 	Steps, Warmup int
 	// RSSAt lists step numbers after which RSS is recorded (a soak).
 	RSSAt []int
+	// Recompute runs each encoder layer again in backward (--grad-checkpoint).
+	Recompute bool
 }
 
 // StepResult is what `loraft bench step` prints.
@@ -34,6 +37,7 @@ type StepResult struct {
 	Config        string    `json:"config"`
 	Base          string    `json:"base"`
 	Compute       string    `json:"dtype"`
+	Recompute     bool      `json:"grad_checkpoint"`
 	Device        string    `json:"device"`
 	Seq           int       `json:"seq"`
 	Batch         int       `json:"batch"`
@@ -44,6 +48,7 @@ type StepResult struct {
 	StepSP50      float64   `json:"step_s_p50"`
 	SamplesPerS   float64   `json:"samples_per_s"`
 	PeakRSSMB     float64   `json:"peak_rss_mb"`
+	SetupPeakMB   float64   `json:"setup_peak_rss_mb"`
 	BaseBytes     int64     `json:"base_bytes"`
 	BitsPerParam  float64   `json:"bits_per_param"`
 	Trainable     int64     `json:"trainable_params"`
@@ -79,7 +84,7 @@ func Step(ctx context.Context, cfg StepConfig) (*StepResult, error) {
 	}
 	lc := lora.Config{Rank: 8, Alpha: 16, Dropout: 0.05, Targets: []string{"query", "value"}}
 	m, err := model.New(mc, model.RandomWeights(mc, 1), nil, nil, model.Options{Quant: model.Quant(cfg.Base),
-		Compute: compute, Device: device, LoRA: lc, Labels: shard.NumLabels, Seed: 1})
+		Compute: compute, Device: device, LoRA: lc, Labels: shard.NumLabels, Seed: 1, Recompute: cfg.Recompute})
 	if err != nil {
 		return nil, err
 	}
@@ -94,11 +99,19 @@ func Step(ctx context.Context, cfg StepConfig) (*StepResult, error) {
 	for _, p := range m.Params() {
 		trainable += int64(p.T.Numel())
 	}
-	res := &StepResult{Impl: "go", Config: cfg.Config, Base: cfg.Base, Compute: cfg.Compute,
+	res := &StepResult{Impl: "go", Config: cfg.Config, Base: cfg.Base, Compute: cfg.Compute, Recompute: cfg.Recompute,
 		Device: cfg.Device, Seq: cfg.Seq, Batch: cfg.Batch, Steps: cfg.Steps, Threads: threads,
 		BaseBytes: m.BaseBytes(), BitsPerParam: 8 * float64(m.BaseBytes()) / float64(m.BaseParams()),
 		Trainable: trainable, TorchVersion: libtorch.Describe().TorchVersion, CUDAAvailable: device.IsCuda()}
 	res.SetupSeconds = time.Since(start).Seconds()
+	// Building the model holds the random base's float32 host copy (as
+	// loading a checkpoint does), a peak that says nothing of training's:
+	// record it, then reset the high-water mark so that peak_rss_mb is the
+	// training steps' alone.
+	res.SetupPeakMB = float64(procStatusKB("VmHWM")) / 1024
+	if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0); err != nil {
+		return nil, fmt.Errorf("resetting the peak RSS after setup: %w", err)
+	}
 	for i := 0; i < cfg.Warmup+cfg.Steps; i++ {
 		d, err := st.Step(ctx)
 		if err != nil {
