@@ -66,8 +66,17 @@ func trainStep(ctx context.Context, m *model.Model, d *Data, rows, denomRows []i
 	if err := opt.Update(lr); err != nil {
 		return 0, err
 	}
+	if step%trimEvery == 0 {
+		libtorch.TrimHeap()
+	}
 	return total, nil
 }
+
+// trimEvery is how often (in steps) trainStep returns the C heap's free
+// pages to the OS. Without it RSS grew 9.8 MB per 1,000 bert-tiny steps
+// (glibc keeps the chunks each step frees, scattered among live ones); with
+// a trim every 100 steps 0.1 MB. A trim takes about a millisecond.
+const trimEvery = 100
 
 // Reducer sums a flat float32 buffer across the ranks of a run, in place,
 // leaving byte-identical results on every rank (trainer/allreduce.Ring).

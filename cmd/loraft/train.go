@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -51,7 +53,7 @@ func trainFlags(rankFlag string) []cli.Flag {
 		&cli.BoolFlag{Name: "bucket-by-length", Usage: "batch rows of similar token length together, so little compute goes to padding (the same batches for any number of ranks)"},
 		&cli.BoolFlag{Name: "no-calibrate", Usage: "skip temperature scaling on the validation split"},
 		&cli.StringFlag{Name: "quant", Value: string(model.NF4), Usage: "frozen base storage: nf4 or fp32"},
-		&cli.StringFlag{Name: "compute-dtype", Value: "fp32", Usage: "fp32 or bf16"},
+		&cli.StringFlag{Name: "compute-dtype", Value: "fp32", Usage: "fp32, bf16 (frozen base and activations; adapters, optimizer and loss stay fp32) or auto (bf16 on a GPU, or where a probe matmul shows bf16 pays)"},
 		&cli.BoolFlag{Name: "grad-checkpoint", Usage: "keep only each encoder layer's input for backward and run the layer again there (NF4 weights dequantized again): far less memory for one more forward pass; same gradients"},
 		&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu, cuda or cuda:N"},
 		&cli.PathFlag{Name: "out", Required: true, Usage: "adapter directory to write"},
@@ -103,16 +105,16 @@ func runTrain(c *cli.Context, dp *dataParallel) error {
 	if err := lc.Validate(); err != nil {
 		return fmt.Errorf("flags --rank/--alpha/--lora-dropout/--targets: %w", err)
 	}
-	base, err := baseFromFlags(c)
-	if err != nil {
-		return err
-	}
 	device, err := trainer.ParseDevice(c.String("device"))
 	if err != nil {
 		return fmt.Errorf("flag --device: %w", err)
 	}
-	if _, err := trainer.ParseCompute(c.String("compute-dtype")); err != nil {
-		return fmt.Errorf("flag --compute-dtype: %w", err)
+	if err := resolveCompute(c, device); err != nil {
+		return err
+	}
+	base, err := baseFromFlags(c)
+	if err != nil {
+		return err
 	}
 	store, err := openStore(c, c.Bool("resume"))
 	if err != nil {
@@ -197,6 +199,23 @@ func runTrain(c *cli.Context, dp *dataParallel) error {
 func retentionFlags(c *cli.Context) checkpoint.Retention {
 	return checkpoint.Retention{KeepLatest: c.Int("keep-latest"), KeepBest: c.Int("keep-best"), Metric: metrics.DefaultSelection, Grace: time.Hour}
 }
+
+// resolveCompute checks --compute-dtype and replaces auto with the dtype its
+// probe picks (trainer.ResolveCompute), logging why.
+func resolveCompute(c *cli.Context, device gotch.Device) error {
+	flag := c.String("compute-dtype")
+	p, err := trainer.ResolveCompute(c.Context, flag, device)
+	if err != nil {
+		return fmt.Errorf("flag --compute-dtype: %w", err)
+	}
+	if flag == "auto" {
+		slog.Info("compute dtype chosen", "compute_dtype", p.Compute, "probe_fp32_gflops", round1(p.FP32GFLOPS),
+			"probe_bf16_gflops", round1(p.BF16GFLOPS), "device", c.String("device"))
+	}
+	return c.Set("compute-dtype", p.Compute)
+}
+
+func round1(v float64) float64 { return math.Round(v*10) / 10 }
 
 // baseFromFlags is the frozen base of --base or --config and --weights,
 // --init-seed, --quant and --compute-dtype; the config resolves as a sweep's

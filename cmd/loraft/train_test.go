@@ -10,13 +10,23 @@ import (
 )
 
 // TestTrainPredictEval runs the train → predict → eval path of the CLI on the
-// shipped demo data with a small, fast configuration.
+// shipped demo data with a small, fast configuration, with layer
+// recomputation and the compute dtype left to the probe (recorded resolved).
 func TestTrainPredictEval(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "adapter")
 	data := "../../experiments/data/demo.csv"
 	if _, err := run(t, "train", "--data", data, "--no-cache", "--config", "tiny", "--epochs", "1", "--batch-size", "32",
-		"--max-len", "32", "--out", out); err != nil {
+		"--max-len", "32", "--out", out, "--grad-checkpoint", "--compute-dtype", "auto"); err != nil {
 		t.Fatalf("train: %v", err)
+	}
+	var man struct {
+		Base struct {
+			Compute string `json:"compute_dtype"`
+		} `json:"base"`
+	}
+	if raw, err := os.ReadFile(filepath.Join(out, "loraft.json")); err != nil || json.Unmarshal(raw, &man) != nil ||
+		(man.Base.Compute != "fp32" && man.Base.Compute != "bf16") {
+		t.Fatalf("loraft.json records compute dtype %q (%v), want the one auto chose: fp32 or bf16", man.Base.Compute, err)
 	}
 	for _, f := range []string{"adapter_config.json", "adapter_model.safetensors", "loraft.json", "metrics.json", "vocab.txt"} {
 		if _, err := os.Stat(filepath.Join(out, f)); err != nil {

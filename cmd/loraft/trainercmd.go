@@ -228,8 +228,8 @@ func runAgent(c *cli.Context) error {
 	if cacheDir == "" {
 		cacheDir = cacheRoot()
 	}
-	if _, err := trainer.ParseCompute(c.String("compute-dtype")); err != nil {
-		return fmt.Errorf("flag --compute-dtype: %w", err)
+	if err := resolveCompute(c, device); err != nil {
+		return err
 	}
 	address, listen := c.String("listen"), ""
 	if adv := c.String("advertise"); adv != "" && adv != address {
