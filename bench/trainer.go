@@ -7,14 +7,23 @@ import (
 	"fmt"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strconv"
 	"time"
+
+	"github.com/loraft/loraft/trainer"
+	"github.com/loraft/loraft/trainer/libtorch"
+	"github.com/loraft/loraft/trainer/model"
 )
 
 // TrainerConfig tunes the trainer benchmark.
 type TrainerConfig struct {
-	// Config, Device and Compute are the model's (as StepConfig's).
-	Config, Device, Compute string
+	// Config and Device are the model's (as StepConfig's).
+	Config, Device string
+	// Computes are the compute dtypes to compare: "fp32", "bf16", or
+	// "auto", which is bf16 where trainer.ResolveCompute's probe says it
+	// pays and is otherwise skipped, the probe recorded as the reason.
+	Computes []string
 	// Seq, Batch and Steps shape every run.
 	Seq, Batch, Steps int
 	// SoakSteps is the number of tiny-config steps of the RSS soak (0: skip).
@@ -24,15 +33,61 @@ type TrainerConfig struct {
 	Python, Reference string
 }
 
-// Trainer measures the QLoRA step's speed and memory (NF4 and fp32 bases,
-// each a `loraft bench step` process) against the PyTorch reference, and
-// the RSS growth over a long soak of tiny steps.
+// loraRank is the rank of `loraft bench step` and of the reference (their
+// default): LoRA r=8 on query and value.
+const loraRank = 8
+
+// Trainer measures the QLoRA step's speed and memory against PyTorch eager
+// on the same libtorch, for each compute dtype: the NF4 base, the NF4 base
+// with layer recomputation (--grad-checkpoint) and an fp32 base, each a
+// `loraft bench step` process of its own (peak RSS is per process), and
+// the reference with explicit casts and, for bf16, under torch.autocast.
+// It reports each run's matmul FLOPs per step against the matmul
+// throughput libtorch reaches here (the roofline fraction), and the RSS
+// growth over a long soak of tiny steps.
 func (r *Runner) Trainer(ctx context.Context, cfg TrainerConfig) (Report, error) {
-	common := []string{"--config", cfg.Config, "--device", cfg.Device, "--compute-dtype", cfg.Compute,
-		"--seq", strconv.Itoa(cfg.Seq), "--batch", strconv.Itoa(cfg.Batch), "--steps", strconv.Itoa(cfg.Steps)}
+	mc, err := model.LoadConfig(cfg.Config)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	device, err := trainer.ParseDevice(cfg.Device)
+	if err != nil {
+		return nil, fmt.Errorf("device: %w", err)
+	}
+	threads, err := libtorch.SetThreads()
+	if err != nil {
+		return nil, err
+	}
+	report := Report{
+		"date": time.Now().UTC().Format(time.RFC3339), "loraft": r.Version, "cpus": runtime.NumCPU(),
+		"config": cfg.Config, "device": cfg.Device, "seq": cfg.Seq, "batch": cfg.Batch, "steps": cfg.Steps,
+		"roofline_method": "matmul FLOPs per step (Linear, attention and LoRA products, forward and backward, plus the recomputed " +
+			"encoder forward with --grad-checkpoint; frozen weights get no weight gradient) ÷ (mean step time × the GFLOP/s of a " +
+			"512×768×768 libtorch matmul in the compute dtype, measured in this command)",
+	}
+	var dtypes []string
+	for _, c := range cfg.Computes {
+		p, err := trainer.ResolveCompute(ctx, c, device)
+		if err != nil {
+			return nil, err
+		}
+		if c == "auto" {
+			report["auto_probe"] = p
+			if p.Compute != "bf16" {
+				report["bf16_skipped"] = fmt.Sprintf("auto: a bf16 matmul runs at %.1f GFLOP/s here against fp32's %.1f (%.2fx; "+
+					"bf16 pays from %.1fx, e.g. with AVX512-BF16 or AMX): run with --compute-dtype bf16 to measure it anyway",
+					p.BF16GFLOPS, p.FP32GFLOPS, p.BF16GFLOPS/p.FP32GFLOPS, 1.3)
+				continue
+			}
+		}
+		if !slices.Contains(dtypes, p.Compute) {
+			dtypes = append(dtypes, p.Compute)
+		}
+	}
+
 	run := func(name string, cmd func(context.Context) *exec.Cmd) (map[string]any, error) {
 		r.logf("bench trainer: %s …\n", name)
-		ctx, cancel := context.WithTimeout(ctx, 20*time.Minute)
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
 		defer cancel()
 		c := cmd(ctx)
 		var out, errb bytes.Buffer
@@ -51,41 +106,70 @@ func (r *Runner) Trainer(ctx context.Context, cfg TrainerConfig) (Report, error)
 			return r.Bin.Command(ctx, append([]string{"bench", "step"}, args...)...)
 		}
 	}
-	goNF4, err := run("go nf4", step(append([]string{"--base", "nf4"}, common...)...))
-	if err != nil {
-		return nil, err
+	reference := func(args ...string) func(context.Context) *exec.Cmd {
+		return func(ctx context.Context) *exec.Cmd {
+			return exec.CommandContext(ctx, cfg.Python, append([]string{cfg.Reference, "--config", cfg.Config,
+				"--device", cfg.Device, "--seq", strconv.Itoa(cfg.Seq), "--batch", strconv.Itoa(cfg.Batch),
+				"--steps", strconv.Itoa(cfg.Steps), "--warmup", "1", "--rank", strconv.Itoa(loraRank),
+				"--threads", strconv.Itoa(threads), "--json"}, args...)...)
+		}
 	}
-	goFP32, err := run("go fp32 base", step(append([]string{"--base", "fp32"}, common...)...))
-	if err != nil {
-		return nil, err
+	for _, dt := range dtypes {
+		common := []string{"--config", cfg.Config, "--device", cfg.Device, "--compute-dtype", dt,
+			"--seq", strconv.Itoa(cfg.Seq), "--batch", strconv.Itoa(cfg.Batch), "--steps", strconv.Itoa(cfg.Steps)}
+		runs := map[string]map[string]any{}
+		for _, s := range []struct {
+			name string
+			cmd  func(context.Context) *exec.Cmd
+		}{
+			{"go_nf4", step(append([]string{"--base", "nf4"}, common...)...)},
+			{"go_nf4_grad_checkpoint", step(append([]string{"--base", "nf4", "--grad-checkpoint"}, common...)...)},
+			{"go_fp32_base", step(append([]string{"--base", "fp32"}, common...)...)},
+			{"torch", reference("--dtype", dt)},
+		} {
+			if runs[s.name], err = run(dt+" "+s.name, s.cmd); err != nil {
+				return nil, err
+			}
+		}
+		if dt == "bf16" {
+			if runs["torch_autocast"], err = run("bf16 torch autocast", reference("--dtype", "fp32", "--autocast")); err != nil {
+				return nil, err
+			}
+		}
+		dtype, _ := trainer.ParseCompute(dt)
+		mm, err := libtorch.MeasureMatmul(ctx, 512, 768, 768, dtype, threads, time.Second)
+		if err != nil {
+			return nil, err
+		}
+		flops := map[bool]float64{false: stepFLOPs(mc, cfg.Batch, cfg.Seq, false), true: stepFLOPs(mc, cfg.Batch, cfg.Seq, true)}
+		summary := map[string]any{"matmul_gflops": mm.GFLOPS, "step_gflop": flops[false] / 1e9,
+			"step_gflop_grad_checkpoint": flops[true] / 1e9}
+		for name, v := range runs {
+			if mean := num(v["step_s_mean"]); mean > 0 {
+				v["roofline_fraction"] = flops[name == "go_nf4_grad_checkpoint"] / (mean * mm.GFLOPS * 1e9)
+			}
+			summary[name+"_samples_per_s"] = v["samples_per_s"]
+			summary[name+"_peak_rss_mb"] = v["peak_rss_mb"]
+		}
+		nf4, fp := num(runs["go_nf4"]["samples_per_s"]), num(runs["go_fp32_base"]["samples_per_s"])
+		summary["nf4_cost_over_fp32_base"] = fp/nf4 - 1
+		summary["grad_checkpoint_time_cost"] = nf4/num(runs["go_nf4_grad_checkpoint"]["samples_per_s"]) - 1
+		summary["go_over_torch"] = nf4 / num(runs["torch"]["samples_per_s"])
+		summary["roofline_fraction"] = runs["go_nf4"]["roofline_fraction"]
+		summary["runs"] = runs
+		report[dt] = summary
 	}
-	dtype := "fp32"
-	if cfg.Compute == "bf16" {
-		dtype = "bf16"
-	}
-	ref, err := run("torch reference", func(ctx context.Context) *exec.Cmd {
-		return exec.CommandContext(ctx, cfg.Python, cfg.Reference, "--config", cfg.Config,
-			"--device", cfg.Device, "--dtype", dtype, "--seq", strconv.Itoa(cfg.Seq),
-			"--batch", strconv.Itoa(cfg.Batch), "--steps", strconv.Itoa(cfg.Steps), "--warmup", "1",
-			"--threads", strconv.Itoa(runtime.NumCPU()), "--json")
-	})
-	if err != nil {
-		return nil, err
-	}
-	report := Report{
-		"date": time.Now().UTC().Format(time.RFC3339), "loraft": r.Version, "cpus": runtime.NumCPU(),
-		"config": cfg.Config, "device": cfg.Device, "dtype": cfg.Compute,
-		"seq": cfg.Seq, "batch": cfg.Batch, "steps": cfg.Steps,
-		"go_samples_per_s":           goNF4["samples_per_s"],
-		"torch_samples_per_s":        ref["samples_per_s"],
-		"ratio":                      num(goNF4["samples_per_s"]) / num(ref["samples_per_s"]),
-		"peak_rss_mb":                goNF4["peak_rss_mb"],
-		"peak_rss_mb_fp32_base":      goFP32["peak_rss_mb"],
-		"torch_peak_rss_mb":          ref["peak_rss_mb"],
-		"base_bytes":                 goNF4["base_bytes"],
-		"bits_per_param":             goNF4["bits_per_param"],
-		"go_fp32_base_samples_per_s": goFP32["samples_per_s"],
-		"runs":                       map[string]any{"go_nf4": goNF4, "go_fp32_base": goFP32, "torch": ref},
+	if fp, ok := report["fp32"].(map[string]any); ok {
+		// The keys earlier reports had (bench allreduce reads go_samples_per_s).
+		runs := fp["runs"].(map[string]map[string]any)
+		report["go_samples_per_s"], report["torch_samples_per_s"] = fp["go_nf4_samples_per_s"], fp["torch_samples_per_s"]
+		report["ratio"] = fp["go_over_torch"]
+		report["peak_rss_mb"], report["peak_rss_mb_fp32_base"] = fp["go_nf4_peak_rss_mb"], fp["go_fp32_base_peak_rss_mb"]
+		report["peak_rss_mb_grad_checkpoint"], report["torch_peak_rss_mb"] = fp["go_nf4_grad_checkpoint_peak_rss_mb"], fp["torch_peak_rss_mb"]
+		report["go_fp32_base_samples_per_s"] = fp["go_fp32_base_samples_per_s"]
+		report["base_bytes"], report["bits_per_param"] = runs["go_nf4"]["base_bytes"], runs["go_nf4"]["bits_per_param"]
+		report["peak_rss_note"] = "loraft's peak_rss_mb is the training steps' (VmHWM reset after building the model; setup_peak_rss_mb " +
+			"in each run holds the random base's float32 host copy); the reference's is the whole process's ru_maxrss"
 	}
 	if n := cfg.SoakSteps; n > 0 {
 		soak, err := run("soak", step("--config", "tiny", "--base", "nf4", "--seq", "128", "--batch", "8",
@@ -96,9 +180,31 @@ func (r *Runner) Trainer(ctx context.Context, cfg TrainerConfig) (Report, error)
 		rss, _ := soak["rss_at_mb"].([]any)
 		if len(rss) == 2 {
 			report["rss_growth_mb_per_1k_steps"] = (num(rss[1]) - num(rss[0])) / (float64(n-200) / 1000)
-			report["rss_growth_method"] = "VmRSS after runtime/debug.FreeOSMemory at step 200 and at the last step, bert-tiny, seq 128, batch 8, NF4"
+			report["rss_growth_method"] = "VmRSS after runtime/debug.FreeOSMemory at step 200 and at the last step, bert-tiny, seq 128, batch 8, NF4; " +
+				"training trims the C heap every 100 steps (libtorch.TrimHeap)"
 		}
 		report["soak"] = soak
 	}
 	return report, nil
+}
+
+// stepFLOPs counts the matrix-product FLOPs of one training step of c on
+// batch×seq tokens with LoRA r=loraRank on query and value: forward, and
+// backward with no weight gradient for the frozen Linears (one product for
+// the input gradient, as many FLOPs as forward) but two for attention's
+// products and the LoRA factors; with recompute, the encoder's forward once
+// more. Elementwise ops, softmax and LayerNorm are not counted.
+func stepFLOPs(c model.Config, batch, seq int, recompute bool) float64 {
+	H, I, L := float64(c.HiddenSize), float64(c.IntermediateSize), float64(c.NumLayers)
+	tokens, b, s := float64(batch*seq), float64(batch), float64(seq)
+	linear := 2 * tokens * (4*H*H + 2*H*I) * L // q, k, v, attention output, intermediate, output
+	attention := 2 * 2 * b * s * s * H * L     // QKᵀ and probs·V over all heads
+	lora := 2 * tokens * 2 * 2 * H * loraRank * L
+	pooler := 2 * b * H * H
+	encoder := linear + attention + lora
+	flops := (encoder + pooler) + (linear + 2*attention + 2*lora + pooler)
+	if recompute {
+		flops += encoder
+	}
+	return flops
 }

@@ -415,12 +415,16 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def train_step(model, opt, params, batch, device, dtype, step_seed):
+def train_step(model, opt, params, batch, device, dtype, step_seed, autocast=False):
     torch.manual_seed(step_seed)
     opt.zero_grad(set_to_none=False)  # loraft zeroes the existing grads in place
     ids, mask, labels = (t.to(device, non_blocking=False) for t in batch)
-    logits = model.forward(ids, mask, dtype, train=True)
-    loss = F.cross_entropy(logits, labels)  # = NLL sum / batch, as loraft (no class weights)
+    # --autocast: the float32 model under torch.autocast(bfloat16), PyTorch's
+    # own mixed precision (it picks which ops run in bf16), instead of
+    # --dtype bf16's explicit casts around each Linear.
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
+        logits = model.forward(ids, mask, dtype, train=True)
+    loss = F.cross_entropy(logits.float(), labels)  # = NLL sum / batch, as loraft (no class weights)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
     opt.step()
@@ -484,9 +488,13 @@ def parse_args(argv):
     p.add_argument("--threads", type=positive_int, default=None,
                    help="torch.set_num_threads (default: all cores available, %d)" % available_cores())
     p.add_argument("--seed", type=non_negative_int, default=42, help="seed of weights and data; default 42")
+    p.add_argument("--autocast", action="store_true",
+                   help="run the float32 model under torch.autocast(dtype=bfloat16) (needs --dtype fp32)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--selftest", action="store_true", help="check the NF4 code against known vectors and exit")
     args = p.parse_args(argv)
+    if args.autocast and args.dtype != "fp32":
+        p.error("--autocast casts a float32 model itself: use it with --dtype fp32")
     if not 2 <= args.seq <= MAX_POSITIONS:
         p.error("--seq %d: want 2..%d (max_position_embeddings)" % (args.seq, MAX_POSITIONS))
     if args.rank > CONFIGS[args.config]["hidden"]:
@@ -579,7 +587,7 @@ def main(argv=None):
     for s, batch in enumerate(batches):
         sync(device)
         t = time.perf_counter()
-        losses.append(train_step(model, opt, params, batch, device, dtype, args.seed * 1000003 + s))
+        losses.append(train_step(model, opt, params, batch, device, dtype, args.seed * 1000003 + s, args.autocast))
         sync(device)
         if s >= args.warmup:
             times.append(time.perf_counter() - t)
@@ -592,6 +600,7 @@ def main(argv=None):
         "torch_version": torch.__version__,
         "device": str(device) if device.type == "cpu" else "cuda:" + torch.cuda.get_device_name(device),
         "dtype": args.dtype,
+        "autocast": args.autocast,
         "base": args.base,
         "config": args.config,
         "seq": args.seq,

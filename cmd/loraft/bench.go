@@ -70,11 +70,11 @@ func benchCommand() *cli.Command {
 			},
 		}, {
 			Name:  "trainer",
-			Usage: "QLoRA step speed and memory vs PyTorch eager on the same libtorch, and an RSS soak (JSON)",
+			Usage: "QLoRA step speed, memory and roofline fraction (NF4, NF4 with --grad-checkpoint, fp32 base) vs PyTorch eager on the same libtorch, per compute dtype, and an RSS soak (JSON)",
 			Flags: []cli.Flag{
 				&cli.StringFlag{Name: "config", Value: "base"},
 				&cli.StringFlag{Name: "device", Value: "cpu"},
-				&cli.StringFlag{Name: "compute-dtype", Value: "fp32"},
+				&cli.StringFlag{Name: "compute-dtype", Value: "fp32,auto", Usage: "comma-separated: fp32, bf16, auto (bf16 only where a probe matmul shows it pays)"},
 				&cli.IntFlag{Name: "seq", Value: 128},
 				&cli.IntFlag{Name: "batch", Value: 8},
 				&cli.IntFlag{Name: "steps", Value: 3},
@@ -85,7 +85,7 @@ func benchCommand() *cli.Command {
 			},
 			Action: func(c *cli.Context) error {
 				return benchReport(c)(benchRunner(c).Trainer(c.Context, bench.TrainerConfig{Config: c.String("config"),
-					Device: c.String("device"), Compute: c.String("compute-dtype"), Seq: c.Int("seq"), Batch: c.Int("batch"),
+					Device: c.String("device"), Computes: splitList(c.String("compute-dtype")), Seq: c.Int("seq"), Batch: c.Int("batch"),
 					Steps: c.Int("steps"), SoakSteps: c.Int("soak-steps"), Python: c.String("python"), Reference: c.Path("reference")}))
 			},
 		}, {
