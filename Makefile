@@ -5,7 +5,7 @@ SHELL := bash
 GO ?= go
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
-# The epoch of bench-trainer's bucketing comparison: the real validation sample when it is here.
+# The epoch of bench-trainer's bucketing comparison and bf16 parity: the real validation sample when it is here.
 EPOCH_DATA := $(if $(wildcard ../shared/data/combined-val.csv),../shared/data/combined-val.csv,experiments/data/demo.csv)
 # MinIO for tests and the demo: path of the cached server binary (deploy/minio.sh).
 MINIO = $$(deploy/minio.sh)
@@ -69,6 +69,7 @@ bench-trainer: build
 		$$sudo apt-get install -y -qq --no-install-recommends python3-torch >/dev/null; }
 	bin/loraft bench trainer --out bench/results/trainer.json
 	bin/loraft bench epoch --data $(EPOCH_DATA) --out bench/results/bucketing.json
+	bin/loraft bench parity --data $(EPOCH_DATA) --rows 1500 --out bench/results/bf16_parity.json
 
 # Checkpoint save/load of a bert-base r=8 adapter with AdamW state: local store and MinIO on loopback.
 bench-checkpoint: build

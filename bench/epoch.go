@@ -11,7 +11,6 @@ import (
 	"github.com/loraft/loraft/trainer/libtorch"
 	"github.com/loraft/loraft/trainer/lora"
 	"github.com/loraft/loraft/trainer/model"
-	"github.com/sugarme/gotch"
 )
 
 // EpochConfig is the dataset and model whose training epoch Epoch times
@@ -25,6 +24,10 @@ type EpochConfig struct {
 	// Reps is how many times each setting runs, interleaved, its fastest
 	// run kept (0: 2).
 	Reps int
+	// Device and Compute are the trainer's --device and --compute-dtype
+	// ("" for cpu and fp32); Recompute its --grad-checkpoint.
+	Device, Compute string
+	Recompute       bool
 }
 
 // EpochRun is one timed training run of Epoch.
@@ -72,6 +75,14 @@ func (r *Runner) Epoch(ctx context.Context, cfg EpochConfig) (Report, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
+	device, err := trainer.ParseDevice(cfg.Device)
+	if err != nil {
+		return nil, fmt.Errorf("device: %w", err)
+	}
+	compute, err := trainer.ParseCompute(cfg.Compute)
+	if err != nil {
+		return nil, err
+	}
 	runs := map[string]EpochRun{}
 	// Twice each, interleaved, keeping each setting's faster run: the first
 	// run in a process also pays for warming libtorch's allocator and
@@ -87,9 +98,9 @@ func (r *Runner) Epoch(ctx context.Context, cfg EpochConfig) (Report, error) {
 	for _, bucket := range order {
 		h := trainer.DefaultHyper()
 		h.Epochs, h.BatchSize, h.Seed, h.BucketByLength = cfg.Epochs, cfg.Batch, 42, bucket
-		m, err := model.New(mc, model.RandomWeights(mc, 1), nil, nil, model.Options{Quant: model.NF4, Compute: gotch.Float,
-			Device: gotch.CPU, LoRA: lora.Config{Rank: 8, Alpha: 16, Dropout: 0.05, Targets: []string{"query", "value"}},
-			Labels: shard.NumLabels, Seed: 1})
+		m, err := model.New(mc, model.RandomWeights(mc, 1), nil, nil, model.Options{Quant: model.NF4, Compute: compute,
+			Device: device, LoRA: lora.Config{Rank: 8, Alpha: 16, Dropout: 0.05, Targets: []string{"query", "value"}},
+			Labels: shard.NumLabels, Seed: 1, Recompute: cfg.Recompute})
 		if err != nil {
 			return nil, err
 		}
@@ -114,6 +125,7 @@ func (r *Runner) Epoch(ctx context.Context, cfg EpochConfig) (Report, error) {
 	}
 	return Report{"loraft": r.Version, "date": time.Now().UTC().Format(time.RFC3339), "data": cfg.Data, "rows_train": len(sp.Train), "config": cfg.Config, "max_len": cfg.MaxLen,
 		"batch": cfg.Batch, "epochs": cfg.Epochs, "reps": reps, "threads": threads,
+		"device": cfg.Device, "compute_dtype": cfg.Compute, "grad_checkpoint": cfg.Recompute,
 		"note": "one process, the same seeds; padded: batches in shuffled order, each padded to its longest row; bucketed: " +
 			"shard.BucketByLength (pools of 50 global batches sorted by length, batches shuffled); seconds include the end-of-run evaluation and calibration",
 		"runs": runs, "speedup": runs["bucketed"].SamplesPerS / runs["padded"].SamplesPerS}, nil

@@ -2,7 +2,10 @@
 # GPU check for a CUDA machine that has a pip PyTorch and g++ but no Go and no
 # network: it takes bin/loraft built elsewhere, rebuilds only the C++ shim
 # against this machine's libtorch, and runs the trainer benchmark on the GPU
-# (bert-base, seq 128, batch 32, bf16) beside the PyTorch reference script.
+# (bert-base, seq 128, batch 32, bf16: NF4, NF4 with --grad-checkpoint, fp32
+# base) beside the PyTorch reference script (explicit casts and autocast),
+# one epoch with bf16, --grad-checkpoint and length bucketing together, and
+# the ring all-reduce benchmark.
 # Results go to $GPU_CHECK_OUT (default bench/results/). Budget: < 8 minutes.
 #
 # It then makes the HF golden vectors of issue #16 (deploy/hf-golden.py, with
@@ -39,6 +42,15 @@ step "trainer benchmark on cuda (bert-base, seq 128, batch 32, bf16) with the to
 timeout 360 bin/loraft bench trainer --device cuda --compute-dtype bf16 --config base --seq 128 --batch 32 \
   --steps 10 --soak-steps 0 --python "$PY" --reference bench/reference/qlora_step.py \
   --out "$out/trainer-gpu.json" 2>&1 | tail -n 20
+
+step "one epoch on cuda with all of issue #15's features: bf16, --grad-checkpoint, length bucketing vs padded"
+timeout 240 bin/loraft bench epoch --device cuda --compute-dtype bf16 --grad-checkpoint --config base \
+  --data "${EPOCH_DATA:-experiments/data/demo.csv}" --batch 32 --reps 1 --out "$out/bucketing-gpu.json" 2>&1 | tail -n 5 ||
+  echo "gpu-check: bench epoch on cuda FAILED (rc $?)" >&2
+
+step "ring all-reduce benchmark (ranks as processes, a core each on this machine)"
+timeout 180 bin/loraft bench allreduce --ranks 2,4,8 --trainer-json "$out/trainer-gpu.json" --out "$out/allreduce-gpu.json" 2>&1 | tail -n 5 ||
+  echo "gpu-check: bench allreduce FAILED (rc $?)" >&2
 
 # The HF golden vectors: a failure here is reported, and the check goes on.
 hf="$out/hf-golden"

@@ -98,11 +98,34 @@ func benchCommand() *cli.Command {
 				&cli.IntFlag{Name: "batch", Value: 16},
 				&cli.IntFlag{Name: "epochs", Value: 1},
 				&cli.IntFlag{Name: "reps", Value: 2, Usage: "runs of each setting, interleaved; the faster is kept"},
+				&cli.StringFlag{Name: "device", Value: "cpu"},
+				&cli.StringFlag{Name: "compute-dtype", Value: "fp32", Usage: "fp32 or bf16"},
+				&cli.BoolFlag{Name: "grad-checkpoint", Usage: "recompute each layer in backward"},
 				out,
 			},
 			Action: func(c *cli.Context) error {
 				return benchReport(c)(benchRunner(c).Epoch(c.Context, bench.EpochConfig{Data: c.Path("data"), Config: c.String("config"),
-					MaxLen: c.Int("max-len"), Batch: c.Int("batch"), Epochs: c.Int("epochs"), Reps: c.Int("reps")}))
+					MaxLen: c.Int("max-len"), Batch: c.Int("batch"), Epochs: c.Int("epochs"), Reps: c.Int("reps"),
+					Device: c.String("device"), Compute: c.String("compute-dtype"), Recompute: c.Bool("grad-checkpoint")}))
+			},
+		}, {
+			Name:  "parity",
+			Usage: "train the same model with fp32 and bf16 compute over several seeds: is bf16's validation macro-F1 within seed noise? (JSON)",
+			Flags: []cli.Flag{
+				&cli.PathFlag{Name: "data", Value: "experiments/data/demo.csv", Usage: "dataset CSV (e.g. ../shared/data/combined-val.csv)"},
+				&cli.IntFlag{Name: "rows", Usage: "use only the first N rows (0: all)"},
+				&cli.StringFlag{Name: "config", Value: "tiny"},
+				&cli.IntFlag{Name: "max-len", Value: 64},
+				&cli.IntFlag{Name: "batch", Value: 16},
+				&cli.IntFlag{Name: "epochs", Value: 2},
+				&cli.Float64Flag{Name: "lr", Value: 1e-3},
+				&cli.IntFlag{Name: "seeds", Value: 3},
+				out,
+			},
+			Action: func(c *cli.Context) error {
+				return benchReport(c)(benchRunner(c).Parity(c.Context, bench.ParityConfig{Data: c.Path("data"), Rows: c.Int("rows"),
+					Config: c.String("config"), MaxLen: c.Int("max-len"), Batch: c.Int("batch"), Epochs: c.Int("epochs"),
+					LR: c.Float64("lr"), Seeds: c.Int("seeds")}))
 			},
 		}, {
 			Name:  "checkpoint",
