@@ -33,22 +33,26 @@ type StepConfig struct {
 
 // StepResult is what `loraft bench step` prints.
 type StepResult struct {
-	Impl          string    `json:"impl"`
-	Config        string    `json:"config"`
-	Base          string    `json:"base"`
-	Compute       string    `json:"dtype"`
-	Recompute     bool      `json:"grad_checkpoint"`
-	Device        string    `json:"device"`
-	Seq           int       `json:"seq"`
-	Batch         int       `json:"batch"`
-	Steps         int       `json:"steps"`
-	Threads       int       `json:"threads"`
-	StepSeconds   []float64 `json:"step_s"`
-	StepSMean     float64   `json:"step_s_mean"`
-	StepSP50      float64   `json:"step_s_p50"`
-	SamplesPerS   float64   `json:"samples_per_s"`
-	PeakRSSMB     float64   `json:"peak_rss_mb"`
-	SetupPeakMB   float64   `json:"setup_peak_rss_mb"`
+	Impl        string    `json:"impl"`
+	Config      string    `json:"config"`
+	Base        string    `json:"base"`
+	Compute     string    `json:"dtype"`
+	Recompute   bool      `json:"grad_checkpoint"`
+	Device      string    `json:"device"`
+	Seq         int       `json:"seq"`
+	Batch       int       `json:"batch"`
+	Steps       int       `json:"steps"`
+	Threads     int       `json:"threads"`
+	StepSeconds []float64 `json:"step_s"`
+	StepSMean   float64   `json:"step_s_mean"`
+	StepSP50    float64   `json:"step_s_p50"`
+	SamplesPerS float64   `json:"samples_per_s"`
+	PeakRSSMB   float64   `json:"peak_rss_mb"`
+	SetupPeakMB float64   `json:"setup_peak_rss_mb"`
+	// EvalPeakMB is the peak RSS of evaluating one batch of EvalRows rows
+	// (trainer.Logits, the evaluation batch size) after the training steps.
+	EvalPeakMB    float64   `json:"eval_peak_rss_mb,omitempty"`
+	EvalRows      int       `json:"eval_rows,omitempty"`
 	BaseBytes     int64     `json:"base_bytes"`
 	BitsPerParam  float64   `json:"bits_per_param"`
 	Trainable     int64     `json:"trainable_params"`
@@ -141,5 +145,17 @@ func Step(ctx context.Context, cfg StepConfig) (*StepResult, error) {
 		res.SamplesPerS = float64(cfg.Batch) / res.StepSMean
 	}
 	res.PeakRSSMB = float64(procStatusKB("VmHWM")) / 1024
+	if len(cfg.RSSAt) == 0 { // not in a soak, whose samples must stay the steps'
+		res.EvalRows = trainer.DefaultHyper().EvalBatch
+		d := trainer.SyntheticData(res.EvalRows, cfg.Seq, 2)
+		debug.FreeOSMemory()
+		if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0); err != nil {
+			return nil, fmt.Errorf("resetting the peak RSS before evaluation: %w", err)
+		}
+		if _, err := trainer.Logits(ctx, m, d, d.Split.Train, res.EvalRows); err != nil {
+			return nil, fmt.Errorf("evaluation batch: %w", err)
+		}
+		res.EvalPeakMB = float64(procStatusKB("VmHWM")) / 1024
+	}
 	return res, nil
 }

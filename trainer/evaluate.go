@@ -60,7 +60,7 @@ func batchLogits(m *model.Model, b shard.Batch) ([][]float64, error) {
 	if err != nil {
 		return nil, err
 	}
-	logits := m.Forward(g, ids, mask, false)
+	logits := m.Infer(g, ids, mask)
 	if err := g.Err(); err != nil {
 		return nil, err
 	}

@@ -144,3 +144,35 @@ func (l encoderLayer) adapted() bool {
 	}
 	return false
 }
+
+// Infer computes logits as Forward does in eval mode (no dropout), with
+// autograd off, freeing each encoder layer's intermediates and its input as
+// soon as the layer's output exists: evaluation and serving then need one
+// layer's activations and dequantized weights at a time, not the whole
+// network's (bert-base, 64 rows of 128 tokens: about 0.5 GB against 6 GB).
+// g owns the embeddings, the last hidden states and the head's tensors.
+func (m *Model) Infer(g *graph.Graph, ids, mask *ts.Tensor) *ts.Tensor {
+	runtime.LockOSThread() // grad mode is per OS thread
+	defer runtime.UnlockOSThread()
+	defer libtorch.NoGrad()()
+	in := m.embed(g, ids, mask, false, nil)
+	if in == nil {
+		return nil
+	}
+	h := in.h
+	for i := range m.layers {
+		lg := graph.New()
+		out := lg.Keep(m.layer(lg, i, h, in, false, nil))
+		err := lg.Err()
+		lg.Drop()
+		if err != nil {
+			g.Fail(fmt.Sprintf("layer %d", i), err)
+			return nil
+		}
+		if h != in.h {
+			h.MustDrop()
+		}
+		h = out
+	}
+	return m.head(g, g.Own(h), false, nil)
+}

@@ -135,3 +135,33 @@ func TestRecomputeEqualsPlain(t *testing.T) {
 		})
 	}
 }
+
+// TestInferEqualsForward: Infer, which frees each layer's intermediates as
+// it goes, gives Forward's eval-mode logits bit for bit.
+func TestInferEqualsForward(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	c := micro()
+	m := newModel(t, c, RandomWeights(c, 3), NF4)
+	want := logits(t, m)
+	g := graph.New()
+	defer g.Drop()
+	ids := g.Own(ts.MustOfSlice([]int64{101, 7, 8, 9, 102, 101, 17, 102, 0, 0}).MustView([]int64{2, 5}, true))
+	mask := g.Own(ts.MustOfSlice([]int64{1, 1, 1, 1, 1, 1, 1, 1, 0, 0}).MustView([]int64{2, 5}, true))
+	out := m.Infer(g, ids, mask)
+	if err := g.Err(); err != nil {
+		t.Fatal(err)
+	}
+	got := out.Float64Values()
+	if len(got) != len(want) {
+		t.Fatalf("%d logits, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("logit %d: Infer %v, Forward %v", i, got[i], want[i])
+		}
+	}
+	if out.MustRequiresGrad() {
+		t.Fatal("Infer's logits require grad")
+	}
+}
