@@ -100,7 +100,7 @@ func (r *Runner) Epoch(ctx context.Context, cfg EpochConfig) (Report, error) {
 		h.Epochs, h.BatchSize, h.Seed, h.BucketByLength = cfg.Epochs, cfg.Batch, 42, bucket
 		m, err := model.New(mc, model.RandomWeights(mc, 1), nil, nil, model.Options{Quant: model.NF4, Compute: compute,
 			Device: device, LoRA: lora.Config{Rank: 8, Alpha: 16, Dropout: 0.05, Targets: []string{"query", "value"}},
-			Labels: shard.NumLabels, Seed: 1, Recompute: cfg.Recompute})
+			Labels: shard.NumLabels, Seed: 1, Recompute: cfg.Recompute, ReleaseHost: true})
 		if err != nil {
 			return nil, err
 		}

@@ -88,7 +88,7 @@ func (r *Runner) Parity(ctx context.Context, cfg ParityConfig) (Report, error) {
 			}
 			m, err := model.New(mc, model.RandomWeights(mc, 1), nil, nil, model.Options{Quant: model.NF4, Compute: compute,
 				Device: gotch.CPU, LoRA: lora.Config{Rank: 8, Alpha: 16, Dropout: 0.05, Targets: []string{"query", "value"}},
-				Labels: shard.NumLabels, Seed: seed})
+				Labels: shard.NumLabels, Seed: seed, ReleaseHost: true})
 			if err != nil {
 				return nil, err
 			}

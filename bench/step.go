@@ -88,7 +88,7 @@ func Step(ctx context.Context, cfg StepConfig) (*StepResult, error) {
 	}
 	lc := lora.Config{Rank: 8, Alpha: 16, Dropout: 0.05, Targets: []string{"query", "value"}}
 	m, err := model.New(mc, model.RandomWeights(mc, 1), nil, nil, model.Options{Quant: model.Quant(cfg.Base),
-		Compute: compute, Device: device, LoRA: lc, Labels: shard.NumLabels, Seed: 1, Recompute: cfg.Recompute})
+		Compute: compute, Device: device, LoRA: lc, Labels: shard.NumLabels, Seed: 1, Recompute: cfg.Recompute, ReleaseHost: true})
 	if err != nil {
 		return nil, err
 	}

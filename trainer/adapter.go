@@ -165,7 +165,7 @@ func OpenAdapter(dir, weightsPath string, device gotch.Device) (*model.Model, Ma
 		return nil, man, err
 	}
 	m, err := model.New(man.Base.Config, w, nil, nil, model.Options{Quant: man.Base.Quant, Compute: compute,
-		Device: device, LoRA: man.LoRA, Labels: len(man.Labels), Seed: man.Hyper.Seed})
+		Device: device, LoRA: man.LoRA, Labels: len(man.Labels), Seed: man.Hyper.Seed, ReleaseHost: true})
 	if err != nil {
 		return nil, man, err
 	}

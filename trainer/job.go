@@ -210,14 +210,15 @@ func RunJob(ctx context.Context, j Job) (*model.Model, Manifest, *Result, error)
 	if err != nil {
 		return nil, Manifest{}, nil, err
 	}
+	// The file's bytes are garbage once decoded: return them before the
+	// device copy grows, and let New free each host tensor as it uploads it.
+	debug.FreeOSMemory()
 	m, err := model.New(man.Base.Config, w, clsW, clsB, model.Options{Quant: man.Base.Quant, Compute: compute,
-		Device: j.Device, LoRA: man.LoRA, Labels: shard.NumLabels, Seed: man.Hyper.Seed, Recompute: j.Recompute})
+		Device: j.Device, LoRA: man.LoRA, Labels: shard.NumLabels, Seed: man.Hyper.Seed, Recompute: j.Recompute, ReleaseHost: true})
 	if err != nil {
 		return nil, Manifest{}, nil, err
 	}
-	// The host copy of the base weights is garbage now; return it to the OS
-	// before training's peak.
-	debug.FreeOSMemory()
+	debug.FreeOSMemory() // what New released last
 	if j.Built != nil {
 		j.Built(m, man)
 	}

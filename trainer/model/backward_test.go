@@ -165,3 +165,28 @@ func TestInferEqualsForward(t *testing.T) {
 		t.Fatal("Infer's logits require grad")
 	}
 }
+
+// TestReleaseHost: with ReleaseHost, New empties the caller's weight map as
+// it uploads, and builds the same model.
+func TestReleaseHost(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	c := micro()
+	want := logits(t, newModel(t, c, RandomWeights(c, 3), NF4))
+	w := RandomWeights(c, 3)
+	m, err := New(c, w, nil, nil, Options{Quant: NF4, Compute: gotch.Float, Device: gotch.CPU, LoRA: lora.DefaultConfig(),
+		Labels: 7, Seed: 5, ReleaseHost: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Drop()
+	if len(w) != 0 {
+		t.Fatalf("%d host tensors left in the map, want 0", len(w))
+	}
+	got := logits(t, m)
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("logit %d: %v with ReleaseHost, %v without", i, got[i], want[i])
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime/debug"
 	"slices"
 
 	"github.com/loraft/loraft/trainer/graph"
@@ -40,6 +41,12 @@ type Options struct {
 	// trainer's --grad-checkpoint): far less memory for one more forward
 	// pass, and the same gradients.
 	Recompute bool
+	// ReleaseHost makes New delete each host tensor from the Weights map
+	// once it is on the device, and hand the freed memory back to the OS
+	// after each layer, so that the host copy shrinks as the device copy
+	// grows: building bert-base then peaks near one copy of the weights
+	// instead of two. The caller's map is empty afterwards.
+	ReleaseHost bool
 }
 
 // Param is a named trainable tensor (float32, requires grad).
@@ -100,7 +107,15 @@ func New(c Config, w Weights, clsW, clsB *Tensor, opts Options) (m *Model, err e
 		if !ok {
 			return nil, fmt.Errorf("%w: no %s", ErrWeights, name)
 		}
+		if opts.ReleaseHost {
+			delete(w, name) // the caller's copy goes once t is uploaded
+		}
 		return t, nil
+	}
+	release := func() {
+		if opts.ReleaseHost {
+			debug.FreeOSMemory()
+		}
 	}
 	dense := func(name string) (*ts.Tensor, error) {
 		h, err := get(name)
@@ -179,6 +194,7 @@ func New(c Config, w Weights, clsW, clsB *Tensor, opts Options) (m *Model, err e
 	if m.embLNb, err = dense("bert.embeddings.LayerNorm.bias"); err != nil {
 		return nil, err
 	}
+	release()
 	for i := range c.NumLayers {
 		p := fmt.Sprintf("bert.encoder.layer.%d.", i)
 		var L encoderLayer
@@ -201,6 +217,7 @@ func New(c Config, w Weights, clsW, clsB *Tensor, opts Options) (m *Model, err e
 			}
 		}
 		m.layers = append(m.layers, L)
+		release()
 	}
 	if m.pooler, err = linear("bert.pooler.dense"); err != nil {
 		return nil, err
