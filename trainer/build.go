@@ -48,10 +48,11 @@ func ParseCompute(s string) (gotch.DType, error) {
 // ComputeProbe is what ResolveCompute decided and why.
 type ComputeProbe struct {
 	// Compute is the dtype chosen: "fp32" or "bf16".
-	Compute string
+	Compute string `json:"compute_dtype"`
 	// FP32GFLOPS and BF16GFLOPS are the probe matmul's throughput (0 when
 	// nothing was measured: a GPU, or a dtype given outright).
-	FP32GFLOPS, BF16GFLOPS float64
+	FP32GFLOPS float64 `json:"fp32_gflops"`
+	BF16GFLOPS float64 `json:"bf16_gflops"`
 }
 
 // bf16Pays is how much faster than float32 a bfloat16 matmul must run for
