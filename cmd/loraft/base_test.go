@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/loraft/loraft/trainer/model/hub/hubtest"
 )
 
 // TestTrainFromHubCache trains on a base named by hub id and found in an HF
@@ -16,25 +18,8 @@ import (
 func TestTrainFromHubCache(t *testing.T) {
 	cache := t.TempDir()
 	const id, rev = "loraft/torch-bert-micro", "0123456789abcdef0123456789abcdef01234567"
-	snap := filepath.Join(cache, "models--loraft--torch-bert-micro", "snapshots", rev)
-	if err := os.MkdirAll(snap, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range []string{"config.json", "vocab.txt", "tokenizer_config.json", "pytorch_model.bin"} {
-		data, err := os.ReadFile(filepath.Join("../../trainer/model/testdata/torchbert", f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(snap, f), data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.MkdirAll(filepath.Join(cache, "models--loraft--torch-bert-micro", "refs"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(cache, "models--loraft--torch-bert-micro", "refs", "main"), []byte(rev), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	snap := hubtest.WriteRepo(t, cache, hubtest.Folder(id), rev, hubtest.Files("../../trainer/model/testdata/torchbert",
+		"config.json", "vocab.txt", "tokenizer_config.json", "pytorch_model.bin"))
 	t.Setenv("HF_HUB_CACHE", cache)
 	data := "../../experiments/data/demo.csv"
 	out := filepath.Join(t.TempDir(), "adapter")
