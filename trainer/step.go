@@ -146,7 +146,7 @@ func microStep(m *model.Model, d *Data, rows []int, weights *ts.Tensor, scale fl
 // batchTensors uploads a batch's ids, mask and labels (int64) to device; g owns them.
 func batchTensors(g *graph.Graph, b shard.Batch, device gotch.Device) (ids, mask, labels *ts.Tensor, err error) {
 	mk := func(data []int64, shape ...int64) *ts.Tensor {
-		t, err := ts.NewTensorFromData(data, shape)
+		t, err := libtorch.TensorOf(data, shape)
 		if err != nil {
 			g.Fail("batch upload", err)
 			return nil

@@ -235,7 +235,7 @@ func New(c Config, w Weights, clsW, clsB *Tensor, opts Options) (m *Model, err e
 }
 
 func upload(h *Tensor, device gotch.Device) (*ts.Tensor, error) {
-	t, err := ts.NewTensorFromData(h.Data, h.Shape)
+	t, err := libtorch.TensorOf(h.Data, h.Shape)
 	if err != nil {
 		return nil, err
 	}
@@ -246,7 +246,7 @@ func upload(h *Tensor, device gotch.Device) (*ts.Tensor, error) {
 }
 
 func uploadTrainable(h *Tensor, device gotch.Device) (*ts.Tensor, error) {
-	t, err := ts.NewTensorFromData(h.Data, h.Shape)
+	t, err := libtorch.TensorOf(h.Data, h.Shape)
 	if err != nil {
 		return nil, err
 	}
