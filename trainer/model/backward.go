@@ -149,7 +149,8 @@ func (l encoderLayer) adapted() bool {
 // autograd off, freeing each encoder layer's intermediates and its input as
 // soon as the layer's output exists: evaluation and serving then need one
 // layer's activations and dequantized weights at a time, not the whole
-// network's (bert-base, 64 rows of 128 tokens: about 0.5 GB against 6 GB).
+// network's (bert-base NF4, an evaluation batch of 64 rows of 128 tokens:
+// the process peaked at 1.5 GB, against 10.9 GB through Forward).
 // g owns the embeddings, the last hidden states and the head's tensors.
 func (m *Model) Infer(g *graph.Graph, ids, mask *ts.Tensor) *ts.Tensor {
 	runtime.LockOSThread() // grad mode is per OS thread
