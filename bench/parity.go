@@ -116,7 +116,7 @@ func (r *Runner) Parity(ctx context.Context, cfg ParityConfig) (Report, error) {
 		"fp32_macro_f1_mean": mF, "fp32_macro_f1_std": sF, "bf16_macro_f1_mean": mB, "bf16_macro_f1_std": sB,
 		"macro_f1_diff": mB - mF, "noise": noise, "within_noise": math.Abs(mB-mF) <= noise,
 		"method": "same data, split, base and LoRA init per seed; within_noise: |mean bf16 − mean fp32| ≤ 2 × the larger seed-to-seed std",
-		"runs": runs}, nil
+		"runs":   runs}, nil
 }
 
 // meanStd is the mean and sample standard deviation of xs.
