@@ -57,13 +57,14 @@ type ComputeProbe struct {
 
 // bf16Pays is how much faster than float32 a bfloat16 matmul must run for
 // auto to pick it: bf16 compute adds casts around every product, and a
-// CPU without native bf16 arithmetic emulates it (≈ 0.1×).
+// CPU without native bf16 arithmetic emulates it (0.06× on the AVX2
+// development machines).
 const bf16Pays = 1.3
 
 // ResolveCompute turns a --compute-dtype value into "fp32" or "bf16". For
 // "auto" it picks bf16 on a GPU, and on the CPU when a probe matmul the
 // shape of a BERT-base projection runs at least bf16Pays times as fast in
-// bf16 as in float32 (about 0.3 s). It runs once, when a process starts:
+// bf16 as in float32 (under half a second). It runs once, when a process starts:
 // the dtype chosen is recorded in the run's manifest, so a resumed run
 // never probes again and keeps its arithmetic.
 func ResolveCompute(ctx context.Context, s string, device gotch.Device) (ComputeProbe, error) {
