@@ -54,23 +54,11 @@ func (r *Runner) Epoch(ctx context.Context, cfg EpochConfig) (Report, error) {
 		return nil, err
 	}
 	defer trainer.LockThread()()
-	ds, err := shard.ReadFile(cfg.Data, shard.Options{})
+	d, err := trainingData(ctx, cfg.Data, 0, cfg.MaxLen)
 	if err != nil {
 		return nil, err
 	}
-	sp, err := shard.NewSplit(ds, 42, shard.DefaultRatios)
-	if err != nil {
-		return nil, err
-	}
-	tok, err := wordpiece.BertBaseUncased()
-	if err != nil {
-		return nil, err
-	}
-	toks, err := shard.Tokenize(ctx, ds, tok, cfg.MaxLen, nil)
-	if err != nil {
-		return nil, err
-	}
-	d := &trainer.Data{DS: ds, Split: sp, Tokens: toks, PadID: tok.PadID()}
+	sp := d.Split
 	mc, err := model.LoadConfig(cfg.Config)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
@@ -151,4 +139,30 @@ func epochTokens(d *trainer.Data, h trainer.Hyper) (slots, real int64) {
 		}
 	}
 	return slots, real
+}
+
+// trainingData reads a dataset CSV (only its first rows when rows > 0),
+// splits it with seed 42 and tokenizes it with bert-base-uncased's vocab to
+// maxLen: the data of the training benchmarks.
+func trainingData(ctx context.Context, path string, rows, maxLen int) (*trainer.Data, error) {
+	ds, err := shard.ReadFile(path, shard.Options{})
+	if err != nil {
+		return nil, err
+	}
+	if rows > 0 && rows < len(ds.Rows) {
+		ds.Rows = ds.Rows[:rows]
+	}
+	sp, err := shard.NewSplit(ds, 42, shard.DefaultRatios)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := wordpiece.BertBaseUncased()
+	if err != nil {
+		return nil, err
+	}
+	toks, err := shard.Tokenize(ctx, ds, tok, maxLen, nil)
+	if err != nil {
+		return nil, err
+	}
+	return &trainer.Data{DS: ds, Split: sp, Tokens: toks, PadID: tok.PadID()}, nil
 }

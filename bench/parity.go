@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/loraft/loraft/shard"
-	"github.com/loraft/loraft/shard/wordpiece"
 	"github.com/loraft/loraft/trainer"
 	"github.com/loraft/loraft/trainer/libtorch"
 	"github.com/loraft/loraft/trainer/lora"
@@ -51,26 +50,11 @@ func (r *Runner) Parity(ctx context.Context, cfg ParityConfig) (Report, error) {
 		return nil, err
 	}
 	defer trainer.LockThread()()
-	ds, err := shard.ReadFile(cfg.Data, shard.Options{})
+	d, err := trainingData(ctx, cfg.Data, cfg.Rows, cfg.MaxLen)
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Rows > 0 && cfg.Rows < len(ds.Rows) {
-		ds.Rows = ds.Rows[:cfg.Rows]
-	}
-	sp, err := shard.NewSplit(ds, 42, shard.DefaultRatios)
-	if err != nil {
-		return nil, err
-	}
-	tok, err := wordpiece.BertBaseUncased()
-	if err != nil {
-		return nil, err
-	}
-	toks, err := shard.Tokenize(ctx, ds, tok, cfg.MaxLen, nil)
-	if err != nil {
-		return nil, err
-	}
-	d := &trainer.Data{DS: ds, Split: sp, Tokens: toks, PadID: tok.PadID()}
+	ds, sp := d.DS, d.Split
 	mc, err := model.LoadConfig(cfg.Config)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
