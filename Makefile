@@ -61,13 +61,15 @@ clean:
 	rm -rf bin
 
 # QLoRA step speed/memory vs PyTorch eager (Debian python3-torch, the same
-# libtorch) doing the identical step, and an RSS soak of 2,200 tiny steps.
+# libtorch) doing the identical step, and an RSS soak of 2,200 tiny steps; what NF4
+# dequantization adds per forward pass; length bucketing; bf16 parity.
 bench-trainer: build
 	@dpkg-query -W -f='$${Status}' python3-torch 2>/dev/null | grep -q 'install ok installed' || { \
 		echo "bench-trainer: installing python3-torch (apt) for the reference"; \
 		sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 		$$sudo apt-get install -y -qq --no-install-recommends python3-torch >/dev/null; }
 	bin/loraft bench trainer --out bench/results/trainer.json
+	bin/loraft bench dequant --out bench/results/dequant.json
 	bin/loraft bench epoch --data $(EPOCH_DATA) --out bench/results/bucketing.json
 	bin/loraft bench parity --data $(EPOCH_DATA) --rows 1500 --epochs 4 --lr 3e-3 --out bench/results/bf16_parity.json
 

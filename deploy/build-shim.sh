@@ -143,7 +143,8 @@ done
 sort -o stubbed-ops.txt stubbed-ops.txt
 # The stubbed list is compiled in so a running binary can report it.
 { echo 'R"LORAFT(' ; cat stubbed-ops.txt; echo ')LORAFT"'; } > stubbed_ops.inc
-g++ $cxxflags -c loraft_ext.cpp -o loraft_ext.o 2> loraft_ext.err || { cat loraft_ext.err >&2; exit 1; }
+# -O2 and no FMA contraction: the NF4 loop must round as the tensor ops do.
+g++ $cxxflags -O2 -ffp-contract=off -c loraft_ext.cpp -o loraft_ext.o 2> loraft_ext.err || { cat loraft_ext.err >&2; exit 1; }
 
 g++ -shared -o libtch.so ./*.o $ldflags
 mkdir -p "$out"

@@ -69,6 +69,17 @@ func benchCommand() *cli.Command {
 				return json.NewEncoder(c.App.Writer).Encode(res)
 			},
 		}, {
+			Name:  "dequant",
+			Usage: "what an NF4 base adds per forward pass over an fp32 one: rebuilding every frozen Linear weight by the fused CPU loop and by tensor ops, against the fp32 base's cast, in fp32 and bf16 (JSON)",
+			Flags: []cli.Flag{
+				&cli.StringFlag{Name: "config", Value: "base"},
+				&cli.IntFlag{Name: "rounds", Value: 7, Usage: "time each way this many times; the fastest counts"},
+				out,
+			},
+			Action: func(c *cli.Context) error {
+				return benchReport(c)(benchRunner(c).Dequant(c.Context, bench.DequantConfig{Config: c.String("config"), Rounds: c.Int("rounds")}))
+			},
+		}, {
 			Name:  "trainer",
 			Usage: "QLoRA step speed, memory and roofline fraction (NF4, NF4 with --grad-checkpoint, fp32 base) vs PyTorch eager on the same libtorch, per compute dtype, and an RSS soak (JSON)",
 			Flags: []cli.Flag{

@@ -30,14 +30,25 @@ func mustUpload(t testing.TB, q *Quantized) *Weight {
 	return w
 }
 
-// dequantizeValues runs Weight.Dequantize and returns the result's shape,
-// dtype, requires-grad flag and values, read as float32 (gotch cannot copy
-// bf16 out; bf16 to float32 is exact).
-func dequantizeValues(t *testing.T, w *Weight, dtype gotch.DType) ([]int64, gotch.DType, bool, []float32) {
+// dequantizePaths are Dequantize's two ways of building the weight: the
+// fused C++ loop it takes on CPU and the tensor ops it takes on other
+// devices, run here on CPU so that both are checked against the reference.
+var dequantizePaths = []struct {
+	name string
+	run  func(w *Weight, dtype gotch.DType) (*ts.Tensor, error)
+}{
+	{"fused", (*Weight).Dequantize},
+	{"ops", (*Weight).DequantizeOps},
+}
+
+// dequantizeValues runs one of dequantizePaths and returns the result's
+// shape, dtype, requires-grad flag and values, read as float32 (gotch
+// cannot copy bf16 out; bf16 to float32 is exact).
+func dequantizeValues(t *testing.T, w *Weight, dtype gotch.DType, path int) ([]int64, gotch.DType, bool, []float32) {
 	t.Helper()
-	out, err := w.Dequantize(dtype)
+	out, err := dequantizePaths[path].run(w, dtype)
 	if err != nil {
-		t.Fatalf("Dequantize(%v): %v", dtype, err)
+		t.Fatalf("%s dequantize (%v): %v", dequantizePaths[path].name, dtype, err)
 	}
 	defer out.MustDrop()
 	rg, err := out.RequiresGrad()
@@ -71,41 +82,44 @@ func shapeLen(shape []int64) int {
 	return n
 }
 
-// TestWeightDequantizeFloat: the tensor ops give the Go reference bit for
-// bit, in the weight's shape.
+// TestWeightDequantizeFloat: both paths give the Go reference bit for bit,
+// in the weight's shape.
 func TestWeightDequantizeFloat(t *testing.T) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	for i, c := range weightShapes {
-		name := fmt.Sprintf("%v/dq=%v", c.shape, c.dq)
-		x := randomWeights(shapeLen(c.shape), 0.05, uint64(200+i))
-		q := mustQuantize(t, x, c.shape, c.dq)
-		want := mustDequantize(t, q)
-		w := mustUpload(t, q)
-		shape, dtype, rg, vals := dequantizeValues(t, w, gotch.Float)
-		if fmt.Sprint(shape) != fmt.Sprint(c.shape) || dtype != gotch.Float || rg {
-			t.Errorf("%s: result shape %v dtype %v requires grad %v; want %v Float false", name, shape, dtype, rg, c.shape)
-		}
-		got := vals
-		if len(got) != len(want) {
-			t.Fatalf("%s: %d values, want %d", name, len(got), len(want))
-		}
-		bad := 0
-		for j := range want {
-			if math.Float32bits(got[j]) != math.Float32bits(want[j]) {
-				if bad++; bad <= 5 {
-					t.Errorf("%s: element %d = %v, reference %v", name, j, got[j], want[j])
+		for p := range dequantizePaths {
+			name := fmt.Sprintf("%s/%v/dq=%v", dequantizePaths[p].name, c.shape, c.dq)
+			x := randomWeights(shapeLen(c.shape), 0.05, uint64(200+i))
+			q := mustQuantize(t, x, c.shape, c.dq)
+			want := mustDequantize(t, q)
+			w := mustUpload(t, q)
+			shape, dtype, rg, vals := dequantizeValues(t, w, gotch.Float, p)
+			if fmt.Sprint(shape) != fmt.Sprint(c.shape) || dtype != gotch.Float || rg {
+				t.Errorf("%s: result shape %v dtype %v requires grad %v; want %v Float false", name, shape, dtype, rg, c.shape)
+			}
+			got := vals
+			if len(got) != len(want) {
+				t.Fatalf("%s: %d values, want %d", name, len(got), len(want))
+			}
+			bad := 0
+			for j := range want {
+				if math.Float32bits(got[j]) != math.Float32bits(want[j]) {
+					if bad++; bad <= 5 {
+						t.Errorf("%s: element %d = %v, reference %v", name, j, got[j], want[j])
+					}
 				}
 			}
-		}
-		if bad > 0 {
-			t.Errorf("%s: %d of %d elements differ", name, bad, len(want))
+			if bad > 0 {
+				t.Errorf("%s: %d of %d elements differ", name, bad, len(want))
+			}
 		}
 	}
 }
 
-// TestWeightCodebook decodes every byte value on the device (absmax 1): byte
-// b must give Codebook[b>>4], Codebook[b&15].
+// TestWeightCodebook decodes every byte value on both paths (absmax 1):
+// byte b must give Codebook[b>>4], Codebook[b&15], rounded to nearest even
+// in bf16.
 func TestWeightCodebook(t *testing.T) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -117,10 +131,19 @@ func TestWeightCodebook(t *testing.T) {
 		q.Absmax[i] = 1
 	}
 	w := mustUpload(t, q)
-	_, _, _, got := dequantizeValues(t, w, gotch.Float)
-	for b := 0; b < 256; b++ {
-		if got[2*b] != wantCodebook[b>>4] || got[2*b+1] != wantCodebook[b&15] {
-			t.Errorf("byte %#02x decodes to %v, %v; want %v, %v", b, got[2*b], got[2*b+1], wantCodebook[b>>4], wantCodebook[b&15])
+	for p, path := range dequantizePaths {
+		for _, dtype := range []gotch.DType{gotch.Float, gotch.BFloat16} {
+			round := func(f float32) float32 { return f }
+			if dtype == gotch.BFloat16 {
+				round = func(f float32) float32 { return math.Float32frombits(uint32(bf16(f)) << 16) }
+			}
+			_, _, _, got := dequantizeValues(t, w, dtype, p)
+			for b := 0; b < 256; b++ {
+				hi, lo := round(wantCodebook[b>>4]), round(wantCodebook[b&15])
+				if got[2*b] != hi || got[2*b+1] != lo {
+					t.Errorf("%s %v: byte %#02x decodes to %v, %v; want %v, %v", path.name, dtype, b, got[2*b], got[2*b+1], hi, lo)
+				}
+			}
 		}
 	}
 }
@@ -131,33 +154,38 @@ func bf16(f float32) uint16 {
 	return uint16((b + 0x7FFF + (b>>16)&1) >> 16)
 }
 
-// TestWeightDequantizeBFloat16: the bf16 result is the fp32 reference rounded
-// to nearest even, so within bf16's rounding (half an ulp, at most 2^-8
-// relative) of it.
+// TestWeightDequantizeBFloat16: on both paths the bf16 result is the fp32
+// reference rounded to nearest even, so within bf16's rounding (half an
+// ulp, at most 2^-8 relative) of it.
 func TestWeightDequantizeBFloat16(t *testing.T) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	for i, c := range weightShapes {
-		name := fmt.Sprintf("%v/dq=%v", c.shape, c.dq)
-		x := randomWeights(shapeLen(c.shape), 0.05, uint64(300+i))
-		q := mustQuantize(t, x, c.shape, c.dq)
-		want := mustDequantize(t, q)
-		w := mustUpload(t, q)
-		shape, dtype, rg, vals := dequantizeValues(t, w, gotch.BFloat16)
-		if fmt.Sprint(shape) != fmt.Sprint(c.shape) || dtype != gotch.BFloat16 || rg {
-			t.Errorf("%s: result shape %v dtype %v requires grad %v; want %v BFloat16 false", name, shape, dtype, rg, c.shape)
-		}
-		bad := 0
-		for j, g := range vals {
-			bits := math.Float32bits(g)
-			if math.Abs(float64(g)-float64(want[j])) > math.Abs(float64(want[j]))/256 || bits&0xFFFF != 0 || uint16(bits>>16) != bf16(want[j]) {
-				if bad++; bad <= 5 {
-					t.Errorf("%s: element %d = %v (%#08x), reference %v rounds to %#04x", name, j, g, bits, want[j], bf16(want[j]))
+		for p, path := range dequantizePaths {
+			name := fmt.Sprintf("%s/%v/dq=%v", path.name, c.shape, c.dq)
+			x := randomWeights(shapeLen(c.shape), 0.05, uint64(300+i))
+			q := mustQuantize(t, x, c.shape, c.dq)
+			want := mustDequantize(t, q)
+			w := mustUpload(t, q)
+			shape, dtype, rg, vals := dequantizeValues(t, w, gotch.BFloat16, p)
+			if fmt.Sprint(shape) != fmt.Sprint(c.shape) || dtype != gotch.BFloat16 || rg {
+				t.Errorf("%s: result shape %v dtype %v requires grad %v; want %v BFloat16 false", name, shape, dtype, rg, c.shape)
+			}
+			if len(vals) != len(want) {
+				t.Fatalf("%s: %d values, want %d", name, len(vals), len(want))
+			}
+			bad := 0
+			for j, g := range vals {
+				bits := math.Float32bits(g)
+				if math.Abs(float64(g)-float64(want[j])) > math.Abs(float64(want[j]))/256 || bits&0xFFFF != 0 || uint16(bits>>16) != bf16(want[j]) {
+					if bad++; bad <= 5 {
+						t.Errorf("%s: element %d = %v (%#08x), reference %v rounds to %#04x", name, j, g, bits, want[j], bf16(want[j]))
+					}
 				}
 			}
-		}
-		if bad > 0 {
-			t.Errorf("%s: %d of %d elements differ", name, bad, len(want))
+			if bad > 0 {
+				t.Errorf("%s: %d of %d elements differ", name, bad, len(want))
+			}
 		}
 	}
 }
@@ -378,8 +406,9 @@ func TestWeightDequantizeDropsIntermediates(t *testing.T) {
 	}
 }
 
-// BenchmarkWeightDequantize768 times Weight.Dequantize of a 768x768 weight.
-// Dequantize, Upload and Drop lock their OS thread themselves.
+// BenchmarkWeightDequantize768 times both of Dequantize's paths on a
+// 768x768 weight: the fused C++ loop (CPU) and the tensor ops (other
+// devices).
 func BenchmarkWeightDequantize768(b *testing.B) {
 	x := randomWeights(768*768, 0.02, 1)
 	for _, c := range []struct {
@@ -387,19 +416,23 @@ func BenchmarkWeightDequantize768(b *testing.B) {
 		dq    bool
 		dtype gotch.DType
 	}{{"float/dq", true, gotch.Float}, {"float/plain", false, gotch.Float}, {"bf16/dq", true, gotch.BFloat16}} {
-		b.Run(c.name, func(b *testing.B) {
-			q := mustQuantize(b, x, []int64{768, 768}, c.dq)
-			w := mustUpload(b, q)
-			for b.Loop() {
-				out, err := w.Dequantize(c.dtype)
-				if err != nil {
-					b.Fatal(err)
+		for _, path := range dequantizePaths {
+			b.Run(path.name+"/"+c.name, func(b *testing.B) {
+				runtime.LockOSThread() // gotch's error state is per OS thread
+				defer runtime.UnlockOSThread()
+				q := mustQuantize(b, x, []int64{768, 768}, c.dq)
+				w := mustUpload(b, q)
+				for b.Loop() {
+					out, err := path.run(w, c.dtype)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if err := out.Drop(); err != nil {
+						b.Fatal(err)
+					}
 				}
-				if err := out.Drop(); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
+			})
+		}
 	}
 }
 
