@@ -14,11 +14,20 @@ import (
 	"github.com/loraft/loraft/trainer/model"
 )
 
+// maxEvalTokens caps the token slots (rows × padded length) of one
+// evaluation batch. Memory, not speed, sets it: an encoder layer's
+// intermediates grow with the batch's tokens (about 75 KB each for
+// bert-base), and a batch of 64×128 made evaluation, not training, the
+// process's peak (1.57 GB against 0.75 GB for training steps of 8×128 with
+// --grad-checkpoint). Matrix products of 4,096 rows already run at full speed.
+const maxEvalTokens = 4096
+
 // Logits runs the model without dropout or gradients over rows of d, batch
-// rows at a time, and returns each row's class logits, in the order of
-// rows. It visits the rows longest first, so each batch, padded to its
-// longest row, holds rows of similar length: the answer is the same (up to
-// float rounding), the padding mostly gone.
+// rows at a time (fewer where they would exceed maxEvalTokens token slots),
+// and returns each row's class logits, in the order of rows. It visits the
+// rows longest first, so each batch, padded to its longest row, holds rows
+// of similar length: the answer is the same (up to float rounding), the
+// padding mostly gone.
 func Logits(ctx context.Context, m *model.Model, d *Data, rows []int, batch int) ([][]float64, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -33,11 +42,10 @@ func Logits(ctx context.Context, m *model.Model, d *Data, rows []int, batch int)
 	})
 	out := make([][]float64, len(rows))
 	chunk := make([]int, 0, batch)
-	for lo := 0; lo < len(byLength); lo += batch {
+	for _, pos := range evalBatches(byLength, func(p int) int { return len(d.Tokens.IDs[rows[p]]) }, batch) {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("evaluate: %w", err)
 		}
-		pos := byLength[lo:min(lo+batch, len(byLength))]
 		chunk = chunk[:0]
 		for _, p := range pos {
 			chunk = append(chunk, rows[p])
@@ -51,6 +59,20 @@ func Logits(ctx context.Context, m *model.Model, d *Data, rows []int, batch int)
 		}
 	}
 	return out, nil
+}
+
+// evalBatches cuts byLength (positions, longest row first) into batches of
+// at most batch rows and at most maxEvalTokens token slots; a batch's first
+// row is its longest and sets its padded length.
+func evalBatches(byLength []int, length func(pos int) int, batch int) [][]int {
+	var out [][]int
+	for lo := 0; lo < len(byLength); {
+		fit := max(1, maxEvalTokens/max(1, length(byLength[lo])))
+		hi := min(lo+min(batch, fit), len(byLength))
+		out = append(out, byLength[lo:hi])
+		lo = hi
+	}
+	return out
 }
 
 func batchLogits(m *model.Model, b shard.Batch) ([][]float64, error) {

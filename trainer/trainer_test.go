@@ -216,3 +216,53 @@ func TestLogitsByLength(t *testing.T) {
 		t.Fatalf("%d rows of logits for %d; max |Δ| against one row at a time %.3g", len(batched), len(rows), worst)
 	}
 }
+
+// TestEvalBatches: evaluation batches hold at most the asked-for rows and at
+// most maxEvalTokens token slots, padded to their first (longest) row, and
+// cover every position once, in order.
+func TestEvalBatches(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		lengths []int // by position, longest first
+		batch   int
+		sizes   []int
+	}{
+		{"short rows: the row cap", []int{10, 10, 9, 8, 8}, 2, []int{2, 2, 1}},
+		{"long rows: the token cap", repeatInt(128, 70), 64, []int{maxEvalTokens / 128, maxEvalTokens / 128, 70 - 2*(maxEvalTokens/128)}},
+		{"mixed: long rows in small batches, then short ones", append(repeatInt(512, 9), repeatInt(16, 100)...), 64,
+			[]int{maxEvalTokens / 512, maxEvalTokens / 512, 64, 29}}, // the 9th long row pads 7 short ones
+		{"a row longer than the budget still goes", []int{2 * maxEvalTokens, 5}, 8, []int{1, 1}},
+		{"nothing", nil, 8, nil},
+	} {
+		byLength := make([]int, len(c.lengths))
+		for i := range byLength {
+			byLength[i] = i
+		}
+		got := evalBatches(byLength, func(p int) int { return c.lengths[p] }, c.batch)
+		var sizes []int
+		next := 0
+		for _, b := range got {
+			sizes = append(sizes, len(b))
+			if slots := len(b) * c.lengths[b[0]]; len(b) > 1 && slots > maxEvalTokens {
+				t.Errorf("%s: a batch of %d rows padded to %d: %d token slots", c.name, len(b), c.lengths[b[0]], slots)
+			}
+			for _, p := range b {
+				if p != next {
+					t.Fatalf("%s: position %d where %d was next", c.name, p, next)
+				}
+				next++
+			}
+		}
+		if next != len(c.lengths) || fmt.Sprint(sizes) != fmt.Sprint(c.sizes) {
+			t.Errorf("%s: batch sizes %v covering %d rows, want %v covering %d", c.name, sizes, next, c.sizes, len(c.lengths))
+		}
+	}
+}
+
+func repeatInt(v, n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = v
+	}
+	return out
+}
