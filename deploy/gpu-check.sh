@@ -4,9 +4,10 @@
 # against this machine's libtorch, and runs the trainer benchmark on the GPU
 # (bert-base, seq 128, batch 32, bf16: NF4, NF4 with --grad-checkpoint, fp32
 # base) beside the PyTorch reference script (explicit casts and autocast),
-# one epoch with bf16, --grad-checkpoint and length bucketing together, and
-# the ring all-reduce benchmark.
-# Results go to $GPU_CHECK_OUT (default bench/results/). Budget: < 8 minutes.
+# one epoch with bf16, --grad-checkpoint and length bucketing together, the
+# NF4 dequantization cost and the fp32/bf16 trainer benchmark on the host CPU,
+# and the ring all-reduce benchmark.
+# Results go to $GPU_CHECK_OUT (default bench/results/). Budget: < 10 minutes.
 #
 # It then makes the HF golden vectors of issue #16 (deploy/hf-golden.py, with
 # transformers and peft) in $GPU_CHECK_OUT/hf-golden/: BertTokenizer ids,
@@ -47,6 +48,17 @@ step "one epoch on cuda with all of issue #15's features: bf16, --grad-checkpoin
 timeout 240 bin/loraft bench epoch --device cuda --compute-dtype bf16 --grad-checkpoint --config base \
   --data "${EPOCH_DATA:-experiments/data/demo.csv}" --batch 32 --reps 1 --out "$out/bucketing-gpu.json" 2>&1 | tail -n 5 ||
   echo "gpu-check: bench epoch on cuda FAILED (rc $?)" >&2
+
+# The host CPU of such a machine may have native bf16 (AVX512-BF16 or AMX),
+# which issue #15's CPU bf16 goals need and the development machines lack.
+step "host CPU: NF4 dequantization cost and the bf16 trainer benchmark (bert-base, seq 128, batch 8)"
+{ lscpu 2>/dev/null | grep '^Model name'; echo "bf16 flags: $(grep -o -w -E 'avx512_bf16|amx_bf16|avx512f' /proc/cpuinfo | sort -u | tr '\n' ' ')"; } | tee "$out/gpu-host-cpu.txt" || true
+timeout 90 bin/loraft bench dequant --out "$out/dequant-host.json" 2>&1 | tail -n 3 ||
+  echo "gpu-check: bench dequant FAILED (rc $?)" >&2
+timeout 240 bin/loraft bench trainer --device cpu --compute-dtype fp32,bf16 --config base --seq 128 --batch 8 \
+  --steps 3 --soak-steps 0 --python "$PY" --reference bench/reference/qlora_step.py \
+  --out "$out/trainer-host-cpu.json" 2>&1 | tail -n 5 ||
+  echo "gpu-check: bench trainer on the host CPU FAILED (rc $?)" >&2
 
 step "ring all-reduce benchmark (ranks as processes, a core each on this machine)"
 timeout 180 bin/loraft bench allreduce --ranks 2,4,8 --trainer-json "$out/trainer-gpu.json" --out "$out/allreduce-gpu.json" 2>&1 | tail -n 5 ||
