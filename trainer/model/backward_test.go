@@ -1,10 +1,12 @@
 package model
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/loraft/loraft/trainer/graph"
@@ -167,26 +169,46 @@ func TestInferEqualsForward(t *testing.T) {
 }
 
 // TestReleaseHost: with ReleaseHost, New empties the caller's weight map as
-// it uploads, and builds the same model.
+// it uploads, and builds the same model, for both base storages.
 func TestReleaseHost(t *testing.T) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	c := micro()
-	want := logits(t, newModel(t, c, RandomWeights(c, 3), NF4))
-	w := RandomWeights(c, 3)
-	m, err := New(c, w, nil, nil, Options{Quant: NF4, Compute: gotch.Float, Device: gotch.CPU, LoRA: lora.DefaultConfig(),
-		Labels: 7, Seed: 5, ReleaseHost: true})
-	if err != nil {
-		t.Fatal(err)
+	for _, q := range []Quant{NF4, Dense} {
+		want := logits(t, newModel(t, c, RandomWeights(c, 3), q))
+		w := RandomWeights(c, 3)
+		m, err := New(c, w, nil, nil, Options{Quant: q, Compute: gotch.Float, Device: gotch.CPU, LoRA: lora.DefaultConfig(),
+			Labels: 7, Seed: 5, ReleaseHost: true})
+		if err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		if len(w) != 0 {
+			t.Errorf("%s: %d host tensors left in the map, want 0", q, len(w))
+		}
+		got := logits(t, m)
+		m.Drop()
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("%s: logit %d: %v with ReleaseHost, %v without", q, i, got[i], want[i])
+			}
+		}
 	}
-	defer m.Drop()
-	if len(w) != 0 {
-		t.Fatalf("%d host tensors left in the map, want 0", len(w))
-	}
-	got := logits(t, m)
-	for i := range want {
-		if got[i] != want[i] {
-			t.Fatalf("logit %d: %v with ReleaseHost, %v without", i, got[i], want[i])
+}
+
+// TestNewMissingWeight: a weight missing halfway through the build is an
+// error naming it, and what was built is freed (no panic on the way out).
+func TestNewMissingWeight(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	c := micro()
+	const missing = "bert.encoder.layer.1.output.dense.weight"
+	for _, release := range []bool{false, true} {
+		w := RandomWeights(c, 3)
+		delete(w, missing)
+		m, err := New(c, w, nil, nil, Options{Quant: NF4, Compute: gotch.Float, Device: gotch.CPU, LoRA: lora.DefaultConfig(),
+			Labels: 7, Seed: 5, ReleaseHost: release})
+		if m != nil || !errors.Is(err, ErrWeights) || !strings.Contains(err.Error(), missing) {
+			t.Errorf("ReleaseHost %v: New = %v, %v; want ErrWeights naming %s", release, m, err, missing)
 		}
 	}
 }

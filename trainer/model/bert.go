@@ -97,9 +97,10 @@ func New(c Config, w Weights, clsW, clsB *Tensor, opts Options) (m *Model, err e
 		return nil, fmt.Errorf("model: compute dtype %v, want float32 or bfloat16", opts.Compute)
 	}
 	m = &Model{Config: c, Opts: opts}
+	built := m // every error return sets m to nil: free what was built so far
 	defer func() {
 		if err != nil {
-			m.Drop()
+			built.Drop()
 		}
 	}()
 	get := func(name string) (*Tensor, error) {
@@ -154,10 +155,12 @@ func New(c Config, w Weights, clsW, clsB *Tensor, opts Options) (m *Model, err e
 			m.baseBytes += int64(q.StoredBytes())
 			l.Base = &nf4Frozen{w: nw, shape: shape}
 		case Dense:
-			t, err := dense(name + ".weight")
+			// hw is already out of the map under ReleaseHost: upload it here.
+			t, err := upload(hw, opts.Device)
 			if err != nil {
-				return nil, err
+				return nil, fmt.Errorf("uploading %s.weight: %w", name, err)
 			}
+			m.frozen = append(m.frozen, t)
 			m.baseBytes += 4 * numel(hw.Shape)
 			l.Base = &denseFrozen{t: t, shape: shape}
 		default:
