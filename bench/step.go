@@ -46,6 +46,7 @@ type StepResult struct {
 	StepSeconds []float64 `json:"step_s"`
 	StepSMean   float64   `json:"step_s_mean"`
 	StepSP50    float64   `json:"step_s_p50"`
+	StepSMin    float64   `json:"step_s_min"`
 	SamplesPerS float64   `json:"samples_per_s"`
 	PeakRSSMB   float64   `json:"peak_rss_mb"`
 	SetupPeakMB float64   `json:"setup_peak_rss_mb"`
@@ -142,6 +143,7 @@ func Step(ctx context.Context, cfg StepConfig) (*StepResult, error) {
 			sum += v
 		}
 		res.StepSMean, res.StepSP50 = sum/float64(len(res.StepSeconds)), median(res.StepSeconds)
+		res.StepSMin = slices.Min(res.StepSeconds)
 		res.SamplesPerS = float64(cfg.Batch) / res.StepSMean
 	}
 	res.PeakRSSMB = float64(procStatusKB("VmHWM")) / 1024

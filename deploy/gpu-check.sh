@@ -41,7 +41,7 @@ bin/loraft version --json | tee "$out/gpu-version.json"
 
 step "trainer benchmark on cuda (bert-base, seq 128, batch 32, bf16) with the torch reference"
 timeout 360 bin/loraft bench trainer --device cuda --compute-dtype bf16 --config base --seq 128 --batch 32 \
-  --steps 10 --soak-steps 0 --python "$PY" --reference bench/reference/qlora_step.py \
+  --steps 10 --rounds 1 --soak-steps 0 --python "$PY" --reference bench/reference/qlora_step.py \
   --out "$out/trainer-gpu.json" 2>&1 | tail -n 20
 
 step "one epoch on cuda with all of issue #15's features: bf16, --grad-checkpoint, length bucketing vs padded"
@@ -56,7 +56,7 @@ step "host CPU: NF4 dequantization cost and the bf16 trainer benchmark (bert-bas
 timeout 90 bin/loraft bench dequant --out "$out/dequant-host.json" 2>&1 | tail -n 3 ||
   echo "gpu-check: bench dequant FAILED (rc $?)" >&2
 timeout 240 bin/loraft bench trainer --device cpu --compute-dtype fp32,bf16 --config base --seq 128 --batch 8 \
-  --steps 3 --soak-steps 0 --python "$PY" --reference bench/reference/qlora_step.py \
+  --steps 3 --rounds 1 --soak-steps 0 --python "$PY" --reference bench/reference/qlora_step.py \
   --out "$out/trainer-host-cpu.json" 2>&1 | tail -n 5 ||
   echo "gpu-check: bench trainer on the host CPU FAILED (rc $?)" >&2
 

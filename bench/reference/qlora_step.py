@@ -611,6 +611,7 @@ def main(argv=None):
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
         "rank": args.rank,
         "alpha": args.alpha,
+        "step_s": times,
         "step_s_mean": step_mean,
         "step_s_p50": statistics.median(times),
         "step_s_min": min(times),

@@ -89,6 +89,7 @@ func benchCommand() *cli.Command {
 				&cli.IntFlag{Name: "seq", Value: 128},
 				&cli.IntFlag{Name: "batch", Value: 8},
 				&cli.IntFlag{Name: "steps", Value: 3},
+				&cli.IntFlag{Name: "rounds", Value: 2, Usage: "run every variant this many times, in turn, and pool their steps (a shared machine's slow minute lands on all of them)"},
 				&cli.IntFlag{Name: "soak-steps", Value: 2200, Usage: "tiny-config steps of the RSS soak (0: skip)"},
 				&cli.StringFlag{Name: "python", Value: "/usr/bin/python3", Usage: "python with torch for the reference"},
 				&cli.PathFlag{Name: "reference", Value: "bench/reference/qlora_step.py"},
@@ -97,7 +98,7 @@ func benchCommand() *cli.Command {
 			Action: func(c *cli.Context) error {
 				return benchReport(c)(benchRunner(c).Trainer(c.Context, bench.TrainerConfig{Config: c.String("config"),
 					Device: c.String("device"), Computes: splitList(c.String("compute-dtype")), Seq: c.Int("seq"), Batch: c.Int("batch"),
-					Steps: c.Int("steps"), SoakSteps: c.Int("soak-steps"), Python: c.String("python"), Reference: c.Path("reference")}))
+					Steps: c.Int("steps"), Rounds: c.Int("rounds"), SoakSteps: c.Int("soak-steps"), Python: c.String("python"), Reference: c.Path("reference")}))
 			},
 		}, {
 			Name:  "epoch",
