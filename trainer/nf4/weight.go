@@ -28,9 +28,8 @@ type Weight struct {
 	device      gotch.Device
 	stored      int // bytes of the per-weight tensors below
 
-	packed  *ts.Tensor // uint8 [nBlocks*BlockSize/2], padded with 0x77 to whole blocks
-	pairs   *ts.Tensor // int64 [256]: float32 codebook pairs, see codebookPairs
-	pairs16 *ts.Tensor // int32 [256]: bfloat16 codebook pairs, see codebookPairs16
+	packed *ts.Tensor // uint8 [nBlocks*BlockSize/2], padded with 0x77 to whole blocks
+	pairs  *ts.Tensor // int64 [256]: float32 codebook pairs, see codebookPairs
 
 	absmax *ts.Tensor // float32 [nBlocks, 1]; nil with double quantization
 
