@@ -101,10 +101,8 @@ func (r *Runner) Dequant(ctx context.Context, cfg DequantConfig) (Report, error)
 				if err != nil {
 					return 0, err
 				}
-				if t != nil {
-					if err := t.Drop(); err != nil {
-						return 0, err
-					}
+				if err := t.Drop(); err != nil {
+					return 0, err
 				}
 			}
 			if ms := float64(time.Since(start).Microseconds()) / 1000; round == 0 || ms < best {
@@ -134,14 +132,11 @@ func (r *Runner) Dequant(ctx context.Context, cfg DequantConfig) (Report, error)
 		if err != nil {
 			return nil, fmt.Errorf("tensor-op dequantize %s: %w", dt.name, err)
 		}
-		cast, err := forward(func(i int) (*ts.Tensor, error) {
-			if dt.dtype == gotch.Float {
-				return nil, nil // graph.To returns the fp32 weight itself
+		cast := 0.0 // in fp32, graph.To returns the fp32 base's weight itself
+		if dt.dtype != gotch.Float {
+			if cast, err = forward(func(i int) (*ts.Tensor, error) { return dense[i].Totype(dt.dtype, false) }); err != nil {
+				return nil, fmt.Errorf("fp32 base to %s: %w", dt.name, err)
 			}
-			return dense[i].Totype(dt.dtype, false)
-		})
-		if err != nil {
-			return nil, fmt.Errorf("fp32 base to %s: %w", dt.name, err)
 		}
 		r.logf("bench dequant %s: fused %.1f ms, tensor ops %.1f ms, fp32 base %.1f ms per forward\n", dt.name, fused, ops, cast)
 		report[dt.name] = map[string]any{
