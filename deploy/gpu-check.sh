@@ -50,12 +50,14 @@ timeout 240 bin/loraft bench epoch --device cuda --compute-dtype bf16 --grad-che
   echo "gpu-check: bench epoch on cuda FAILED (rc $?)" >&2
 
 # The host CPU of such a machine may have native bf16 (AVX512-BF16 or AMX),
-# which issue #15's CPU bf16 goals need and the development machines lack.
+# which issue #15's CPU bf16 goals need and the development machines lack;
+# `auto` runs bf16 only where a probe matmul shows it pays (else a bf16 step
+# would take minutes and eat the budget).
 step "host CPU: NF4 dequantization cost and the bf16 trainer benchmark (bert-base, seq 128, batch 8)"
 { lscpu 2>/dev/null | grep '^Model name'; echo "bf16 flags: $(grep -o -w -E 'avx512_bf16|amx_bf16|avx512f' /proc/cpuinfo | sort -u | tr '\n' ' ')"; } | tee "$out/gpu-host-cpu.txt" || true
 timeout 90 bin/loraft bench dequant --out "$out/dequant-host.json" 2>&1 | tail -n 3 ||
   echo "gpu-check: bench dequant FAILED (rc $?)" >&2
-timeout 240 bin/loraft bench trainer --device cpu --compute-dtype fp32,bf16 --config base --seq 128 --batch 8 \
+timeout 240 bin/loraft bench trainer --device cpu --compute-dtype fp32,auto --config base --seq 128 --batch 8 \
   --steps 3 --rounds 1 --soak-steps 0 --python "$PY" --reference bench/reference/qlora_step.py \
   --out "$out/trainer-host-cpu.json" 2>&1 | tail -n 5 ||
   echo "gpu-check: bench trainer on the host CPU FAILED (rc $?)" >&2
