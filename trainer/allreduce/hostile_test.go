@@ -116,16 +116,27 @@ func TestHostilePeerFarSteps(t *testing.T) {
 	if n, limit := inboxCount(c.rings[0]), c.rings[0].maxInboxes(); n != limit {
 		t.Fatalf("%d inboxes after filling the window, want its limit %d", n, limit)
 	}
-	// Rank 0's next step is 6: inboxes of steps before it are dropped and
-	// those of the window after it kept; the planted chunks fail the step
-	// they sit in, not the ring.
+	// Rank 0's next step is 6: inboxes of steps before it are dropped. The
+	// jump from step 1 to 6 is past every rank's window (training never
+	// skips steps), so whichever rank begins step 6 first may have its chunk
+	// refused by a neighbour that has not begun it yet: step 6 may fail, but
+	// it ends on every rank, and rank 0 holds no inbox afterwards.
 	bufs = [][]float32{{1, 1, 1}, {2, 2, 2}, {3, 3, 3}}
-	c.allReduce(t, 6, bufs)
-	if bufs[0][2] != 6 || bufs[1][0] != 6 {
-		t.Fatalf("step 6 after the attack: %v, want 6 everywhere", bufs)
+	errs, _ := c.reduce(nil, func(r *Ring) error { return r.AllReduce(context.Background(), 6, bufs[r.Rank()]) })
+	for rank, err := range errs {
+		if err != nil {
+			t.Logf("rank %d step 6 (a jump past the window): %v", rank, err)
+		}
 	}
 	if n := inboxCount(c.rings[0]); n != 0 {
 		t.Fatalf("%d inboxes left after step 6, want 0 (steps 2..4 were reduced past)", n)
+	}
+	// The planted chunks failed nothing beyond the steps they named: the
+	// next step reduces correctly on every rank.
+	bufs = [][]float32{{1, 1, 1}, {2, 2, 2}, {3, 3, 3}}
+	c.allReduce(t, 7, bufs)
+	if bufs[0][2] != 6 || bufs[1][0] != 6 || bufs[2][1] != 6 {
+		t.Fatalf("step 7 after the attack: %v, want 6 everywhere", bufs)
 	}
 }
 
