@@ -127,8 +127,7 @@ func Step(ctx context.Context, cfg StepConfig) (*StepResult, error) {
 		}
 		if slices.Contains(cfg.RSSAt, i+1) {
 			// Collect and return freed Go memory first: otherwise the
-			// sample mostly shows where the GC happens to be in its cycle
-			// (gotch allocates ~100 KB of Go heap per tensor wrapper).
+			// sample partly shows where the GC happens to be in its cycle.
 			debug.FreeOSMemory()
 			res.RSSAtStep = append(res.RSSAtStep, i+1)
 			res.RSSAtMB = append(res.RSSAtMB, float64(procStatusKB("VmRSS"))/1024)

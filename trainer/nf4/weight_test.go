@@ -348,7 +348,7 @@ func added(before, after map[string]bool) int {
 }
 
 // rssBytes reads this process's resident set size after returning freed Go
-// memory to the OS (Tensor wrappers are 100 KB each on the Go heap).
+// memory to the OS.
 func rssBytes() int64 {
 	debug.FreeOSMemory()
 	b, err := os.ReadFile("/proc/self/statm")
@@ -367,8 +367,8 @@ func rssBytes() int64 {
 // 256x256 weight and checks after each that the only tensor it added to
 // gotch's live set is its result. Automatic GC is off during the loop, so an
 // intermediate tensor that Dequantize forgot to drop cannot be freed by a
-// finalizer before it is counted; the loop collects by hand after each check
-// to bound Go memory (gotch's Tensor wrapper holds 100 KB of Go heap).
+// finalizer before it is counted; the loop collects by hand every 20 calls
+// to bound Go memory.
 func TestWeightDequantizeDropsIntermediates(t *testing.T) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
