@@ -215,9 +215,9 @@ func (w *Weight) drop() error {
 //
 // On CPU it is one call into libtch.so (loraft_nf4_dequantize in
 // deploy/gotch/loraft_ext.cpp): a fused loop that reads the codes once and
-// writes the result once: for bert-base's 85M frozen parameters 58 ms per
-// forward pass in fp32 and 92 ms in bf16 on a 2-core CPU, against 287 and
-// 385 ms for the tensor ops it replaces, which make four full-size
+// writes the result once: for bert-base's 85M frozen parameters 51 ms per
+// forward pass in fp32 and 66 ms in bf16 on a 2-core CPU, against 215 and
+// 333 ms for the tensor ops it replaces, which make four full-size
 // intermediates and pay gotch's per-op cost a dozen times
 // (bench/results/dequant.json). On other devices it runs those
 // tensor ops (DequantizeOps).
