@@ -48,7 +48,8 @@ const loraRank = 8
 // the reference with explicit casts and, for bf16, under torch.autocast.
 // It reports each run's matmul FLOPs per step against the matmul
 // throughput libtorch reaches here (the roofline fraction), and the RSS
-// growth over a long soak of tiny steps.
+// growth over a long soak of tiny steps. With Rounds > 1 the variants run in
+// turn, round after round, and each variant's steps are pooled.
 func (r *Runner) Trainer(ctx context.Context, cfg TrainerConfig) (Report, error) {
 	mc, err := model.LoadConfig(cfg.Config)
 	if err != nil {
@@ -121,20 +122,18 @@ func (r *Runner) Trainer(ctx context.Context, cfg TrainerConfig) (Report, error)
 	for _, dt := range dtypes {
 		common := []string{"--config", cfg.Config, "--device", cfg.Device, "--compute-dtype", dt,
 			"--seq", strconv.Itoa(cfg.Seq), "--batch", strconv.Itoa(cfg.Batch), "--steps", strconv.Itoa(cfg.Steps)}
-		variants := []struct {
+		type variant struct {
 			name string
 			cmd  func(context.Context) *exec.Cmd
-		}{
+		}
+		variants := []variant{
 			{"go_nf4", step(append([]string{"--base", "nf4"}, common...)...)},
 			{"go_nf4_grad_checkpoint", step(append([]string{"--base", "nf4", "--grad-checkpoint"}, common...)...)},
 			{"go_fp32_base", step(append([]string{"--base", "fp32"}, common...)...)},
 			{"torch", reference("--dtype", dt)},
 		}
 		if dt == "bf16" {
-			variants = append(variants, struct {
-				name string
-				cmd  func(context.Context) *exec.Cmd
-			}{"torch_autocast", reference("--dtype", "fp32", "--autocast")})
+			variants = append(variants, variant{"torch_autocast", reference("--dtype", "fp32", "--autocast")})
 		}
 		runs := map[string]map[string]any{}
 		for round := range max(1, cfg.Rounds) {
