@@ -82,36 +82,47 @@ func shapeLen(shape []int64) int {
 	return n
 }
 
-// TestWeightDequantizeFloat: both paths give the Go reference bit for bit,
-// in the weight's shape.
-func TestWeightDequantizeFloat(t *testing.T) {
+// TestWeightDequantize: on both paths a Float result is the Go reference bit
+// for bit, and a BFloat16 result is that reference rounded to nearest even
+// (so within half an ulp, at most 2^-8 relative, of it), in the weight's
+// shape and never requiring grad.
+func TestWeightDequantize(t *testing.T) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	for i, c := range weightShapes {
-		for p := range dequantizePaths {
-			name := fmt.Sprintf("%s/%v/dq=%v", dequantizePaths[p].name, c.shape, c.dq)
-			x := randomWeights(shapeLen(c.shape), 0.05, uint64(200+i))
-			q := mustQuantize(t, x, c.shape, c.dq)
-			want := mustDequantize(t, q)
-			w := mustUpload(t, q)
-			shape, dtype, rg, vals := dequantizeValues(t, w, gotch.Float, p)
-			if fmt.Sprint(shape) != fmt.Sprint(c.shape) || dtype != gotch.Float || rg {
-				t.Errorf("%s: result shape %v dtype %v requires grad %v; want %v Float false", name, shape, dtype, rg, c.shape)
-			}
-			got := vals
-			if len(got) != len(want) {
-				t.Fatalf("%s: %d values, want %d", name, len(got), len(want))
-			}
-			bad := 0
-			for j := range want {
-				if math.Float32bits(got[j]) != math.Float32bits(want[j]) {
-					if bad++; bad <= 5 {
-						t.Errorf("%s: element %d = %v, reference %v", name, j, got[j], want[j])
+	for _, dt := range []struct {
+		dtype gotch.DType
+		seed  uint64
+		round func(float32) float32 // the reference as the dtype holds it
+	}{
+		{gotch.Float, 200, func(f float32) float32 { return f }},
+		{gotch.BFloat16, 300, func(f float32) float32 { return math.Float32frombits(uint32(bf16(f)) << 16) }},
+	} {
+		for i, c := range weightShapes {
+			for p, path := range dequantizePaths {
+				name := fmt.Sprintf("%v/%s/%v/dq=%v", dt.dtype, path.name, c.shape, c.dq)
+				x := randomWeights(shapeLen(c.shape), 0.05, dt.seed+uint64(i))
+				q := mustQuantize(t, x, c.shape, c.dq)
+				want := mustDequantize(t, q)
+				w := mustUpload(t, q)
+				shape, dtype, rg, vals := dequantizeValues(t, w, dt.dtype, p)
+				if fmt.Sprint(shape) != fmt.Sprint(c.shape) || dtype != dt.dtype || rg {
+					t.Errorf("%s: result shape %v dtype %v requires grad %v; want %v %v false", name, shape, dtype, rg, c.shape, dt.dtype)
+				}
+				if len(vals) != len(want) {
+					t.Fatalf("%s: %d values, want %d", name, len(vals), len(want))
+				}
+				bad := 0
+				for j, g := range vals {
+					r := dt.round(want[j])
+					if math.Float32bits(g) != math.Float32bits(r) || math.Abs(float64(g)-float64(want[j])) > math.Abs(float64(want[j]))/256 {
+						if bad++; bad <= 5 {
+							t.Errorf("%s: element %d = %v, reference %v (%v in %v)", name, j, g, want[j], r, dt.dtype)
+						}
 					}
 				}
-			}
-			if bad > 0 {
-				t.Errorf("%s: %d of %d elements differ", name, bad, len(want))
+				if bad > 0 {
+					t.Errorf("%s: %d of %d elements differ", name, bad, len(want))
+				}
 			}
 		}
 	}
@@ -152,42 +163,6 @@ func TestWeightCodebook(t *testing.T) {
 func bf16(f float32) uint16 {
 	b := math.Float32bits(f)
 	return uint16((b + 0x7FFF + (b>>16)&1) >> 16)
-}
-
-// TestWeightDequantizeBFloat16: on both paths the bf16 result is the fp32
-// reference rounded to nearest even, so within bf16's rounding (half an
-// ulp, at most 2^-8 relative) of it.
-func TestWeightDequantizeBFloat16(t *testing.T) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	for i, c := range weightShapes {
-		for p, path := range dequantizePaths {
-			name := fmt.Sprintf("%s/%v/dq=%v", path.name, c.shape, c.dq)
-			x := randomWeights(shapeLen(c.shape), 0.05, uint64(300+i))
-			q := mustQuantize(t, x, c.shape, c.dq)
-			want := mustDequantize(t, q)
-			w := mustUpload(t, q)
-			shape, dtype, rg, vals := dequantizeValues(t, w, gotch.BFloat16, p)
-			if fmt.Sprint(shape) != fmt.Sprint(c.shape) || dtype != gotch.BFloat16 || rg {
-				t.Errorf("%s: result shape %v dtype %v requires grad %v; want %v BFloat16 false", name, shape, dtype, rg, c.shape)
-			}
-			if len(vals) != len(want) {
-				t.Fatalf("%s: %d values, want %d", name, len(vals), len(want))
-			}
-			bad := 0
-			for j, g := range vals {
-				bits := math.Float32bits(g)
-				if math.Abs(float64(g)-float64(want[j])) > math.Abs(float64(want[j]))/256 || bits&0xFFFF != 0 || uint16(bits>>16) != bf16(want[j]) {
-					if bad++; bad <= 5 {
-						t.Errorf("%s: element %d = %v (%#08x), reference %v rounds to %#04x", name, j, g, bits, want[j], bf16(want[j]))
-					}
-				}
-			}
-			if bad > 0 {
-				t.Errorf("%s: %d of %d elements differ", name, bad, len(want))
-			}
-		}
-	}
 }
 
 // TestWeightDequantizeNoGrad: Dequantize turns gradient tracking off while it
