@@ -120,12 +120,7 @@ func (r *Runner) Allreduce(ctx context.Context, cfg AllreduceConfig) (Report, er
 	r.logf("bench allreduce: raw TCP loopback %.2f GB/s, %.3f CPU s/GB\n", tcp, tcpCPU)
 	stepS := 0.0
 	if b, err := os.ReadFile(cfg.TrainerJSON); err == nil {
-		var tj map[string]any
-		if json.Unmarshal(b, &tj) == nil {
-			if v := num(tj["go_samples_per_s"]); v > 0 {
-				stepS = num(tj["batch"]) / v
-			}
-		}
+		stepS = trainerStepSeconds(b)
 	}
 	chunkBytes := cfg.ChunkBytes
 	if chunkBytes == 0 {
@@ -299,4 +294,22 @@ func (r *Runner) runAllreduceRanks(ctx context.Context, n int, addrs []string, c
 		}
 	}
 	return times, nil
+}
+
+// trainerStepSeconds is the NF4 step time in a bench trainer report: its
+// fp32 run's (the top-level go_samples_per_s), or else its bf16 run's, as
+// gpu-check's cuda report has only bf16. 0 when the report has neither.
+func trainerStepSeconds(report []byte) float64 {
+	var tj map[string]any
+	if json.Unmarshal(report, &tj) != nil {
+		return 0
+	}
+	perS := num(tj["go_samples_per_s"])
+	if bf, ok := tj["bf16"].(map[string]any); ok && perS <= 0 {
+		perS = num(bf["go_nf4_samples_per_s"])
+	}
+	if perS <= 0 {
+		return 0
+	}
+	return num(tj["batch"]) / perS
 }

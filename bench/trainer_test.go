@@ -30,3 +30,25 @@ func TestPool(t *testing.T) {
 		t.Errorf("pooled steps %v, want all 5", steps)
 	}
 }
+
+// TestTrainerStepSeconds: the all-reduce benchmark finds the NF4 step time in
+// an fp32 report (as make bench-trainer writes) and in a bf16-only one (as
+// gpu-check's cuda run writes), and no time in anything else.
+func TestTrainerStepSeconds(t *testing.T) {
+	for _, tc := range []struct {
+		name, report string
+		want         float64
+	}{
+		{"fp32", `{"batch":8,"go_samples_per_s":2,"bf16":{"go_nf4_samples_per_s":4}}`, 4},
+		{"bf16 only", `{"batch":32,"bf16":{"go_nf4_samples_per_s":64}}`, 0.5},
+		{"no run", `{"batch":8}`, 0},
+		{"no batch", `{"go_samples_per_s":2}`, 0},
+		{"not JSON", `step`, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := trainerStepSeconds([]byte(tc.report)); got != tc.want {
+				t.Errorf("trainerStepSeconds(%s) = %v, want %v", tc.report, got, tc.want)
+			}
+		})
+	}
+}

@@ -2,7 +2,8 @@
 // manifests. Its tests check those files statically (no Docker, no cluster, no cgo): every YAML
 // parses, the Kubernetes objects are well formed and consistent with each other, the raft group
 // named by --peers is the one the Services and volumes give, secrets never sit in a command
-// line, and every loraft command and flag the files use exists in the CLI.
+// line, and every loraft command and flag the files use exists in the CLI. TestGPUCheckBudget
+// runs gpu-check.sh on stubs of bin/loraft and python.
 package deploy
 
 import (
