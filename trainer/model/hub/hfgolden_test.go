@@ -10,6 +10,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/loraft/loraft/checkpoint/peft"
 	"github.com/loraft/loraft/trainer/graph"
 	"github.com/loraft/loraft/trainer/lora"
 	"github.com/loraft/loraft/trainer/model"
@@ -21,6 +22,15 @@ import (
 // deploy/hf-golden.py saves with transformers' save_pretrained lands once a
 // GPU-machine run has made it (testdata/README.md).
 const hfGoldenBase = "testdata/hf-golden/tiny-bert"
+
+// hfGoldenPEFT is deploy/hf-golden.py's peft/ beside it: a loraft adapter
+// trained on that base (adapter/) and PEFT's logits with it (logits.json).
+const hfGoldenPEFT = "testdata/hf-golden/peft"
+
+// torchPEFTDir is the stand-in for hfGoldenPEFT on the torch fixture: a PEFT
+// adapter for torchDir and the logits PEFT's LoRA semantics give with it,
+// written out in torch by ../testdata/gen_peft.py.
+const torchPEFTDir = "../testdata/torchbert-peft"
 
 // hfLogits is the layout of logits.json, written by deploy/hf-golden.py
 // (tiny-bert/ and peft/) and by ../testdata/gen_torch.py alike.
@@ -59,6 +69,15 @@ func readHFLogits(path string) (hfLogits, error) {
 // mask of ref.
 func baseLogits(t *testing.T, dir string, ref hfLogits) [][]float64 {
 	t.Helper()
+	return adaptedLogits(t, dir, "", ref)
+}
+
+// adaptedLogits is baseLogits with the PEFT adapter directory adapter (when
+// not "") applied as `loraft predict` applies an adapter: the LoRA layers
+// that its adapter_config.json describes, then its tensors (the LoRA A/B
+// and the saved classifier) set by their PEFT names.
+func adaptedLogits(t *testing.T, dir, adapter string, ref hfLogits) [][]float64 {
+	t.Helper()
 	b, err := Resolve(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -75,13 +94,35 @@ func baseLogits(t *testing.T, dir string, ref hfLogits) [][]float64 {
 	if cw == nil || cb == nil {
 		t.Fatalf("%s: the classifier in %s was not returned", dir, b.Weights)
 	}
+	loraCfg := lora.DefaultConfig()
+	var params map[string]*model.Tensor
+	if adapter != "" {
+		pc, err := peft.ReadConfig(adapter)
+		if err != nil {
+			t.Fatal(err)
+		}
+		loraCfg = lora.Config{Rank: pc.R, Alpha: pc.LoraAlpha, Dropout: pc.LoraDropout, Targets: pc.TargetModules, RSLoRA: pc.UseRSLoRA}
+		tensors, err := peft.ReadTensors(adapter)
+		if err != nil {
+			t.Fatal(err)
+		}
+		params = map[string]*model.Tensor{}
+		for name, v := range tensors {
+			params[name] = (*model.Tensor)(v)
+		}
+	}
 	// Dense fp32: the reference is an unquantized float32 forward pass.
 	m, err := model.New(c, w, cw, cb, model.Options{Quant: model.Dense, Compute: gotch.Float, Device: gotch.CPU,
-		LoRA: lora.DefaultConfig(), Labels: labels, Seed: 1})
+		LoRA: loraCfg, Labels: labels, Seed: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Drop()
+	if params != nil {
+		if err := m.SetParams(params); err != nil {
+			t.Fatalf("adapter %s: %v", adapter, err)
+		}
+	}
 	g := graph.New()
 	defer g.Drop()
 	B, L := int64(len(ref.IDs)), int64(len(ref.IDs[0]))
@@ -179,5 +220,44 @@ func TestHFGoldenBaseFiles(t *testing.T) {
 		if filepath.Base(b.Weights) != tc.weights {
 			t.Errorf("%s: weights %s, want %s", tc.dir, b.Weights, tc.weights)
 		}
+	}
+}
+
+// TestPEFTGoldenLogits applies a PEFT adapter directory to its base the way
+// `loraft predict` does and compares loraft's logits with the reference's:
+// the A/B orientation, the scaling (lora_alpha / r), which modules the
+// target_modules match (a non-square intermediate.dense among them) and the
+// classifier saved under modules_to_save must all agree for the logits to.
+// The fixture's reference is PEFT's semantics in plain torch
+// (../testdata/gen_peft.py); once a GPU-machine run has made it,
+// hfGoldenPEFT's is PeftModel.from_pretrained's own, on a loraft export.
+func TestPEFTGoldenLogits(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	const tol = 1e-4
+	type peftCase struct{ name, base, adapter, logits string }
+	cases := []peftCase{{"fixture", torchDir, torchPEFTDir, filepath.Join(torchPEFTDir, "logits.json")}}
+	if _, err := os.Stat(hfGoldenPEFT); err == nil {
+		cases = append(cases, peftCase{"hf-golden", hfGoldenBase, filepath.Join(hfGoldenPEFT, "adapter"), filepath.Join(hfGoldenPEFT, "logits.json")})
+	} else {
+		t.Logf("%s is not in the repository yet (make gpu-check writes it; testdata/README.md): only the fixture is compared", hfGoldenPEFT)
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ref, err := readHFLogits(tc.logits)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := adaptedLogits(t, tc.base, tc.adapter, ref)
+			worst := maxAbsDiff(got, ref.Logits)
+			t.Logf("max |logit(loraft) − logit(reference)| = %.2g over %d×%d logits", worst, len(got), len(got[0]))
+			if worst > tol {
+				t.Fatalf("logits with adapter %s differ from the reference by %v, bound %v", tc.adapter, worst, tol)
+			}
+			// The adapter must matter: the base alone is far from the reference.
+			if d := maxAbsDiff(baseLogits(t, tc.base, ref), ref.Logits); d <= 10*tol {
+				t.Fatalf("the base without the adapter is within %v of the reference: the adapter is not tested", d)
+			}
+		})
 	}
 }
