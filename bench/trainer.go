@@ -49,7 +49,9 @@ const loraRank = 8
 // It reports each run's matmul FLOPs per step against the matmul
 // throughput libtorch reaches here (the roofline fraction), and the RSS
 // growth over a long soak of tiny steps. With Rounds > 1 the variants run in
-// turn, round after round, and each variant's steps are pooled.
+// turn, round after round, and each variant's steps are pooled. On a CUDA
+// device each run's peak device memory above the idle device's is sampled
+// with nvidia-smi (gpu_mem_peak_mb).
 func (r *Runner) Trainer(ctx context.Context, cfg TrainerConfig) (Report, error) {
 	mc, err := model.LoadConfig(cfg.Config)
 	if err != nil {
@@ -90,19 +92,46 @@ func (r *Runner) Trainer(ctx context.Context, cfg TrainerConfig) (Report, error)
 		}
 	}
 
-	run := func(name string, cmd func(context.Context) *exec.Cmd) (map[string]any, error) {
+	// On a GPU, each variant's device memory is sampled from outside the
+	// process, the same way for loraft and the reference (gpuMemory).
+	var gpu *gpuMemory
+	if i, ok := cudaIndex(cfg.Device); ok {
+		g := nvidiaSMIMemory(i)
+		gpu = &g
+		report["gpu_mem_method"] = "nvidia-smi memory.used of the device, sampled every 100 ms while each run's process lives, " +
+			"peak minus the value before it started: CUDA context, allocator cache and tensors, the same for loraft and PyTorch " +
+			"(the reference's cuda_peak_mem_mb is torch.cuda.max_memory_allocated, tensors only)"
+	}
+	run := func(name string, gpu *gpuMemory, cmd func(context.Context) *exec.Cmd) (map[string]any, error) {
 		r.logf("bench trainer: %s …\n", name)
 		ctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
 		defer cancel()
 		c := cmd(ctx)
 		var out, errb bytes.Buffer
 		c.Stdout, c.Stderr = &out, &errb
-		if err := c.Run(); err != nil {
+		var stop func() (float64, error)
+		var gpuErr error
+		if gpu != nil {
+			stop, gpuErr = gpu.watch(ctx)
+		}
+		err := c.Run()
+		var gpuPeak float64
+		if stop != nil {
+			gpuPeak, gpuErr = stop()
+		}
+		if err != nil {
 			return nil, fmt.Errorf("%s: %w\n%s", name, err, errb.String())
 		}
 		var v map[string]any
 		if err := json.Unmarshal(lastLine(out.Bytes()), &v); err != nil {
 			return nil, fmt.Errorf("%s printed no JSON: %w\n%s", name, err, out.String())
+		}
+		switch {
+		case gpuErr != nil: // a figure missing, not a benchmark failed
+			r.logf("bench trainer: %s: no GPU memory figure: %v\n", name, gpuErr)
+			v["gpu_mem_error"] = gpuErr.Error()
+		case stop != nil:
+			v["gpu_mem_peak_mb"] = gpuPeak
 		}
 		return v, nil
 	}
@@ -138,7 +167,7 @@ func (r *Runner) Trainer(ctx context.Context, cfg TrainerConfig) (Report, error)
 		runs := map[string]map[string]any{}
 		for round := range max(1, cfg.Rounds) {
 			for _, v := range variants {
-				res, err := run(fmt.Sprintf("%s %s (round %d)", dt, v.name, round+1), v.cmd)
+				res, err := run(fmt.Sprintf("%s %s (round %d)", dt, v.name, round+1), gpu, v.cmd)
 				if err != nil {
 					return nil, err
 				}
@@ -159,6 +188,9 @@ func (r *Runner) Trainer(ctx context.Context, cfg TrainerConfig) (Report, error)
 			}
 			summary[name+"_samples_per_s"] = v["samples_per_s"]
 			summary[name+"_peak_rss_mb"] = v["peak_rss_mb"]
+			if g, ok := v["gpu_mem_peak_mb"]; ok {
+				summary[name+"_gpu_mem_peak_mb"] = g
+			}
 		}
 		nf4, fp := num(runs["go_nf4"]["samples_per_s"]), num(runs["go_fp32_base"]["samples_per_s"])
 		summary["nf4_cost_over_fp32_base"] = fp/nf4 - 1
@@ -184,7 +216,7 @@ func (r *Runner) Trainer(ctx context.Context, cfg TrainerConfig) (Report, error)
 			"in each run holds the random base's float32 host copy); the reference's is the whole process's ru_maxrss"
 	}
 	if n := cfg.SoakSteps; n > 0 {
-		soak, err := run("soak", step("--config", "tiny", "--base", "nf4", "--seq", "128", "--batch", "8",
+		soak, err := run("soak", nil, step("--config", "tiny", "--base", "nf4", "--seq", "128", "--batch", "8",
 			"--steps", strconv.Itoa(n), "--warmup", "0", "--rss-at", "200", "--rss-at", strconv.Itoa(n)))
 		if err != nil {
 			return nil, err
@@ -216,7 +248,7 @@ func pool(a, b map[string]any, batch int) map[string]any {
 			steps = append(steps, num(v))
 		}
 	}
-	for _, k := range []string{"peak_rss_mb", "eval_peak_rss_mb", "setup_peak_rss_mb"} {
+	for _, k := range []string{"peak_rss_mb", "eval_peak_rss_mb", "setup_peak_rss_mb", "gpu_mem_peak_mb"} {
 		if _, ok := b[k]; ok {
 			a[k] = max(num(a[k]), num(b[k]))
 		}
