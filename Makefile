@@ -40,10 +40,15 @@ demo: build
 proto:
 	deploy/protoc.sh
 
-## lint: gofmt and go vet
+## lint: gofmt, go vet and staticcheck (pinned; installed once into the cache dir, outside the repo)
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK := $(HOME)/.cache/loraft/staticcheck/$(STATICCHECK_VERSION)/staticcheck
 lint: setup
 	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "not gofmt-ed:"; echo "$$bad"; exit 1; fi
 	$(GO) vet ./...
+	@[ -x $(STATICCHECK) ] || { echo "lint: installing staticcheck $(STATICCHECK_VERSION) into $(dir $(STATICCHECK))"; \
+		GOFLAGS= GOBIN=$(dir $(STATICCHECK)) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION); }
+	$(STATICCHECK) ./...
 
 ## bench: every benchmark; results as JSON under bench/results/
 bench: bench-libtorch bench-shard bench-trainer bench-checkpoint bench-allreduce bench-failover bench-dashboard bench-scale bench-serve bench-security

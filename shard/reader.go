@@ -304,7 +304,7 @@ func hexSum(h hash.Hash) string { return hex.EncodeToString(h.Sum(nil)) }
 func parseError(name string, rec int, err error) error {
 	var pe *csv.ParseError
 	if errors.As(err, &pe) {
-		detail := pe.Err.Error()
+		var detail string
 		if errors.Is(pe.Err, csv.ErrQuote) && pe.StartLine != pe.Line {
 			detail = fmt.Sprintf("%v: quoted field opened on line %d is never closed (reached line %d)", pe.Err, pe.StartLine, pe.Line)
 		} else {

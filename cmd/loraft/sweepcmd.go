@@ -569,16 +569,6 @@ func countStates(sw *pb.Sweep) map[pb.TrialState]int {
 	return n
 }
 
-func bestTrial(sw *pb.Sweep) *pb.Trial {
-	var best *pb.Trial
-	for _, t := range sw.GetTrials() {
-		if t.GetHasMetric() && (best == nil || t.GetBestMetric() > best.GetBestMetric()) {
-			best = t
-		}
-	}
-	return best
-}
-
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")

@@ -83,7 +83,7 @@ func TestQuantizeNF4Tie(t *testing.T) {
 		if err != nil {
 			t.Fatalf("quantize: %v", err)
 		}
-		want := []byte{15<<4 | byte(k), byte(k+1)<<4 | 0}
+		want := []byte{15<<4 | byte(k), byte(k+1) << 4} // -1's code, 0, in the low nibble
 		if q.Packed[0] != want[0] || q.Packed[1] != want[1] {
 			t.Errorf("midpoint %d|%d: packed %x, want %x", k, k+1, q.Packed, want)
 		}
