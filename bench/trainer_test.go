@@ -1,8 +1,15 @@
 package bench
 
 import (
+	"context"
 	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/loraft/loraft/internal/proc"
 )
 
 // TestPool: rounds of one variant pool their timed steps (as they come back
@@ -50,5 +57,78 @@ func TestTrainerStepSeconds(t *testing.T) {
 				t.Errorf("trainerStepSeconds(%s) = %v, want %v", tc.report, got, tc.want)
 			}
 		})
+	}
+}
+
+func TestRatioAndCost(t *testing.T) {
+	for _, tc := range []struct {
+		a, b       float64
+		ratio, cst any
+	}{
+		{3, 2, 1.5, 0.5},
+		{2, 2, 1.0, 0.0},
+		{0, 2, nil, nil}, // a failed run's missing figure
+		{2, 0, nil, nil},
+		{-1, 2, nil, nil},
+		{math.NaN(), 2, nil, nil},
+	} {
+		if got := ratio(tc.a, tc.b); got != tc.ratio {
+			t.Errorf("ratio(%v, %v) = %v, want %v", tc.a, tc.b, got, tc.ratio)
+		}
+		if got := cost(tc.a, tc.b); got != tc.cst {
+			t.Errorf("cost(%v, %v) = %v, want %v", tc.a, tc.b, got, tc.cst)
+		}
+	}
+}
+
+// TestTrainerKeepsFiguresOfFailedVariant runs the trainer benchmark with a
+// stand-in loraft whose steps succeed (bench step's JSON) and a reference
+// that fails, as it might on a device it was never tried on: the report
+// keeps loraft's figures, records the reference's error, and leaves the
+// ratios that need it null, still valid JSON. When every run fails, the
+// benchmark fails.
+func TestTrainerKeepsFiguresOfFailedVariant(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	step := write("loraft", "#!/bin/sh\n"+`echo '{"impl":"go","step_s":[2,2],"step_s_mean":2,"step_s_min":2,"samples_per_s":4,"peak_rss_mb":100}'`+"\n")
+	failing := write("python", "#!/bin/sh\necho 'qlora_step.py: no such device' >&2\nexit 2\n")
+	cfg := TrainerConfig{Config: "tiny", Device: "cpu", Computes: []string{"fp32"}, Seq: 16, Batch: 8, Steps: 2, Rounds: 2,
+		Python: failing, Reference: "qlora_step.py"}
+
+	report, err := (&Runner{Bin: proc.Binary{Path: step}}).Trainer(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("one failing variant failed the benchmark: %v", err)
+	}
+	if _, err := json.Marshal(report); err != nil {
+		t.Fatalf("the report is no longer JSON: %v", err)
+	}
+	fp := report["fp32"].(map[string]any)
+	runs := fp["runs"].(map[string]map[string]any)
+	if e, _ := runs["torch"]["error"].(string); !strings.Contains(e, "no such device") {
+		t.Errorf("the reference's error is not recorded: %v", runs["torch"])
+	}
+	if got := fp["go_nf4_samples_per_s"]; got != 4.0 {
+		t.Errorf("go_nf4_samples_per_s = %v, want 4 (loraft's figures kept)", got)
+	}
+	if runs["go_nf4"]["rounds"] != 2 {
+		t.Errorf("go_nf4 pooled %v rounds, want 2", runs["go_nf4"]["rounds"])
+	}
+	if fp["go_over_torch"] != nil || report["ratio"] != nil {
+		t.Errorf("go_over_torch = %v, ratio = %v; want null without the reference", fp["go_over_torch"], report["ratio"])
+	}
+	if fp["nf4_cost_over_fp32_base"] != 0.0 {
+		t.Errorf("nf4_cost_over_fp32_base = %v, want 0 (same stand-in step)", fp["nf4_cost_over_fp32_base"])
+	}
+
+	cfg.Rounds = 1
+	if _, err := (&Runner{Bin: proc.Binary{Path: failing}}).Trainer(context.Background(), cfg); err == nil ||
+		!strings.Contains(err.Error(), "every fp32 run failed") {
+		t.Fatalf("every run failing: err = %v", err)
 	}
 }
