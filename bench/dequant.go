@@ -21,6 +21,9 @@ import (
 type DequantConfig struct {
 	// Config is the model config whose frozen Linear weights are built.
 	Config string
+	// Device holds the weights ("cpu", "cuda", "cuda:N"; "": cpu). Off
+	// CPU, Dequantize is the tensor ops, so nf4_fused_ms is theirs too.
+	Device string
 	// Rounds is how many times each way is timed; the fastest counts (the
 	// machine is shared, so the minimum is the least disturbed run).
 	Rounds int
@@ -45,6 +48,10 @@ func (r *Runner) Dequant(ctx context.Context, cfg DequantConfig) (Report, error)
 	mc, err := model.LoadConfig(cfg.Config)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
+	}
+	device, err := trainer.ParseDevice(cfg.Device)
+	if err != nil {
+		return nil, err
 	}
 	host := model.RandomWeights(mc, 1)
 	var names []string
@@ -74,7 +81,7 @@ func (r *Runner) Dequant(ctx context.Context, cfg DequantConfig) (Report, error)
 		if err != nil {
 			return nil, fmt.Errorf("quantizing %s: %w", name, err)
 		}
-		w, err := q.Upload(gotch.CPU)
+		w, err := q.Upload(device)
 		if err != nil {
 			return nil, fmt.Errorf("uploading %s: %w", name, err)
 		}
@@ -83,16 +90,32 @@ func (r *Runner) Dequant(ctx context.Context, cfg DequantConfig) (Report, error)
 		if err != nil {
 			return nil, fmt.Errorf("uploading %s: %w", name, err)
 		}
+		if device != gotch.CPU {
+			d, err := t.To(device, true)
+			if err != nil {
+				return nil, fmt.Errorf("uploading %s to %v: %w", name, device, err)
+			}
+			t = d
+		}
 		dense = append(dense, t)
 		params += int64(len(h.Data))
 	}
-	r.logf("bench dequant: %d frozen Linear weights, %.1fM parameters, %d threads\n", len(names), float64(params)/1e6, threads)
+	r.logf("bench dequant: %d frozen Linear weights, %.1fM parameters, %d threads, %s\n", len(names), float64(params)/1e6, threads, deviceName(cfg.Device))
+	// wait lets a device's queued kernels finish, so the clock stops when
+	// the weights exist, not when their kernels were launched.
+	wait := func() error { return nil }
+	if device.IsCuda() {
+		wait = func() error { return ts.CudaSynchronize(device.Value) }
+	}
 
 	// forward times one pass of build over every weight, best of Rounds.
 	forward := func(build func(i int) (*ts.Tensor, error)) (float64, error) {
 		best := 0.0
 		for round := 0; round < cfg.Rounds; round++ {
 			if err := ctx.Err(); err != nil {
+				return 0, err
+			}
+			if err := wait(); err != nil {
 				return 0, err
 			}
 			start := time.Now()
@@ -105,6 +128,9 @@ func (r *Runner) Dequant(ctx context.Context, cfg DequantConfig) (Report, error)
 					return 0, err
 				}
 			}
+			if err := wait(); err != nil {
+				return 0, err
+			}
 			if ms := float64(time.Since(start).Microseconds()) / 1000; round == 0 || ms < best {
 				best = ms
 			}
@@ -114,7 +140,7 @@ func (r *Runner) Dequant(ctx context.Context, cfg DequantConfig) (Report, error)
 	}
 	report := Report{
 		"date": time.Now().UTC().Format(time.RFC3339), "loraft": r.Version, "cpus": runtime.NumCPU(), "threads": threads,
-		"torch_version": libtorch.Describe().TorchVersion, "config": cfg.Config, "weights": len(names), "params": params,
+		"torch_version": libtorch.Describe().TorchVersion, "config": cfg.Config, "device": deviceName(cfg.Device), "weights": len(names), "params": params,
 		"rounds": cfg.Rounds,
 		"method": "ms to rebuild every frozen Linear weight once (one forward pass), best of rounds: nf4_fused_ms by Dequantize's " +
 			"fused CPU loop, nf4_ops_ms by the tensor ops it replaced (DequantizeOps), fp32_base_ms the fp32 base's conversion to the " +
@@ -147,4 +173,12 @@ func (r *Runner) Dequant(ctx context.Context, cfg DequantConfig) (Report, error)
 		}
 	}
 	return report, nil
+}
+
+// deviceName is a device flag's value as reports name it ("" is cpu).
+func deviceName(flag string) string {
+	if flag == "" {
+		return "cpu"
+	}
+	return flag
 }

@@ -2,7 +2,10 @@ package bench
 
 import (
 	"context"
+	"strings"
 	"testing"
+
+	"github.com/sugarme/gotch"
 
 	"github.com/loraft/loraft/trainer/model"
 )
@@ -19,6 +22,9 @@ func TestDequant(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if rep["device"] != "cpu" {
+		t.Errorf("device %v, want cpu", rep["device"])
+	}
 	if got, want := rep["weights"], 6*mc.NumLayers+1; got != want {
 		t.Errorf("%v weights rebuilt, want %d (six per layer and the pooler)", got, want)
 	}
@@ -34,6 +40,21 @@ func TestDequant(t *testing.T) {
 		}
 		if cast, _ := r["fp32_base_ms"].(float64); (dt == "fp32") != (cast == 0) {
 			t.Errorf("%s fp32_base_ms = %v: only bf16 converts the fp32 base", dt, cast)
+		}
+	}
+}
+
+// TestDequantBadDevice: a device that does not exist here is refused by
+// name before any weight is built.
+func TestDequantBadDevice(t *testing.T) {
+	devices := []string{"tpu", "cuda:x"}
+	if !gotch.CUDA.IsAvailable() {
+		devices = append(devices, "cuda")
+	}
+	for _, dev := range devices {
+		_, err := (&Runner{}).Dequant(context.Background(), DequantConfig{Config: "tiny", Device: dev, Rounds: 1})
+		if err == nil || !strings.Contains(err.Error(), dev) {
+			t.Errorf("device %q: err = %v, want one naming it", dev, err)
 		}
 	}
 }

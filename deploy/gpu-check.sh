@@ -97,6 +97,8 @@ run 200 trainer-host-cpu "host CPU: the fp32/bf16 trainer benchmark (bert-base, 
   --steps 3 --rounds 1 --soak-steps 0 --python "$PY" --reference bench/reference/qlora_step.py \
   --out "$out/trainer-host-cpu.json"
 
+run 45 dequant-gpu "cuda: the NF4 dequantization cost by tensor ops against the fp32 base's cast (bench dequant)" \
+  bin/loraft bench dequant --device cuda --out "$out/dequant-gpu.json"
 run 180 trainer-gpu "cuda: the trainer benchmark (bert-base, seq 128, batch 32, bf16) with the torch reference" \
   bin/loraft bench trainer --device cuda --compute-dtype bf16 --config base --seq 128 --batch 32 \
   --steps 10 --rounds 1 --soak-steps 0 --python "$PY" --reference bench/reference/qlora_step.py \

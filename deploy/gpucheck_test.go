@@ -49,7 +49,7 @@ func TestGPUCheckBudget(t *testing.T) {
 		{
 			name: "a failing step, then one that hangs last",
 			fail: "dequant", hang: "allreduce",
-			wantRan: []string{"bench dequant", "bench trainer --device cpu", "bench trainer --device cuda",
+			wantRan: []string{"bench dequant --out", "bench trainer --device cpu", "bench dequant --device cuda", "bench trainer --device cuda",
 				"train --data experiments/data/demo.csv", "bench epoch --device cuda", "bench allreduce"},
 			wantOut: []string{"trainer-host-cpu.json", "trainer-gpu.json", "bucketing-gpu.json", "gpu-host-cpu.txt",
 				"logs/dequant-host.txt", "hf-golden/log.txt"},
@@ -57,8 +57,8 @@ func TestGPUCheckBudget(t *testing.T) {
 		},
 		{
 			name:    "the cuda trainer hangs",
-			hang:    "cuda",
-			wantRan: []string{"bench dequant", "bench trainer --device cpu", "bench trainer --device cuda"},
+			hang:    "--device cuda --compute-dtype",
+			wantRan: []string{"bench dequant --out", "bench trainer --device cpu", "bench dequant --device cuda", "bench trainer --device cuda"},
 			wantOut: []string{"dequant-host.json", "trainer-host-cpu.json"},
 			wantErr: []string{"with the torch reference TIMED OUT", "hf-golden.py SKIPPED", "bucketing vs padded SKIPPED",
 				"a core each on this machine) SKIPPED"},

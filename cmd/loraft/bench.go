@@ -73,11 +73,13 @@ func benchCommand() *cli.Command {
 			Usage: "what an NF4 base adds per forward pass over an fp32 one: rebuilding every frozen Linear weight by the fused CPU loop and by tensor ops, against the fp32 base's cast, in fp32 and bf16 (JSON)",
 			Flags: []cli.Flag{
 				&cli.StringFlag{Name: "config", Value: "base"},
+				&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu, cuda or cuda:N (off CPU both ways are the tensor ops)"},
 				&cli.IntFlag{Name: "rounds", Value: 7, Usage: "time each way this many times; the fastest counts"},
 				out,
 			},
 			Action: func(c *cli.Context) error {
-				return benchReport(c)(benchRunner(c).Dequant(c.Context, bench.DequantConfig{Config: c.String("config"), Rounds: c.Int("rounds")}))
+				return benchReport(c)(benchRunner(c).Dequant(c.Context, bench.DequantConfig{Config: c.String("config"),
+					Device: c.String("device"), Rounds: c.Int("rounds")}))
 			},
 		}, {
 			Name:  "trainer",
