@@ -146,3 +146,76 @@ func TestGPUCheckBudget(t *testing.T) {
 		})
 	}
 }
+
+// TestGPUCheckCollect places a gpu-check run's files, read-only as the device
+// tool brings them back, where the repository keeps them; a second run
+// replaces the first; a folder with nothing of a run is an error.
+func TestGPUCheckCollect(t *testing.T) {
+	script, err := filepath.Abs("gpu-check-collect.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, src := t.TempDir(), t.TempDir()
+	b, err := os.ReadFile(script)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(root, "deploy"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "deploy/gpu-check-collect.sh"), b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{
+		"trainer-gpu.json":                           `{"device":"cuda"}`,
+		"gpu-host-cpu.txt":                           "bf16 flags: amx_bf16",
+		"logs/trainer-gpu.txt":                       "log",
+		"hf-golden/tokenizer.json":                   `{"uncased":[]}`,
+		"hf-golden/tiny-bert/config.json":            `{}`,
+		"hf-golden/peft/adapter/adapter_config.json": `{}`,
+		"hf-golden/peft/logits.json":                 `{"logits":[[1]]}`,
+		"hf-golden/loraft-adapter/loraft.json":       `{}`,
+	}
+	for name, body := range files {
+		p := filepath.Join(src, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o444); err != nil {
+			t.Fatal(err)
+		}
+	}
+	collect := func(dir string) (string, error) {
+		out, err := exec.Command("bash", filepath.Join(root, "deploy/gpu-check-collect.sh"), dir).CombinedOutput()
+		return string(out), err
+	}
+	for run := 1; run <= 2; run++ {
+		if out, err := collect(src); err != nil {
+			t.Fatalf("run %d: %v\n%s", run, err, out)
+		}
+	}
+	for to, want := range map[string]string{
+		"bench/results/trainer-gpu.json":                                        `{"device":"cuda"}`,
+		"bench/results/gpu-host-cpu.txt":                                        "bf16 flags: amx_bf16",
+		"bench/results/gpu-logs/trainer-gpu.txt":                                "log",
+		"shard/wordpiece/testdata/hf-golden/tokenizer.json":                     `{"uncased":[]}`,
+		"trainer/model/hub/testdata/hf-golden/tiny-bert/config.json":            `{}`,
+		"trainer/model/hub/testdata/hf-golden/peft/adapter/adapter_config.json": `{}`,
+		"trainer/model/hub/testdata/hf-golden/peft/logits.json":                 `{"logits":[[1]]}`,
+	} {
+		got, err := os.ReadFile(filepath.Join(root, to))
+		if err != nil || string(got) != want {
+			t.Errorf("%s: %q, %v; want %q", to, got, err, want)
+		}
+	}
+	// No nesting on the second run (cp -R into an existing folder would).
+	if _, err := os.Stat(filepath.Join(root, "trainer/model/hub/testdata/hf-golden/tiny-bert/tiny-bert")); err == nil {
+		t.Error("the second run nested tiny-bert/ inside the first's")
+	}
+	if _, err := os.Stat(filepath.Join(root, "trainer/model/hub/testdata/hf-golden/loraft-adapter")); err == nil {
+		t.Error("loraft-adapter/ was kept; peft/adapter/ is the same adapter")
+	}
+	if out, err := collect(t.TempDir()); err == nil || !strings.Contains(out, "nothing of a gpu-check run") {
+		t.Errorf("an empty folder: %v\n%s", err, out)
+	}
+}
