@@ -35,6 +35,10 @@ type TrainerConfig struct {
 	// Python runs Reference (bench/reference/qlora_step.py): PyTorch eager
 	// doing the identical step on the same libtorch.
 	Python, Reference string
+	// Progress, when set, receives the report so far after every run,
+	// marked "partial": true, so that a benchmark cut off by a deadline
+	// (gpu-check's) leaves what it measured. It must not keep the report.
+	Progress func(Report)
 }
 
 // loraRank is the rank of `loraft bench step` and of the reference (their
@@ -148,6 +152,22 @@ func (r *Runner) Trainer(ctx context.Context, cfg TrainerConfig) (Report, error)
 				"--threads", strconv.Itoa(threads), "--json"}, args...)...)
 		}
 	}
+	// progress hands cfg.Progress the report with dt's runs so far (its
+	// summary comes once all of them have run).
+	progress := func(dt string, runs map[string]map[string]any) {
+		if cfg.Progress == nil {
+			return
+		}
+		done, had := report[dt]
+		report[dt], report["partial"] = map[string]any{"runs": runs}, true
+		cfg.Progress(report)
+		delete(report, "partial")
+		if had {
+			report[dt] = done
+		} else {
+			delete(report, dt)
+		}
+	}
 	for _, dt := range dtypes {
 		common := []string{"--config", cfg.Config, "--device", cfg.Device, "--compute-dtype", dt,
 			"--seq", strconv.Itoa(cfg.Seq), "--batch", strconv.Itoa(cfg.Batch), "--steps", strconv.Itoa(cfg.Steps)}
@@ -177,11 +197,13 @@ func (r *Runner) Trainer(ctx context.Context, cfg TrainerConfig) (Report, error)
 						runs[v.name] = map[string]any{"error": lastLines(err.Error(), 20)}
 					}
 					failures++
+					progress(dt, runs)
 					continue
 				}
 				if _, failed := runs[v.name]["error"]; !failed {
 					runs[v.name] = pool(runs[v.name], res, cfg.Batch)
 				}
+				progress(dt, runs)
 			}
 		}
 		if failures == len(variants)*max(1, cfg.Rounds) {

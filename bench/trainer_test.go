@@ -101,9 +101,28 @@ func TestTrainerKeepsFiguresOfFailedVariant(t *testing.T) {
 	cfg := TrainerConfig{Config: "tiny", Device: "cpu", Computes: []string{"fp32"}, Seq: 16, Batch: 8, Steps: 2, Rounds: 2,
 		Python: failing, Reference: "qlora_step.py"}
 
+	var partial []string // each progress report as JSON, as --out gets it
+	cfg.Progress = func(r Report) {
+		b, err := json.Marshal(r)
+		if err != nil {
+			t.Errorf("partial report: %v", err)
+		}
+		partial = append(partial, string(b))
+	}
 	report, err := (&Runner{Bin: proc.Binary{Path: step}}).Trainer(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("one failing variant failed the benchmark: %v", err)
+	}
+	// A report after every run (4 variants × 2 rounds), marked partial,
+	// the first with go_nf4's figures already; the final one is not partial.
+	if len(partial) != 8 {
+		t.Errorf("%d partial reports, want one per run (8)", len(partial))
+	} else if !strings.Contains(partial[0], `"partial":true`) || !strings.Contains(partial[0], `"samples_per_s":4`) ||
+		!strings.Contains(partial[3], "no such device") {
+		t.Errorf("partial reports lack what was measured:\nfirst %s\nfourth %s", partial[0], partial[3])
+	}
+	if _, ok := report["partial"]; ok {
+		t.Error("the final report is marked partial")
 	}
 	if _, err := json.Marshal(report); err != nil {
 		t.Fatalf("the report is no longer JSON: %v", err)

@@ -100,7 +100,8 @@ func benchCommand() *cli.Command {
 			Action: func(c *cli.Context) error {
 				return benchReport(c)(benchRunner(c).Trainer(c.Context, bench.TrainerConfig{Config: c.String("config"),
 					Device: c.String("device"), Computes: splitList(c.String("compute-dtype")), Seq: c.Int("seq"), Batch: c.Int("batch"),
-					Steps: c.Int("steps"), Rounds: c.Int("rounds"), SoakSteps: c.Int("soak-steps"), Python: c.String("python"), Reference: c.Path("reference")}))
+					Steps: c.Int("steps"), Rounds: c.Int("rounds"), SoakSteps: c.Int("soak-steps"), Python: c.String("python"), Reference: c.Path("reference"),
+					Progress: partialReport(c)}))
 			},
 		}, {
 			Name:  "epoch",
@@ -294,6 +295,21 @@ func benchReport(c *cli.Context) func(bench.Report, error) error {
 			return err
 		}
 		return writeJSON(c, c.String("out"), r)
+	}
+}
+
+// partialReport writes a benchmark's report so far to --out (nothing when
+// the report goes to stdout), so that a run cut off by a deadline leaves
+// what it measured; the final report replaces it.
+func partialReport(c *cli.Context) func(bench.Report) {
+	path := c.String("out")
+	if path == "" {
+		return nil
+	}
+	return func(r bench.Report) {
+		if err := writeJSON(c, path, r); err != nil {
+			fmt.Fprintf(c.App.ErrWriter, "bench: partial report: %v\n", err)
+		}
 	}
 }
 
