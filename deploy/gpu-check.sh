@@ -35,11 +35,11 @@ start=$(date +%s)
 budget=${GPU_CHECK_BUDGET:-540}
 step() { echo "gpu-check [$(( $(date +%s) - start ))s]: $*"; }
 # bounded CAP WHAT CMD...: CMD under a timeout of CAP seconds or what is left
-# of the budget (less 10 s to list the results), whichever is less; skipped
-# when under 20 s are left. It sets last_rc (124: timed out, 125: skipped)
-# and reports a failure under WHAT on fd 3 (the terminal, also when the
-# caller sends CMD's output to a log), and returns 0: one broken step costs
-# only its own results.
+# of the budget (less 10 s: 5 for a KILL after the TERM, 5 to list the
+# results), whichever is less; skipped when under 20 s are left. It sets
+# last_rc (124: timed out, 125: skipped) and reports a failure under WHAT on
+# fd 3 (the terminal, also when the caller sends CMD's output to a log), and
+# returns 0: one broken step costs only its own results.
 exec 3>&2
 last_rc=0
 bounded() {
@@ -53,9 +53,10 @@ bounded() {
     return 0
   fi
   (( cap < left )) || cap=$left
-  timeout "$cap" "$@" || last_rc=$?
-  if (( last_rc == 124 )); then
+  timeout -k 5 "$cap" "$@" || last_rc=$?  # SIGTERM (loraft stops its children), then SIGKILL
+  if (( last_rc == 124 || last_rc == 137 )); then # 137: KILLed after ignoring the TERM
     echo "gpu-check: $what TIMED OUT after ${cap}s" >&3
+    last_rc=124
   elif (( last_rc != 0 )); then
     echo "gpu-check: $what FAILED (rc $last_rc)" >&3
   fi

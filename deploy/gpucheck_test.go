@@ -12,12 +12,12 @@ import (
 )
 
 // gpuCheckStub is bin/loraft for TestGPUCheckBudget: it logs its arguments,
-// writes a JSON file where --out says, and fails or hangs when its command
-// line contains $STUB_FAIL or $STUB_HANG.
+// writes a JSON file where --out says, and fails or hangs (ignoring SIGTERM)
+// when its command line contains $STUB_FAIL or $STUB_HANG.
 const gpuCheckStub = `#!/usr/bin/env bash
 echo "$*" >>"$STUB_LOG"
 case " $* " in
-  *" $STUB_HANG "*) exec sleep 600 ;;
+  *" $STUB_HANG "*) trap '' TERM; exec sleep 600 ;; # deaf to TERM: only a KILL ends it
   *" $STUB_FAIL "*) echo "stub: failing on purpose" >&2; exit 3 ;;
 esac
 prev=
@@ -31,7 +31,7 @@ echo '{"version":"stub"}'
 // TestGPUCheckBudget runs deploy/gpu-check.sh on stubs (bin/loraft, python,
 // build-shim.sh) as the GPU machine would run it, in one call of a limited
 // length: a failing step is reported and the check goes on, a hanging step
-// is cut at what is left of GPU_CHECK_BUDGET, the steps after it are
+// is cut (killed, if it ignores SIGTERM) at what is left of GPU_CHECK_BUDGET, the steps after it are
 // skipped, not started, and the script ends in time with the results it has.
 func TestGPUCheckBudget(t *testing.T) {
 	script, err := filepath.Abs("gpu-check.sh")
