@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -107,6 +108,9 @@ type AllreduceConfig struct {
 	// TrainerJSON is the trainer benchmark's report, for the all-reduce's
 	// share of a bert-base step ("" or absent: no share).
 	TrainerJSON string
+	// Progress, when set, receives the report so far after each rank
+	// count, marked "partial": true (see TrainerConfig.Progress).
+	Progress func(Report)
 }
 
 // Allreduce measures ring all-reduce against naive gather/broadcast, with
@@ -128,6 +132,20 @@ func (r *Runner) Allreduce(ctx context.Context, cfg AllreduceConfig) (Report, er
 	}
 	var results []map[string]any
 	shares := map[string]float64{}
+	report := func() Report {
+		return Report{
+			"date": time.Now().UTC().Format(time.RFC3339), "loraft": r.Version, "cpus": runtime.NumCPU(),
+			"units": "GB/s (10^9 bytes per second); busbw = algbw × 2(n−1)/n; ratio = busbw / tcp_gbps; " +
+				"cpu_ms_per_step: user+system CPU of all ranks per step; cpu_s_per_gb_sent: that per GB all ranks send (2(n−1) × bytes per step, ring or naive); " +
+				"tcp_cpu_s_per_gb: both ends of the raw TCP baseline per GB",
+			"tcp_gbps": tcp, "tcp_cpu_s_per_gb": tcpCPU, "results": results,
+			"chunk_bytes":                       chunkBytes,
+			"bert_base_step_s":                  stepS,
+			"allreduce_share_of_bert_base_step": shares,
+			"note": fmt.Sprintf("ranks are separate processes on one %d-CPU machine: the n ranks and their gRPC stacks share its %d CPUs",
+				runtime.NumCPU(), runtime.NumCPU()),
+		}
+	}
 	for _, n := range cfg.Ranks {
 		if n < 2 {
 			return nil, fmt.Errorf("all-reduce of %d ranks: want at least 2", n)
@@ -160,18 +178,13 @@ func (r *Runner) Allreduce(ctx context.Context, cfg AllreduceConfig) (Report, er
 				shares[strconv.Itoa(n)] = p50 / 1000 / stepS
 			}
 		}
+		if cfg.Progress != nil {
+			partial := report()
+			partial["partial"] = true
+			cfg.Progress(partial)
+		}
 	}
-	return Report{
-		"date": time.Now().UTC().Format(time.RFC3339), "loraft": r.Version,
-		"units": "GB/s (10^9 bytes per second); busbw = algbw × 2(n−1)/n; ratio = busbw / tcp_gbps; " +
-			"cpu_ms_per_step: user+system CPU of all ranks per step; cpu_s_per_gb_sent: that per GB all ranks send (2(n−1) × bytes per step, ring or naive); " +
-			"tcp_cpu_s_per_gb: both ends of the raw TCP baseline per GB",
-		"tcp_gbps": tcp, "tcp_cpu_s_per_gb": tcpCPU, "results": results,
-		"chunk_bytes":                       chunkBytes,
-		"bert_base_step_s":                  stepS,
-		"allreduce_share_of_bert_base_step": shares,
-		"note":                              "ranks are separate processes on one 2-core machine: the n ranks and their gRPC stacks share 2 cores",
-	}, nil
+	return report(), nil
 }
 
 // tcpLoopbackGBps measures a plain Go sender/receiver pair on loopback. It

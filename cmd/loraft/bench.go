@@ -168,7 +168,7 @@ func benchCommand() *cli.Command {
 					ranks = append(ranks, n)
 				}
 				return benchReport(c)(benchRunner(c).Allreduce(c.Context, bench.AllreduceConfig{Ranks: ranks,
-					ChunkBytes: c.Int("chunk-bytes"), TrainerJSON: c.Path("trainer-json")}))
+					ChunkBytes: c.Int("chunk-bytes"), TrainerJSON: c.Path("trainer-json"), Progress: partialReport(c)}))
 			},
 		}, {
 			Name:   "allreduce-rank",
