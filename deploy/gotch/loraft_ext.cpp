@@ -68,13 +68,67 @@ bool cpu_contiguous(tensor t, at::ScalarType type, int64_t min_numel) {
          t->scalar_type() == type && t->numel() >= min_numel;
 }
 
+bool sized(tensor t, at::ScalarType type, int64_t min_numel) {
+  return t != nullptr && t->scalar_type() == type && t->numel() >= min_numel;
+}
+
+// nf4_dequantize_ops is nf4_dequantize by ATen tensor ops, on whatever
+// device the tensors are: the same float operations in the same order (the
+// absmax as dynmap[code] * scale, then + offset; each element as its
+// codebook value * absmax), so its float result equals the fused loop's bit
+// for bit, and its bfloat16 one rounds that alike. Run from here rather
+// than op by op from Go, a weight costs one cgo call instead of about
+// fifteen gotch calls; on a GPU each op is still one kernel launch.
+torch::Tensor nf4_dequantize_ops(tensor packed, tensor pairs, tensor absmax,
+                                 tensor absmax_codes, tensor scales, tensor offset,
+                                 tensor dynmap, int64_t n, const std::vector<int64_t> &shape,
+                                 bool bf16) {
+  const int64_t n_blocks = (n + 63) / 64;
+  check(sized(packed, at::kByte, n_blocks * 32), "packed codes must be uint8 [nBlocks*32]");
+  check(sized(pairs, at::kLong, 256), "pairs must be int64 [256]");
+  torch::Tensor a;
+  if (absmax_codes != nullptr) {
+    check(sized(absmax_codes, at::kByte, n_blocks) && absmax_codes->numel() % 256 == 0,
+          "absmax codes must be uint8 [256 * nScales >= nBlocks]");
+    check(sized(scales, at::kFloat, 1) && scales->numel() == absmax_codes->numel() / 256, "absmax scales must be float [nScales]");
+    check(sized(dynmap, at::kFloat, 256), "dynamic map must be float [256]");
+    check(sized(offset, at::kFloat, 1), "absmax offset must be a float");
+    a = dynmap->index_select(0, absmax_codes->to(at::kLong))
+            .view({-1, 256})
+            .mul(scales->reshape({-1, 1}))
+            .add(offset->reshape({1}))
+            .view({-1})
+            .narrow(0, 0, n_blocks)
+            .view({n_blocks, 1});
+  } else {
+    check(sized(absmax, at::kFloat, n_blocks), "absmax must be float [nBlocks]");
+    a = absmax->reshape({-1}).narrow(0, 0, n_blocks).view({n_blocks, 1});
+  }
+  // Each packed byte selects its pair of codebook values (one int64),
+  // viewed as the two float32 elements in memory order.
+  torch::Tensor vals = pairs->index_select(0, packed->reshape({-1}).narrow(0, 0, n_blocks * 32).to(at::kInt))
+                           .view(at::kFloat)
+                           .view({n_blocks, 64})
+                           .mul(a);
+  if (n != n_blocks * 64) vals = vals.view({-1}).narrow(0, 0, n);
+  if (bf16) vals = vals.to(at::kBFloat16);
+  torch::Tensor result = vals.reshape(shape);
+  return result.is_contiguous() ? result : result.contiguous();
+}
+
 torch::Tensor nf4_dequantize(tensor packed, tensor pairs, tensor absmax,
                              tensor absmax_codes, tensor scales, tensor offset,
                              tensor dynmap, int64_t n, int64_t *dims,
-                             int ndims, int dtype) {
+                             int ndims, int dtype, bool fused) {
   const bool bf16 = dtype == 15;
   check(bf16 || dtype == 6, "dtype must be float or bfloat16");
   check(n > 0, "no elements");
+  check(ndims >= 0 && (ndims == 0 || dims != nullptr), "bad shape");
+  std::vector<int64_t> shape(dims, dims + ndims);
+  int64_t numel = 1;
+  for (int64_t d : shape) numel *= d;
+  check(numel == n, "shape does not hold n elements");
+  if (!fused) return nf4_dequantize_ops(packed, pairs, absmax, absmax_codes, scales, offset, dynmap, n, shape, bf16);
   const int64_t n_blocks = (n + 63) / 64;
   check(cpu_contiguous(packed, at::kByte, n_blocks * 32), "packed codes must be contiguous CPU uint8 [nBlocks*32]");
   check(cpu_contiguous(pairs, at::kLong, 256), "pairs must be contiguous CPU int64 [256]");
@@ -96,10 +150,7 @@ torch::Tensor nf4_dequantize(tensor packed, tensor pairs, tensor absmax,
     check(cpu_contiguous(absmax, at::kFloat, n_blocks), "absmax must be contiguous CPU float [nBlocks]");
     absmax_p = absmax->data_ptr<float>();
   }
-  check(ndims >= 0 && (ndims == 0 || dims != nullptr), "bad shape");
-  std::vector<int64_t> shape(dims, dims + ndims);
   torch::Tensor result = at::empty(shape, at::TensorOptions().dtype(bf16 ? at::kBFloat16 : at::kFloat));
-  check(result.numel() == n, "shape does not hold n elements");
   const uint8_t *codes = packed->data_ptr<uint8_t>();
   // pairs[b] holds the float32 values of b's two codes in memory order.
   const float *lut = reinterpret_cast<const float *>(pairs->data_ptr<int64_t>());
@@ -128,8 +179,8 @@ const char *loraft_stubbed_ops() {
 
 int loraft_cxx11_abi() { return _GLIBCXX_USE_CXX11_ABI; }
 
-// loraft_nf4_dequantize is trainer/nf4's Weight.Dequantize on CPU as one
-// fused loop: decode each packed byte's two codes through the float32
+// loraft_nf4_dequantize is trainer/nf4's Weight.Dequantize. With fused (CPU
+// tensors only) it is one loop: decode each packed byte's two codes through the float32
 // codebook-pair table and scale them by their 64-element block's absmax,
 // rebuilt per block from its code under double quantization
 // (dynmap[code] * scale + offset). It reads the packed codes once and writes
@@ -146,10 +197,14 @@ int loraft_cxx11_abi() { return _GLIBCXX_USE_CXX11_ABI; }
 // null) or absmax_codes uint8 [>= nBlocks], scales float [nBlocks/256 rounded
 // up], offset float [1] and dynmap float [256]. The result has shape dims and
 // n elements; dtype is 6 (float) or 15 (bfloat16), gotch's kinds.
+//
+// Without fused it runs the same arithmetic as ATen tensor ops on the
+// tensors' device (nf4_dequantize_ops): how a GPU dequantizes, as the shim
+// has no CUDA kernel.
 void loraft_nf4_dequantize(tensor *out, tensor packed, tensor pairs,
                            tensor absmax, tensor absmax_codes, tensor scales,
                            tensor offset, tensor dynmap, int64_t n,
-                           int64_t *dims, int ndims, int dtype) {
-  PROTECT(*out = new torch::Tensor(nf4_dequantize(packed, pairs, absmax, absmax_codes, scales, offset, dynmap, n, dims, ndims, dtype));)
+                           int64_t *dims, int ndims, int dtype, int fused) {
+  PROTECT(*out = new torch::Tensor(nf4_dequantize(packed, pairs, absmax, absmax_codes, scales, offset, dynmap, n, dims, ndims, dtype, fused != 0));)
 }
 }

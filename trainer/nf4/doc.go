@@ -34,8 +34,9 @@
 //
 // [Quantized.Dequantize] is the pure-Go reference. [Quantized.Upload] puts the
 // same pieces on a device as a [Weight], and [Weight.Dequantize] rebuilds the
-// weight there with tensor ops only; in fp32 it equals the reference bit for
-// bit.
+// weight there in one call into libtch.so: a fused loop on CPU, libtorch
+// tensor ops elsewhere ([Weight.DequantizeOps]); in fp32 both equal the
+// reference bit for bit.
 //
 // gotch tensors own C memory that Go's garbage collector does not see: every
 // tensor this package creates is dropped before it returns, except the result

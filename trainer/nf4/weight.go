@@ -213,25 +213,23 @@ func (w *Weight) drop() error {
 // arithmetic is in float32, so a Float result equals Quantized.Dequantize bit
 // for bit; a BFloat16 result is that value rounded to nearest even.
 //
-// On CPU it is one call into libtch.so (loraft_nf4_dequantize in
-// deploy/gotch/loraft_ext.cpp): a fused loop that reads the codes once and
-// writes the result once: for bert-base's 85M frozen parameters 51 ms per
-// forward pass in fp32 and 66 ms in bf16 on a 2-core CPU, against 215 and
-// 333 ms for the tensor ops it replaces, which make four full-size
-// intermediates and pay gotch's per-op cost a dozen times
-// (bench/results/dequant.json). On other devices it runs those
-// tensor ops (DequantizeOps).
+// It is one call into libtch.so (loraft_nf4_dequantize in
+// deploy/gotch/loraft_ext.cpp). On CPU that is a fused loop that reads the
+// codes once and writes the result once: for bert-base's 85M frozen
+// parameters 52 ms per forward pass in fp32 and 62 ms in bf16 on a 2-core
+// CPU, against 217 and 266 ms for the tensor ops (bench/results/dequant.json),
+// which make four full-size intermediates. On other devices it runs those
+// tensor ops (DequantizeOps), from C++ so that a weight costs one cgo call.
 //
 // It runs with gradient tracking off (libtorch.NoGrad, which restores the
 // thread's previous mode), so the result never requires grad. The caller
-// owns the result and must drop it; every intermediate tensor is dropped
-// before Dequantize returns.
+// owns the result and must drop it.
 func (w *Weight) Dequantize(dtype gotch.DType) (*ts.Tensor, error) {
 	return w.dequantize(dtype, w.device == gotch.CPU)
 }
 
 // DequantizeOps is Dequantize by the tensor ops it takes off CPU, on any
-// device, for benchmarks and tests that compare the two paths on CPU.
+// device, for benchmarks and tests that compare the two ways on CPU.
 func (w *Weight) DequantizeOps(dtype gotch.DType) (*ts.Tensor, error) {
 	return w.dequantize(dtype, false)
 }
@@ -246,15 +244,6 @@ func (w *Weight) dequantize(dtype gotch.DType, fused bool) (*ts.Tensor, error) {
 	runtime.LockOSThread() // grad mode and gotch's error state are per OS thread
 	defer runtime.UnlockOSThread()
 	defer libtorch.NoGrad()() // restores the caller's mode
-	if fused {
-		return w.dequantizeFused(dtype)
-	}
-	return w.dequantizeOps(dtype)
-}
-
-// dequantizeFused is Dequantize's CPU path; the caller has locked its OS
-// thread.
-func (w *Weight) dequantizeFused(dtype gotch.DType) (*ts.Tensor, error) {
 	c := func(t *ts.Tensor) lib.Ctensor {
 		if t == nil {
 			return nil
@@ -263,124 +252,11 @@ func (w *Weight) dequantizeFused(dtype gotch.DType) (*ts.Tensor, error) {
 	}
 	var out lib.Ctensor
 	lib.LoraftNF4Dequantize(&out, c(w.packed), c(w.pairs), c(w.absmax), c(w.absmaxCodes), c(w.scales), c(w.offset),
-		c(w.dynMap), w.n, w.shape, int32(dtype.CKind()))
+		c(w.dynMap), w.n, w.shape, int32(dtype.CKind()), fused)
 	if err := ts.TorchErr(); err != nil {
 		return nil, fmt.Errorf("nf4 dequantize: %w", err)
 	}
 	return ts.New(out), nil
-}
-
-// dequantizeOps is Dequantize with libtorch tensor ops only, for any
-// device; the caller has locked its OS thread. Every packed byte is looked
-// up in a 256-entry table holding the codebook values of both its nibbles
-// (one index_select unpacks and decodes; about 2.5x faster than shifting and
-// masking the nibbles and looking each up), then each block is scaled.
-func (w *Weight) dequantizeOps(dtype gotch.DType) (out *ts.Tensor, err error) {
-	var s scope
-	defer func() {
-		if derr := s.drop(); derr != nil && err == nil {
-			dropIfSet(out)
-			out, err = nil, fmt.Errorf("nf4 dequantize: drop intermediates: %w", derr)
-		}
-	}()
-
-	absmax, err := w.blockAbsmax(&s) // [nBlocks, 1]
-	if err != nil {
-		return nil, fmt.Errorf("nf4 dequantize: absmax: %w", err)
-	}
-	// Decode: each byte of the [B] packed codes selects its pair of codebook
-	// values (int64 [B]), reinterpreted as the float32 elements [2B] in
-	// order; each block of 64 is then scaled by its absmax. int32 indices
-	// are half the bytes of int64 ones.
-	vals, err := s.chain(w.packed,
-		func(t *ts.Tensor) (*ts.Tensor, error) { return t.Totype(gotch.Int, false) },
-		func(t *ts.Tensor) (*ts.Tensor, error) { return w.pairs.IndexSelect(0, t, false) },
-		func(t *ts.Tensor) (*ts.Tensor, error) { return t.ViewDtype(gotch.Float, false) },
-		func(t *ts.Tensor) (*ts.Tensor, error) { return t.View([]int64{w.nBlocks, BlockSize}, false) },
-		func(t *ts.Tensor) (*ts.Tensor, error) { return t.Mul(absmax, false) },
-	)
-	if err != nil {
-		return nil, fmt.Errorf("nf4 dequantize: codes: %w", err)
-	}
-	if w.n != w.nBlocks*BlockSize { // cut the padding of a short last block
-		vals, err = s.chain(vals,
-			func(t *ts.Tensor) (*ts.Tensor, error) { return t.View([]int64{-1}, false) },
-			func(t *ts.Tensor) (*ts.Tensor, error) { return t.Narrow(0, 0, w.n, false) },
-		)
-		if err != nil {
-			return nil, fmt.Errorf("nf4 dequantize: trim padding: %w", err)
-		}
-	}
-	if dtype != gotch.Float {
-		vals, err = s.chain(vals, func(t *ts.Tensor) (*ts.Tensor, error) { return t.Totype(dtype, false) })
-		if err != nil {
-			return nil, fmt.Errorf("nf4 dequantize: convert to %v: %w", dtype, err)
-		}
-	}
-	out, err = vals.Reshape(w.shape, false)
-	if err != nil {
-		return nil, fmt.Errorf("nf4 dequantize: reshape to %v: %w", w.shape, err)
-	}
-	return out, nil
-}
-
-// blockAbsmax returns the absmax per block as a [nBlocks, 1] tensor, owned by
-// s: the stored one, or under double quantization DynamicMap[code] * scale +
-// offset, computed per block of 256 codes (padding cut off afterwards).
-func (w *Weight) blockAbsmax(s *scope) (*ts.Tensor, error) {
-	if !w.doubleQuant {
-		return w.absmax, nil
-	}
-	a, err := s.chain(w.absmaxCodes,
-		func(t *ts.Tensor) (*ts.Tensor, error) { return t.Totype(gotch.Int64, false) },
-		func(t *ts.Tensor) (*ts.Tensor, error) { return w.dynMap.IndexSelect(0, t, false) },
-		func(t *ts.Tensor) (*ts.Tensor, error) { return t.View([]int64{-1, AbsmaxBlockSize}, false) },
-		func(t *ts.Tensor) (*ts.Tensor, error) { return t.Mul(w.scales, false) },
-		func(t *ts.Tensor) (*ts.Tensor, error) { return t.Add(w.offset, false) },
-	)
-	if err != nil {
-		return nil, err
-	}
-	if w.nBlocks%AbsmaxBlockSize != 0 { // every op costs ~20-40 µs in gotch: skip when aligned
-		a, err = s.chain(a,
-			func(t *ts.Tensor) (*ts.Tensor, error) { return t.View([]int64{-1}, false) },
-			func(t *ts.Tensor) (*ts.Tensor, error) { return t.Narrow(0, 0, w.nBlocks, false) },
-		)
-		if err != nil {
-			return nil, err
-		}
-	}
-	return s.chain(a, func(t *ts.Tensor) (*ts.Tensor, error) { return t.View([]int64{w.nBlocks, 1}, false) })
-}
-
-// scope owns the intermediate tensors of one computation and drops them all
-// at the end.
-type scope struct {
-	tensors []*ts.Tensor
-}
-
-// chain applies ops in turn, starting from t, and returns the last result.
-// Every result belongs to s (t itself is not taken over).
-func (s *scope) chain(t *ts.Tensor, ops ...func(*ts.Tensor) (*ts.Tensor, error)) (*ts.Tensor, error) {
-	for _, op := range ops {
-		next, err := op(t)
-		if err != nil {
-			dropIfSet(next)
-			return nil, err
-		}
-		s.tensors = append(s.tensors, next)
-		t = next
-	}
-	return t, nil
-}
-
-func (s *scope) drop() error {
-	var errs []error
-	for _, t := range s.tensors {
-		errs = append(errs, t.Drop())
-	}
-	s.tensors = nil
-	return errors.Join(errs...)
 }
 
 // dropIfSet drops t unless it is nil; for clean-up paths that already report

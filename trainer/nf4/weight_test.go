@@ -339,7 +339,7 @@ func rssBytes() int64 {
 }
 
 // TestWeightDequantizeDropsIntermediates runs 200 dequantizations of a
-// 256x256 weight and checks after each that the only tensor it added to
+// weight by each path and checks after each that the only tensor it added to
 // gotch's live set is its result. Automatic GC is off during the loop, so an
 // intermediate tensor that Dequantize forgot to drop cannot be freed by a
 // finalizer before it is counted; the loop collects by hand every 20 calls
@@ -358,13 +358,14 @@ func TestWeightDequantizeDropsIntermediates(t *testing.T) {
 		base := liveTensors(t)
 		rss0 := rssBytes()
 		for i := 0; i < 200; i++ {
+			path := dequantizePaths[i%len(dequantizePaths)]
 			before := liveTensors(t)
-			out, err := w.Dequantize(c.dtype)
+			out, err := path.run(w, c.dtype)
 			if err != nil {
-				t.Fatalf("call %d: %v", i, err)
+				t.Fatalf("%s call %d: %v", path.name, i, err)
 			}
 			if n := added(before, liveTensors(t)); n != 1 {
-				t.Fatalf("dq %v %v: call %d left %d new tensors alive, want 1 (the result)", c.dq, c.dtype, i, n)
+				t.Fatalf("%s dq %v %v: call %d left %d new tensors alive, want 1 (the result)", path.name, c.dq, c.dtype, i, n)
 			}
 			if err := out.Drop(); err != nil {
 				t.Fatalf("drop result: %v", err)
@@ -378,6 +379,55 @@ func TestWeightDequantizeDropsIntermediates(t *testing.T) {
 		}
 		t.Logf("dq %v %v n=%d: RSS %+d KiB over 200 calls (not asserted: gotch's ops leak a malloc(0) each)",
 			c.dq, c.dtype, c.n, (rssBytes()-rss0)/1024)
+	}
+}
+
+// TestDequantizeShimChecks calls libtch.so's loraft_nf4_dequantize with what
+// a Weight could never pass it, by both paths: each is refused with its
+// reason in gotch's error state, and no tensor comes back.
+func TestDequantizeShimChecks(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	w := mustUpload(t, mustQuantize(t, randomWeights(512, 0.05, 3), []int64{8, 64}, true))
+	c := func(x *ts.Tensor) lib.Ctensor {
+		if x == nil {
+			return nil
+		}
+		return lib.Ctensor(x.Ctensor())
+	}
+	for _, tc := range []struct {
+		name    string
+		n       int64
+		shape   []int64
+		dtype   int32
+		noScale bool
+		want    string
+	}{
+		{"shape of another size", 512, []int64{8, 65}, 6, false, "shape does not hold n elements"},
+		{"integer dtype", 512, []int64{8, 64}, 4, false, "dtype must be float or bfloat16"},
+		{"no elements", 0, []int64{0}, 6, false, "no elements"},
+		{"more elements than codes", 1024, []int64{1024}, 6, false, "packed codes must be"},
+		{"no absmax scales", 512, []int64{8, 64}, 6, true, "absmax scales must be"},
+	} {
+		for _, fused := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/fused=%v", tc.name, fused), func(t *testing.T) {
+				scales := w.scales
+				if tc.noScale {
+					scales = nil
+				}
+				var out lib.Ctensor
+				lib.LoraftNF4Dequantize(&out, c(w.packed), c(w.pairs), c(w.absmax), c(w.absmaxCodes), c(scales), c(w.offset),
+					c(w.dynMap), tc.n, tc.shape, tc.dtype, fused)
+				err := ts.TorchErr()
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Errorf("err = %v, want one saying %q", err, tc.want)
+				}
+				if out != nil {
+					ts.New(out).MustDrop()
+					t.Error("a tensor came back with the error")
+				}
+			})
+		}
 	}
 }
 
