@@ -165,6 +165,65 @@ torch::Tensor nf4_dequantize(tensor packed, tensor pairs, tensor absmax,
   return result;
 }
 
+// nf4_state is what an NF4 weight's dequantization reads, kept as tensor
+// handles (reference counted) in a linear's autograd context so that
+// backward can rebuild the weight; an absent tensor is an undefined one.
+const char *const nf4_state_names[] = {"packed", "pairs", "absmax", "absmax_codes", "scales", "offset", "dynmap"};
+
+torch::Tensor *defined_or_null(torch::Tensor &t) { return t.defined() ? &t : nullptr; }
+
+// dequantize_saved rebuilds the weight from a context's saved state in dtype.
+torch::Tensor dequantize_saved(torch::autograd::AutogradContext *ctx, at::ScalarType dtype) {
+  torch::Tensor t[7];
+  for (int i = 0; i < 7; ++i) t[i] = ctx->saved_data[nf4_state_names[i]].toTensor();
+  std::vector<int64_t> shape = ctx->saved_data["shape"].toIntVector();
+  return nf4_dequantize(defined_or_null(t[0]), defined_or_null(t[1]), defined_or_null(t[2]), defined_or_null(t[3]),
+                        defined_or_null(t[4]), defined_or_null(t[5]), defined_or_null(t[6]),
+                        ctx->saved_data["n"].toInt(), shape.data(), static_cast<int>(shape.size()),
+                        dtype == at::kBFloat16 ? 15 : 6, ctx->saved_data["fused"].toBool());
+}
+
+// NF4Linear is a frozen NF4 Linear layer, x·Wᵀ + bias, as bitsandbytes'
+// MatMul4Bit does it: forward dequantizes W in x's dtype and drops it after
+// the product; backward dequantizes it again for the input gradient dY·W.
+// Autograd keeps only the packed weight between the two, not the dense W a
+// plain linear would keep (342 MB in fp32 for bert-base's 73 frozen
+// Linears). The weight and bias are frozen: they get no gradient.
+struct NF4Linear : public torch::autograd::Function<NF4Linear> {
+  // state holds the seven tensors of nf4_state_names; being no Tensor
+  // argument, it is not an autograd input, and neither are n, shape and
+  // fused. bias is one (optional), but frozen.
+  static torch::Tensor forward(torch::autograd::AutogradContext *ctx, torch::Tensor x, c10::optional<torch::Tensor> bias,
+                               std::vector<torch::Tensor> state, int64_t n, std::vector<int64_t> shape, bool fused) {
+    for (int i = 0; i < 7; ++i) ctx->saved_data[nf4_state_names[i]] = state[i];
+    ctx->saved_data["n"] = n;
+    ctx->saved_data["shape"] = shape;
+    ctx->saved_data["fused"] = fused;
+    torch::Tensor w = dequantize_saved(ctx, x.scalar_type());
+    // The same ops as graph.Linear's, so the result equals the dense path's.
+    return bias.has_value() ? at::linear(x, w, *bias) : at::matmul(x, w.t());
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext *ctx,
+                                                 torch::autograd::variable_list grads) {
+    torch::Tensor dx = grads[0].matmul(dequantize_saved(ctx, grads[0].scalar_type()));
+    // One gradient per forward argument: only x has one.
+    return {dx, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+torch::Tensor nf4_linear(tensor x, tensor bias, tensor packed, tensor pairs, tensor absmax,
+                         tensor absmax_codes, tensor scales, tensor offset, tensor dynmap,
+                         int64_t n, int64_t *dims, int ndims, bool fused) {
+  check(x != nullptr, "linear: no input");
+  check(ndims > 0 && dims != nullptr, "linear: bad weight shape");
+  std::vector<torch::Tensor> state;
+  for (tensor t : {packed, pairs, absmax, absmax_codes, scales, offset, dynmap}) state.push_back(t ? *t : torch::Tensor());
+  c10::optional<torch::Tensor> b;
+  if (bias != nullptr) b = *bias;
+  return NF4Linear::apply(*x, b, state, n, std::vector<int64_t>(dims, dims + ndims), fused);
+}
+
 } // namespace
 
 extern "C" {
@@ -206,5 +265,16 @@ void loraft_nf4_dequantize(tensor *out, tensor packed, tensor pairs,
                            tensor offset, tensor dynmap, int64_t n,
                            int64_t *dims, int ndims, int dtype, int fused) {
   PROTECT(*out = new torch::Tensor(nf4_dequantize(packed, pairs, absmax, absmax_codes, scales, offset, dynmap, n, dims, ndims, dtype, fused != 0));)
+}
+
+// loraft_nf4_linear is trainer/nf4's Weight.Linear: x·Wᵀ (+ bias when not
+// null) for the NF4 weight described as loraft_nf4_dequantize's inputs,
+// dequantized in x's dtype (float or bfloat16) by the fused loop (fused,
+// CPU) or the tensor ops, and again in backward instead of being kept
+// (NF4Linear). Gradients flow to x only.
+void loraft_nf4_linear(tensor *out, tensor x, tensor bias, tensor packed, tensor pairs,
+                       tensor absmax, tensor absmax_codes, tensor scales, tensor offset,
+                       tensor dynmap, int64_t n, int64_t *dims, int ndims, int fused) {
+  PROTECT(*out = new torch::Tensor(nf4_linear(x, bias, packed, pairs, absmax, absmax_codes, scales, offset, dynmap, n, dims, ndims, fused != 0));)
 }
 }

@@ -48,6 +48,15 @@ type Frozen interface {
 	Shape() [2]int64
 }
 
+// FrozenLinear is a Frozen that computes its own layer, x·Wᵀ + bias (no
+// bias when nil), in x's dtype: an NF4 weight, whose backward dequantizes W
+// again rather than have autograd keep it. Linear.Forward uses it where the
+// base has it.
+type FrozenLinear interface {
+	Frozen
+	Linear(g *graph.Graph, x, bias *ts.Tensor) *ts.Tensor
+}
+
 // Linear is a frozen Linear layer, optionally with a LoRA adapter.
 type Linear struct {
 	// Name is the module's HF path, e.g. bert.encoder.layer.0.attention.self.query.
@@ -120,12 +129,16 @@ func Uniform(rng *rand.Rand) float64 {
 // returning the result in x's dtype (the residual stream stays float32 while
 // bf16 compute runs the products).
 func (l *Linear) Forward(g *graph.Graph, x *ts.Tensor, dtype gotch.DType, train bool) *ts.Tensor {
-	w := l.Base.Weight(g, dtype)
 	var bias *ts.Tensor
 	if l.Bias != nil {
 		bias = g.To(l.Bias, dtype)
 	}
-	y := g.Linear(g.To(x, dtype), w, bias)
+	var y *ts.Tensor
+	if fl, ok := l.Base.(FrozenLinear); ok {
+		y = fl.Linear(g, g.To(x, dtype), bias)
+	} else {
+		y = g.Linear(g.To(x, dtype), l.Base.Weight(g, dtype), bias)
+	}
 	if l.A != nil {
 		xd := g.Dropout(x, l.Dropout, train)
 		a := g.Linear(g.To(xd, dtype), g.To(l.A, dtype), nil)

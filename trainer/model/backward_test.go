@@ -51,6 +51,88 @@ func backwardGrads(t *testing.T, m *Model, seed int64) (float64, map[string][]fl
 	return loss, grads, next
 }
 
+// adaptedModel builds a model of c with weights w, LoRA (dropout 0.1) on
+// targets, and every adapter parameter set to the same fixed nonzero values,
+// so that models built alike compute alike and every gradient is nonzero.
+func adaptedModel(t *testing.T, c Config, w Weights, quant Quant, targets []string, recompute bool) *Model {
+	t.Helper()
+	lc := lora.DefaultConfig()
+	lc.Targets, lc.Dropout = targets, 0.1
+	m, err := New(c, w, nil, nil, Options{Quant: quant, Compute: gotch.Float, Device: gotch.CPU,
+		LoRA: lc, Labels: 7, Seed: 5, Recompute: recompute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Drop)
+	vals, err := m.ParamValues()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(9, 9))
+	for _, p := range m.Params() { // in a fixed order: both models get the same values
+		v := vals[p.Name]
+		for i := range v.Data {
+			v.Data[i] = float32(rng.NormFloat64() * 0.05)
+		}
+	}
+	if err := m.SetParams(vals); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// keptWeight hides a Frozen's own Linear (lora.FrozenLinear), so that
+// lora.Linear takes the weight and autograd keeps it for backward: the path
+// NF4 layers took before nf4.Weight.Linear.
+type keptWeight struct{ lora.Frozen }
+
+// TestNF4LinearEqualsKeptWeight: NF4 layers that dequantize their weight
+// again in backward (nf4.Weight.Linear) give the loss and gradients of
+// layers whose dequantized weight autograd keeps, with dropout on and
+// adapters on every Linear, with and without layer recomputation.
+func TestNF4LinearEqualsKeptWeight(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	c := micro()
+	c.NumLayers = 2
+	w := RandomWeights(c, 4)
+	for _, recompute := range []bool{false, true} {
+		t.Run(fmt.Sprint("recompute=", recompute), func(t *testing.T) {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			again := adaptedModel(t, c, w, NF4, []string{lora.AllLinear}, recompute)
+			kept := adaptedModel(t, c, w, NF4, []string{lora.AllLinear}, recompute)
+			hidden := 0
+			for _, l := range kept.linears {
+				if _, ok := l.Base.(lora.FrozenLinear); ok {
+					l.Base = keptWeight{l.Base}
+					hidden++
+				}
+			}
+			if hidden != 6*c.NumLayers+1 {
+				t.Fatalf("%d NF4 layers compute their own product, want every frozen Linear (%d)", hidden, 6*c.NumLayers+1)
+			}
+			lossA, gradA, _ := backwardGrads(t, again, 42)
+			lossK, gradK, _ := backwardGrads(t, kept, 42)
+			if math.Abs(lossA-lossK) > 1e-6*math.Abs(lossK) {
+				t.Fatalf("loss %v dequantizing again, %v keeping the weight", lossA, lossK)
+			}
+			worst, scale := 0.0, 0.0
+			for name, gk := range gradK {
+				ga := gradA[name]
+				for i := range gk {
+					worst = math.Max(worst, math.Abs(gk[i]-ga[i]))
+					scale = math.Max(scale, math.Abs(gk[i]))
+				}
+			}
+			t.Logf("max |Δgrad| %.3g (largest gradient %.3g)", worst, scale)
+			if scale == 0 || worst > 1e-5*scale {
+				t.Fatalf("gradients differ by up to %v (largest %v)", worst, scale)
+			}
+		})
+	}
+}
+
 // TestRecomputeEqualsPlain: Backward with layer recomputation (keeping only
 // each layer's input, dequantizing NF4 weights again in backward) gives the
 // same loss and gradients as the plain backward through the whole graph,
@@ -74,31 +156,7 @@ func TestRecomputeEqualsPlain(t *testing.T) {
 		t.Run(fmt.Sprint(tc.quant, tc.targets), func(t *testing.T) {
 			runtime.LockOSThread() // each subtest has a goroutine of its own
 			defer runtime.UnlockOSThread()
-			build := func(recompute bool) *Model {
-				lc := lora.DefaultConfig()
-				lc.Targets, lc.Dropout = tc.targets, 0.1
-				m, err := New(c, w, nil, nil, Options{Quant: tc.quant, Compute: gotch.Float, Device: gotch.CPU,
-					LoRA: lc, Labels: 7, Seed: 5, Recompute: recompute})
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(m.Drop)
-				vals, err := m.ParamValues()
-				if err != nil {
-					t.Fatal(err)
-				}
-				rng := rand.New(rand.NewPCG(9, 9))
-				for _, p := range m.Params() { // in a fixed order: both models get the same values
-					v := vals[p.Name]
-					for i := range v.Data {
-						v.Data[i] = float32(rng.NormFloat64() * 0.05)
-					}
-				}
-				if err := m.SetParams(vals); err != nil {
-					t.Fatal(err)
-				}
-				return m
-			}
+			build := func(recompute bool) *Model { return adaptedModel(t, c, w, tc.quant, tc.targets, recompute) }
 			plain, recompute := build(false), build(true)
 			lossP, gradP, nextP := backwardGrads(t, plain, 42)
 			lossR, gradR, nextR := backwardGrads(t, recompute, 42)

@@ -472,3 +472,17 @@ func (n *nf4Frozen) Weight(g *graph.Graph, dtype gotch.DType) *ts.Tensor {
 	return g.Own(t)
 }
 func (n *nf4Frozen) Shape() [2]int64 { return n.shape }
+
+// Linear is the layer by nf4.Weight.Linear: backward dequantizes the weight
+// again, so autograd keeps only the packed 4-bit weight.
+func (n *nf4Frozen) Linear(g *graph.Graph, x, bias *ts.Tensor) *ts.Tensor {
+	if g.Err() != nil {
+		return nil
+	}
+	t, err := n.w.Linear(x, bias)
+	if err != nil {
+		g.Fail("nf4 linear", err)
+		return nil
+	}
+	return g.Own(t)
+}

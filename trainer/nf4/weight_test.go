@@ -470,3 +470,130 @@ func BenchmarkQuantizedDequantize768(b *testing.B) {
 		}
 	}
 }
+
+// TestWeightLinear: Linear's output and x's gradient equal those of a plain
+// linear layer on Dequantize's weight (which autograd keeps), for both
+// dtypes, with and without bias, on 2-D and 3-D inputs; the weight's
+// tensors and the bias get no gradient.
+func TestWeightLinear(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	const out, in = 48, 64
+	for _, tc := range []struct {
+		name   string
+		dq     bool
+		dtype  gotch.DType
+		bias   bool
+		xshape []int64
+	}{
+		{"fp32 2-D bias", true, gotch.Float, true, []int64{5, in}},
+		{"fp32 3-D", false, gotch.Float, false, []int64{2, 3, in}},
+		{"bf16 3-D bias", true, gotch.BFloat16, true, []int64{2, 3, in}},
+		{"bf16 2-D", false, gotch.BFloat16, false, []int64{4, in}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			w := mustUpload(t, mustQuantize(t, randomWeights(out*in, 0.05, 7), []int64{out, in}, tc.dq))
+			xlen := shapeLen(tc.xshape)
+			xv, rv := randomWeights(xlen, 1, 8), randomWeights(xlen/in*out, 1, 9)
+			var bias *ts.Tensor
+			if tc.bias {
+				bias = ts.MustOfSlice(randomWeights(out, 0.1, 10)).MustTotype(tc.dtype, true)
+				defer bias.MustDrop()
+			}
+			// run returns y (as float32) and x's gradient of sum(y * r).
+			run := func(layer func(x *ts.Tensor) *ts.Tensor) ([]float32, []float32) {
+				x := ts.MustOfSlice(xv).MustView(tc.xshape, true).MustTotype(tc.dtype, true).MustSetRequiresGrad(true, true)
+				defer x.MustDrop()
+				y := layer(x)
+				defer y.MustDrop()
+				r := ts.MustOfSlice(rv).MustView(y.MustSize(), true)
+				defer r.MustDrop()
+				yf := y.MustTotype(gotch.Float, false)
+				defer yf.MustDrop()
+				loss := yf.MustMul(r, false).MustSum(gotch.Float, true)
+				defer loss.MustDrop()
+				loss.MustBackward()
+				g := x.MustGrad(false).MustTotype(gotch.Float, true)
+				defer g.MustDrop()
+				return yf.Vals().([]float32), g.Vals().([]float32)
+			}
+			yA, gA := run(func(x *ts.Tensor) *ts.Tensor {
+				y, err := w.Linear(x, bias)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !y.MustRequiresGrad() {
+					t.Fatal("Linear's output does not require grad: backward would not reach x")
+				}
+				return y
+			})
+			yK, gK := run(func(x *ts.Tensor) *ts.Tensor {
+				wt, err := w.Dequantize(tc.dtype)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer wt.MustDrop()
+				if bias != nil {
+					return ts.MustLinear(x, wt, bias)
+				}
+				return x.MustMatmul(wt.MustT(false), false)
+			})
+			for _, c := range []struct {
+				what      string
+				got, want []float32
+			}{{"output", yA, yK}, {"x gradient", gA, gK}} {
+				if len(c.got) != len(c.want) {
+					t.Fatalf("%s: %d values, want %d", c.what, len(c.got), len(c.want))
+				}
+				for i := range c.want {
+					if c.got[i] != c.want[i] {
+						t.Fatalf("%s[%d] = %v, want %v (a plain linear on the dequantized weight)", c.what, i, c.got[i], c.want[i])
+					}
+				}
+			}
+			for _, p := range []*ts.Tensor{w.packed, w.pairs, w.absmax, w.absmaxCodes, w.scales, w.offset, w.dynMap, bias} {
+				if p != nil && p.MustRequiresGrad() {
+					t.Error("a frozen tensor requires grad")
+				}
+			}
+		})
+	}
+}
+
+// TestWeightLinearErrors: what Linear refuses, by name.
+func TestWeightLinearErrors(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	w := mustUpload(t, mustQuantize(t, randomWeights(8*64, 0.05, 3), []int64{8, 64}, true))
+	flat := mustUpload(t, mustQuantize(t, randomWeights(512, 0.05, 3), []int64{512}, true))
+	x := ts.MustOnes([]int64{2, 64}, gotch.Float, gotch.CPU)
+	defer x.MustDrop()
+	xi := ts.MustOnes([]int64{2, 64}, gotch.Int64, gotch.CPU)
+	defer xi.MustDrop()
+	xwide := ts.MustOnes([]int64{2, 65}, gotch.Float, gotch.CPU)
+	defer xwide.MustDrop()
+	for _, tc := range []struct {
+		name string
+		w    *Weight
+		x    *ts.Tensor
+		want string
+	}{
+		{"1-D weight", flat, x, "want [out, in]"},
+		{"no input", w, nil, "no input"},
+		{"integer input", w, xi, "want Float or BFloat16"},
+		{"input of another width", w, xwide, "nf4 linear"},
+	} {
+		if y, err := tc.w.Linear(tc.x, nil); err == nil || !strings.Contains(err.Error(), tc.want) || y != nil {
+			t.Errorf("%s: Linear = %v, %v; want an error saying %q", tc.name, y, err, tc.want)
+		}
+	}
+	dropped := mustUpload(t, mustQuantize(t, randomWeights(8*64, 0.05, 3), []int64{8, 64}, true))
+	if err := dropped.Drop(); err != nil {
+		t.Fatal(err)
+	}
+	if y, err := dropped.Linear(x, nil); !errors.Is(err, ErrDropped) || y != nil {
+		t.Errorf("Linear after Drop = %v, %v; want ErrDropped", y, err)
+	}
+}
