@@ -23,11 +23,10 @@ type Loss func(g *graph.Graph, logits *ts.Tensor) *ts.Tensor
 // transformers' gradient_checkpointing): the forward pass runs without
 // autograd, and the backward pass runs each layer again, last to first,
 // with autograd on and backpropagates through it alone. So at most one
-// layer's activations and dequantized weights are alive at a time: a
-// frozen NF4 Linear keeps nothing but its packed 4-bit weight between
-// forward and backward, and dequantizes again in backward, as
-// bitsandbytes' MatMul4Bit does. It costs one more forward pass of the
-// encoder. Each layer's dropout is seeded on its own (dropoutSeeds), so the
+// layer's activations are alive at a time. (A frozen NF4 Linear keeps
+// nothing but its packed 4-bit weight between forward and backward either
+// way, and dequantizes again in backward, as bitsandbytes' MatMul4Bit does:
+// nf4.Weight.Linear.) It costs one more forward pass of the encoder. Each layer's dropout is seeded on its own (dropoutSeeds), so the
 // recomputed layer draws the same masks and the gradients equal the plain
 // path's.
 func (m *Model) Backward(ids, mask *ts.Tensor, loss Loss) (float64, error) {
