@@ -81,6 +81,35 @@ func adaptedModel(t *testing.T, c Config, w Weights, quant Quant, targets []stri
 	return m
 }
 
+// gradDiff is the largest |want − got| over every parameter's gradient and
+// the largest |want| (the scale); a missing or shorter gradient counts as
+// infinitely far.
+func gradDiff(want, got map[string][]float64) (worst, scale float64) {
+	for name, w := range want {
+		g := got[name]
+		if len(g) != len(w) {
+			return math.Inf(1), 0
+		}
+		for i := range w {
+			worst = math.Max(worst, math.Abs(w[i]-g[i]))
+			scale = math.Max(scale, math.Abs(w[i]))
+		}
+	}
+	return worst, scale
+}
+
+// requireSameGrads fails t unless got's gradients are want's within 1e-5 of
+// the largest, and returns that largest gradient.
+func requireSameGrads(t *testing.T, want, got map[string][]float64) float64 {
+	t.Helper()
+	worst, scale := gradDiff(want, got)
+	t.Logf("max |Δgrad| %.3g (largest gradient %.3g)", worst, scale)
+	if scale == 0 || worst > 1e-5*scale {
+		t.Fatalf("gradients differ by up to %v (largest %v)", worst, scale)
+	}
+	return scale
+}
+
 // keptWeight hides a Frozen's own Linear (lora.FrozenLinear), so that
 // lora.Linear takes the weight and autograd keeps it for backward: the path
 // NF4 layers took before nf4.Weight.Linear.
@@ -117,18 +146,7 @@ func TestNF4LinearEqualsKeptWeight(t *testing.T) {
 			if math.Abs(lossA-lossK) > 1e-6*math.Abs(lossK) {
 				t.Fatalf("loss %v dequantizing again, %v keeping the weight", lossA, lossK)
 			}
-			worst, scale := 0.0, 0.0
-			for name, gk := range gradK {
-				ga := gradA[name]
-				for i := range gk {
-					worst = math.Max(worst, math.Abs(gk[i]-ga[i]))
-					scale = math.Max(scale, math.Abs(gk[i]))
-				}
-			}
-			t.Logf("max |Δgrad| %.3g (largest gradient %.3g)", worst, scale)
-			if scale == 0 || worst > 1e-5*scale {
-				t.Fatalf("gradients differ by up to %v (largest %v)", worst, scale)
-			}
+			requireSameGrads(t, gradK, gradA)
 		})
 	}
 }
@@ -166,30 +184,10 @@ func TestRecomputeEqualsPlain(t *testing.T) {
 			if nextP != nextR {
 				t.Fatalf("generator left in another state: next draw %d with recomputation, %d without", nextR, nextP)
 			}
-			worst, scale := 0.0, 0.0
-			for name, gp := range gradP {
-				gr := gradR[name]
-				if len(gr) != len(gp) {
-					t.Fatalf("%s: %d gradient values with recomputation, %d without", name, len(gr), len(gp))
-				}
-				for i := range gp {
-					worst = math.Max(worst, math.Abs(gp[i]-gr[i]))
-					scale = math.Max(scale, math.Abs(gp[i]))
-				}
-			}
-			t.Logf("max |Δgrad| %.3g (largest gradient %.3g)", worst, scale)
-			if scale == 0 || worst > 1e-5*scale {
-				t.Fatalf("gradients differ by up to %v (largest %v)", worst, scale)
-			}
+			scale := requireSameGrads(t, gradP, gradR)
 			// The comparison can fail: another dropout seed moves the gradients.
 			_, gradOther, _ := backwardGrads(t, recompute, 43)
-			moved := 0.0
-			for name, gp := range gradP {
-				for i := range gp {
-					moved = math.Max(moved, math.Abs(gp[i]-gradOther[name][i]))
-				}
-			}
-			if moved <= 1e-5*scale {
+			if moved, _ := gradDiff(gradP, gradOther); moved <= 1e-5*scale {
 				t.Fatalf("dropout seed 43 gives the same gradients as 42 (max |Δ| %v): dropout is not in the test", moved)
 			}
 		})
