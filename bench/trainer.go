@@ -27,8 +27,9 @@ type TrainerConfig struct {
 	// Seq, Batch and Steps shape every run.
 	Seq, Batch, Steps int
 	// Rounds runs every variant this many times, in turn (NF4, recompute,
-	// fp32 base, PyTorch, then again), and pools their steps: on a shared
-	// machine a slow minute then lands on all variants, not on one (< 1: 1).
+	// fp32 base, PyTorch, then again, each round starting one variant
+	// later), and pools their steps: on a shared machine a slow minute then
+	// lands on all variants, not on one (< 1: 1).
 	Rounds int
 	// SoakSteps is the number of tiny-config steps of the RSS soak (0: skip).
 	SoakSteps int
@@ -187,7 +188,7 @@ func (r *Runner) Trainer(ctx context.Context, cfg TrainerConfig) (Report, error)
 		runs := map[string]map[string]any{}
 		failures := 0
 		for round := range max(1, cfg.Rounds) {
-			for _, v := range variants {
+			for _, v := range rotate(variants, round) {
 				res, err := run(fmt.Sprintf("%s %s (round %d)", dt, v.name, round+1), gpu, v.cmd)
 				if err != nil {
 					// One variant failing (the reference on an untried
@@ -280,6 +281,17 @@ func (r *Runner) Trainer(ctx context.Context, cfg TrainerConfig) (Report, error)
 		report["soak"] = soak
 	}
 	return report, nil
+}
+
+// rotate is s starting at its element r (mod len(s)): round r of the
+// trainer benchmark runs its variants in this order, so that no variant
+// always runs first (after the previous round's last) or last.
+func rotate[T any](s []T, r int) []T {
+	if len(s) == 0 {
+		return nil
+	}
+	r %= len(s)
+	return append(slices.Clone(s[r:]), s[:r]...)
 }
 
 // ratio is a/b, or nil (JSON null) unless both are positive: a figure whose

@@ -151,3 +151,21 @@ func TestTrainerKeepsFiguresOfFailedVariant(t *testing.T) {
 		t.Fatalf("every run failing: err = %v", err)
 	}
 }
+
+func TestRotate(t *testing.T) {
+	s := []string{"nf4", "ckpt", "fp32", "torch"}
+	for _, tc := range []struct {
+		r    int
+		want string
+	}{{0, "nf4 ckpt fp32 torch"}, {1, "ckpt fp32 torch nf4"}, {3, "torch nf4 ckpt fp32"}, {4, "nf4 ckpt fp32 torch"}} {
+		if got := strings.Join(rotate(s, tc.r), " "); got != tc.want {
+			t.Errorf("rotate(%d) = %s, want %s", tc.r, got, tc.want)
+		}
+	}
+	if strings.Join(s, " ") != "nf4 ckpt fp32 torch" {
+		t.Errorf("rotate changed its input: %v", s)
+	}
+	if rotate([]string{}, 3) != nil {
+		t.Error("rotate of nothing is not nothing")
+	}
+}
